@@ -1,0 +1,240 @@
+"""The only reader of the environment: `from_env(environ)` returns the frozen configuration of every process."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+QUANTIZE_SUPPORTED: tuple[str, ...] = ()
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad environment value; the message names the variable and what it accepts."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine process needs: the model, the device placement and the scheduler's budgets."""
+
+    model_id: str
+    revision: str | None
+    hf_token: str | None
+    trust_remote_code: bool
+    num_gpus: int | None
+    dtype: str | None
+    max_input_tokens: int | None
+    max_total_tokens: int | None
+    max_batch_prefill_tokens: int | None
+    max_batch_total_tokens: int | None
+    max_batch_size: int | None
+    max_concurrent_requests: int
+    torch_threads: int | None
+    engine_address: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the launcher and the HTTP workers need."""
+
+    host: str
+    port: int
+    workers: int
+    shutdown_grace_seconds: float
+    engine_start_timeout: float
+    max_best_of: int
+    max_stop_sequences: int
+    max_top_n_tokens: int
+    max_client_batch_size: int
+    payload_limit: int
+    compute_type: str
+    engine_address: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, read once."""
+
+    server: ServerConfig
+    engine: EngineConfig
+
+
+class _Env:
+    """Typed access to an environment mapping where an empty string counts as unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def raw(self, *names: str) -> tuple[str, str] | None:
+        """The first of `names` that is set to a non-empty value, with that value."""
+        for name in names:
+            value = self._environ.get(name, "").strip()
+            if value:
+                return name, value
+        return None
+
+    def str(self, *names: str, default: str | None = None) -> str | None:
+        """A string value, or `default`."""
+        found = self.raw(*names)
+        return found[1] if found else default
+
+    def parse(self, names: tuple[str, ...], convert: Callable[[str], T], accepts: str, default: T) -> T:
+        """Convert the first set variable of `names`, or fail naming the variable and what it accepts."""
+        found = self.raw(*names)
+        if found is None:
+            return default
+        name, value = found
+        try:
+            return convert(value)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{name}={value!r} is not valid: {name} accepts {accepts}") from None
+
+    def int(self, *names: str, default: int | None = None, minimum: int = 1) -> int | None:
+        """An integer at least `minimum`, or `default`."""
+
+        def convert(value: str) -> int:
+            number = int(value)
+            if number < minimum:
+                raise ValueError(value)
+            return number
+
+        return self.parse(names, convert, f"an integer >= {minimum}", default)
+
+    def float(self, *names: str, default: float, minimum: float = 0.0) -> float:
+        """A float at least `minimum`, or `default`."""
+
+        def convert(value: str) -> float:
+            number = float(value)
+            if not number >= minimum:
+                raise ValueError(value)
+            return number
+
+        return self.parse(names, convert, f"a number >= {minimum:g}", default)
+
+    def bool(self, *names: str, default: bool = False) -> bool:
+        """A boolean spelled true/false, 1/0, yes/no or on/off."""
+
+        def convert(value: str) -> bool:
+            lowered = value.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+
+        return self.parse(names, convert, "true or false", default)
+
+    def choice(self, names: tuple[str, ...], choices: tuple[str, ...], aliases: Mapping[str, str] | None = None,
+               default: str | None = None) -> str | None:
+        """One of `choices` (case-insensitive, with optional aliases), or `default`."""
+        aliases = aliases or {}
+
+        def convert(value: str) -> str:
+            lowered = value.lower()
+            lowered = aliases.get(lowered, lowered)
+            if lowered not in choices:
+                raise ValueError(value)
+            return lowered
+
+        return self.parse(names, convert, "one of " + ", ".join(choices), default)
+
+
+def _model_id(env: _Env) -> str:
+    """HF_MODEL_ID (or TGI's MODEL_ID); else a model in /opt/ml/model; else the embedded default model."""
+    model_id = env.str("HF_MODEL_ID", "MODEL_ID")
+    if model_id:
+        return model_id
+    if (SAGEMAKER_MODEL_DIR / "config.json").is_file():
+        return str(SAGEMAKER_MODEL_DIR)
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return str(DEFAULT_MODEL_DIR)
+    raise ConfigError("HF_MODEL_ID is not set and /opt/ml/model holds no model: HF_MODEL_ID accepts a hub id "
+                      "or a local model directory")
+
+
+def _host(env: _Env) -> str:
+    """TGI's rule: HOSTNAME when it is an IP address (in Docker it is the container id), else 0.0.0.0."""
+    value = env.str("HOSTNAME", default="0.0.0.0") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "0.0.0.0"
+    return value
+
+
+def _limits(env: _Env) -> tuple[int | None, int | None]:
+    """MAX_INPUT_TOKENS (alias MAX_INPUT_LENGTH, not both) and MAX_TOTAL_TOKENS, checked against each other."""
+    if env.raw("MAX_INPUT_TOKENS") and env.raw("MAX_INPUT_LENGTH"):
+        raise ConfigError("MAX_INPUT_TOKENS and MAX_INPUT_LENGTH are both set: set only MAX_INPUT_TOKENS")
+    max_input = env.int("MAX_INPUT_TOKENS", "MAX_INPUT_LENGTH")
+    max_total = env.int("MAX_TOTAL_TOKENS", minimum=2)
+    if max_input is not None and max_total is not None and max_input >= max_total:
+        raise ConfigError(f"MAX_INPUT_TOKENS={max_input} must be < MAX_TOTAL_TOKENS={max_total}")
+    return max_input, max_total
+
+
+def _quantize(env: _Env) -> None:
+    """No quantization backend is built in yet: any value stops start-up with a clear line."""
+    found = env.raw("HF_MODEL_QUANTIZE", "QUANTIZE")
+    if found:
+        name, value = found
+        supported = ", ".join(QUANTIZE_SUPPORTED) or "nothing yet (leave it unset)"
+        raise ConfigError(f"{name}={value!r} is not supported: {name} accepts {supported}")
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check every setting; raises `ConfigError` with one line naming the variable."""
+    env = _Env(os.environ if environ is None else environ)
+    _quantize(env)
+    port = env.int("SAGEMAKER_BIND_TO_PORT", "PORT", default=8080, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"port {port} is not valid: SAGEMAKER_BIND_TO_PORT and PORT accept 1 to 65535")
+    log_level = env.choice(("LOG_LEVEL",), LOG_LEVELS, {"warn": "warning"}, default="info")
+    engine_address = env.str("SERVING_ENGINE_ADDRESS") or (
+        f"ipc://{tempfile.gettempdir()}/serving-engine-{os.getpid()}-{port}.sock")
+    max_input, max_total = _limits(env)
+    engine = EngineConfig(
+        model_id=_model_id(env),
+        revision=env.str("HF_MODEL_REVISION", "REVISION"),
+        hf_token=env.str("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN"),
+        trust_remote_code=env.bool("HF_MODEL_TRUST_REMOTE_CODE", "TRUST_REMOTE_CODE"),
+        num_gpus=env.int("SM_NUM_GPUS", "NUM_SHARD"),
+        dtype=env.choice(("DTYPE",), DTYPES, DTYPE_ALIASES),
+        max_input_tokens=max_input,
+        max_total_tokens=max_total,
+        max_batch_prefill_tokens=env.int("MAX_BATCH_PREFILL_TOKENS"),
+        max_batch_total_tokens=env.int("MAX_BATCH_TOTAL_TOKENS"),
+        max_batch_size=env.int("MAX_BATCH_SIZE"),
+        max_concurrent_requests=env.int("MAX_CONCURRENT_REQUESTS", default=128),
+        torch_threads=env.int("TORCH_NUM_THREADS"),
+        engine_address=engine_address,
+        log_level=log_level,
+    )
+    server = ServerConfig(
+        host=_host(env),
+        port=port,
+        workers=env.int("SAGEMAKER_MODEL_SERVER_WORKERS", default=1),
+        shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", default=30.0),
+        engine_start_timeout=env.float("ENGINE_START_TIMEOUT", default=3600.0, minimum=1.0),
+        max_best_of=env.int("MAX_BEST_OF", default=2),
+        max_stop_sequences=env.int("MAX_STOP_SEQUENCES", default=4, minimum=0),
+        max_top_n_tokens=env.int("MAX_TOP_N_TOKENS", default=5, minimum=0),
+        max_client_batch_size=env.int("MAX_CLIENT_BATCH_SIZE", default=4),
+        payload_limit=env.int("PAYLOAD_LIMIT", default=2_000_000),
+        compute_type=env.str("COMPUTE_TYPE", default="gpu+optimized") or "gpu+optimized",
+        engine_address=engine_address,
+        log_level=log_level,
+    )
+    return Config(server=server, engine=engine)

@@ -1,0 +1,251 @@
+"""The torch-free contract between the HTTP workers and the engine process.
+
+Every message that crosses the local socket is one of the tagged `msgspec.Struct` types below, encoded as
+MessagePack. Client -> engine: `GenerateRequest`, `AbortRequest`, `TokenizeRequest`, `InfoRequest`,
+`HealthRequest`. Engine -> client: an `EventBatch` per step per worker, holding `Admitted`, `TokenDelta`,
+`Finished`, `Failed` and the replies `TokenizeResult`, `InfoResult`, `HealthResult`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Union
+
+import msgspec
+
+
+class FinishReason(str, Enum):
+    """Why a generation ended, with TGI's wire names."""
+
+    LENGTH = "length"
+    EOS_TOKEN = "eos_token"
+    STOP_SEQUENCE = "stop_sequence"
+
+
+class ErrorKind(str, Enum):
+    """What went wrong with a request; `serving.api.errors` maps each kind to an HTTP status once."""
+
+    VALIDATION = "validation"
+    OVERLOADED = "overloaded"
+    GENERATION = "generation"
+    TEMPLATE = "template_error"
+    INCOMPLETE = "incomplete_generation"
+    UNAVAILABLE = "unavailable"
+
+
+class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-request logits processing and sampling; validated by the API layer before it is sent."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    top_n_tokens: int = 0
+    logit_bias: dict[int, float] = msgspec.field(default_factory=dict)
+
+    @property
+    def sampling(self) -> bool:
+        """TGI's rule: any non-neutral warper turns sampling on, even without `do_sample`."""
+        return (
+            self.do_sample
+            or self.temperature != 1.0
+            or self.top_k > 0
+            or self.top_p < 1.0
+            or self.typical_p < 1.0
+        )
+
+
+class StoppingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a generation stops; `max_new_tokens=None` means until the context is full."""
+
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    min_new_tokens: int = 0
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One chat message with its content already flattened to a string by the API layer."""
+
+    role: str
+    content: str
+
+
+class ChatPrompt(msgspec.Struct, frozen=True):
+    """A conversation that the engine renders with the model's own chat template."""
+
+    messages: tuple[ChatMessage, ...]
+    continue_final_message: bool = False
+
+
+class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
+    """Generate from `prompt` (plain text) or `chat` (templated in the engine); exactly one is set."""
+
+    request_id: str
+    sampling: SamplingParams
+    stopping: StoppingParams
+    prompt: str | None = None
+    chat: ChatPrompt | None = None
+    add_special_tokens: bool = True
+    truncate: int | None = None
+
+
+class AbortRequest(msgspec.Struct, frozen=True, tag="abort"):
+    """The client went away: drop the request and free its slot and cache."""
+
+    request_id: str
+
+
+class TokenizeRequest(msgspec.Struct, frozen=True, tag="tokenize"):
+    """Tokenize text (or a rendered chat) and report each token's byte offsets."""
+
+    call_id: str
+    text: str | None = None
+    chat: ChatPrompt | None = None
+    add_special_tokens: bool = True
+
+
+class InfoRequest(msgspec.Struct, frozen=True, tag="info"):
+    """Ask for the loaded model's facts and limits."""
+
+    call_id: str
+
+
+class HealthRequest(msgspec.Struct, frozen=True, tag="health"):
+    """Ask whether the engine is alive and able to serve."""
+
+    call_id: str
+
+
+ClientMessage = Union[GenerateRequest, AbortRequest, TokenizeRequest, InfoRequest, HealthRequest]
+
+
+class TokenInfo(msgspec.Struct, frozen=True):
+    """One token as TGI reports it; `text` keeps special tokens, `logprob` is None where undefined."""
+
+    id: int
+    text: str
+    logprob: float | None
+    special: bool = False
+
+
+class Admitted(msgspec.Struct, frozen=True, tag="admitted"):
+    """The request passed the engine's validation and waits for (or starts) its prefill."""
+
+    request_id: str
+    input_length: int
+    seed: int | None
+
+
+class TokenDelta(msgspec.Struct, frozen=True, tag="token"):
+    """One generated token; `token.text` is its incremental decode (never a broken UTF-8 sequence)."""
+
+    request_id: str
+    token: TokenInfo
+    top_tokens: tuple[TokenInfo, ...] = ()
+
+
+class Finished(msgspec.Struct, frozen=True, tag="finished"):
+    """The request ended normally; `generated_text` is decoded with special tokens skipped."""
+
+    request_id: str
+    finish_reason: FinishReason
+    generated_tokens: int
+    generated_text: str
+    input_length: int
+    seed: int | None
+    queue_time: float
+    inference_time: float
+
+
+class Failed(msgspec.Struct, frozen=True, tag="failed"):
+    """The request ended with an error; `message` is the full user-facing text."""
+
+    request_id: str
+    kind: ErrorKind
+    message: str
+
+
+class TokenSpan(msgspec.Struct, frozen=True):
+    """A token of a tokenized input with its byte offsets into that input (0, 0 for special tokens)."""
+
+    id: int
+    text: str
+    start: int
+    stop: int
+
+
+class TokenizeResult(msgspec.Struct, frozen=True, tag="tokenized"):
+    """Reply to `TokenizeRequest`; `error` is set (and `tokens` empty) when it failed."""
+
+    call_id: str
+    tokens: tuple[TokenSpan, ...] = ()
+    templated_text: str | None = None
+    error: Failed | None = None
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    """What the engine loaded and the limits it resolved from the model and the configuration."""
+
+    model_id: str
+    model_sha: str | None
+    model_pipeline_tag: str | None
+    max_input_tokens: int
+    max_total_tokens: int
+    max_batch_total_tokens: int
+    max_concurrent_requests: int
+    dtype: str
+    device: str
+    device_map: dict[str, str]
+    has_chat_template: bool
+    num_parameters: int
+
+
+class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):
+    """Reply to `InfoRequest`."""
+
+    call_id: str
+    info: ModelInfo
+
+
+class HealthResult(msgspec.Struct, frozen=True, tag="health_result"):
+    """Reply to `HealthRequest`, with the scheduler's current load."""
+
+    call_id: str
+    healthy: bool
+    running: int
+    waiting: int
+
+
+EngineEvent = Union[Admitted, TokenDelta, Finished, Failed, TokenizeResult, InfoResult, HealthResult]
+
+
+class EventBatch(msgspec.Struct, frozen=True, tag="batch"):
+    """Everything one engine step produced for one HTTP worker, sent as one message."""
+
+    events: tuple[EngineEvent, ...]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_client_decoder = msgspec.msgpack.Decoder(ClientMessage)
+_batch_decoder = msgspec.msgpack.Decoder(EventBatch)
+
+
+def encode(message: Any) -> bytes:
+    """Serialise any message of this contract to MessagePack."""
+    return _encoder.encode(message)
+
+
+def decode_client_message(data: bytes) -> ClientMessage:
+    """Parse a message sent by a client (raises `msgspec.DecodeError` on garbage)."""
+    return _client_decoder.decode(data)
+
+
+def decode_event_batch(data: bytes) -> EventBatch:
+    """Parse a batch of engine events."""
+    return _batch_decoder.decode(data)

@@ -1,0 +1,7 @@
+"""`python -m serving` starts the launcher."""
+
+import sys
+
+from serving.launcher import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""The engine process main: a ZeroMQ ROUTER in front of `LLMEngine`, the only IO on the engine side.
+
+Each loop turn drains every message waiting on the socket (new requests, aborts, calls), runs one engine
+step when there is work, and sends each HTTP worker one `EventBatch` with everything that step made for it.
+When idle it blocks on the socket, so it costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections import defaultdict
+from types import FrameType
+
+import msgspec
+import zmq
+
+from serving.config import EngineConfig, from_env
+from serving.engine.engine import LLMEngine
+from serving.logs import setup_logging
+from serving.messages import (
+    AbortRequest,
+    ClientMessage,
+    EngineEvent,
+    EventBatch,
+    Failed,
+    Finished,
+    GenerateRequest,
+    HealthRequest,
+    HealthResult,
+    InfoRequest,
+    InfoResult,
+    TokenizeRequest,
+    decode_client_message,
+    encode,
+)
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 200
+
+
+class EngineWorker:
+    """Owns the socket and the routing of events back to the worker that asked."""
+
+    def __init__(self, engine: LLMEngine, address: str) -> None:
+        self.engine = engine
+        self.address = address
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.socket.bind(address)
+        self.owners: dict[str, bytes] = {}
+        self.outbox: dict[bytes, list[EngineEvent]] = defaultdict(list)
+        self.running = True
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """Signal handler: finish the current turn and leave the loop."""
+        logger.info("engine received signal %d, stopping", signum)
+        self.running = False
+
+    def serve(self) -> None:
+        """Run until stopped."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        while self.running:
+            timeout = 0 if self.engine.has_work() else IDLE_POLL_MS
+            if poller.poll(timeout):
+                self._drain()
+            if self.engine.has_work():
+                self._route(self.engine.step())
+            self._flush()
+        self.socket.close()
+        self.context.term()
+        if self.address.startswith("ipc://"):
+            path = self.address[len("ipc://"):]
+            if os.path.exists(path):
+                os.unlink(path)
+
+    def _drain(self) -> None:
+        """Handle every message that is already waiting, without blocking."""
+        while True:
+            try:
+                identity, payload = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = decode_client_message(payload)
+            except msgspec.DecodeError:
+                logger.error("dropping an undecodable message from %r", identity)
+                continue
+            self._handle(identity, message)
+
+    def _handle(self, identity: bytes, message: ClientMessage) -> None:
+        """Dispatch one client message to the engine."""
+        if isinstance(message, GenerateRequest):
+            self.owners[message.request_id] = identity
+            self._route(self.engine.add_request(message))
+        elif isinstance(message, AbortRequest):
+            self.owners.pop(message.request_id, None)
+            self.engine.abort(message.request_id)
+        elif isinstance(message, TokenizeRequest):
+            self.outbox[identity].append(self.engine.tokenize(message))
+        elif isinstance(message, InfoRequest):
+            self.outbox[identity].append(InfoResult(call_id=message.call_id, info=self.engine.info()))
+        elif isinstance(message, HealthRequest):
+            running, waiting = self.engine.stats()
+            self.outbox[identity].append(
+                HealthResult(call_id=message.call_id, healthy=True, running=running, waiting=waiting))
+
+    def _route(self, events: list[EngineEvent]) -> None:
+        """Queue each request event for the worker that owns the request; forget finished requests."""
+        for event in events:
+            request_id = event.request_id
+            identity = self.owners.get(request_id)
+            if identity is None:
+                continue
+            self.outbox[identity].append(event)
+            if isinstance(event, (Finished, Failed)):
+                del self.owners[request_id]
+
+    def _flush(self) -> None:
+        """Send each worker one batch with everything queued for it."""
+        for identity, events in self.outbox.items():
+            self.socket.send_multipart([identity, encode(EventBatch(events=tuple(events)))])
+        self.outbox.clear()
+
+
+def run(config: EngineConfig) -> None:
+    """Load the model, bind the socket and serve until SIGTERM or SIGINT."""
+    engine = LLMEngine.from_config(config)
+    worker = EngineWorker(engine, config.engine_address)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    logger.info("engine ready on %s", config.engine_address)
+    worker.serve()
+
+
+def main() -> None:
+    """Entry point of the engine process (`python -m serving.engine.worker`)."""
+    config = from_env()
+    setup_logging(config.engine.log_level)
+    run(config.engine)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""`python -m serving`: read the configuration once, start the engine, wait for it, start gunicorn, supervise.
+
+The engine runs in its own process (`serving.engine.worker`), started with a fresh interpreter rather than a
+fork so that no HTTP worker ever inherits CUDA state. gunicorn's gevent workers start only once the engine
+answers a health call, so SageMaker's `/ping` is refused until the model is loaded and warmed up.
+If either child dies the other is stopped and the launcher exits non-zero; SIGTERM drains gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from types import FrameType
+from typing import Sequence
+
+import msgspec
+import zmq
+
+from serving.config import Config, ConfigError, from_env
+from serving.logs import setup_logging
+from serving.messages import HealthRequest, HealthResult, decode_event_batch, encode
+
+logger = logging.getLogger("serving.launcher")
+
+SUPERVISE_INTERVAL = 0.2
+ENGINE_STOP_TIMEOUT = 15.0
+SAGEMAKER_ARGUMENTS = ("serve",)
+
+
+def engine_is_ready(address: str, timeout: float = 1.0) -> bool:
+    """Ask the engine for its health over a short-lived socket."""
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(address)
+        sock.send(encode(HealthRequest(call_id=uuid.uuid4().hex)))
+        if not sock.poll(int(timeout * 1000)):
+            return False
+        batch = decode_event_batch(sock.recv())
+    except (zmq.ZMQError, msgspec.DecodeError):
+        return False
+    finally:
+        sock.close()
+    return any(isinstance(event, HealthResult) and event.healthy for event in batch.events)
+
+
+def stop_process(process: subprocess.Popen, timeout: float, name: str) -> int:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop within %.0f s, killing it", name, timeout)
+            process.kill()
+    return process.wait()
+
+
+def gunicorn_command(config: Config) -> list[str]:
+    """gunicorn with gevent workers serving the Flask app factory."""
+    server = config.server
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gevent",
+        "--workers", str(server.workers),
+        "--bind", f"{server.host}:{server.port}",
+        "--graceful-timeout", str(int(server.shutdown_grace_seconds)),
+        "--keep-alive", "75",
+        "--log-level", server.log_level,
+        "--error-logfile", "-",
+        "serving.api.wsgi:app_from_env()",
+    ]
+
+
+class Launcher:
+    """Starts and supervises the engine and gunicorn."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address)
+        self.stopping = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT handler: begin a graceful shutdown."""
+        logger.info("received signal %d, draining", signum)
+        self.stopping = True
+
+    def wait_for_engine(self, engine: subprocess.Popen) -> bool:
+        """Poll the engine's health until it answers, it dies, a stop is asked, or the start timeout passes."""
+        deadline = time.monotonic() + self.config.server.engine_start_timeout
+        while time.monotonic() < deadline and not self.stopping:
+            if engine.poll() is not None:
+                logger.error("the engine exited with code %d while starting", engine.returncode)
+                return False
+            if engine_is_ready(self.config.server.engine_address):
+                return True
+            time.sleep(SUPERVISE_INTERVAL)
+        if not self.stopping:
+            logger.error("the engine was not ready after %.0f s", self.config.server.engine_start_timeout)
+        return False
+
+    def run(self) -> int:
+        """Start both processes, supervise them, and return the launcher's exit code."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        engine = subprocess.Popen([sys.executable, "-m", "serving.engine.worker"], env=self.env)
+        logger.info("engine process %d starting for %s", engine.pid, self.config.engine.model_id)
+        if not self.wait_for_engine(engine):
+            stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+            return 0 if self.stopping else 1
+        http = subprocess.Popen(gunicorn_command(self.config), env=self.env)
+        logger.info("serving on http://%s:%d (gunicorn %d)", self.config.server.host, self.config.server.port,
+                    http.pid)
+        while not self.stopping:
+            if engine.poll() is not None:
+                logger.error("the engine exited with code %d; stopping the HTTP server", engine.returncode)
+                stop_process(http, 5.0, "gunicorn")
+                return 1
+            if http.poll() is not None:
+                logger.error("gunicorn exited with code %d; stopping the engine", http.returncode)
+                stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+                return 1
+            time.sleep(SUPERVISE_INTERVAL)
+        http_code = stop_process(http, self.config.server.shutdown_grace_seconds + 5.0, "gunicorn")
+        engine_code = stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+        logger.info("stopped (gunicorn %d, engine %d)", http_code, engine_code)
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: accepts SageMaker's `serve` argument; a bad setting exits 2 with one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    unknown = [arg for arg in args if arg not in SAGEMAKER_ARGUMENTS]
+    try:
+        config = from_env()
+    except ConfigError as error:
+        print(f"serving: configuration error: {error}", file=sys.stderr)
+        return 2
+    setup_logging(config.server.log_level, role="launcher")
+    if unknown:
+        logger.info("ignoring arguments %s", " ".join(unknown))
+    return Launcher(config).run()

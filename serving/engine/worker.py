@@ -12,12 +12,12 @@ import os
 import signal
 from collections import defaultdict
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import msgspec
 import zmq
 
 from serving.config import EngineConfig, from_env
-from serving.engine.engine import LLMEngine
 from serving.logs import setup_logging
 from serving.messages import (
     AbortRequest,
@@ -35,6 +35,9 @@ from serving.messages import (
     decode_client_message,
     encode,
 )
+
+if TYPE_CHECKING:
+    from serving.engine.engine import LLMEngine
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +133,8 @@ class EngineWorker:
 
 def run(config: EngineConfig) -> None:
     """Load the model, bind the socket and serve until SIGTERM or SIGINT."""
+    from serving.engine.engine import LLMEngine
+
     engine = LLMEngine.from_config(config)
     worker = EngineWorker(engine, config.engine_address)
     signal.signal(signal.SIGTERM, worker.stop)

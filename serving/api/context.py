@@ -1,0 +1,42 @@
+"""What every handler needs, stored on the app by `create_app`: the server configuration and the engine client."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from flask import current_app
+
+from serving.client import EngineClientProtocol
+from serving.config import ServerConfig
+from serving.messages import ModelInfo
+
+EXTENSION = "serving"
+
+
+@dataclass(frozen=True)
+class Services:
+    """The configuration and engine client of one app."""
+
+    config: ServerConfig
+    client: EngineClientProtocol
+
+    def info(self) -> ModelInfo:
+        """The loaded model's facts (the client caches them)."""
+        return self.client.info()
+
+
+def services() -> Services:
+    """The services of the app serving the current request."""
+    return current_app.extensions[EXTENSION]
+
+
+def new_id() -> str:
+    """A fresh unique id (32 hex digits) for a request or a call."""
+    return uuid.uuid4().hex
+
+
+def unix_now() -> int:
+    """The current time in unix seconds, for `created`."""
+    return int(time.time())

@@ -1,0 +1,83 @@
+"""Request bodies as axum's `Json` extractor reads them: Content-Type, size limit, JSON syntax, then shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, TypeVar
+
+from flask import Request
+from pydantic import BaseModel, ValidationError
+
+from serving.api.errors import BodyError
+
+READ_CHUNK = 64 * 1024
+DESERIALIZE_PREFIX = "Failed to deserialize the JSON body into the target type: "
+_JSON_CONTENT_TYPE = re.compile(r"^application/([^;\s]+\+)?json\s*(;.*)?$", re.IGNORECASE)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _reject_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity, which Python's parser would accept."""
+    raise ValueError(f"invalid number `{name}`")
+
+
+def read_json(request: Request, limit: int) -> tuple[Any, str]:
+    """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 400 on bad JSON."""
+    if not _JSON_CONTENT_TYPE.match(request.headers.get("Content-Type", "")):
+        raise BodyError(415, "Expected request with `Content-Type: application/json`")
+    too_large = BodyError(413, "Failed to buffer the request body: length limit exceeded")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := request.stream.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant), text
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise BodyError(400, "Failed to parse the request body as JSON: "
+                             f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise BodyError(400, f"Failed to parse the request body as JSON: {exc}") from None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """serde_path_to_error's notation: `parameters.stop[0]`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One pydantic error as `<path>: <message>`, with serde's wording for a missing field."""
+    loc = tuple(error["loc"])
+    if error["type"] == "missing":
+        loc, message = loc[:-1], f"missing field `{loc[-1]}`"
+    elif error["type"] == "value_error":
+        message = str(error["ctx"]["error"])
+    else:
+        message = error["msg"]
+    return f"{_path(loc)}: {message}" if loc else message
+
+
+def deserialize(model: type[M], data: Any) -> M:
+    """Validate parsed JSON against `model`, or a 422 plain-text error naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BodyError(422, DESERIALIZE_PREFIX + _describe(exc.errors(include_url=False)[0])) from None
+
+
+def parse_body(request: Request, limit: int, model: type[M]) -> M:
+    """Read, parse and validate the request body as `model`."""
+    data, _ = read_json(request, limit)
+    return deserialize(model, data)

@@ -1,0 +1,158 @@
+"""The engine events of one HTTP request's engine requests, merged in arrival order and regrouped per token.
+
+Each engine request's iterator is drained by its own pump (a thread; under gunicorn's gevent worker, whose
+monkey-patching makes `threading` and `queue` cooperative, a greenlet), so the reader can wait with a timeout
+(for SSE keep-alives) and several requests (`n`, `best_of`, a list of prompts) run side by side. Closing the
+feed makes every pump close its iterator at its next event, which aborts the request in the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from serving.api.errors import ApiError
+from serving.client import EngineClientProtocol
+from serving.messages import ErrorKind, Failed, Finished, GenerateRequest, TokenDelta
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token of request `index`; `finished` is set on that request's last token."""
+
+    index: int
+    delta: TokenDelta
+    finished: Finished | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One engine request's whole output."""
+
+    deltas: list[TokenDelta]
+    finished: Finished
+
+    def mean_logprob(self) -> float:
+        """The mean log-probability of the generated tokens, which ranks `best_of` sequences."""
+        logprobs = [delta.token.logprob for delta in self.deltas if delta.token.logprob is not None]
+        return sum(logprobs) / len(logprobs) if logprobs else 0.0
+
+
+class EventFeed:
+    """The events of `requests`, tagged with each request's index."""
+
+    def __init__(self, client: EngineClientProtocol, requests: Sequence[GenerateRequest]) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = threading.Event()
+        self._pending: list[tuple[int, object]] = []
+        self._running = len(requests)
+        for index, request in enumerate(requests):
+            threading.Thread(target=self._pump, args=(client, index, request), daemon=True,
+                             name=f"feed-{request.request_id}").start()
+
+    def _pump(self, client: EngineClientProtocol, index: int, request: GenerateRequest) -> None:
+        """Forward one request's events until it ends or the feed is closed, then close its iterator."""
+        events = None
+        try:
+            events = client.generate(request)
+            for event in events:
+                if self._closed.is_set():
+                    break
+                self._queue.put((index, event))
+        except Exception as exc:  # handed to the reader, which reports it
+            self._queue.put((index, exc))
+        finally:
+            try:
+                getattr(events, "close", lambda: None)()
+            except Exception:
+                logger.exception("closing the events of %s failed", request.request_id)
+            self._queue.put((index, _END))
+
+    def _next(self, timeout: float | None) -> tuple[int, object] | None:
+        """The next event, or None when `timeout` seconds pass without one."""
+        if self._pending:
+            return self._pending.pop(0)
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def first(self) -> None:
+        """Wait for the first event and keep it; raise what must be an HTTP error rather than a stream event.
+
+        TGI renders the chat template before it starts streaming, so a template failure is an HTTP 422; an
+        exception in the engine client before anything was sent is an HTTP 500.
+        """
+        item = self._next(None)
+        assert item is not None
+        self._pending.append(item)
+        event = item[1]
+        if isinstance(event, Failed) and event.kind == ErrorKind.TEMPLATE:
+            self.close()
+            raise ApiError.from_failed(event)
+        if isinstance(event, Exception):
+            self.close()
+            raise event
+
+    def steps(self, keepalive: float | None, streaming: bool) -> Iterator[Step | ApiError | None]:
+        """Each token once the next event of its request is known; None after `keepalive` idle seconds.
+
+        An `ApiError` (a `Failed` event, an exception, or a request that ended without `Finished`) is the
+        last item. A token is held back until its request's next event tells whether it was the last one.
+        """
+        held: dict[int, TokenDelta] = {}
+        ended: set[int] = set()
+        while self._running:
+            item = self._next(keepalive)
+            if item is None:
+                yield None
+                continue
+            index, event = item
+            if event is _END:
+                self._running -= 1
+                if index not in ended:
+                    yield ApiError.incomplete(streaming)
+                    return
+            elif isinstance(event, Exception):
+                yield ApiError.from_exception(event)
+                return
+            elif isinstance(event, Failed):
+                yield ApiError.from_failed(event)
+                return
+            elif isinstance(event, TokenDelta):
+                if index in held:
+                    yield Step(index, held[index])
+                held[index] = event
+            elif isinstance(event, Finished):
+                ended.add(index)
+                if index not in held:
+                    yield ApiError.incomplete(streaming)
+                    return
+                yield Step(index, held.pop(index), event)
+
+    def collect(self) -> list[Generation]:
+        """Every request's whole output, in request order; the first error is raised."""
+        deltas: dict[int, list[TokenDelta]] = {}
+        finished: dict[int, Finished] = {}
+        try:
+            for step in self.steps(None, streaming=False):
+                if isinstance(step, ApiError):
+                    raise step
+                assert step is not None
+                deltas.setdefault(step.index, []).append(step.delta)
+                if step.finished is not None:
+                    finished[step.index] = step.finished
+        finally:
+            self.close()
+        return [Generation(deltas[index], finished[index]) for index in sorted(finished)]
+
+    def close(self) -> None:
+        """Stop forwarding; each pump closes its iterator (aborting its request) at its next event."""
+        self._closed.set()

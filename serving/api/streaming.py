@@ -1,0 +1,82 @@
+"""Server-Sent Events as TGI frames them: `data:<compact json>\\n\\n`, `:\\n\\n` keep-alives, `[DONE]` on OpenAI routes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from flask import Response
+
+from serving.api.errors import ApiError
+from serving.api.feed import EventFeed, Step
+from serving.api.wire import dumps
+from serving.client import EngineClientProtocol
+from serving.messages import GenerateRequest
+
+KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = b":\n\n"
+DONE = b"data:[DONE]\n\n"
+
+Render = Callable[[Step], Iterable[Mapping[str, Any]]]
+RenderError = Callable[[ApiError], Mapping[str, Any]]
+
+
+def sse(value: Any) -> bytes:
+    """One event; no space after `data:`, as axum writes it."""
+    return b"data:" + dumps(value).encode("utf-8") + b"\n\n"
+
+
+def events(feed: EventFeed, render: Render, render_error: RenderError, done: bool,
+           trailer: Callable[[], Iterable[Mapping[str, Any]]] = tuple) -> Iterator[bytes]:
+    """The SSE bytes of a feed: each step rendered, an error as one last event, then `[DONE]` if `done`.
+
+    `trailer` runs after the last step of a stream that ended without error. Leaving early (the HTTP client
+    went away) closes the feed, which aborts the engine requests.
+    """
+    try:
+        for step in feed.steps(KEEPALIVE_SECONDS, streaming=True):
+            if step is None:
+                yield KEEPALIVE
+            elif isinstance(step, ApiError):
+                yield sse(render_error(step))
+                break
+            else:
+                yield from map(sse, render(step))
+        else:
+            yield from map(sse, trailer())
+        if done:
+            yield DONE
+    finally:
+        feed.close()
+
+
+def error_events(error: ApiError, render_error: RenderError, done: bool) -> Iterator[bytes]:
+    """A stream that is only an error event (TGI reports validation errors inside the stream)."""
+    yield sse(render_error(error))
+    if done:
+        yield DONE
+
+
+def sse_response(body: Iterator[bytes], headers: Mapping[str, str], feed: EventFeed | None = None) -> Response:
+    """A 200 `text/event-stream` response; closing it (a disconnect included) closes `feed`."""
+    response = Response(body, 200, content_type="text/event-stream",
+                        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    if feed is not None:
+        response.call_on_close(feed.close)
+    return response
+
+
+def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateRequest]], headers: Mapping[str, str],
+           render: Render, render_error: RenderError, done: bool,
+           trailer: Callable[[], Iterable[Mapping[str, Any]]] = tuple) -> Response:
+    """Validate (`build`), start the engine requests and stream them.
+
+    A validation error becomes the stream's only event, as in TGI. The first engine event is awaited before
+    the response starts, so that template errors and client failures are still plain HTTP errors.
+    """
+    try:
+        requests = build()
+    except ApiError as error:
+        return sse_response(error_events(error, render_error, done), headers)
+    feed = EventFeed(client, requests)
+    feed.first()
+    return sse_response(events(feed, render, render_error, done, trailer), headers, feed)

@@ -1,0 +1,90 @@
+"""OpenAI-compatible routes: `/v1/chat/completions`, `/v1/completions` and `/v1/models`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from flask import Blueprint, Response, request
+
+from serving.api.context import new_id, services, unix_now
+from serving.api.errors import ApiError, use_openai_errors
+from serving.api.feed import EventFeed
+from serving.api.headers import generation_headers, stream_headers
+from serving.api.protocol.body import parse_body
+from serving.api.protocol.chat import ChatCompletionRequest, ChatResponder
+from serving.api.protocol.completion import CompletionRequest, CompletionResponder
+from serving.api.protocol.validation import Limits
+from serving.api.streaming import stream
+from serving.api.wire import json_response
+from serving.messages import GenerateRequest
+
+blueprint = Blueprint("openai", __name__)
+blueprint.before_request(use_openai_errors)
+
+
+def _openai_error(error: ApiError) -> dict[str, Any]:
+    """The SSE error event of OpenAI routes."""
+    return error.openai_event()
+
+
+def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], list[GenerateRequest]],
+           streaming: bool, characters: int, started: float) -> Response:
+    """Stream the chunks (then `[DONE]`), or generate everything and answer one JSON object."""
+    context = services()
+    compute_type = context.config.compute_type
+    if streaming:
+        return stream(context.client, build, stream_headers(compute_type, characters), responder.chunks,
+                      _openai_error, done=True, trailer=responder.trailer)
+    generations = EventFeed(context.client, build()).collect()
+    return json_response(responder.completion(generations),
+                         headers=generation_headers(compute_type, characters, started, generations))
+
+
+def chat(body: ChatCompletionRequest) -> Response:
+    """A chat completion, or its stream of chunks."""
+    started = time.monotonic()
+    use_openai_errors()
+    context = services()
+    info = context.info()
+    limits = Limits.of(context.config, info)
+    body.check_tools()
+    request_id = new_id()
+    responder = ChatResponder(body, f"chatcmpl-{request_id}", unix_now(), body.response_model(info.model_id))
+    return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
+                  body.characters(), started)
+
+
+def completions(body: CompletionRequest) -> Response:
+    """Completions of one prompt or several (each its own engine request), or their interleaved stream."""
+    started = time.monotonic()
+    use_openai_errors()
+    context = services()
+    info = context.info()
+    limits = Limits.of(context.config, info)
+    body.check_batch(limits)
+    request_id = new_id()
+    responder = CompletionResponder(f"cmpl-{request_id}", unix_now(), info.model_id,
+                                    body.choices_per_prompt())
+    return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
+                  sum(len(prompt) for prompt in body.prompt), started)
+
+
+@blueprint.post("/v1/chat/completions")
+def chat_route() -> Response:
+    """OpenAI's Chat Completions."""
+    return chat(parse_body(request, services().config.payload_limit, ChatCompletionRequest))
+
+
+@blueprint.post("/v1/completions")
+def completions_route() -> Response:
+    """OpenAI's legacy Completions."""
+    return completions(parse_body(request, services().config.payload_limit, CompletionRequest))
+
+
+@blueprint.get("/v1/models")
+def models() -> Response:
+    """The one served model."""
+    model_id = services().info().model_id
+    return json_response({"object": "list",
+                          "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": model_id}]})

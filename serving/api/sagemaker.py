@@ -1,0 +1,51 @@
+"""SageMaker's contract: `GET /ping` and `POST /invocations`, which dispatches on the body's shape like TGI."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel
+
+from serving.api import openai, tgi
+from serving.api.context import services
+from serving.api.errors import BodyError
+from serving.api.protocol.body import DESERIALIZE_PREFIX, deserialize, read_json
+from serving.api.protocol.chat import ChatCompletionRequest
+from serving.api.protocol.completion import CompletionRequest
+from serving.api.protocol.generate import CompatGenerateRequest
+
+blueprint = Blueprint("sagemaker", __name__)
+
+# TGI's untagged `SagemakerRequest`: the first shape the body deserializes into wins.
+VARIANTS: list[tuple[type[BaseModel], Callable[[Any], Response]]] = [
+    (CompatGenerateRequest, tgi.compat_generate),
+    (ChatCompletionRequest, openai.chat),
+    (CompletionRequest, openai.completions),
+]
+
+
+def _end_position(text: str) -> str:
+    """serde_json's `line L column C` at the end of the body's JSON value."""
+    lines = text.rstrip().split("\n")
+    return f"line {len(lines)} column {len(lines[-1].encode('utf-8'))}"
+
+
+@blueprint.get("/ping")
+def ping() -> Response:
+    """SageMaker's health check, the same as `/health`."""
+    return tgi.health()
+
+
+@blueprint.post("/invocations")
+def invocations() -> Response:
+    """Generate (`inputs`), chat (`messages`) or complete (`prompt`), streaming when `stream` is true."""
+    data, text = read_json(request, services().config.payload_limit)
+    for model, handle in VARIANTS:
+        try:
+            body = deserialize(model, data)
+        except BodyError:
+            continue
+        return handle(body)
+    raise BodyError(422, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
+                         f"at {_end_position(text)}")

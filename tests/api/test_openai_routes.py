@@ -1,0 +1,270 @@
+"""OpenAI-compatible routes: chat completions, completions and models, streaming and not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import sse_events
+
+from serving.messages import ErrorKind
+
+CHAT_KEYS = ["object", "id", "created", "model", "system_fingerprint", "choices", "usage"]
+
+
+def chat(http, **fields):
+    return http.post("/v1/chat/completions",
+                     json={"messages": [{"role": "user", "content": "hello big world"}], **fields})
+
+
+def test_chat_completion_shape(http, engine):
+    response = chat(http, max_tokens=10)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert list(body) == CHAT_KEYS
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-") and len(body["id"]) > len("chatcmpl-")
+    assert isinstance(body["created"], int)
+    assert body["model"] == "test-org/tiny-model"
+    assert body["system_fingerprint"] == "3.3.6-native"
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "hello big world"},
+                                "logprobs": None, "finish_reason": "stop"}]
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    request = engine.requests[-1]
+    assert request.add_special_tokens is False and request.prompt is None
+    assert [(m.role, m.content) for m in request.chat.messages] == [("user", "hello big world")]
+    assert "x-generated-tokens" in response.headers
+
+
+def test_chat_ids_are_unique(http):
+    assert chat(http).get_json()["id"] != chat(http).get_json()["id"]
+
+
+@pytest.mark.parametrize("model, echoed", [(None, "test-org/tiny-model"), ("tgi", "test-org/tiny-model"),
+                                           ("my-model", "my-model")])
+def test_chat_model_echo(http, model, echoed):
+    assert chat(http, model=model).get_json()["model"] == echoed
+
+
+@pytest.mark.parametrize("temperature, do_sample, sent", [(0.0, False, 1.0), (None, True, 1.0), (0.7, True, 0.7)])
+def test_chat_temperature(http, engine, temperature, do_sample, sent):
+    chat(http, temperature=temperature)
+    sampling = engine.requests[-1].sampling
+    assert (sampling.do_sample, sampling.temperature) == (do_sample, sent)
+
+
+def test_chat_openai_parameters(http, engine):
+    response = chat(http, presence_penalty=0.5, frequency_penalty=0.25, logit_bias={"50": -100, "7": 2.5},
+                    stop="world", seed=3, top_p=1.0, max_completion_tokens=9)
+    assert response.get_json()["choices"][0]["finish_reason"] == "stop_sequence"
+    request = engine.requests[-1]
+    assert request.sampling.presence_penalty == 0.5 and request.sampling.frequency_penalty == 0.25
+    assert request.sampling.logit_bias == {50: -100.0, 7: 2.5}
+    assert request.sampling.seed == 3 and request.sampling.top_p == 1.0
+    assert request.stopping.stop == ("world",) and request.stopping.max_new_tokens == 9
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"temperature": -1.0}, "`temperature` must be strictly positive"),
+    ({"presence_penalty": 3.0}, "`presence_penalty` must be >= -2.0 and <= 2.0"),
+    ({"top_p": 0.0}, "`top_p` must be > 0.0 and < 1.0"),
+    ({"top_logprobs": 6}, "`top_n_tokens` must be >= 0 and <= 5. Given: 6"),
+    ({"max_tokens": 0}, "`max_new_tokens` must be strictly positive"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
+    ({"logit_bias": {"x": 1}}, "`logit_bias` keys must be token ids. Given: 'x'"),
+    ({"logit_bias": {"1": 101}}, "`logit_bias` values must be >= -100 and <= 100. Given: 101.0"),
+    ({"n": 0}, "`n` must be >= 1 and <= 4. Given: 0"),
+    ({"n": 5}, "`n` must be >= 1 and <= 4. Given: 5"),
+    ({"response_format": {"type": "json_object"}}, "`response_format` is not supported yet"),
+])
+def test_chat_validation_errors(http, fields, message):
+    response = chat(http, **fields)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body == {"error": {"message": "Input validation error: " + message, "type": "validation",
+                              "param": None, "code": None}, "error_type": "validation"}
+
+
+def test_chat_tools(http):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    response = chat(http, tools=tools)
+    assert response.status_code == 422
+    assert "`tools` is not supported yet" in response.get_json()["error"]["message"]
+    response = chat(http, tools=tools, response_format={"type": "json", "value": {}})
+    assert (response.status_code, response.get_json()["error"]["message"]) == (
+        422, "Tool error: Grammar and tools are mutually exclusive")
+    assert response.get_json()["error_type"] == "tool_error"
+    assert chat(http, tools=tools, tool_choice="none").status_code == 200
+
+
+def test_chat_message_shapes(http, engine):
+    body = {"messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "assistant", "tool_calls": [{"id": "0", "type": "function",
+                                              "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "look "},
+                                     {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]},
+    ]}
+    # Flask's test client sorts keys; send the body as written to check that the tool calls keep their order.
+    response = http.post("/v1/chat/completions", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 200
+    messages = engine.requests[-1].chat.messages
+    assert messages[1].content == '[{"id":"0","type":"function","function":{"name":"f","arguments":"{}"}}]'
+    assert messages[2].content == "look ![](http://x/y.png)"
+    assert engine.requests[-1].chat.continue_final_message is False
+
+
+def test_continue_final_message(http, engine):
+    http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"},
+                                                         {"role": "assistant", "content": "Once upon"}]})
+    assert engine.requests[-1].chat.continue_final_message is True
+
+
+@pytest.mark.parametrize("message, text", [
+    ({"role": "user", "content": None}, "messages[0]: data did not match any variant of untagged "
+                                        "enum MessageBody"),
+    ({"role": "user"}, "messages[0]: data did not match any variant of untagged enum MessageBody"),
+    ({"role": "user", "content": [{"type": "video"}]},
+     "messages[0].content: data did not match any variant of untagged enum MessageChunk"),
+    ({"content": "a"}, "messages[0]: missing field `role`"),
+])
+def test_bad_messages_are_422_plain_text(http, message, text):
+    response = http.post("/v1/chat/completions", json={"messages": [message]})
+    assert response.status_code == 422
+    assert response.get_data(as_text=True) == "Failed to deserialize the JSON body into the target type: " + text
+
+
+def test_chat_logprobs(http):
+    body = chat(http, logprobs=True, top_logprobs=2, max_tokens=1).get_json()
+    assert body["choices"][0]["logprobs"] == {"content": [
+        {"token": "hello", "logprob": -0.5, "top_logprobs": [{"token": "t0", "logprob": -1.0},
+                                                              {"token": "t1", "logprob": -2.0}]}]}
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+def test_chat_n_fans_out_with_seeds(http, engine):
+    body = chat(http, n=3, seed=10).get_json()
+    assert [choice["index"] for choice in body["choices"]] == [0, 1, 2]
+    assert [request.sampling.seed for request in engine.requests] == [10, 11, 12]
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 12, "total_tokens": 15}
+
+
+def test_chat_stream(http):
+    response = chat(http, stream=True, max_tokens=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    events = sse_events(response.data)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert len(chunks) == 4
+    for chunk in chunks:
+        assert list(chunk) == CHAT_KEYS
+        assert chunk["object"] == "chat.completion.chunk" and chunk["usage"] is None
+        assert chunk["choices"][0]["delta"]["role"] == "assistant"
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    assert [chunk["choices"][0]["delta"]["content"] for chunk in chunks] == ["hello", " big", " world", ""]
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks] == [None, None, None, "stop"]
+    assert list(chunks[0]["choices"][0]) == ["index", "delta", "logprobs", "finish_reason"]
+
+
+def test_chat_stream_include_usage(http):
+    events = sse_events(chat(http, stream=True, stream_options={"include_usage": True}).data)
+    assert events[-1] == "[DONE]"
+    usage_chunk = events[-2]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert all(event["usage"] is None for event in events[:-2])
+
+
+def test_chat_stream_error_event_then_done(http, engine):
+    engine.fail_after, engine.fail_kind, engine.fail_message = 1, ErrorKind.GENERATION, "boom"
+    response = chat(http, stream=True)
+    assert response.status_code == 200
+    events = sse_events(response.data)
+    assert events[-2:] == [{"error": {"message": "boom", "http_status_code": 424}}, "[DONE]"]
+
+
+def test_chat_stream_validation_error_event(http):
+    events = sse_events(chat(http, stream=True, temperature=-1.0).data)
+    assert events == [{"error": {"message": "Input validation error: `temperature` must be strictly positive",
+                                 "http_status_code": 422}}, "[DONE]"]
+
+
+def test_template_failure_before_streaming_is_http_422(http, engine):
+    engine.fail_at_admission, engine.fail_kind = True, ErrorKind.TEMPLATE
+    engine.fail_message = "Template error: template not found"
+    response = chat(http, stream=True)
+    assert response.status_code == 422
+    assert response.content_type == "application/json"
+    assert response.get_json()["error"] == {"message": "Template error: template not found",
+                                            "type": "template_error", "param": None, "code": None}
+
+
+def completions(http, **fields):
+    return http.post("/v1/completions", json={"prompt": "hello world", **fields})
+
+
+def test_completion_shape(http, engine):
+    body = completions(http, max_tokens=10).get_json()
+    assert list(body) == CHAT_KEYS
+    assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
+    assert body["choices"] == [{"index": 0, "text": "hello world", "logprobs": None, "finish_reason": "stop"}]
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert engine.requests[-1].add_special_tokens is True
+    assert completions(http, model="other").get_json()["model"] == "test-org/tiny-model"
+
+
+def test_completion_of_several_prompts(http, engine):
+    response = http.post("/v1/completions", json={"prompt": ["a b", "c", "d e f"], "max_tokens": 2})
+    body = response.get_json()
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in body["choices"]] == [
+        (0, "a b", "length"), (1, "c", "length"), (2, "d e", "length")]
+    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 6, "total_tokens": 12}
+    assert response.headers["x-prompt-tokens"] == "6"
+    assert len(engine.requests) == 3
+
+
+def test_completion_errors(http):
+    response = completions(http, suffix="")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["message"] == (
+        "Suffix is not supported and can be achieved by preprocessing the prompt.")
+    assert response.get_json()["error_type"] == "suffix not supported"
+    response = http.post("/v1/completions", json={"prompt": ["a"] * 5})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["message"] == "Number of prompts exceeds the maximum allowed batch size of 4"
+    assert response.get_json()["error_type"] == "batch size exceeded"
+    response = http.post("/v1/completions", json={"prompt": []})
+    assert response.get_data(as_text=True) == ("Failed to deserialize the JSON body into the target type: prompt: "
+                                               "Empty array detected. Do not use an empty array for "
+                                               "the prompt.")
+
+
+def test_completion_stream(http):
+    response = http.post("/v1/completions", json={"prompt": ["a b", "c"], "stream": True, "max_tokens": 5})
+    events = sse_events(response.data)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    intermediate = [chunk for chunk in chunks if "usage" not in chunk]
+    finals = [chunk for chunk in chunks if "usage" in chunk]
+    assert list(intermediate[0]) == ["object", "id", "created", "choices", "model", "system_fingerprint"]
+    assert all(chunk["choices"][0]["finish_reason"] == "" for chunk in intermediate)
+    assert sorted((f["choices"][0]["index"], f["choices"][0]["text"], f["choices"][0]["finish_reason"])
+                  for f in finals) == [(0, "</s>", "eos_token"), (1, "</s>", "eos_token")]
+    assert list(finals[0]) == CHAT_KEYS
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["text"]
+    assert texts == {0: "a b</s>", 1: "c</s>"}
+
+
+def test_completion_n(http, engine):
+    body = http.post("/v1/completions", json={"prompt": ["a", "b c"], "n": 2, "seed": 5}).get_json()
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "a"), (1, "a"), (2, "b c"), (3, "b c")]
+    assert body["usage"]["prompt_tokens"] == 3
+    assert sorted(request.sampling.seed for request in engine.requests) == [5, 5, 6, 6]
+
+
+def test_models(http):
+    assert http.get("/v1/models").get_json() == {"object": "list", "data": [
+        {"id": "test-org/tiny-model", "object": "model", "created": 0, "owned_by": "test-org/tiny-model"}]}

@@ -1,0 +1,60 @@
+"""SageMaker's `/invocations`: TGI's untagged dispatch on `inputs`, `messages`, `prompt`."""
+
+from __future__ import annotations
+
+from conftest import sse_events
+
+
+def test_inputs_is_compat_generate_with_full_text(http):
+    response = http.post("/invocations", json={"inputs": "a b", "parameters": {"max_new_tokens": 5}})
+    assert response.status_code == 200
+    assert response.get_json() == [{"generated_text": "a ba b"}]
+
+
+def test_inputs_stream(http):
+    events = sse_events(http.post("/invocations", json={"inputs": "a b", "stream": True}).data)
+    assert [event["index"] for event in events] == [1, 2, 3]
+    assert "[DONE]" not in events
+
+
+def test_messages_is_chat(http):
+    body = http.post("/invocations", json={"messages": [{"role": "user", "content": "a b"}]}).get_json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "a b"
+    events = sse_events(http.post("/invocations", json={"messages": [{"role": "user", "content": "a"}],
+                                                        "stream": True}).data)
+    assert events[0]["object"] == "chat.completion.chunk" and events[-1] == "[DONE]"
+
+
+def test_prompt_is_completion(http):
+    body = http.post("/invocations", json={"prompt": "a b"}).get_json()
+    assert body["object"] == "text_completion"
+
+
+def test_inputs_wins_over_messages(http):
+    body = http.post("/invocations", json={"inputs": "a", "messages": [{"role": "user", "content": "b"}]})
+    assert body.get_json() == [{"generated_text": "aa"}]
+
+
+def test_chat_errors_use_the_openai_shape(http):
+    response = http.post("/invocations", json={"messages": [{"role": "user", "content": "a"}], "top_p": 0.0})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["type"] == "validation"
+
+
+def test_no_variant_matches(http):
+    for body in ('{"foo": 1}', '{"inputs": "a", "parameters": {"max_new_tokens": -1}}', '[1, 2]',
+                 '{\n  "messages": null\n}\n'):
+        response = http.post("/invocations", data=body, content_type="application/json")
+        assert response.status_code == 422
+        assert response.content_type.startswith("text/plain")
+        last_line = body.rstrip().split("\n")
+        assert response.get_data(as_text=True) == (
+            "Failed to deserialize the JSON body into the target type: data did not match any variant of "
+            f"untagged enum SagemakerRequest at line {len(last_line)} column {len(last_line[-1])}")
+
+
+def test_invocations_framework_errors(http):
+    assert http.post("/invocations", data="{", content_type="application/json").status_code == 400
+    assert http.post("/invocations", data="{}").status_code == 415
+    assert http.get("/invocations").status_code == 405

@@ -1,0 +1,99 @@
+"""The batch of sequences that run together: left-padded rows sharing one transformers `DynamicCache`.
+
+Each row's real tokens are the rightmost `lengths[row]` columns of the cache (rows only ever grow on the right and
+are padded on the left), so the 2-D attention mask over the cache is derived from `lengths` instead of stored.
+`next_ids` holds the token each row feeds at its next forward: sampled, not yet in the cache.
+Rows leave with `select` (the cache's batch-select, then leading columns that are padding in every row are cut)
+and a newly prefilled batch joins with `merge` (layer by layer: left-pad both caches to the same width, then
+concatenate along the batch dimension).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import DynamicCache
+
+from serving.engine.sampling import SamplingState
+from serving.engine.sequence import Sequence
+
+
+@dataclass(eq=False)
+class Batch:
+    """Rows in order, their cache, real token counts and pending tokens; `sampling` is rebuilt when rows change."""
+
+    sequences: list[Sequence]
+    cache: DynamicCache
+    lengths: Tensor
+    next_ids: Tensor
+    sampling: SamplingState | None = None
+
+    @classmethod
+    def new(cls, sequences: list[Sequence], device: torch.device) -> Batch:
+        """A batch of `sequences` with an empty cache (an empty batch when `sequences` is empty)."""
+        zeros = torch.zeros(len(sequences), dtype=torch.long, device=device)
+        return cls(list(sequences), DynamicCache(), zeros, zeros.clone())
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def width(self) -> int:
+        """Columns in the cache, padding included."""
+        return self.cache.get_seq_length()
+
+    def cache_mask(self) -> Tensor:
+        """The [rows, width] attention mask over the cache: true on each row's real tokens."""
+        width = self.width
+        columns = torch.arange(width, device=self.lengths.device)
+        return columns[None, :] >= (width - self.lengths)[:, None]
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows at `keep` (in that order) and cut the columns no remaining row uses."""
+        if len(keep) == len(self.sequences):
+            return
+        if not keep:
+            self._adopt(Batch.new([], self.lengths.device))
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.lengths.device)
+        self.cache.batch_select_indices(index)
+        self.sequences = [self.sequences[i] for i in keep]
+        self.lengths = self.lengths[index]
+        self.next_ids = self.next_ids[index]
+        self.sampling = None
+        unused = self.width - int(self.lengths.max())
+        if unused > 0:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, unused:]
+                layer.values = layer.values[:, :, unused:]
+
+    def merge(self, other: Batch) -> None:
+        """Append the rows of `other` (whose cache is discarded) after this batch's rows."""
+        if not other.sequences:
+            return
+        if not self.sequences:
+            self._adopt(other)
+            return
+        width = max(self.width, other.width)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+        self.sequences = self.sequences + other.sequences
+        self.lengths = torch.cat([self.lengths, other.lengths])
+        self.next_ids = torch.cat([self.next_ids, other.next_ids])
+        self.sampling = None
+
+    def _adopt(self, other: Batch) -> None:
+        """Become `other`: its rows, cache and tensors."""
+        self.sequences, self.cache, self.lengths, self.next_ids = (
+            other.sequences, other.cache, other.lengths, other.next_ids)
+        self.sampling = None
+
+
+def _left_pad(states: Tensor, width: int) -> Tensor:
+    """Zero-pad [batch, heads, columns, dim] cache states on the left to `width` columns."""
+    missing = width - states.shape[-2]
+    return F.pad(states, (0, 0, missing, 0)) if missing else states

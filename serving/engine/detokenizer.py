@@ -1,0 +1,76 @@
+"""Incremental detokenization: each new token's text, never a broken UTF-8 character, one batched decode per step.
+
+TGI's `decode_token` scheme: a sequence keeps a prefix offset and a read offset into its ids (prompt then output).
+The new text of a step is `decode(ids[prefix:]) - decode(ids[prefix:read])`; while that ends in U+FFFD (an
+incomplete UTF-8 sequence, e.g. the first byte tokens of an emoji) it is held back as "" and the offsets stay, so
+the next token carries the whole character. Decoding starts with up to five prompt tokens as context, so that
+tokenizers which drop a leading space at the start of a text (SentencePiece) decode the first token correctly.
+Streaming text keeps special tokens; the final `generated_text` skips them. Neither cleans up tokenization spaces,
+so the concatenated deltas equal the final decode when no special token is generated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+CONTEXT_TOKENS = 5
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+@dataclass
+class DecodeState:
+    """Offsets into a sequence's ids: text up to `read_offset` was emitted, decoding restarts at `prefix_offset`."""
+
+    prefix_offset: int
+    read_offset: int
+
+    @classmethod
+    def start(cls, input_length: int) -> DecodeState:
+        """The state before the first generated token: the last prompt tokens as context."""
+        return cls(max(input_length - CONTEXT_TOKENS, 0), input_length)
+
+
+class Detokenizer:
+    """Decodes with the tokenizer's Rust backend (one call per step for the whole batch) or its Python `decode`."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._decode_batch: Callable[[list[list[int]], bool], list[str]]
+        if backend is not None:
+            self._decode_batch = lambda batch, skip: backend.decode_batch(batch, skip_special_tokens=skip)
+        else:
+            self._decode_batch = lambda batch, skip: [
+                tokenizer.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False) for ids in batch
+            ]
+        self.special_ids = frozenset(tokenizer.all_special_ids)
+        self._token_texts: dict[int, str] = {}
+
+    def step(self, sequences: Sequence[tuple[list[int], DecodeState]]) -> list[str]:
+        """The new text of each `(ids, state)` whose last id was just appended; advances the states."""
+        windows: list[list[int]] = []
+        for ids, state in sequences:
+            windows.append(ids[state.prefix_offset:state.read_offset])
+            windows.append(ids[state.prefix_offset:])
+        decoded = self._decode_batch(windows, False)
+        texts = []
+        for i, (ids, state) in enumerate(sequences):
+            prefix_text, full_text = decoded[2 * i], decoded[2 * i + 1]
+            if len(full_text) > len(prefix_text) and not full_text.endswith(REPLACEMENT_CHARACTER):
+                texts.append(full_text[len(prefix_text):])
+                state.prefix_offset, state.read_offset = state.read_offset, len(ids)
+            else:
+                texts.append("")
+        return texts
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token decoded on its own with special tokens kept (memoised: alternatives repeat a lot)."""
+        missing = sorted({t for t in token_ids if t not in self._token_texts})
+        if missing:
+            self._token_texts.update(zip(missing, self._decode_batch([[t] for t in missing], False)))
+        return [self._token_texts[t] for t in token_ids]
+
+    def final_text(self, token_ids: list[int]) -> str:
+        """The whole generated text with special tokens skipped."""
+        return self._decode_batch([token_ids], True)[0]

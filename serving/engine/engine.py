@@ -1,0 +1,267 @@
+"""`LLMEngine`: continuous batching over one model, synchronous and free of IO; the worker drives it.
+
+A step: drop aborted rows; admit waiting sequences (FIFO, within the budgets) and prefill them as their own
+mini-batch, which yields their first token; run one decode forward for the running batch; sample, detokenize and
+check stops for every row; then merge the prefilled rows into the running batch. So each sequence gets one token
+per step and newcomers join between decode steps. Everything runs under `torch.inference_mode()`.
+
+An exception inside a step fails every sequence of the running and prefilling batches with a `generation` error,
+resets the batch and marks the engine unhealthy until `check_health` has run a forward again; waiting requests
+and later ones are served as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from serving.config import EngineConfig
+from serving.engine.batch import Batch
+from serving.engine.detokenizer import Detokenizer
+from serving.engine.limits import resolve_limits
+from serving.engine.loader import LoadedModel, load_model
+from serving.engine.model_runner import ModelRunner
+from serving.engine.sampling import SampleOutput, SamplingState, sample
+from serving.engine.scheduler import Scheduler
+from serving.engine.sequence import Sequence, SequenceStatus
+from serving.engine.stopping import StopCriteria, eos_token_ids
+from serving.engine.validation import InputValidator, RequestError
+from serving.messages import (
+    Admitted,
+    EngineEvent,
+    ErrorKind,
+    Failed,
+    Finished,
+    FinishReason,
+    GenerateRequest,
+    ModelInfo,
+    TokenDelta,
+    TokenInfo,
+    TokenizeRequest,
+    TokenizeResult,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    """Validates and queues requests, and advances every running one by a token per `step()`."""
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
+        self.loaded = loaded
+        tokenizer = loaded.tokenizer
+        self.limits = resolve_limits(config, loaded.model, tokenizer)
+        self.validator = InputValidator(tokenizer, self.limits)
+        self.scheduler = Scheduler(self.limits)
+        pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self.runner = ModelRunner(loaded.model, pad_id)
+        self.detokenizer = Detokenizer(tokenizer)
+        self.eos_ids = eos_token_ids(tokenizer, getattr(loaded.model, "generation_config", None))
+        self._requests: dict[str, Sequence] = {}
+        self._batch = Batch.new([], self.runner.device)
+        self._prefilling: Batch | None = None
+        self._healthy = True
+        self._info = ModelInfo(
+            model_id=loaded.model_id,
+            model_sha=loaded.model_sha,
+            model_pipeline_tag=None,
+            max_input_tokens=self.limits.max_input_tokens,
+            max_total_tokens=self.limits.max_total_tokens,
+            max_batch_total_tokens=self.limits.max_batch_total_tokens,
+            max_concurrent_requests=self.limits.max_concurrent_requests,
+            dtype=str(loaded.dtype).removeprefix("torch."),
+            device=loaded.device.type,
+            device_map=loaded.device_map,
+            has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
+            num_parameters=loaded.num_parameters,
+        )
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LLMEngine:
+        """Load the configured model and warm it up with one short forward."""
+        engine = cls(load_model(config), config)
+        engine.warmup()
+        return engine
+
+    def warmup(self) -> None:
+        """Run one single-token forward (raises when the model cannot run)."""
+        with torch.inference_mode():
+            self.runner.warmup()
+
+    def check_health(self) -> bool:
+        """Whether the engine can serve; after a failed step it first proves it with a one-token forward."""
+        if not self._healthy:
+            try:
+                self.warmup()
+                self._healthy = True
+            except Exception:
+                logger.exception("health check forward failed")
+        return self._healthy
+
+    def add_request(self, request: GenerateRequest) -> list[EngineEvent]:
+        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message."""
+        if len(self._requests) >= self.limits.max_concurrent_requests:
+            return [Failed(request.request_id, ErrorKind.OVERLOADED, "Model is overloaded")]
+        try:
+            prompt_ids = self.validator.prompt_ids(request)
+        except RequestError as error:
+            return [Failed(request.request_id, error.kind, error.message)]
+        stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop)
+        self._requests[request.request_id] = sequence
+        self.scheduler.add(sequence)
+        return [Admitted(request.request_id, sequence.input_length, sequence.seed)]
+
+    def abort(self, request_id: str) -> None:
+        """Forget a request: it leaves the queue now, or its row at the next step; it emits nothing more."""
+        sequence = self._requests.pop(request_id, None)
+        if sequence is None:
+            return
+        if sequence.status is SequenceStatus.WAITING:
+            self.scheduler.remove(sequence)
+        sequence.status = SequenceStatus.ABORTED
+
+    def has_work(self) -> bool:
+        """Whether `step()` has anything to do."""
+        return bool(self._requests) or len(self._batch) > 0 or self._prefilling is not None
+
+    def stats(self) -> tuple[int, int]:
+        """(running, waiting) sequences."""
+        prefilling = len(self._prefilling) if self._prefilling is not None else 0
+        return len(self._batch) + prefilling, len(self.scheduler)
+
+    def info(self) -> ModelInfo:
+        """The loaded model's facts and the resolved limits."""
+        return self._info
+
+    def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
+        """Tokenize text, or a chat rendered by the template, with each token's byte offsets."""
+        try:
+            text, add_special_tokens = self.validator.text_of(request.text, request.chat, request.add_special_tokens)
+            spans = self.validator.token_spans(text, add_special_tokens)
+        except RequestError as error:
+            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message))
+        return TokenizeResult(request.call_id, tokens=spans,
+                              templated_text=text if request.chat is not None else None)
+
+    def step(self) -> list[EngineEvent]:
+        """Admit and prefill, decode once, sample: the `TokenDelta`, `Finished` and `Failed` events of this step."""
+        events: list[EngineEvent] = []
+        with torch.inference_mode():
+            try:
+                self._drop_aborted()
+                prefilled = self._prefill(events)
+                if len(self._batch):
+                    self._advance(self._batch, self.runner.decode(self._batch), events)
+                if prefilled is not None:
+                    self._batch.merge(prefilled)
+                    self._prefilling = None
+            except Exception as exc:
+                self._fail_running(exc, events)
+        return events
+
+    def _drop_aborted(self) -> None:
+        """Remove the rows of aborted sequences from both batches."""
+        for batch in (self._batch, self._prefilling):
+            if batch is not None:
+                batch.select([i for i, s in enumerate(batch.sequences) if s.status is SequenceStatus.RUNNING])
+        if self._prefilling is not None and not len(self._prefilling):
+            self._prefilling = None
+
+    def _prefill(self, events: list[EngineEvent]) -> Batch | None:
+        """Start or continue a prefill; the prefilled batch when it completed (its first tokens are in `events`).
+
+        The batch stays in `_prefilling` until it is merged, so that a failure later in the step fails it too.
+        """
+        batch = self._prefilling
+        if batch is None:
+            admitted = self.scheduler.admit(self._batch.sequences)
+            if not admitted:
+                return None
+            for sequence in admitted:
+                sequence.mark_scheduled()
+            batch = self._prefilling = Batch.new(admitted, self.runner.device)
+        logits = self.runner.prefill(batch, self.limits.max_batch_prefill_tokens)
+        if logits is None:
+            return None
+        self._advance(batch, logits, events)
+        return batch
+
+    def _advance(self, batch: Batch, logits: torch.Tensor, events: list[EngineEvent]) -> None:
+        """Sample a token for every row, emit its events, and drop the rows that finished."""
+        if batch.sampling is None:
+            batch.sampling = SamplingState.build(batch.sequences, logits.shape[-1], sorted(self.eos_ids),
+                                                 logits.device)
+        output = sample(logits, batch.sampling)
+        batch.next_ids = output.ids
+        batch.sampling.record(output.ids)
+        keep = self._emit(batch.sequences, output, events)
+        batch.select(keep)
+
+    def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> list[int]:
+        """Append each row's token, emit its `TokenDelta` (and `Finished`); the indices of the rows that go on."""
+        ids = output.ids.tolist()
+        logprobs = output.logprobs.tolist()
+        top_tokens = self._top_tokens(sequences, output)
+        for sequence, token_id in zip(sequences, ids):
+            sequence.token_ids.append(token_id)
+        texts = self.detokenizer.step([(s.token_ids, s.decode) for s in sequences])
+        special = self.detokenizer.special_ids
+        keep = []
+        for row, sequence in enumerate(sequences):
+            token_id, text = ids[row], texts[row]
+            token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
+            events.append(TokenDelta(sequence.request_id, token, top_tokens[row]))
+            reason = sequence.stop.check(token_id, sequence.generated, text)
+            if reason is None:
+                keep.append(row)
+            else:
+                events.append(self._finish(sequence, reason))
+        return keep
+
+    def _top_tokens(self, sequences: list[Sequence], output: SampleOutput) -> list[tuple[TokenInfo, ...]]:
+        """Each row's `top_n_tokens` best alternatives (empty where not asked for)."""
+        if output.top_ids is None or output.top_logprobs is None:
+            return [()] * len(sequences)
+        top_ids, top_logprobs = output.top_ids.tolist(), output.top_logprobs.tolist()
+        texts = iter(self.detokenizer.token_texts([t for row in top_ids for t in row]))
+        special = self.detokenizer.special_ids
+        result = []
+        for sequence, row_ids, row_logprobs in zip(sequences, top_ids, top_logprobs):
+            infos = [TokenInfo(id=t, text=next(texts), logprob=lp, special=t in special)
+                     for t, lp in zip(row_ids, row_logprobs)]
+            result.append(tuple(infos[:sequence.sampling.top_n_tokens]))
+        return result
+
+    def _finish(self, sequence: Sequence, reason: FinishReason) -> Finished:
+        """End a sequence normally and describe it."""
+        sequence.status = SequenceStatus.FINISHED
+        self._requests.pop(sequence.request_id, None)
+        now = time.monotonic()
+        scheduled_at = sequence.scheduled_at if sequence.scheduled_at is not None else now
+        return Finished(
+            request_id=sequence.request_id,
+            finish_reason=reason,
+            generated_tokens=sequence.generated,
+            generated_text=self.detokenizer.final_text(sequence.output_ids),
+            input_length=sequence.input_length,
+            seed=sequence.seed,
+            queue_time=scheduled_at - sequence.arrival,
+            inference_time=now - scheduled_at,
+        )
+
+    def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:
+        """Fail every sequence in the running and prefilling batches and start again from empty batches."""
+        logger.exception("generation step failed")
+        message = f"Request failed during generation: {exc}"
+        batches = [self._batch] + ([self._prefilling] if self._prefilling is not None else [])
+        for sequence in (s for batch in batches for s in batch.sequences):
+            if sequence.status is SequenceStatus.RUNNING:
+                sequence.status = SequenceStatus.FINISHED
+                self._requests.pop(sequence.request_id, None)
+                events.append(Failed(sequence.request_id, ErrorKind.GENERATION, message))
+        self._batch = Batch.new([], self.runner.device)
+        self._prefilling = None
+        self._healthy = False

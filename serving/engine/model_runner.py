@@ -1,0 +1,63 @@
+"""Forward passes over a `Batch`: prefill of new prompts (chunked when alone and long) and one decode step.
+
+Every forward gets the 2-D attention mask (cache columns plus the new ones), explicit position ids (each row
+counts only its real tokens) and the batch's `DynamicCache`, and keeps only the last position's logits when the
+model supports `logits_to_keep`. Callers hold `torch.inference_mode()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache
+
+from serving.engine.batch import Batch
+
+
+class ModelRunner:
+    """Runs the model for the engine; knows nothing about requests beyond their token ids."""
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.device: torch.device = model.get_input_embeddings().weight.device
+        supports_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_only: dict[str, int] = {"logits_to_keep": 1} if supports_keep else {}
+
+    def prefill(self, batch: Batch, budget: int) -> Tensor | None:
+        """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
+
+        Several prompts go in one left-padded forward (the scheduler kept them within `budget`); a single prompt
+        goes `budget` tokens per call, continuing from what its cache already holds.
+        """
+        prompts = [s.prompt_ids for s in batch.sequences]
+        done = batch.width
+        chunks = prompts if len(prompts) > 1 else [prompts[0][done:done + budget]]
+        width = max(map(len, chunks))
+        input_ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in chunks], device=self.device)
+        new_mask = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in chunks], device=self.device)
+        logits = self._forward(batch, input_ids, new_mask)
+        complete = len(prompts) > 1 or done + len(chunks[0]) == len(prompts[0])
+        return logits if complete else None
+
+    def decode(self, batch: Batch) -> Tensor:
+        """One step for every row: feed its pending token, return the next logits [rows, vocab]."""
+        new_mask = torch.ones(len(batch), 1, dtype=torch.bool, device=self.device)
+        return self._forward(batch, batch.next_ids[:, None], new_mask)
+
+    def _forward(self, batch: Batch, input_ids: Tensor, new_mask: Tensor) -> Tensor:
+        """Append `input_ids` (real where `new_mask`) to the batch's cache; the last column's logits."""
+        attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
+        position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            cache=batch.cache, use_cache=True, **self._last_only)
+        batch.lengths = batch.lengths + new_mask.sum(dim=1)
+        return output.logits[:, -1, :]
+
+    def warmup(self) -> None:
+        """One forward of a single token, which proves the model runs and primes its kernels."""
+        input_ids = torch.tensor([[self.pad_id]], device=self.device)
+        self.model(input_ids=input_ids, cache=DynamicCache(), use_cache=True, **self._last_only)

@@ -1,0 +1,59 @@
+"""FIFO admission of waiting sequences into the running batch, within the token and size budgets.
+
+Between decode steps the head of the queue joins while (a) the batch stays within MAX_BATCH_SIZE, (b) the
+reservations (input_length + capped max_new_tokens) of running and admitted sequences stay within
+MAX_BATCH_TOTAL_TOKENS, and (c) the padded prefill of the admitted group (rows x longest prompt) stays within
+MAX_BATCH_PREFILL_TOKENS. Admission stops at the first sequence that does not fit (no overtaking). An idle engine
+always admits the head, however large, so no valid request waits forever: a prompt over the prefill budget is then
+admitted alone and prefilled in chunks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Sequence as Seq
+
+from serving.engine.limits import Limits
+from serving.engine.sequence import Sequence
+
+
+class Scheduler:
+    """The waiting queue and the admission rule."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.waiting: deque[Sequence] = deque()
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def add(self, sequence: Sequence) -> None:
+        """Queue a validated sequence."""
+        self.waiting.append(sequence)
+
+    def remove(self, sequence: Sequence) -> None:
+        """Take a sequence out of the queue (it was aborted before it ran)."""
+        self.waiting.remove(sequence)
+
+    def admit(self, running: Seq[Sequence]) -> list[Sequence]:
+        """Pop the sequences that join the batch now, in arrival order."""
+        limits = self.limits
+        admitted: list[Sequence] = []
+        reserved = sum(s.reserved_tokens for s in running)
+        longest = 0
+        while self.waiting:
+            head = self.waiting[0]
+            rows = len(running) + len(admitted)
+            if limits.max_batch_size is not None and rows >= limits.max_batch_size:
+                break
+            if rows and reserved + head.reserved_tokens > limits.max_batch_total_tokens:
+                break
+            width = max(longest, head.input_length)
+            if admitted and width * (len(admitted) + 1) > limits.max_batch_prefill_tokens:
+                break
+            admitted.append(self.waiting.popleft())
+            reserved += head.reserved_tokens
+            longest = width
+            if width > limits.max_batch_prefill_tokens:
+                break
+        return admitted

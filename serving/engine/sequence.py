@@ -1,0 +1,80 @@
+"""One request inside the engine: its token ids, parameters, random generator, decoding state and timings."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from serving.engine.detokenizer import DecodeState
+from serving.engine.stopping import StopCriteria
+from serving.messages import SamplingParams
+
+
+class SequenceStatus(Enum):
+    """Lifecycle: WAITING -> RUNNING -> FINISHED (ended normally or failed), or ABORTED by the client at any time."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+
+
+def is_sampling(params: SamplingParams) -> bool:
+    """TGI's rule (any non-neutral warper samples); a temperature of 0 or less means greedy."""
+    return params.sampling and params.temperature > 0
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A request's state; `token_ids` holds the prompt followed by every generated token."""
+
+    request_id: str
+    token_ids: list[int]
+    input_length: int
+    sampling: SamplingParams
+    stop: StopCriteria
+    seed: int | None
+    generator: torch.Generator | None
+    decode: DecodeState
+    arrival: float = field(default_factory=time.monotonic)
+    status: SequenceStatus = SequenceStatus.WAITING
+    scheduled_at: float | None = None
+
+    @classmethod
+    def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria) -> Sequence:
+        """A waiting sequence; a sampling one gets a generator seeded with its seed (random 64 bits when unset)."""
+        seed = generator = None
+        if is_sampling(sampling):
+            seed = sampling.seed if sampling.seed is not None else random.getrandbits(64)
+            generator = torch.Generator().manual_seed(seed)
+        return cls(request_id, list(prompt_ids), len(prompt_ids), sampling, stop, seed, generator,
+                   DecodeState.start(len(prompt_ids)))
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        """The (possibly truncated) prompt."""
+        return self.token_ids[:self.input_length]
+
+    @property
+    def output_ids(self) -> list[int]:
+        """The tokens generated so far."""
+        return self.token_ids[self.input_length:]
+
+    @property
+    def generated(self) -> int:
+        """How many tokens were generated so far."""
+        return len(self.token_ids) - self.input_length
+
+    @property
+    def reserved_tokens(self) -> int:
+        """The most cache this sequence can ever hold: the scheduler's unit for MAX_BATCH_TOTAL_TOKENS."""
+        return self.input_length + self.stop.max_new_tokens
+
+    def mark_scheduled(self) -> None:
+        """The sequence left the queue for its prefill."""
+        self.status = SequenceStatus.RUNNING
+        self.scheduled_at = time.monotonic()

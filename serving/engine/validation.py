@@ -1,0 +1,107 @@
+"""Tokenizer-side request handling: chat rendering, tokenization with byte offsets, and TGI's input checks.
+
+The checks run in TGI's order and give its exact messages: empty input, `truncate`, tokenization, the token
+budget (`input_length + min(max_new_tokens or room left, 1024) <= max_total_tokens`, "Given" reporting that
+capped chunk), then the input length. Failures are raised as `RequestError`, which the engine turns into `Failed`.
+A chat is rendered with the model's own template and tokenized without special tokens (the template adds them).
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import Any
+
+from serving.engine.limits import Limits
+from serving.messages import ChatPrompt, ErrorKind, GenerateRequest, TokenSpan
+
+VALIDATION_PREFIX = "Input validation error: "
+BUDGET_CHUNK = 1024
+
+
+class RequestError(Exception):
+    """A request the engine refuses, with the error kind and the full user-facing message."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def invalid(message: str) -> RequestError:
+    """A validation failure with TGI's prefix."""
+    return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message)
+
+
+class InputValidator:
+    """Turns a request's prompt or chat into checked token ids."""
+
+    def __init__(self, tokenizer: Any, limits: Limits) -> None:
+        self.tokenizer = tokenizer
+        self.limits = limits
+
+    def render_chat(self, chat: ChatPrompt) -> str:
+        """The conversation rendered by the chat template, ready for generation or continuing the last message."""
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise RequestError(ErrorKind.TEMPLATE, "Template error: template not found")
+        messages = [{"role": m.role, "content": m.content} for m in chat.messages]
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=not chat.continue_final_message,
+                continue_final_message=chat.continue_final_message)
+        except Exception as exc:  # the template is the model author's code: any error in it is a template error
+            raise RequestError(ErrorKind.TEMPLATE, f"Template error: {exc}") from exc
+
+    def text_of(self, prompt: str | None, chat: ChatPrompt | None, add_special_tokens: bool) -> tuple[str, bool]:
+        """The text to tokenize and whether to add special tokens (never for a rendered chat)."""
+        if chat is not None:
+            return self.render_chat(chat), False
+        return prompt or "", add_special_tokens
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        """Token ids of `text`; a tokenizer failure is a validation error."""
+        try:
+            return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+        except Exception as exc:
+            raise invalid(f"tokenizer error {exc}") from exc
+
+    def prompt_ids(self, request: GenerateRequest) -> list[int]:
+        """The checked (and truncated) prompt ids of a generate request."""
+        text, add_special_tokens = self.text_of(request.prompt, request.chat, request.add_special_tokens)
+        if not text:
+            raise invalid("`inputs` cannot be empty")
+        max_input, max_total = self.limits.max_input_tokens, self.limits.max_total_tokens
+        truncate = request.truncate
+        if truncate is not None and not 0 < truncate <= max_input:
+            raise invalid(f"`truncate` must be strictly positive and less than {max_input}. Given: {truncate}")
+        ids = self.encode(text, add_special_tokens)
+        if truncate is not None:
+            ids = ids[-truncate:]
+        if not ids:
+            raise invalid("`inputs` cannot be empty")
+        input_length = len(ids)
+        max_new = request.stopping.max_new_tokens
+        chunk = min(max_new if max_new is not None else max(max_total - input_length, 0), BUDGET_CHUNK)
+        if input_length + chunk > max_total:
+            raise invalid(f"`inputs` tokens + `max_new_tokens` must be <= {max_total}. "
+                          f"Given: {input_length} `inputs` tokens and {chunk} `max_new_tokens`")
+        if input_length > max_input:
+            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {input_length}")
+        return ids
+
+    def token_spans(self, text: str, add_special_tokens: bool) -> tuple[TokenSpan, ...]:
+        """Each token of `text` with its UTF-8 byte offsets and the text between them ((0, 0) and "" for added
+        special tokens, and for every token when the tokenizer has no offsets)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return tuple(TokenSpan(id=i, text="", start=0, stop=0) for i in self.encode(text, add_special_tokens))
+        try:
+            encoding = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        except Exception as exc:
+            raise invalid(f"tokenizer error {exc}") from exc
+        data = text.encode("utf-8")
+        byte_at = list(accumulate((len(ch.encode("utf-8")) for ch in text), initial=0))
+        spans = []
+        for token_id, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+            begin, end = byte_at[start], byte_at[stop]
+            spans.append(TokenSpan(id=token_id, text=data[begin:end].decode("utf-8", errors="replace"),
+                                   start=begin, stop=end))
+        return tuple(spans)

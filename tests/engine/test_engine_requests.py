@@ -1,0 +1,196 @@
+"""The engine's request lifecycle: validation, stops, aborts, failures, tokenize and info."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine_helpers import PROMPTS, drain, engine_config, finished, generate_alone, request, token_ids
+from serving.engine.engine import LLMEngine
+from serving.engine.loader import load_model
+from serving.messages import (
+    Admitted,
+    ChatMessage,
+    ChatPrompt,
+    ErrorKind,
+    Failed,
+    FinishReason,
+    TokenDelta,
+    TokenizeRequest,
+)
+
+CHAT = ChatPrompt(messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "What is a model?")))
+EOS = 2
+
+
+def test_abort_drops_a_running_row_and_a_waiting_request(make_engine):
+    engine = make_engine(max_batch_size=1)
+    engine.add_request(request("running", PROMPTS[1], 50, ignore_eos=True))
+    engine.add_request(request("waiting", PROMPTS[2], 50, ignore_eos=True))
+    engine.step()
+    assert engine.stats() == (1, 1)
+    engine.abort("running")
+    engine.abort("waiting")
+    engine.abort("unknown")
+    assert engine.step() == []
+    assert engine.stats() == (0, 0)
+    assert not engine.has_work()
+    assert engine.add_request(request("next", PROMPTS[1], 3))[0].request_id == "next"
+    assert len(token_ids(drain(engine)["next"])) == 3
+
+
+def test_abort_during_a_chunked_prefill(make_engine):
+    engine = make_engine(max_batch_prefill_tokens=3)
+    engine.add_request(request("long", PROMPTS[6], 5))
+    assert engine.step() == []
+    engine.abort("long")
+    assert engine.step() == []
+    assert engine.stats() == (0, 0) and not engine.has_work()
+
+
+def test_a_failing_step_fails_its_batch_and_the_engine_goes_on(make_engine):
+    engine = make_engine()
+    expected = token_ids(generate_alone(engine, request("ref", PROMPTS[2], 6, ignore_eos=True)))
+    engine.add_request(request("a", PROMPTS[1], 20))
+    engine.add_request(request("b", PROMPTS[3], 20))
+    engine.step()
+    decode = engine.runner.decode
+
+    def broken(batch):
+        engine.runner.decode = decode
+        raise RuntimeError("boom")
+
+    engine.runner.decode = broken
+    engine.add_request(request("c", PROMPTS[4], 20))
+    events = engine.step()
+    failed = {e.request_id: e for e in events if isinstance(e, Failed)}
+    assert set(failed) == {"a", "b", "c"}
+    assert all(f.kind is ErrorKind.GENERATION for f in failed.values())
+    assert failed["a"].message == "Request failed during generation: boom"
+    assert engine.stats() == (0, 0) and not engine.has_work()
+    assert engine.check_health()
+    assert token_ids(generate_alone(engine, request("after", PROMPTS[2], 6, ignore_eos=True))) == expected
+
+
+def test_overloaded_beyond_max_concurrent_requests(make_engine):
+    engine = make_engine(max_concurrent_requests=2)
+    assert isinstance(engine.add_request(request("a", "hi"))[0], Admitted)
+    assert isinstance(engine.add_request(request("b", "hi"))[0], Admitted)
+    [failed] = engine.add_request(request("c", "hi"))
+    assert failed == Failed("c", ErrorKind.OVERLOADED, "Model is overloaded")
+    drain(engine)
+    assert isinstance(engine.add_request(request("d", "hi"))[0], Admitted)
+
+
+def test_chat_is_rendered_with_the_template(make_engine, loaded):
+    engine = make_engine()
+    [admitted] = engine.add_request(request("chat", chat=CHAT, max_new_tokens=3))
+    rendered = loaded.tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in CHAT.messages], tokenize=False, add_generation_prompt=True)
+    assert admitted.input_length == len(loaded.tokenizer.encode(rendered, add_special_tokens=False))
+    assert finished(drain(engine)["chat"]).generated_tokens == 3
+
+
+def test_chat_without_a_template_is_a_template_error(no_template_dir):
+    config = engine_config(no_template_dir)
+    engine = LLMEngine(load_model(config), config)
+    [failed] = engine.add_request(request("chat", chat=CHAT))
+    assert failed == Failed("chat", ErrorKind.TEMPLATE, "Template error: template not found")
+    result = engine.tokenize(TokenizeRequest("t", chat=CHAT))
+    assert result.error == Failed("t", ErrorKind.TEMPLATE, "Template error: template not found")
+    assert not engine.info().has_chat_template
+
+
+def test_truncate_keeps_the_last_tokens(make_engine, loaded):
+    engine = make_engine()
+    ids = loaded.tokenizer.encode(PROMPTS[6])
+    tail = loaded.tokenizer.decode(ids[-4:])
+    assert loaded.tokenizer.encode(tail) == ids[-4:]
+    [admitted] = engine.add_request(request("t", PROMPTS[6], 6, truncate=4))
+    assert admitted.input_length == 4
+    truncated = token_ids(drain(engine)["t"])
+    assert truncated == token_ids(generate_alone(engine, request("tail", tail, 6)))
+
+
+def test_stop_sequence_ends_the_generation_and_stays_in_the_text(make_engine):
+    engine = make_engine()
+    full = finished(generate_alone(engine, request("full", PROMPTS[5], 12, ignore_eos=True))).generated_text
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    done = finished(generate_alone(engine, request("stop", PROMPTS[5], 12, ignore_eos=True, stop=("zzz", stop))))
+    assert done.finish_reason is FinishReason.STOP_SEQUENCE
+    assert stop in done.generated_text
+    assert full.startswith(done.generated_text)
+    assert done.generated_tokens < 12
+
+
+def test_context_full_finishes_with_length(make_engine):
+    engine = make_engine(max_total_tokens=24, max_input_tokens=16)
+    [admitted] = engine.add_request(request("fill", PROMPTS[2], None, ignore_eos=True))
+    done = finished(drain(engine)["fill"])
+    assert done.finish_reason is FinishReason.LENGTH
+    assert done.generated_tokens == 24 - admitted.input_length
+
+
+def test_eos_finishes_with_eos_token_and_its_text_is_kept_in_the_stream(make_engine):
+    engine = make_engine()
+    events = generate_alone(engine, request("eos", PROMPTS[1], 10, logit_bias={EOS: 100.0}))
+    [delta] = [e for e in events if isinstance(e, TokenDelta)]
+    assert delta.token.id == EOS and delta.token.special and delta.token.text == "</s>"
+    done = finished(events)
+    assert (done.finish_reason, done.generated_tokens, done.generated_text) == (FinishReason.EOS_TOKEN, 1, "")
+
+
+def test_min_new_tokens_and_ignore_eos(make_engine):
+    engine = make_engine()
+    done = finished(generate_alone(engine, request("min", PROMPTS[1], 10, min_new_tokens=3, logit_bias={EOS: 100.0})))
+    assert (done.finish_reason, done.generated_tokens) == (FinishReason.EOS_TOKEN, 4)
+    events = generate_alone(engine, request("ign", PROMPTS[1], 4, ignore_eos=True, logit_bias={EOS: 100.0}))
+    assert token_ids(events) == [EOS] * 4
+    assert finished(events).finish_reason is FinishReason.LENGTH
+
+
+def test_last_allowed_token_being_eos_is_length(make_engine):
+    engine = make_engine()
+    done = finished(generate_alone(engine, request("one", PROMPTS[1], 1, logit_bias={EOS: 100.0})))
+    assert (done.finish_reason, done.generated_tokens) == (FinishReason.LENGTH, 1)
+
+
+@pytest.mark.parametrize(("overrides", "req", "message"), [
+    ({}, request("r", ""), "Input validation error: `inputs` cannot be empty"),
+    ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", PROMPTS[2], 2),
+     "Input validation error: `inputs` must have less than 8 tokens. Given: 11"),
+    ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", PROMPTS[2], 5),
+     "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 14. Given: 11 `inputs` tokens and 5 "
+     "`max_new_tokens`"),
+    ({"max_total_tokens": 1030}, request("r", PROMPTS[2], 5000),
+     "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 1030. Given: 11 `inputs` tokens and "
+     "1024 `max_new_tokens`"),
+    ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", "hi", 5, truncate=9),
+     "Input validation error: `truncate` must be strictly positive and less than 8. Given: 9"),
+])
+def test_validation_failures_come_back_as_events(make_engine, overrides, req, message, loaded):
+    assert len(loaded.tokenizer.encode(PROMPTS[2])) == 11
+    engine = make_engine(**overrides)
+    assert engine.add_request(req) == [Failed("r", ErrorKind.VALIDATION, message)]
+    assert not engine.has_work()
+
+
+def test_tokenize_text_and_chat(make_engine, loaded):
+    engine = make_engine()
+    text = "café 日本"
+    result = engine.tokenize(TokenizeRequest("t", text=text))
+    assert result.error is None and result.templated_text is None
+    assert [t.id for t in result.tokens] == loaded.tokenizer.encode(text)
+    data = text.encode()
+    assert all(data[t.start:t.stop].decode() == t.text for t in result.tokens)
+    assert result.tokens[-1].stop == len(data)
+    chat = engine.tokenize(TokenizeRequest("c", chat=CHAT))
+    assert chat.templated_text is not None and chat.templated_text.startswith("<s><|system|>\nBe brief.")
+    assert chat.tokens[0].text == "<s>" and (chat.tokens[0].start, chat.tokens[0].stop) == (0, 3)
+
+
+def test_info_reports_the_resolved_limits(make_engine):
+    info = make_engine(max_batch_total_tokens=5000, max_concurrent_requests=7).info()
+    assert (info.max_total_tokens, info.max_input_tokens) == (512, 511)
+    assert (info.max_batch_total_tokens, info.max_concurrent_requests) == (5000, 7)
+    assert (info.dtype, info.device, info.device_map) == ("float32", "cpu", {"": "cpu"})
+    assert info.has_chat_template and info.num_parameters > 0

@@ -107,11 +107,10 @@ def error_response(error: ApiError) -> Response:
 
 
 def _http_exception(exc: HTTPException) -> Response:
-    """Unknown paths and wrong methods: the status with an empty body (and 405's Allow header)."""
-    response = Response(b"", exc.code or 500)
-    allow = exc.get_response().headers.get("Allow")
-    if allow:
-        response.headers["Allow"] = allow
+    """Unknown paths and wrong methods: werkzeug's status and headers (405's Allow) with an empty body."""
+    response = exc.get_response()
+    response.set_data(b"")
+    del response.headers["Content-Type"]
     return response
 
 

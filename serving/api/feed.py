@@ -51,7 +51,7 @@ class EventFeed:
     def __init__(self, client: EngineClientProtocol, requests: Sequence[GenerateRequest]) -> None:
         self._queue: queue.Queue = queue.Queue()
         self._closed = threading.Event()
-        self._pending: list[tuple[int, object]] = []
+        self._first: tuple[int, object] | None = None
         self._running = len(requests)
         for index, request in enumerate(requests):
             threading.Thread(target=self._pump, args=(client, index, request), daemon=True,
@@ -77,8 +77,9 @@ class EventFeed:
 
     def _next(self, timeout: float | None) -> tuple[int, object] | None:
         """The next event, or None when `timeout` seconds pass without one."""
-        if self._pending:
-            return self._pending.pop(0)
+        if self._first is not None:
+            item, self._first = self._first, None
+            return item
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -90,10 +91,9 @@ class EventFeed:
         TGI renders the chat template before it starts streaming, so a template failure is an HTTP 422; an
         exception in the engine client before anything was sent is an HTTP 500.
         """
-        item = self._next(None)
-        assert item is not None
-        self._pending.append(item)
-        event = item[1]
+        self._first = self._next(None)
+        assert self._first is not None
+        event = self._first[1]
         if isinstance(event, Failed) and event.kind == ErrorKind.TEMPLATE:
             self.close()
             raise ApiError.from_failed(event)
@@ -105,7 +105,8 @@ class EventFeed:
         """Each token once the next event of its request is known; None after `keepalive` idle seconds.
 
         An `ApiError` (a `Failed` event, an exception, or a request that ended without `Finished`) is the
-        last item. A token is held back until its request's next event tells whether it was the last one.
+        last item, after the failing request's held token. A token is held back until its request's next
+        event tells whether it was the last one.
         """
         held: dict[int, TokenDelta] = {}
         ended: set[int] = set()
@@ -115,27 +116,30 @@ class EventFeed:
                 yield None
                 continue
             index, event = item
+            error = None
             if event is _END:
                 self._running -= 1
                 if index not in ended:
-                    yield ApiError.incomplete(streaming)
-                    return
+                    error = ApiError.incomplete(streaming)
             elif isinstance(event, Exception):
-                yield ApiError.from_exception(event)
-                return
+                error = ApiError.from_exception(event)
             elif isinstance(event, Failed):
-                yield ApiError.from_failed(event)
-                return
+                error = ApiError.from_failed(event)
             elif isinstance(event, TokenDelta):
                 if index in held:
                     yield Step(index, held[index])
                 held[index] = event
             elif isinstance(event, Finished):
                 ended.add(index)
-                if index not in held:
-                    yield ApiError.incomplete(streaming)
-                    return
-                yield Step(index, held.pop(index), event)
+                if index in held:
+                    yield Step(index, held.pop(index), event)
+                else:
+                    error = ApiError.incomplete(streaming)
+            if error is not None:
+                if index in held:
+                    yield Step(index, held.pop(index))
+                yield error
+                return
 
     def collect(self) -> list[Generation]:
         """Every request's whole output, in request order; the first error is raised."""

@@ -11,7 +11,7 @@ from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.generate import STRICT, U32, U64
 from serving.api.protocol.tokens import openai_logprob
-from serving.api.protocol.validation import Knobs, Limits, openai_temperature
+from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
 from serving.api.wire import dumps
 from serving.messages import FinishReason
@@ -145,21 +145,7 @@ class ChatCompletionRequest(BaseModel):
         return self.model if self.model not in (None, "tgi") else served_model
 
 
-def parse_logit_bias(logit_bias: dict[str, float] | None) -> dict[int, float] | None:
-    """OpenAI's `{"token id": bias}` map, checked (TGI rejects it as a type error and ignores it)."""
-    if not logit_bias:
-        return None
-    parsed: dict[int, float] = {}
-    for key, bias in logit_bias.items():
-        if not key.isdigit():
-            raise ApiError.validation(f"`logit_bias` keys must be token ids. Given: {key!r}")
-        if not -100.0 <= bias <= 100.0:
-            raise ApiError.validation(f"`logit_bias` values must be >= -100 and <= 100. Given: {bias}")
-        parsed[int(key)] = bias
-    return parsed
-
-
-def chat_finish_reason(reason: FinishReason) -> str:
+def openai_finish_reason(reason: FinishReason) -> str:
     """TGI maps EOS to OpenAI's `stop` and leaves `length` and `stop_sequence` as they are."""
     return "stop" if reason == FinishReason.EOS_TOKEN else reason.value
 
@@ -192,7 +178,7 @@ class ChatResponder:
             {"index": index,
              "message": {"role": "assistant", "content": generation.finished.generated_text},
              "logprobs": self._logprobs(generation.deltas),
-             "finish_reason": chat_finish_reason(generation.finished.finish_reason)}
+             "finish_reason": openai_finish_reason(generation.finished.finish_reason)}
             for index, generation in enumerate(generations)
         ]
         completion_tokens = sum(generation.finished.generated_tokens for generation in generations)
@@ -214,7 +200,7 @@ class ChatResponder:
             "index": step.index,
             "delta": {"role": "assistant", "content": "" if delta.token.special else delta.token.text},
             "logprobs": self._logprobs([delta]),
-            "finish_reason": None if finished is None else chat_finish_reason(finished.finish_reason),
+            "finish_reason": None if finished is None else openai_finish_reason(finished.finish_reason),
         }
         return [self._chunk([choice], None)]
 

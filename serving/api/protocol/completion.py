@@ -9,9 +9,9 @@ from pydantic import BaseModel, BeforeValidator
 from serving import messages
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
-from serving.api.protocol.chat import StopSequences, chat_finish_reason, parse_logit_bias, usage
+from serving.api.protocol.chat import StopSequences, openai_finish_reason, usage
 from serving.api.protocol.generate import STRICT, U32, U64
-from serving.api.protocol.validation import Knobs, Limits, openai_temperature
+from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
 
 
@@ -96,7 +96,7 @@ class CompletionResponder:
         """The non-streaming response; EOS is reported as `stop`; usage counts each prompt once."""
         choices = [
             {"index": index, "text": generation.finished.generated_text, "logprobs": None,
-             "finish_reason": chat_finish_reason(generation.finished.finish_reason)}
+             "finish_reason": openai_finish_reason(generation.finished.finish_reason)}
             for index, generation in enumerate(generations)
         ]
         return self._final(choices, usage(sum(g.finished.input_length for g in generations[::self.choices_per_prompt]),

@@ -1,4 +1,4 @@
-"""TGI's parameter validation, in TGI's order and with its exact messages, shared by every route.
+"""Parameter validation for every route: TGI's checks in TGI's order with its exact messages, and OpenAI's extras.
 
 The engine checks what needs the tokenizer (input length, the token budget); everything else is checked here.
 """
@@ -121,3 +121,17 @@ def openai_temperature(temperature: float | None) -> tuple[bool, float | None]:
     if temperature == 0.0:
         return False, None
     return True, temperature
+
+
+def parse_logit_bias(logit_bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's `{"token id": bias}` map, checked (TGI rejects it as a type error and ignores it)."""
+    if not logit_bias:
+        return None
+    parsed: dict[int, float] = {}
+    for key, bias in logit_bias.items():
+        if not key.isdigit():
+            raise ApiError.validation(f"`logit_bias` keys must be token ids. Given: {key!r}")
+        if not -100.0 <= bias <= 100.0:
+            raise ApiError.validation(f"`logit_bias` values must be >= -100 and <= 100. Given: {bias}")
+        parsed[int(key)] = bias
+    return parsed

@@ -1,0 +1,69 @@
+"""Incremental detokenization never yields a broken character and adds up to the full decode."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.engine.detokenizer import DecodeState, Detokenizer
+from serving.testing.tiny_model import TinyModelSpec, build_tokenizer
+
+TEXT = "Hello café naïve 日本 🙂 über straße, résumé 42!"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(TinyModelSpec())
+
+
+def stream(detokenizer: Detokenizer, prompt: list[int], generated: list[int]) -> list[str]:
+    ids = list(prompt)
+    state = DecodeState.start(len(prompt))
+    deltas = []
+    for token in generated:
+        ids.append(token)
+        deltas.extend(detokenizer.step([(ids, state)]))
+    return deltas
+
+
+@pytest.mark.parametrize("prompt", ["", "The model said:"])
+def test_deltas_are_whole_characters_and_add_up(tokenizer, prompt):
+    detokenizer = Detokenizer(tokenizer)
+    generated = tokenizer.encode(TEXT, add_special_tokens=False)
+    assert len(generated) > len(TEXT.split())
+    deltas = stream(detokenizer, tokenizer.encode(prompt), generated)
+    assert len(deltas) == len(generated)
+    assert "\ufffd" not in "".join(deltas)
+    assert "".join(deltas) == TEXT
+    assert "" in deltas  # the emoji's first byte tokens are held back
+
+
+def test_batched_step_equals_one_by_one(tokenizer):
+    detokenizer = Detokenizer(tokenizer)
+    texts = [TEXT, "🙂🙂 日本語", "plain words only"]
+    encoded = [tokenizer.encode(t) for t in texts]
+    alone = [stream(detokenizer, [], ids) for ids in encoded]
+    states = [([], DecodeState.start(0)) for _ in texts]
+    batched: list[list[str]] = [[] for _ in texts]
+    for step in range(max(map(len, encoded))):
+        rows = [i for i, ids in enumerate(encoded) if step < len(ids)]
+        for i in rows:
+            states[i][0].append(encoded[i][step])
+        for i, text in zip(rows, detokenizer.step([states[i] for i in rows])):
+            batched[i].append(text)
+    assert batched == alone
+
+
+def test_special_tokens_are_kept_in_deltas_and_skipped_in_the_final_text(tokenizer):
+    detokenizer = Detokenizer(tokenizer)
+    generated = tokenizer.encode("Hi there", add_special_tokens=False) + [tokenizer.eos_token_id]
+    deltas = stream(detokenizer, tokenizer.encode("x"), generated)
+    assert deltas[-1] == "</s>"
+    assert detokenizer.final_text(generated) == "Hi there"
+    assert tokenizer.eos_token_id in detokenizer.special_ids
+
+
+def test_token_texts_decode_each_token_alone(tokenizer):
+    detokenizer = Detokenizer(tokenizer)
+    ids = tokenizer.encode("Hello world", add_special_tokens=False) + [tokenizer.bos_token_id]
+    assert detokenizer.token_texts(ids) == [tokenizer.decode([i]) for i in ids]
+    assert detokenizer.token_texts(ids[:1]) == [tokenizer.decode(ids[:1])]

@@ -58,7 +58,7 @@ class Batch:
         if not keep:
             self._adopt(Batch.new([], self.lengths.device))
             return
-        index = torch.tensor(keep, dtype=torch.long, device=self.lengths.device)
+        index = torch.tensor(keep, dtype=torch.long)  # on the CPU: layers may live on different GPUs
         self.cache.batch_select_indices(index)
         self.sequences = [self.sequences[i] for i in keep]
         self.lengths = self.lengths[index]

@@ -195,7 +195,7 @@ class LLMEngine:
             batch.sampling = SamplingState.build(batch.sequences, logits.shape[-1], sorted(self.eos_ids),
                                                  logits.device)
         output = sample(logits, batch.sampling)
-        batch.next_ids = output.ids
+        batch.next_ids = output.ids.to(batch.lengths.device)  # the head may sit on another GPU than the embeddings
         batch.sampling.record(output.ids)
         keep = self._emit(batch.sequences, output, events)
         batch.select(keep)

@@ -24,8 +24,9 @@ class ModelRunner:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = model.get_input_embeddings().weight.device
-        supports_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self._last_only: dict[str, int] = {"logits_to_keep": 1} if supports_keep else {}
+        parameters = inspect.signature(model.forward).parameters
+        self._last_only: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"  # remote code: older name
 
     def prefill(self, batch: Batch, budget: int) -> Tensor | None:
         """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
@@ -53,11 +54,11 @@ class ModelRunner:
         attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
         position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
         output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            cache=batch.cache, use_cache=True, **self._last_only)
+                            use_cache=True, **{self._cache_argument: batch.cache}, **self._last_only)
         batch.lengths = batch.lengths + new_mask.sum(dim=1)
         return output.logits[:, -1, :]
 
     def warmup(self) -> None:
         """One forward of a single token, which proves the model runs and primes its kernels."""
         input_ids = torch.tensor([[self.pad_id]], device=self.device)
-        self.model(input_ids=input_ids, cache=DynamicCache(), use_cache=True, **self._last_only)
+        self.model(input_ids=input_ids, use_cache=True, **{self._cache_argument: DynamicCache()}, **self._last_only)

@@ -1,4 +1,8 @@
-"""Server-Sent Events as TGI frames them: `data:<compact json>\\n\\n`, `:\\n\\n` keep-alives, `[DONE]` on OpenAI routes."""
+"""Server-Sent Events as TGI frames them: `data:<compact json>`, `:` keep-alives, `[DONE]` on OpenAI routes.
+
+JSON events have no space after `data:` (axum's `json_data`); `data: [DONE]` has one, as TGI sends it and as
+`huggingface_hub`'s stream parser requires (it compares the line with `data: [DONE]` exactly).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from serving.messages import GenerateRequest
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b":\n\n"
-DONE = b"data:[DONE]\n\n"
+DONE = b"data: [DONE]\n\n"
 
 Render = Callable[[Step], Iterable[Mapping[str, Any]]]
 RenderError = Callable[[ApiError], Mapping[str, Any]]

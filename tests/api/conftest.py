@@ -155,7 +155,10 @@ def http(app):
 
 
 def sse_events(body: bytes) -> list:
-    """The `data:` payloads of an SSE body, JSON-decoded except `[DONE]`; asserts TGI's exact framing."""
+    """The `data:` payloads of an SSE body, JSON-decoded except `[DONE]`; asserts TGI's exact framing.
+
+    JSON events have no space after `data:`; `[DONE]` comes as `data: [DONE]`.
+    """
     import json
 
     assert body.endswith(b"\n\n"), body
@@ -163,7 +166,9 @@ def sse_events(body: bytes) -> list:
     for frame in body.decode().split("\n\n")[:-1]:
         if frame == ":":
             continue
+        if frame == "data: [DONE]":
+            events.append("[DONE]")
+            continue
         assert frame.startswith("data:") and not frame.startswith("data: "), frame
-        payload = frame[len("data:"):]
-        events.append(payload if payload == "[DONE]" else json.loads(payload))
+        events.append(json.loads(frame[len("data:"):]))
     return events

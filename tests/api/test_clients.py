@@ -77,3 +77,6 @@ def test_huggingface_hub_chat(base_url):
     client = InferenceClient(base_url=f"{base_url}/v1")
     output = client.chat_completion([{"role": "user", "content": "hi there"}], max_tokens=10)
     assert output.choices[0].message.content == "hi there"
+    chunks = list(client.chat_completion([{"role": "user", "content": "hi there"}], max_tokens=10, stream=True))
+    assert "".join(chunk.choices[0].delta.content for chunk in chunks) == "hi there"
+    assert chunks[-1].choices[0].finish_reason == "stop"

@@ -20,7 +20,7 @@ def wait_for(predicate, timeout=5.0):
 
 def test_sse_framing():
     assert streaming.sse({"a": "é", "b": [1, None]}) == 'data:{"a":"é","b":[1,null]}\n\n'.encode()
-    assert streaming.DONE == b"data:[DONE]\n\n"
+    assert streaming.DONE == b"data: [DONE]\n\n"
     assert streaming.KEEPALIVE == b":\n\n"
 
 

@@ -1,4 +1,4 @@
-"""TGI's own routes: `/`, `/health`, `/generate`, `/generate_stream`, `/info` and `/tokenize`."""
+"""TGI's own routes: `/`, `/health`, `/generate`, `/generate_stream`, `/info`, `/tokenize` and `/chat_tokenize`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from serving.api.errors import ApiError
 from serving.api.feed import EventFeed
 from serving.api.headers import generation_headers, stream_headers
 from serving.api.protocol.body import parse_body
+from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.generate import CompatGenerateRequest, GenerateRequest, generate_response, stream_renderer
 from serving.api.protocol.validation import Limits
 from serving.api.streaming import stream
@@ -112,13 +113,28 @@ def info() -> Response:
     })
 
 
-@blueprint.post("/tokenize")
-def tokenize() -> Response:
-    """Tokenize `inputs` (parameters are ignored) into `{id, text, start, stop}` with byte offsets."""
-    context = services()
-    body = parse_body(request, context.config.payload_limit, GenerateRequest)
-    result = context.client.tokenize(TokenizeRequest(call_id=new_id(), text=body.inputs, add_special_tokens=True))
+def _tokens(request: TokenizeRequest) -> tuple[list[dict[str, Any]], str | None]:
+    """The engine's tokens as `{id, text, start, stop}` (byte offsets), and the templated text of a chat."""
+    result = services().client.tokenize(request)
     if result.error is not None:
         raise ApiError.from_failed(result.error)
-    return json_response([{"id": token.id, "text": token.text, "start": token.start, "stop": token.stop}
-                          for token in result.tokens])
+    tokens = [{"id": token.id, "text": token.text, "start": token.start, "stop": token.stop}
+              for token in result.tokens]
+    return tokens, result.templated_text
+
+
+@blueprint.post("/tokenize")
+def tokenize() -> Response:
+    """Tokenize `inputs` (parameters are ignored)."""
+    body = parse_body(request, services().config.payload_limit, GenerateRequest)
+    tokens, _ = _tokens(TokenizeRequest(call_id=new_id(), text=body.inputs, add_special_tokens=True))
+    return json_response(tokens)
+
+
+@blueprint.post("/chat_tokenize")
+def chat_tokenize() -> Response:
+    """Render a chat request with the template and tokenize it without adding special tokens."""
+    body = parse_body(request, services().config.payload_limit, ChatCompletionRequest)
+    tokens, templated_text = _tokens(TokenizeRequest(call_id=new_id(), chat=body.chat_prompt(),
+                                                     add_special_tokens=False))
+    return json_response({"tokenize_response": tokens, "templated_text": templated_text})

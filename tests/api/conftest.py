@@ -73,12 +73,17 @@ class FakeEngineClient:
         return HealthResult(call_id="h", healthy=self.healthy, running=0, waiting=0)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
+        if request.chat is not None and self.fail_at_admission:
+            return TokenizeResult(call_id=request.call_id, error=Failed(
+                request_id=request.call_id, kind=self.fail_kind, message=self.fail_message))
+        text = request.text if request.chat is None else " ".join(m.content for m in request.chat.messages)
         spans, start = [], 0
-        for index, word in enumerate(request.text.split(" ")):
+        for index, word in enumerate(text.split(" ")):
             end = start + len(word.encode())
             spans.append(TokenSpan(id=100 + index, text=word, start=start, stop=end))
             start = end + 1
-        return TokenizeResult(call_id=request.call_id, tokens=tuple(spans))
+        templated = None if request.chat is None else text
+        return TokenizeResult(call_id=request.call_id, tokens=tuple(spans), templated_text=templated)
 
     @staticmethod
     def words(request: GenerateRequest) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import sse_events
 
+from serving.messages import ErrorKind
+
 DETAILS_KEYS = ["finish_reason", "generated_tokens", "seed", "prefill", "tokens"]
 
 
@@ -160,6 +162,18 @@ def test_tokenize(http):
     response = http.post("/tokenize", json={"inputs": "hé yo"})
     assert response.get_json() == [{"id": 100, "text": "hé", "start": 0, "stop": 3},
                                    {"id": 101, "text": "yo", "start": 4, "stop": 6}]
+
+
+def test_chat_tokenize(http, engine):
+    response = http.post("/chat_tokenize", json={"messages": [{"role": "user", "content": "hi yo"}]})
+    assert response.get_json() == {"tokenize_response": [{"id": 100, "text": "hi", "start": 0, "stop": 2},
+                                                         {"id": 101, "text": "yo", "start": 3, "stop": 5}],
+                                   "templated_text": "hi yo"}
+    engine.fail_at_admission, engine.fail_kind = True, ErrorKind.TEMPLATE
+    engine.fail_message = "Template error: template not found"
+    response = http.post("/chat_tokenize", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 422
+    assert response.get_json() == {"error": "Template error: template not found", "error_type": "template_error"}
 
 
 @pytest.mark.parametrize("path", ["/health", "/", "/ping"])

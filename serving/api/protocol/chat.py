@@ -126,15 +126,19 @@ class ChatCompletionRequest(BaseModel):
         knobs.check(limits)
         if self.response_format is not None:
             raise ApiError.validation("`response_format` is not supported yet")
-        prompt = messages.ChatPrompt(
-            messages=tuple(messages.ChatMessage(role=m.role, content=m.text()) for m in self.messages),
-            continue_final_message=bool(self.messages) and self.messages[-1].role == "assistant",
-        )
+        prompt = self.chat_prompt()
         return [
             messages.GenerateRequest(request_id=f"{request_id}-{index}", sampling=knobs.sampling(index),
                                      stopping=knobs.stopping(), chat=prompt, add_special_tokens=False)
             for index in range(knobs.n)
         ]
+
+    def chat_prompt(self) -> messages.ChatPrompt:
+        """The conversation for the engine's chat template; a final assistant message is continued, not closed."""
+        return messages.ChatPrompt(
+            messages=tuple(messages.ChatMessage(role=m.role, content=m.text()) for m in self.messages),
+            continue_final_message=bool(self.messages) and self.messages[-1].role == "assistant",
+        )
 
     def characters(self) -> int:
         """The characters of the conversation, for `x-compute-characters`."""

@@ -65,8 +65,6 @@ class ApiError(Exception):
     @classmethod
     def from_exception(cls, exc: BaseException) -> "ApiError":
         """Anything else that went wrong: an unreachable engine is 503, a bug is a logged 500."""
-        if isinstance(exc, ApiError):
-            return exc
         if isinstance(exc, EngineUnavailable):
             return cls(ErrorKind.UNAVAILABLE.value, f"Engine unavailable: {exc}")
         logger.error("unexpected error while serving a request", exc_info=exc)

@@ -22,6 +22,7 @@ DONE = b"data: [DONE]\n\n"
 
 Render = Callable[[Step], Iterable[Mapping[str, Any]]]
 RenderError = Callable[[ApiError], Mapping[str, Any]]
+Trailer = Callable[[], Iterable[Mapping[str, Any]]]
 
 
 def sse(value: Any) -> bytes:
@@ -29,8 +30,8 @@ def sse(value: Any) -> bytes:
     return b"data:" + dumps(value).encode("utf-8") + b"\n\n"
 
 
-def events(feed: EventFeed, render: Render, render_error: RenderError, done: bool,
-           trailer: Callable[[], Iterable[Mapping[str, Any]]] = tuple) -> Iterator[bytes]:
+def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bool,
+            trailer: Trailer = tuple) -> Iterator[bytes]:
     """The SSE bytes of a feed: each step rendered, an error as one last event, then `[DONE]` if `done`.
 
     `trailer` runs after the last step of a stream that ended without error. Leaving early (the HTTP client
@@ -53,14 +54,14 @@ def events(feed: EventFeed, render: Render, render_error: RenderError, done: boo
         feed.close()
 
 
-def error_events(error: ApiError, render_error: RenderError, done: bool) -> Iterator[bytes]:
+def _error_events(error: ApiError, render_error: RenderError, done: bool) -> Iterator[bytes]:
     """A stream that is only an error event (TGI reports validation errors inside the stream)."""
     yield sse(render_error(error))
     if done:
         yield DONE
 
 
-def sse_response(body: Iterator[bytes], headers: Mapping[str, str], feed: EventFeed | None = None) -> Response:
+def _sse_response(body: Iterator[bytes], headers: Mapping[str, str], feed: EventFeed | None = None) -> Response:
     """A 200 `text/event-stream` response; closing it (a disconnect included) closes `feed`."""
     response = Response(body, 200, content_type="text/event-stream",
                         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -71,7 +72,7 @@ def sse_response(body: Iterator[bytes], headers: Mapping[str, str], feed: EventF
 
 def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateRequest]], headers: Mapping[str, str],
            render: Render, render_error: RenderError, done: bool,
-           trailer: Callable[[], Iterable[Mapping[str, Any]]] = tuple) -> Response:
+           trailer: Trailer = tuple) -> Response:
     """Validate (`build`), start the engine requests and stream them.
 
     A validation error becomes the stream's only event, as in TGI. The first engine event is awaited before
@@ -80,7 +81,7 @@ def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateReques
     try:
         requests = build()
     except ApiError as error:
-        return sse_response(error_events(error, render_error, done), headers)
+        return _sse_response(_error_events(error, render_error, done), headers)
     feed = EventFeed(client, requests)
     feed.first()
-    return sse_response(events(feed, render, render_error, done, trailer), headers, feed)
+    return _sse_response(_events(feed, render, render_error, done, trailer), headers, feed)

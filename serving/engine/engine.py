@@ -192,8 +192,7 @@ class LLMEngine:
     def _advance(self, batch: Batch, logits: torch.Tensor, events: list[EngineEvent]) -> None:
         """Sample a token for every row, emit its events, and drop the rows that finished."""
         if batch.sampling is None:
-            batch.sampling = SamplingState.build(batch.sequences, logits.shape[-1], sorted(self.eos_ids),
-                                                 logits.device)
+            batch.sampling = SamplingState.build(batch.sequences, logits.shape[-1], self.eos_ids, logits.device)
         output = sample(logits, batch.sampling)
         batch.next_ids = output.ids.to(batch.lengths.device)  # the head may sit on another GPU than the embeddings
         batch.sampling.record(output.ids)

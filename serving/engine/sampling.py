@@ -16,7 +16,7 @@ to about 1e-6, which changes a draw only when its uniform number falls that clos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence as Seq
+from typing import Collection, Sequence as Seq
 
 import torch
 from torch import Tensor
@@ -58,7 +58,7 @@ class SamplingState:
     max_top_n: int = 0
 
     @classmethod
-    def build(cls, sequences: Seq[Sequence], vocab_size: int, eos_ids: Seq[int],
+    def build(cls, sequences: Seq[Sequence], vocab_size: int, eos_ids: Collection[int],
               device: torch.device | str = "cpu") -> SamplingState:
         """The state of a batch whose rows are `sequences`, in order."""
         params = [s.sampling for s in sequences]

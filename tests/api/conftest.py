@@ -1,179 +1,33 @@
-"""A scripted engine client and a Flask test client around the real app: the API layer without an engine."""
+"""Fixtures of the API tests: the real app around a scripted engine client, and Flask's test client."""
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Iterator
-
 import pytest
+from api_helpers import FakeEngineClient, make_config
 
 from serving.api.app import create_app
 from serving.config import ServerConfig
-from serving.messages import (
-    Admitted,
-    ErrorKind,
-    Failed,
-    FinishReason,
-    Finished,
-    GenerateRequest,
-    HealthResult,
-    ModelInfo,
-    TokenDelta,
-    TokenInfo,
-    TokenizeRequest,
-    TokenizeResult,
-    TokenSpan,
-)
-
-EOS = TokenInfo(id=2, text="</s>", logprob=-0.25, special=True)
-
-
-def make_config(**overrides) -> ServerConfig:
-    """A server configuration with TGI's defaults."""
-    values = dict(host="127.0.0.1", port=8080, workers=1, shutdown_grace_seconds=1.0, engine_start_timeout=10.0,
-                  max_best_of=2, max_stop_sequences=4, max_top_n_tokens=5, max_client_batch_size=4,
-                  payload_limit=2_000_000, compute_type="gpu+optimized", engine_address="ipc:///tmp/unused",
-                  log_level="info")
-    values.update(overrides)
-    return ServerConfig(**values)
-
-
-@dataclass
-class FakeEngineClient:
-    """Echoes the prompt's words (the last chat message's, for chats) as tokens, then EOS.
-
-    Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate` raises
-    inside the iterator; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
-    request whose iterator was closed before its end in `aborted`.
-    """
-
-    pipeline_tag: str | None = None
-    healthy: bool | None = True
-    fail_at_admission: bool = False
-    fail_after: int | None = None
-    fail_kind: ErrorKind = ErrorKind.VALIDATION
-    fail_message: str = "Input validation error: scripted failure"
-    raise_on_generate: bool = False
-    token_delay: float = 0.0
-    requests: list[GenerateRequest] = field(default_factory=list)
-    aborted: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def info(self) -> ModelInfo:
-        return ModelInfo(model_id="test-org/tiny-model", model_sha=None, model_pipeline_tag=self.pipeline_tag,
-                         max_input_tokens=100, max_total_tokens=128, max_batch_total_tokens=4096,
-                         max_concurrent_requests=128, dtype="float32", device="cpu", device_map={},
-                         has_chat_template=True, num_parameters=1000)
-
-    def health(self, timeout: float = 1.5) -> HealthResult | None:
-        if self.healthy is None:
-            return None
-        return HealthResult(call_id="h", healthy=self.healthy, running=0, waiting=0)
-
-    def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
-        if request.chat is not None and self.fail_at_admission:
-            return TokenizeResult(call_id=request.call_id, error=Failed(
-                request_id=request.call_id, kind=self.fail_kind, message=self.fail_message))
-        text = request.text if request.chat is None else " ".join(m.content for m in request.chat.messages)
-        spans, start = [], 0
-        for index, word in enumerate(text.split(" ")):
-            end = start + len(word.encode())
-            spans.append(TokenSpan(id=100 + index, text=word, start=start, stop=end))
-            start = end + 1
-        templated = None if request.chat is None else text
-        return TokenizeResult(call_id=request.call_id, tokens=tuple(spans), templated_text=templated)
-
-    @staticmethod
-    def words(request: GenerateRequest) -> list[str]:
-        text = request.prompt if request.prompt is not None else request.chat.messages[-1].content
-        return text.split()
-
-    def generate(self, request: GenerateRequest) -> Iterator:
-        with self.lock:
-            self.requests.append(request)
-        done = False
-        try:
-            if self.raise_on_generate:
-                raise RuntimeError("scripted client crash")
-            if self.fail_at_admission:
-                done = True
-                yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message)
-                return
-            words = self.words(request)
-            seed = request.sampling.seed if request.sampling.sampling else None
-            yield Admitted(request_id=request.request_id, input_length=len(words), seed=seed)
-            limit = request.stopping.max_new_tokens or len(words) + 1
-            text, count, reason = "", 0, FinishReason.EOS_TOKEN
-            for position, word in enumerate(words + [None]):
-                if self.fail_after is not None and count == self.fail_after:
-                    done = True
-                    yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message)
-                    return
-                if self.token_delay:
-                    time.sleep(self.token_delay)
-                token = EOS if word is None else TokenInfo(
-                    id=100 + position, text=word if position == 0 else " " + word, logprob=-0.5 - position)
-                top = tuple(TokenInfo(id=200 + i, text=f"t{i}", logprob=-1.0 - i)
-                            for i in range(request.sampling.top_n_tokens))
-                count += 1
-                if not token.special:
-                    text += token.text
-                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top)
-                if count == limit:
-                    reason = FinishReason.LENGTH
-                    break
-                if token.special:
-                    break
-                if any(text.endswith(stop) for stop in request.stopping.stop):
-                    reason = FinishReason.STOP_SEQUENCE
-                    break
-            done = True
-            yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,
-                           generated_text=text, input_length=len(words), seed=seed, queue_time=0.001,
-                           inference_time=0.002)
-        finally:
-            if not done:
-                with self.lock:
-                    self.aborted.append(request.request_id)
 
 
 @pytest.fixture
 def engine() -> FakeEngineClient:
+    """A fresh scripted engine client."""
     return FakeEngineClient()
 
 
 @pytest.fixture
 def config() -> ServerConfig:
+    """TGI's default limits."""
     return make_config()
 
 
 @pytest.fixture
 def app(config, engine):
+    """The real app around the scripted engine."""
     return create_app(config, engine)
 
 
 @pytest.fixture
 def http(app):
+    """Flask's test client of the app."""
     return app.test_client()
-
-
-def sse_events(body: bytes) -> list:
-    """The `data:` payloads of an SSE body, JSON-decoded except `[DONE]`; asserts TGI's exact framing.
-
-    JSON events have no space after `data:`; `[DONE]` comes as `data: [DONE]`.
-    """
-    import json
-
-    assert body.endswith(b"\n\n"), body
-    events = []
-    for frame in body.decode().split("\n\n")[:-1]:
-        if frame == ":":
-            continue
-        if frame == "data: [DONE]":
-            events.append("[DONE]")
-            continue
-        assert frame.startswith("data:") and not frame.startswith("data: "), frame
-        events.append(json.loads(frame[len("data:"):]))
-    return events

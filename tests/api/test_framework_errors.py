@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from conftest import make_config
+from api_helpers import make_config
 
 from serving.api.app import create_app
 

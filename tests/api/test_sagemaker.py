@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import sse_events
+from api_helpers import sse_events
 
 
 def test_inputs_is_compat_generate_with_full_text(http):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import sse_events
+from api_helpers import sse_events
 
 from serving.api import streaming
 from serving.messages import ErrorKind

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import sse_events
+from api_helpers import sse_events
 
 from serving.messages import ErrorKind
 

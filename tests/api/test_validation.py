@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_config, sse_events
+from api_helpers import make_config, sse_events
 
 from serving.api.app import create_app
 from serving.messages import ErrorKind

@@ -12,6 +12,9 @@ from werkzeug.serving import make_server
 
 from serving.messages import ErrorKind
 
+# text_generation 0.7 still calls pydantic's deprecated `.dict()`.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 
 @pytest.fixture
 def base_url(app):

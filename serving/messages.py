@@ -143,11 +143,16 @@ class Admitted(msgspec.Struct, frozen=True, tag="admitted"):
 
 
 class TokenDelta(msgspec.Struct, frozen=True, tag="token"):
-    """One generated token; `token.text` is its incremental decode (never a broken UTF-8 sequence)."""
+    """One generated token; `token.text` is its incremental decode (never a broken UTF-8 sequence).
+
+    `last` is set on the request's final token, whose `Finished` follows in the same batch, so a stream can
+    send every other token the moment it arrives.
+    """
 
     request_id: str
     token: TokenInfo
     top_tokens: tuple[TokenInfo, ...] = ()
+    last: bool = False
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):

@@ -102,11 +102,11 @@ class EventFeed:
             raise event
 
     def steps(self, keepalive: float | None, streaming: bool) -> Iterator[Step | ApiError | None]:
-        """Each token once the next event of its request is known; None after `keepalive` idle seconds.
+        """Each token as it arrives; None after `keepalive` idle seconds.
 
-        An `ApiError` (a `Failed` event, an exception, or a request that ended without `Finished`) is the
-        last item, after the failing request's held token. A token is held back until its request's next
-        event tells whether it was the last one.
+        A request's last token (`TokenDelta.last`) is held until its `Finished`, which the engine sends in the
+        same batch, so that the two go out as one step. An `ApiError` (a `Failed` event, an exception, or a
+        request that ended without `Finished`) is the last item, after the failing request's held token.
         """
         held: dict[int, TokenDelta] = {}
         ended: set[int] = set()
@@ -126,9 +126,10 @@ class EventFeed:
             elif isinstance(event, Failed):
                 error = ApiError.from_failed(event)
             elif isinstance(event, TokenDelta):
-                if index in held:
-                    yield Step(index, held[index])
-                held[index] = event
+                if event.last:
+                    held[index] = event
+                else:
+                    yield Step(index, event)
             elif isinstance(event, Finished):
                 ended.add(index)
                 if index in held:

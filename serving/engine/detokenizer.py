@@ -64,6 +64,14 @@ class Detokenizer:
                 texts.append("")
         return texts
 
+    def flush(self, ids: list[int], state: DecodeState) -> str:
+        """Whatever text is still held back at the end of a sequence, an incomplete character included, so
+        that the concatenated deltas of a finished sequence equal its decode."""
+        prefix_text, full_text = self._decode_batch(
+            [ids[state.prefix_offset:state.read_offset], ids[state.prefix_offset:]], False)
+        state.prefix_offset = state.read_offset = len(ids)
+        return full_text[len(prefix_text):]
+
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         """Each token decoded on its own with special tokens kept (memoised: alternatives repeat a lot)."""
         missing = sorted({t for t in token_ids if t not in self._token_texts})

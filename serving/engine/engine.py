@@ -211,9 +211,11 @@ class LLMEngine:
         keep = []
         for row, sequence in enumerate(sequences):
             token_id, text = ids[row], texts[row]
-            token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
-            events.append(TokenDelta(sequence.request_id, token, top_tokens[row]))
             reason = sequence.stop.check(token_id, sequence.generated, text)
+            if reason is not None and text == "":
+                text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
+            token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
+            events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
             if reason is None:
                 keep.append(row)
             else:

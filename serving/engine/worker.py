@@ -111,7 +111,8 @@ class EngineWorker:
         elif isinstance(message, HealthRequest):
             running, waiting = self.engine.stats()
             self.outbox[identity].append(
-                HealthResult(call_id=message.call_id, healthy=True, running=running, waiting=waiting))
+                HealthResult(call_id=message.call_id, healthy=self.engine.check_health(), running=running,
+                             waiting=waiting))
 
     def _route(self, events: list[EngineEvent]) -> None:
         """Queue each request event for the worker that owns the request; forget finished requests."""

@@ -31,7 +31,11 @@ _WORDS = (
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Shape of the model to build; the defaults make a ~0.1M-parameter model that loads in well under a second."""
+    """Shape of the model to build; the defaults make a ~0.1M-parameter model that loads in well under a second.
+
+    `weight_std` redraws every matrix with a wide spread: with transformers' default initialisation a tiny model
+    just repeats its last token, which would make any comparison of greedy outputs pass trivially.
+    """
 
     vocab_size: int = 512
     hidden_size: int = 64
@@ -42,6 +46,7 @@ class TinyModelSpec:
     max_position_embeddings: int = 512
     chat_template: bool = True
     seed: int = 0
+    weight_std: float = 0.25
 
 
 def _corpus(seed: int, lines: int = 2000) -> list[str]:
@@ -107,6 +112,11 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config)
+    generator = torch.Generator().manual_seed(spec.seed + 1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, spec.weight_std, generator=generator)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

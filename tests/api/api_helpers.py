@@ -122,14 +122,17 @@ class FakeEngineClient:
                 count += 1
                 if not token.special:
                     text += token.text
-                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top)
+                ending = None
                 if count == limit:
-                    reason = FinishReason.LENGTH
-                    break
-                if token.special:
-                    break
-                if any(text.endswith(stop) for stop in request.stopping.stop):
-                    reason = FinishReason.STOP_SEQUENCE
+                    ending = FinishReason.LENGTH
+                elif token.special:
+                    ending = FinishReason.EOS_TOKEN
+                elif any(text.endswith(stop) for stop in request.stopping.stop):
+                    ending = FinishReason.STOP_SEQUENCE
+                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top,
+                                 last=ending is not None)
+                if ending is not None:
+                    reason = ending
                     break
             done = True
             yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,

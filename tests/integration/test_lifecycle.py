@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import REPO_ROOT, start_server
+from servers import REPO_ROOT, start_server
 
 pytestmark = pytest.mark.integration
 

@@ -7,12 +7,15 @@ import json
 import pytest
 import requests
 
+from servers import start_server
+
 pytestmark = pytest.mark.integration
 
 
 def sse_events(response: requests.Response) -> list[str]:
     """The `data:` payloads of an SSE response, in order."""
-    return [line[len("data:"):] for line in response.iter_lines(decode_unicode=True) if line.startswith("data:")]
+    lines = response.iter_lines(decode_unicode=True)
+    return [line[len("data:"):].removeprefix(" ") for line in lines if line.startswith("data:")]
 
 
 def test_ping_and_health_are_empty_200(server):
@@ -154,8 +157,6 @@ def test_framework_errors_are_plain_text(server):
 
 
 def test_chat_without_template_is_a_clear_422(tiny_model_no_template_dir, tmp_path):
-    from conftest import start_server
-
     proc = start_server(tiny_model_no_template_dir, tmp_path)
     try:
         proc.wait_ready()

@@ -70,6 +70,9 @@ class ScriptedEngine:
     def info(self) -> ModelInfo:
         return INFO
 
+    def check_health(self) -> bool:
+        return True
+
     def stats(self) -> tuple[int, int]:
         return len(self.running), 0
 

@@ -67,3 +67,15 @@ def test_token_texts_decode_each_token_alone(tokenizer):
     ids = tokenizer.encode("Hello world", add_special_tokens=False) + [tokenizer.bos_token_id]
     assert detokenizer.token_texts(ids) == [tokenizer.decode([i]) for i in ids]
     assert detokenizer.token_texts(ids[:1]) == [tokenizer.decode(ids[:1])]
+
+
+def test_flush_releases_an_incomplete_character_at_the_end(tokenizer):
+    detokenizer = Detokenizer(tokenizer)
+    ids = tokenizer.encode("a🙂", add_special_tokens=False)[:-1]
+    deltas = stream(detokenizer, [], ids)
+    state = DecodeState.start(0)
+    for i in range(len(ids)):
+        detokenizer.step([(ids[: i + 1], state)])
+    held = detokenizer.flush(ids, state)
+    assert held.endswith("\ufffd")
+    assert "".join(deltas) + held == tokenizer.decode(ids)

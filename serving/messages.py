@@ -93,6 +93,7 @@ class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     chat: ChatPrompt | None = None
     add_special_tokens: bool = True
     truncate: int | None = None
+    prefill_logprobs: bool = False
 
 
 class AbortRequest(msgspec.Struct, frozen=True, tag="abort"):
@@ -156,7 +157,11 @@ class TokenDelta(msgspec.Struct, frozen=True, tag="token"):
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
-    """The request ended normally; `generated_text` is decoded with special tokens skipped."""
+    """The request ended normally; `generated_text` is decoded with special tokens skipped.
+
+    `prefill` holds one entry per prompt token (the first one's logprob is None) when the request asked for
+    `prefill_logprobs`, else it is empty.
+    """
 
     request_id: str
     finish_reason: FinishReason
@@ -166,6 +171,7 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     seed: int | None
     queue_time: float
     inference_time: float
+    prefill: tuple[TokenInfo, ...] = ()
 
 
 class Failed(msgspec.Struct, frozen=True, tag="failed"):

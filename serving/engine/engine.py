@@ -109,7 +109,7 @@ class LLMEngine:
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         self._requests[request.request_id] = sequence
         self.scheduler.add(sequence)
         return [Admitted(request.request_id, sequence.input_length, sequence.seed)]
@@ -251,7 +251,18 @@ class LLMEngine:
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
+            prefill=self._prefill_tokens(sequence),
         )
+
+    def _prefill_tokens(self, sequence: Sequence) -> tuple[TokenInfo, ...]:
+        """The prompt's tokens with their logprobs, when the request asked for them."""
+        if sequence.prompt_logprobs is None:
+            return ()
+        prompt = sequence.prompt_ids
+        special = self.detokenizer.special_ids
+        return tuple(TokenInfo(id=token_id, text=text, logprob=logprob, special=token_id in special)
+                     for token_id, text, logprob in zip(prompt, self.detokenizer.token_texts(prompt),
+                                                        sequence.prompt_logprobs))
 
     def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:
         """Fail every sequence in the running and prefilling batches and start again from empty batches."""

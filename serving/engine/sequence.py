@@ -30,7 +30,11 @@ def is_sampling(params: SamplingParams) -> bool:
 
 @dataclass(eq=False)
 class Sequence:
-    """A request's state; `token_ids` holds the prompt followed by every generated token."""
+    """A request's state; `token_ids` holds the prompt followed by every generated token.
+
+    `prompt_logprobs` is None unless the request asked for its prompt's logprobs; the prefill then fills it with
+    one value per prompt token (None for the first, which nothing predicts).
+    """
 
     request_id: str
     token_ids: list[int]
@@ -43,16 +47,18 @@ class Sequence:
     arrival: float = field(default_factory=time.monotonic)
     status: SequenceStatus = SequenceStatus.WAITING
     scheduled_at: float | None = None
+    prompt_logprobs: list[float | None] | None = None
 
     @classmethod
-    def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria) -> Sequence:
+    def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria,
+               prompt_logprobs: bool = False) -> Sequence:
         """A waiting sequence; a sampling one gets a generator seeded with its seed (random 64 bits when unset)."""
         seed = generator = None
         if is_sampling(sampling):
             seed = sampling.seed if sampling.seed is not None else random.getrandbits(64)
             generator = torch.Generator().manual_seed(seed)
         return cls(request_id, list(prompt_ids), len(prompt_ids), sampling, stop, seed, generator,
-                   DecodeState.start(len(prompt_ids)))
+                   DecodeState.start(len(prompt_ids)), prompt_logprobs=[] if prompt_logprobs else None)
 
     @property
     def prompt_ids(self) -> list[int]:

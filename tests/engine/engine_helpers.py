@@ -33,7 +33,8 @@ PROMPTS = (
 
 def request(request_id: str, prompt: str | None = None, max_new_tokens: int | None = 12, *,
             chat: ChatPrompt | None = None, truncate: int | None = None, stop: tuple[str, ...] = (),
-            ignore_eos: bool = False, min_new_tokens: int = 0, **sampling: Any) -> GenerateRequest:
+            ignore_eos: bool = False, min_new_tokens: int = 0, prefill_logprobs: bool = False,
+            **sampling: Any) -> GenerateRequest:
     """A generate request; keyword arguments beyond the stopping ones are sampling parameters."""
     return GenerateRequest(
         request_id=request_id,
@@ -43,6 +44,7 @@ def request(request_id: str, prompt: str | None = None, max_new_tokens: int | No
         prompt=prompt,
         chat=chat,
         truncate=truncate,
+        prefill_logprobs=prefill_logprobs,
     )
 
 

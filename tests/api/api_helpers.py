@@ -39,7 +39,8 @@ def make_config(**overrides) -> ServerConfig:
 
 @dataclass
 class FakeEngineClient:
-    """Echoes the prompt's words (the last chat message's, for chats) as tokens, then EOS.
+    """Echoes the prompt's words (the last chat message's, for chats) as tokens, then EOS; each word is also a
+    prefill token (logprob -1.5, the first null) when the request asks for `prefill_logprobs`.
 
     Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate` raises
     inside the iterator; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
@@ -135,9 +136,11 @@ class FakeEngineClient:
                     reason = ending
                     break
             done = True
+            prefill = tuple(TokenInfo(id=100 + i, text=word, logprob=None if i == 0 else -1.5)
+                            for i, word in enumerate(words)) if request.prefill_logprobs else ()
             yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,
                            generated_text=text, input_length=len(words), seed=seed, queue_time=0.001,
-                           inference_time=0.002)
+                           inference_time=0.002, prefill=prefill)
         finally:
             if not done:
                 with self.lock:

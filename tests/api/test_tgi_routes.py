@@ -41,6 +41,16 @@ def test_top_tokens_and_decoder_input_details(http):
         {"id": 200, "text": "t0", "logprob": -1.0, "special": False},
         {"id": 201, "text": "t1", "logprob": -2.0, "special": False}]
     assert body["details"]["finish_reason"] == "length"
+    assert body["details"]["prefill"] == [{"id": 100, "text": "a", "logprob": None},
+                                          {"id": 101, "text": "b", "logprob": -1.5}]
+
+
+def test_prefill_logprobs_are_asked_for_only_with_decoder_input_details(http, engine):
+    http.post("/generate", json={"inputs": "a b", "parameters": {"details": True}})
+    assert engine.requests[-1].prefill_logprobs is False
+    http.post("/generate", json={"inputs": "a b", "parameters": {"decoder_input_details": True, "best_of": 2,
+                                                                 "do_sample": True}})
+    assert [r.prefill_logprobs for r in engine.requests[-2:]] == [True, True]
 
 
 def test_parameters_absent_samples_and_present_is_greedy(http, engine):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving import messages
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
-from serving.api.protocol.tokens import token_json, top_tokens_json
+from serving.api.protocol.tokens import prefill_json, token_json, top_tokens_json
 from serving.api.protocol.validation import Knobs, Limits, check_inputs
 
 U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -81,7 +81,8 @@ class GenerateRequest(BaseModel):
         return [
             messages.GenerateRequest(
                 request_id=f"{request_id}-{index}", sampling=knobs.sampling(), stopping=knobs.stopping(),
-                prompt=self.inputs, add_special_tokens=True, truncate=parameters.truncate)
+                prompt=self.inputs, add_special_tokens=True, truncate=parameters.truncate,
+                prefill_logprobs=parameters.decoder_input_details)
             for index in range(knobs.best_of)
         ]
 
@@ -98,13 +99,13 @@ class CompatGenerateRequest(GenerateRequest):
 
 
 def _sequence_details(generation: Generation) -> dict[str, Any]:
-    """The per-sequence part of TGI's `details`, in TGI's key order (prefill logprobs are not computed)."""
+    """The per-sequence part of TGI's `details`, in TGI's key order (`prefill` only with `decoder_input_details`)."""
     finished = generation.finished
     return {
         "finish_reason": finished.finish_reason.value,
         "generated_tokens": finished.generated_tokens,
         "seed": finished.seed,
-        "prefill": [],
+        "prefill": prefill_json(finished.prefill),
         "tokens": [token_json(delta.token) for delta in generation.deltas],
     }
 

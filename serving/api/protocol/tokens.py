@@ -18,6 +18,11 @@ def token_json(token: TokenInfo) -> dict[str, Any]:
     return {"id": token.id, "text": token.text, "logprob": logprob(token.logprob), "special": token.special}
 
 
+def prefill_json(prefill: Sequence[TokenInfo]) -> list[dict[str, Any]]:
+    """TGI's `PrefillToken`s: `{id, text, logprob}`, the first logprob null."""
+    return [{"id": token.id, "text": token.text, "logprob": logprob(token.logprob)} for token in prefill]
+
+
 def top_tokens_json(top_tokens: Sequence[TokenInfo]) -> list[dict[str, Any]]:
     """TGI's list of the most likely tokens at one step."""
     return [token_json(token) for token in top_tokens]

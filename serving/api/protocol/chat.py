@@ -100,6 +100,8 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: Any = None
     tool_prompt: str | None = None
     response_format: dict[str, Any] | None = None
+    ignore_eos: bool = False  # vLLM's extra fields: generate past EOS / not end before `min_tokens` tokens
+    min_tokens: U32 | None = None
 
     def check_tools(self) -> None:
         """Tool errors, which TGI reports before streaming starts; tools are not implemented yet."""
@@ -121,7 +123,8 @@ class ChatCompletionRequest(BaseModel):
             presence_penalty=self.presence_penalty, top_p=self.top_p,
             max_new_tokens=self.max_tokens if self.max_tokens is not None else self.max_completion_tokens,
             stop=self.stop or (), seed=self.seed, top_n_tokens=self.top_logprobs,
-            logit_bias=parse_logit_bias(self.logit_bias), n=self.choices(),
+            logit_bias=parse_logit_bias(self.logit_bias), n=self.choices(), ignore_eos=self.ignore_eos,
+            min_new_tokens=self.min_tokens,
         )
         knobs.check(limits)
         if self.response_format is not None:

@@ -43,6 +43,8 @@ class CompletionRequest(BaseModel):
     seed: U64 | None = None
     stop: StopSequences = None
     stream: bool = False
+    ignore_eos: bool = False  # vLLM's extra fields: generate past EOS / not end before `min_tokens` tokens
+    min_tokens: U32 | None = None
 
     def check_batch(self, limits: Limits) -> None:
         """The errors TGI reports before generating anything: a suffix, or too many prompts."""
@@ -64,7 +66,8 @@ class CompletionRequest(BaseModel):
             do_sample=do_sample, temperature=temperature, repetition_penalty=self.repetition_penalty,
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, top_p=self.top_p,
             max_new_tokens=self.max_tokens, stop=self.stop or (), seed=self.seed,
-            logit_bias=parse_logit_bias(self.logit_bias), n=self.choices_per_prompt(),
+            logit_bias=parse_logit_bias(self.logit_bias), n=self.choices_per_prompt(), ignore_eos=self.ignore_eos,
+            min_new_tokens=self.min_tokens,
         )
         knobs.check(limits)
         n = knobs.n

@@ -49,6 +49,8 @@ class Knobs:
     logit_bias: dict[int, float] | None = None
     best_of: int = 1
     n: int = 1
+    ignore_eos: bool = False
+    min_new_tokens: int | None = None
 
     def check(self, limits: Limits) -> None:
         """Raise the first of TGI's validation errors that applies, in TGI's order."""
@@ -104,7 +106,8 @@ class Knobs:
 
     def stopping(self) -> StoppingParams:
         """The engine's stopping parameters."""
-        return StoppingParams(max_new_tokens=self.max_new_tokens, stop=tuple(self.stop))
+        return StoppingParams(max_new_tokens=self.max_new_tokens, stop=tuple(self.stop), ignore_eos=self.ignore_eos,
+                              min_new_tokens=self.min_new_tokens or 0)
 
 
 def check_inputs(inputs: str, truncate: int | None, limits: Limits) -> None:

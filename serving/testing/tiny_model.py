@@ -47,15 +47,24 @@ class TinyModelSpec:
     chat_template: bool = True
     seed: int = 0
     weight_std: float = 0.25
+    synthetic_words: int = 0
+    """Extra made-up words in the tokenizer's training text: the word list alone gives fewer than 1,000 tokens,
+    so a larger `vocab_size` (benchmarks use 8192) needs these to be reached."""
 
 
-def _corpus(seed: int, lines: int = 2000) -> list[str]:
-    """Random sentences over a fixed word list, with some punctuation, digits and non-ASCII text."""
+def _corpus(seed: int, lines: int = 2000, synthetic_words: int = 0) -> list[str]:
+    """Random sentences over a fixed word list, with some punctuation, digits and non-ASCII text; then, when
+    `synthetic_words` is set, as many sentences again over that many made-up words built from syllables."""
     rng = random.Random(seed)
     corpus = []
     for _ in range(lines):
         words = rng.choices(_WORDS, k=rng.randint(3, 14))
         corpus.append(" ".join(words).capitalize() + rng.choice([".", "?", "!", ",", ": 42.", " (1, 2, 3)."]))
+    if synthetic_words:
+        syllables = [c + v for c in "b c d f g h j k l m n p r s t v w z ch sh th st tr".split()
+                     for v in "a e i o u ai ea ou".split()]
+        made_up = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(synthetic_words)]
+        corpus += [" ".join(rng.choices(made_up, k=rng.randint(3, 14))) + "." for _ in range(synthetic_words)]
     return corpus
 
 
@@ -73,7 +82,7 @@ def build_tokenizer(spec: TinyModelSpec):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(spec.seed), trainer=trainer)
+    tokenizer.train_from_iterator(_corpus(spec.seed, synthetic_words=spec.synthetic_words), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
@@ -138,6 +147,8 @@ def main() -> None:
     parser.add_argument("--kv-heads", type=int, default=TinyModelSpec.num_key_value_heads)
     parser.add_argument("--vocab-size", type=int, default=TinyModelSpec.vocab_size)
     parser.add_argument("--max-positions", type=int, default=TinyModelSpec.max_position_embeddings)
+    parser.add_argument("--synthetic-words", type=int, default=TinyModelSpec.synthetic_words,
+                        help="made-up words in the tokenizer's corpus, so that a large --vocab-size is reached")
     parser.add_argument("--no-chat-template", action="store_true")
     args = parser.parse_args()
     spec = TinyModelSpec(
@@ -149,6 +160,7 @@ def main() -> None:
         num_key_value_heads=args.kv_heads,
         max_position_embeddings=args.max_positions,
         chat_template=not args.no_chat_template,
+        synthetic_words=args.synthetic_words,
     )
     print(build_tiny_model(args.out_dir, spec))
 

@@ -1,0 +1,109 @@
+"""The benchmark's statistics, event parsing, prompts and tables, without any server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from serving.bench import report
+from serving.bench.load import LoadConfig, _request, make_prompts, parse_event
+from serving.bench.stats import RequestRecord, percentile, summarise
+
+
+def test_percentile_interpolates_like_numpy():
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 4.0
+    assert percentile(values, 50) == pytest.approx(2.5)
+    assert percentile(values, 95) == pytest.approx(3.85)
+    assert percentile([7.0], 95) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_summary_counts_finished_failed_and_unfinished_requests():
+    records = [
+        RequestRecord(ok=True, output_tokens=4, prompt_tokens=10, ttft=0.1, itls=[0.01, 0.02, 0.03], latency=0.16),
+        RequestRecord(ok=True, output_tokens=4, prompt_tokens=20, ttft=0.3, itls=[0.04, 0.05, 0.06], latency=0.45),
+        RequestRecord(error="HTTP 500: boom", output_tokens=0),
+        RequestRecord(output_tokens=2, ttft=0.2, itls=[0.5]),  # cut by the deadline
+    ]
+    summary = summarise(4, records, duration=2.0, peak_rss_mib=512.0)
+    assert (summary.requests, summary.completed, summary.errors, summary.unfinished) == (4, 2, 1, 1)
+    assert summary.output_tokens == 10  # the unfinished request's streamed tokens count, the failed one's not
+    assert summary.output_throughput == pytest.approx(5.0)
+    assert summary.request_throughput == pytest.approx(1.0)
+    assert summary.ttft_p50 == pytest.approx(0.2)  # finished requests only
+    assert summary.itl_p50 == pytest.approx(0.035)  # gaps pooled over finished requests
+    assert summary.e2e_p95 == pytest.approx(0.16 + 0.95 * 0.29)
+    assert summary.mean_prompt_tokens == pytest.approx(15.0)
+    assert summary.mean_output_tokens == pytest.approx(4.0)
+    assert summary.first_error == "HTTP 500: boom"
+    assert json.loads(json.dumps(summary.to_dict()))["peak_rss_mib"] == 512.0
+
+
+def test_summary_of_nothing_has_no_latencies():
+    summary = summarise(1, [], duration=0.0)
+    assert summary.output_throughput == 0.0
+    assert summary.ttft_p50 is None and summary.itl_p95 is None and summary.e2e_p50 is None
+
+
+def test_openai_events():
+    chunk = {"choices": [{"index": 0, "text": "hi", "finish_reason": None}]}
+    assert parse_event("openai", chunk) == (1, None, None, None)
+    usage = {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 64}}
+    assert parse_event("openai", usage) == (0, 64, 12, None)
+    final = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
+             "usage": {"prompt_tokens": 12, "completion_tokens": 64}}
+    assert parse_event("openai", final) == (1, 64, 12, None)
+    error = {"error": {"message": "overloaded", "type": "overloaded"}}
+    assert parse_event("openai", error)[3] == "overloaded"
+
+
+def test_tgi_events():
+    token = {"token": {"id": 5, "text": "a", "logprob": -1.0, "special": False}, "generated_text": None,
+             "details": None}
+    assert parse_event("tgi", token) == (1, None, None, None)
+    last = {**token, "generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 3}}
+    assert parse_event("tgi", last) == (1, 3, None, None)
+    assert parse_event("tgi", {"error": "Request failed", "error_type": "generation"})[3] == "Request failed"
+
+
+def test_request_bodies_fix_the_output_length():
+    route, body = _request(LoadConfig(url="u", output_tokens=32, model="m"), "hello")
+    assert route == "/v1/completions"
+    assert body["max_tokens"] == 32 and body["min_tokens"] == 32 and body["ignore_eos"] is True
+    assert body["stream"] is True and body["temperature"] == 0.0 and body["model"] == "m"
+    route, body = _request(LoadConfig(url="u", output_tokens=32, extra_body={}), "hello")
+    assert "ignore_eos" not in body and "min_tokens" not in body and "model" not in body
+    route, body = _request(LoadConfig(url="u", api="tgi", output_tokens=32), "hello")
+    assert route == "/generate_stream" and body == {"inputs": "hello", "parameters": {"max_new_tokens": 32}}
+
+
+def test_prompts_are_distinct_deterministic_and_mixed_in_length():
+    prompts = make_prompts(8, (4, 16), seed=3)
+    assert prompts == make_prompts(8, (4, 16), seed=3)
+    assert len(set(prompts)) == 8
+    assert len(set(make_prompts(8, (4, 16), seed=4)) & set(prompts)) == 0
+    lengths = [len(p.split()) for p in prompts]
+    assert lengths[0] < lengths[1] and lengths[0] == lengths[2]
+
+
+def test_tables_show_ratios_against_ours():
+    ours = summarise(16, [RequestRecord(ok=True, output_tokens=64, ttft=0.5, latency=1.0)], duration=1.0)
+    theirs = summarise(16, [RequestRecord(ok=True, output_tokens=32, ttft=1.0, latency=1.0)], duration=1.0)
+    table = report.comparison_table({"ours": [ours], "peer": [theirs]}, "ours")
+    peer_row = next(line for line in table.splitlines() if line.startswith("| peer"))
+    assert "2.00×" in peer_row  # throughput: 64 / 32
+    assert peer_row.rstrip(" |").endswith("2.00×")  # TTFT: 1.0 / 0.5
+    assert "| ours" in report.sweep_table("ours", [ours])
+
+
+def test_bench_modules_do_not_import_torch():
+    code = ("import sys, serving.bench.__main__, serving.bench.peers, serving.bench.load, serving.bench.report\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

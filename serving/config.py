@@ -14,6 +14,19 @@ SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 QUANTIZE_SUPPORTED: tuple[str, ...] = ()
+QUANTIZE_OFF = ("false", "none", "no", "0")  # `json.dumps(False)` from 2023 SageMaker examples means "off"
+# TGI settings that change what the model computes or loads and that this server cannot honour: any value stops
+# start-up with one line rather than serving something other than what was asked for.
+UNSUPPORTED_SETTINGS = ("LORA_ADAPTERS", "ROPE_SCALING", "ROPE_FACTOR", "KV_CACHE_DTYPE", "TOKENIZER_CONFIG_PATH")
+# Settings of TGI, of its SageMaker image and of the SDK that have no effect here: accepted whatever their value,
+# and named in the start-up log when set.
+IGNORED_SETTINGS = (
+    "MESSAGES_API_ENABLED", "HF_TASK", "SAGEMAKER_PROGRAM", "SAGEMAKER_SUBMIT_DIRECTORY",
+    "SAGEMAKER_CONTAINER_LOG_LEVEL", "SAGEMAKER_REGION", "SAGEMAKER_SAFE_PORT_RANGE", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+    "SPECULATE", "CUDA_GRAPHS", "MAX_WAITING_TOKENS", "WAITING_SERVED_RATIO", "VALIDATION_WORKERS",
+    "DISABLE_CUSTOM_KERNELS", "WEIGHTS_CACHE_OVERRIDE", "USAGE_STATS", "PREFIX_CACHING", "PREFILL_CHUNKING",
+    "ATTENTION", "USE_FLASH_ATTENTION", "SHARD_UDS_PATH", "MASTER_ADDR", "MASTER_PORT", "HF_HUB_ENABLE_HF_TRANSFER",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 T = TypeVar("T")
@@ -42,6 +55,9 @@ class EngineConfig:
     torch_threads: int | None
     engine_address: str
     log_level: str
+    model_source: str = "HF_MODEL_ID"
+    cache_dir: str | None = None
+    memory_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ class Config:
 
     server: ServerConfig
     engine: EngineConfig
+    ignored: tuple[str, ...] = ()
 
 
 class _Env:
@@ -112,16 +129,17 @@ class _Env:
 
         return self.parse(names, convert, f"an integer >= {minimum}", default)
 
-    def float(self, *names: str, default: float, minimum: float = 0.0) -> float:
-        """A float at least `minimum`, or `default`."""
+    def float(self, *names: str, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
+        """A float at least `minimum` (and at most `maximum`), or `default`."""
 
         def convert(value: str) -> float:
             number = float(value)
-            if not number >= minimum:
+            if not number >= minimum or (maximum is not None and number > maximum):
                 raise ValueError(value)
             return number
 
-        return self.parse(names, convert, f"a number >= {minimum:g}", default)
+        accepts = f"a number >= {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
+        return self.parse(names, convert, accepts, default)
 
     def bool(self, *names: str, default: bool = False) -> bool:
         """A boolean spelled true/false, 1/0, yes/no or on/off."""
@@ -151,17 +169,23 @@ class _Env:
         return self.parse(names, convert, "one of " + ", ".join(choices), default)
 
 
-def _model_id(env: _Env) -> str:
-    """HF_MODEL_ID (or TGI's MODEL_ID); else a model in /opt/ml/model; else the embedded default model."""
-    model_id = env.str("HF_MODEL_ID", "MODEL_ID")
-    if model_id:
-        return model_id
-    if (SAGEMAKER_MODEL_DIR / "config.json").is_file():
-        return str(SAGEMAKER_MODEL_DIR)
+def _model_id(env: _Env) -> tuple[str, str]:
+    """The model and where it was named: HF_MODEL_ID (or TGI's MODEL_ID); else a model in /opt/ml/model (where
+    SageMaker unpacks `model_data`); else the embedded default model, so that a bare `docker run IMAGE serve`
+    answers. SERVING_MODEL_DIR stands in for /opt/ml/model when the server runs outside a container (tests)."""
+    found = env.raw("HF_MODEL_ID", "MODEL_ID")
+    if found:
+        return found[1], found[0]
+    model_dir = Path(env.str("SERVING_MODEL_DIR") or SAGEMAKER_MODEL_DIR)
+    if (model_dir / "config.json").is_file():
+        return str(model_dir), str(SAGEMAKER_MODEL_DIR)
+    if model_dir.is_dir() and any(not entry.name.startswith(".") for entry in model_dir.iterdir()):
+        raise ConfigError(f"HF_MODEL_ID is not set and {SAGEMAKER_MODEL_DIR} holds files but no config.json: "
+                          f"HF_MODEL_ID accepts a hub id or a model directory such as {SAGEMAKER_MODEL_DIR}/<name>")
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        return str(DEFAULT_MODEL_DIR)
-    raise ConfigError("HF_MODEL_ID is not set and /opt/ml/model holds no model: HF_MODEL_ID accepts a hub id "
-                      "or a local model directory")
+        return str(DEFAULT_MODEL_DIR), "embedded default model"
+    raise ConfigError(f"HF_MODEL_ID is not set and {SAGEMAKER_MODEL_DIR} holds no model: HF_MODEL_ID accepts a hub "
+                      "id or a local model directory")
 
 
 def _host(env: _Env) -> str:
@@ -186,18 +210,41 @@ def _limits(env: _Env) -> tuple[int | None, int | None]:
 
 
 def _quantize(env: _Env) -> None:
-    """No quantization backend is built in yet: any value stops start-up with a clear line."""
+    """No quantization backend is built in yet: any value but an "off" spelling stops start-up with a clear line."""
     found = env.raw("HF_MODEL_QUANTIZE", "QUANTIZE")
-    if found:
+    if found and found[1].lower() not in QUANTIZE_OFF:
         name, value = found
         supported = ", ".join(QUANTIZE_SUPPORTED) or "nothing yet (leave it unset)"
         raise ConfigError(f"{name}={value!r} is not supported: {name} accepts {supported}")
+
+
+def _unsupported(env: _Env) -> None:
+    """TGI settings this server cannot honour stop start-up when set."""
+    for name in UNSUPPORTED_SETTINGS:
+        found = env.raw(name)
+        if found:
+            raise ConfigError(f"{name}={found[1]!r} is not supported by this server: leave {name} unset")
+
+
+def _num_gpus(env: _Env) -> int | None:
+    """SM_NUM_GPUS (TGI: NUM_SHARD), checked against TGI's SHARDED like TGI's launcher does."""
+    num_gpus = env.int("SM_NUM_GPUS", "NUM_SHARD")
+    sharded = env.bool("SHARDED") if env.raw("SHARDED") else None
+    if sharded is False:
+        if num_gpus is not None and num_gpus > 1:
+            raise ConfigError(f"SHARDED=false but SM_NUM_GPUS/NUM_SHARD={num_gpus}: set one of them only")
+        return 1
+    if sharded is True and num_gpus == 1:
+        raise ConfigError("SHARDED=true but SM_NUM_GPUS/NUM_SHARD=1: set one of them only")
+    return num_gpus
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
     """Read and check every setting; raises `ConfigError` with one line naming the variable."""
     env = _Env(os.environ if environ is None else environ)
     _quantize(env)
+    _unsupported(env)
+    model_id, model_source = _model_id(env)
     port = env.int("SAGEMAKER_BIND_TO_PORT", "PORT", default=8080, minimum=1)
     if port > 65535:
         raise ConfigError(f"port {port} is not valid: SAGEMAKER_BIND_TO_PORT and PORT accept 1 to 65535")
@@ -206,11 +253,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         f"ipc://{tempfile.gettempdir()}/serving-engine-{os.getpid()}-{port}.sock")
     max_input, max_total = _limits(env)
     engine = EngineConfig(
-        model_id=_model_id(env),
+        model_id=model_id,
         revision=env.str("HF_MODEL_REVISION", "REVISION"),
         hf_token=env.str("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN"),
         trust_remote_code=env.bool("HF_MODEL_TRUST_REMOTE_CODE", "TRUST_REMOTE_CODE"),
-        num_gpus=env.int("SM_NUM_GPUS", "NUM_SHARD"),
+        num_gpus=_num_gpus(env),
         dtype=env.choice(("DTYPE",), DTYPES, DTYPE_ALIASES),
         max_input_tokens=max_input,
         max_total_tokens=max_total,
@@ -221,12 +268,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         torch_threads=env.int("TORCH_NUM_THREADS"),
         engine_address=engine_address,
         log_level=log_level,
+        model_source=model_source,
+        cache_dir=env.str("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"),
+        memory_fraction=env.float("CUDA_MEMORY_FRACTION", default=1.0, minimum=0.01, maximum=1.0),
     )
     server = ServerConfig(
         host=_host(env),
         port=port,
         workers=env.int("SAGEMAKER_MODEL_SERVER_WORKERS", default=1),
-        shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", default=30.0),
+        shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", "GRACEFUL_TERMINATION_TIMEOUT", default=30.0),
         engine_start_timeout=env.float("ENGINE_START_TIMEOUT", default=3600.0, minimum=1.0),
         max_best_of=env.int("MAX_BEST_OF", default=2),
         max_stop_sequences=env.int("MAX_STOP_SEQUENCES", default=4, minimum=0),
@@ -237,4 +287,5 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         engine_address=engine_address,
         log_level=log_level,
     )
-    return Config(server=server, engine=engine)
+    ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
+    return Config(server=server, engine=engine, ignored=ignored)

@@ -145,4 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.server.log_level, role="launcher")
     if unknown:
         logger.info("ignoring arguments %s", " ".join(unknown))
+    log_model_choice(config)
     return Launcher(config).run()
+
+
+def log_model_choice(config: Config) -> None:
+    """Say which model is served and why, and which settings have no effect here."""
+    engine = config.engine
+    if engine.model_source == "embedded default model":
+        logger.warning("HF_MODEL_ID is not set and /opt/ml/model holds no model: serving the embedded default "
+                       "model (%s); set HF_MODEL_ID to a hub id or a model directory to serve another",
+                       engine.model_id)
+    else:
+        logger.info("model %s (from %s)", engine.model_id, engine.model_source)
+    if config.ignored:
+        logger.info("settings with no effect in this server, ignored: %s", ", ".join(config.ignored))

@@ -146,9 +146,15 @@ def run(config: EngineConfig) -> None:
 
 def main() -> None:
     """Entry point of the engine process (`python -m serving.engine.worker`)."""
+    from serving.engine.loader import ModelLoadError
+
     config = from_env()
     setup_logging(config.engine.log_level)
-    run(config.engine)
+    try:
+        run(config.engine)
+    except ModelLoadError as error:
+        logger.error("cannot load the model: %s", error)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -1,12 +1,27 @@
-"""Loading a local model directory: dtype, placement, threads and the facts reported by `/info`."""
+"""Loading a model: a local directory or a (simulated) hub download; dtype, placement, threads, `/info` facts."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import huggingface_hub
+import pytest
 import torch
+from huggingface_hub.file_download import DryRunFileInfo
 
 from engine_helpers import engine_config
+from serving.engine import loader as loader_module
 from serving.engine.engine import LLMEngine
-from serving.engine.loader import load_model, placement, resolve_dtype
+from serving.engine.loader import (
+    LogProgress,
+    ModelLoadError,
+    download_model,
+    load_model,
+    placement,
+    resolve_dtype,
+    select_repo_files,
+)
 
 
 def test_load_a_local_directory(model_dir):
@@ -30,3 +45,115 @@ def test_from_config_loads_and_warms_up(model_dir):
     engine = LLMEngine.from_config(engine_config(model_dir, max_total_tokens=64))
     assert engine.info().max_total_tokens == 64
     assert engine.check_health()
+
+
+# Hub downloads, without the hub: `snapshot_download` is replaced by a recorder over a local directory.
+
+LLAMA_REPO = [
+    ".gitattributes", "LICENSE.txt", "README.md", "USE_POLICY.md", "config.json", "generation_config.json",
+    "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+    "original/consolidated.00.pth", "original/params.json", "original/tokenizer.model", "special_tokens_map.json",
+    "tokenizer.json", "tokenizer_config.json",
+]
+
+
+@pytest.mark.parametrize("files, trust, expected", [
+    (LLAMA_REPO, False, [
+        "LICENSE.txt", "config.json", "generation_config.json", "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
+        "tokenizer.json", "tokenizer_config.json"]),
+    # Both formats: safetensors only, and not the pickle index.
+    (["config.json", "model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5",
+      "flax_model.msgpack", "onnx/model.onnx", "tokenizer.model", "chat_template.jinja"], False,
+     ["chat_template.jinja", "config.json", "model.safetensors", "tokenizer.model"]),
+    # Mistral-style repos carry the original consolidated checkpoint beside the transformers shards.
+    (["config.json", "consolidated.safetensors", "model-00001-of-00002.safetensors",
+      "model-00002-of-00002.safetensors", "params.json", "tokenizer.model.v3"], False,
+     ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "params.json"]),
+    # Only other safetensors names: take them.
+    (["config.json", "weights.safetensors", "merges.txt", "vocab.json"], False,
+     ["config.json", "merges.txt", "vocab.json", "weights.safetensors"]),
+    # No safetensors: the PyTorch pickles, not training state.
+    (["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+      "pytorch_model.bin.index.json", "training_args.bin", "tokenizer.json"], False,
+     ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+      "pytorch_model.bin.index.json", "tokenizer.json"]),
+    # Remote code is fetched only when it may run.
+    (["config.json", "model.safetensors", "modeling_custom.py", "configuration_custom.py"], False,
+     ["config.json", "model.safetensors"]),
+    (["config.json", "model.safetensors", "modeling_custom.py", "configuration_custom.py"], True,
+     ["config.json", "configuration_custom.py", "model.safetensors", "modeling_custom.py"]),
+])
+def test_select_repo_files_prefers_safetensors(files, trust, expected):
+    assert select_repo_files(files, trust) == expected
+
+
+class FakeHub:
+    """Records `snapshot_download` calls; serves a listing, then a local directory as the snapshot."""
+
+    def __init__(self, files: list[str], snapshot: Path, error: Exception | None = None) -> None:
+        self.files = files
+        self.snapshot = snapshot
+        self.error = error
+        self.calls: list[dict] = []
+
+    def __call__(self, repo_id: str, **kwargs):
+        self.calls.append({"repo_id": repo_id, **kwargs})
+        if self.error is not None:
+            raise self.error
+        if kwargs.get("dry_run"):
+            return [DryRunFileInfo(commit_hash="a" * 40, file_size=1000, filename=name, local_path="",
+                                   is_cached=name == "config.json", will_download=name != "config.json")
+                    for name in self.files]
+        progress = kwargs["tqdm_class"](total=3000, unit="B", desc="Downloading bytes")
+        progress.update(3000)
+        progress.close()
+        return str(self.snapshot)
+
+
+def test_a_hub_id_is_downloaded_with_revision_token_and_patterns(model_dir, monkeypatch, caplog):
+    hub = FakeHub(LLAMA_REPO, model_dir)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    config = engine_config("meta-llama/Llama-3.2-1B", revision="v1.0", hf_token="hf_secret", cache_dir="/data/hub",
+                           torch_threads=1)
+    with caplog.at_level(logging.INFO, logger="serving.engine.loader"):
+        loaded = load_model(config)
+    listing, download = hub.calls
+    assert listing == {"repo_id": "meta-llama/Llama-3.2-1B", "dry_run": True, "revision": "v1.0",
+                       "token": "hf_secret", "cache_dir": "/data/hub"}
+    assert download["revision"] == "v1.0" and download["token"] == "hf_secret"
+    assert download["allow_patterns"] == select_repo_files(LLAMA_REPO)
+    assert download["tqdm_class"] is LogProgress
+    assert loaded.model_id == "meta-llama/Llama-3.2-1B"
+    log = caplog.text
+    assert "downloading meta-llama/Llama-3.2-1B@v1.0: 9 of 15 files needed (8.0 kB to fetch, 1 already cached)" in log
+    assert "Downloading bytes: 3.0 kB of 3.0 kB" in log
+    assert "hf_secret" not in log
+
+
+def test_a_local_directory_is_used_as_is(model_dir, monkeypatch):
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub([], model_dir, AssertionError("no hub")))
+    assert download_model(engine_config(model_dir)) == str(model_dir)
+
+
+@pytest.mark.parametrize("files, error, message", [
+    (["config.json", "model.onnx", "tokenizer.json"], None, "has no safetensors or pytorch_model*.bin weights"),
+    ([], OSError("401 Client Error: Unauthorized for url\nmore detail"), "cannot download org/gated from the hub: "
+     "401 Client Error: Unauthorized for url"),
+])
+def test_download_failures_are_one_line(model_dir, monkeypatch, files, error, message):
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub(files, model_dir, error))
+    with pytest.raises(ModelLoadError) as raised:
+        download_model(engine_config("org/gated"))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_progress_is_logged_not_drawn(caplog, capsys, monkeypatch):
+    monkeypatch.setattr(loader_module, "PROGRESS_LOG_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="serving.engine.loader"):
+        bar = LogProgress(total=2_000_000_000, unit="B", desc="Downloading bytes")
+        bar.update(500_000_000)
+        bar.update(1_500_000_000)
+        bar.close()
+    assert "Downloading bytes: 2.0 GB of 2.0 GB" in caplog.text
+    assert capsys.readouterr() == ("", "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from json import dumps as json_dumps
+
 import pytest
 
 from serving import config as config_module
@@ -45,11 +47,43 @@ BASE = {"HF_MODEL_ID": "org/model"}
     ({"LOG_LEVEL": "WARN"}, "server.log_level", "warning"),
     ({"SAGEMAKER_PROGRAM": "", "SAGEMAKER_REGION": "us-east-1", "MESSAGES_API_ENABLED": "true", "HF_TASK": "x"},
      "server.port", 8080),
+    # The HF LLM DLC's SageMaker names, then TGI's own names for the same settings.
+    ({}, "engine.model_source", "HF_MODEL_ID"),
+    ({"HF_MODEL_ID": "", "MODEL_ID": "tgi/model"}, "engine.model_source", "MODEL_ID"),
+    ({"REVISION": "v2"}, "engine.revision", "v2"),
+    ({"HF_MODEL_REVISION": "main", "REVISION": "v2"}, "engine.revision", "main"),
+    ({"HF_API_TOKEN": "t3"}, "engine.hf_token", "t3"),
+    ({"HF_TOKEN": "t1", "HUGGING_FACE_HUB_TOKEN": "t2"}, "engine.hf_token", "t1"),
+    ({"TRUST_REMOTE_CODE": "true"}, "engine.trust_remote_code", True),
+    ({"HF_MODEL_TRUST_REMOTE_CODE": "false", "TRUST_REMOTE_CODE": "true"}, "engine.trust_remote_code", False),
+    ({"NUM_SHARD": "2"}, "engine.num_gpus", 2),
+    ({"SM_NUM_GPUS": "1", "NUM_SHARD": "2"}, "engine.num_gpus", 1),
+    ({"SHARDED": "false"}, "engine.num_gpus", 1),
+    ({"SHARDED": "true", "SM_NUM_GPUS": "4"}, "engine.num_gpus", 4),
+    ({}, "engine.dtype", None),
+    ({"HF_MODEL_QUANTIZE": ""}, "engine.dtype", None),
+    ({"HF_MODEL_QUANTIZE": "false"}, "engine.dtype", None),
+    ({"QUANTIZE": "None"}, "engine.dtype", None),
+    ({"HF_HUB_CACHE": "/data/hub"}, "engine.cache_dir", "/data/hub"),
+    ({"HUGGINGFACE_HUB_CACHE": "/data/old"}, "engine.cache_dir", "/data/old"),
+    ({}, "engine.memory_fraction", 1.0),
+    ({"CUDA_MEMORY_FRACTION": "0.9"}, "engine.memory_fraction", 0.9),
+    ({"GRACEFUL_TERMINATION_TIMEOUT": "20"}, "server.shutdown_grace_seconds", 20.0),
+    ({"SHUTDOWN_GRACE_SECONDS": "5", "GRACEFUL_TERMINATION_TIMEOUT": "20"}, "server.shutdown_grace_seconds", 5.0),
+    ({"SM_NUM_GPUS": json_dumps(4), "MAX_TOTAL_TOKENS": json_dumps(512)}, "engine.num_gpus", 4),
+    # What the SDK injects (empty values included) and TGI settings with no effect here are accepted and named.
+    ({}, "ignored", ()),
+    ({"SAGEMAKER_PROGRAM": "", "SAGEMAKER_SUBMIT_DIRECTORY": "", "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+      "SAGEMAKER_REGION": "us-east-1"}, "ignored", ("SAGEMAKER_CONTAINER_LOG_LEVEL", "SAGEMAKER_REGION")),
+    ({"MESSAGES_API_ENABLED": "true", "HF_TASK": "text-generation", "CUDA_GRAPHS": "0", "SPECULATE": "2"},
+     "ignored", ("MESSAGES_API_ENABLED", "HF_TASK", "SPECULATE", "CUDA_GRAPHS")),
 ])
 def test_values_and_aliases(env, path, expected):
     config = from_env({**BASE, **env})
-    section, name = path.split(".")
-    assert getattr(getattr(config, section), name) == expected
+    value = config
+    for name in path.split("."):
+        value = getattr(value, name)
+    assert value == expected
 
 
 @pytest.mark.parametrize("env, variable", [
@@ -64,6 +98,22 @@ def test_values_and_aliases(env, path, expected):
     ({"PORT": "70000"}, "PORT"),
     ({"SAGEMAKER_MODEL_SERVER_WORKERS": "zero"}, "SAGEMAKER_MODEL_SERVER_WORKERS"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"HF_MODEL_QUANTIZE": "bitsandbytes"}, "HF_MODEL_QUANTIZE"),
+    ({"HF_MODEL_QUANTIZE": "true"}, "HF_MODEL_QUANTIZE"),
+    ({"QUANTIZE": "awq"}, "QUANTIZE"),
+    ({"SM_NUM_GPUS": "two"}, "SM_NUM_GPUS"),
+    ({"SM_NUM_GPUS": "0"}, "SM_NUM_GPUS"),
+    ({"SHARDED": "false", "SM_NUM_GPUS": "2"}, "SHARDED"),
+    ({"SHARDED": "true", "NUM_SHARD": "1"}, "SHARDED"),
+    ({"SHARDED": "sometimes"}, "SHARDED"),
+    ({"CUDA_MEMORY_FRACTION": "1.5"}, "CUDA_MEMORY_FRACTION"),
+    ({"CUDA_MEMORY_FRACTION": "0"}, "CUDA_MEMORY_FRACTION"),
+    ({"SAGEMAKER_BIND_TO_PORT": "http"}, "SAGEMAKER_BIND_TO_PORT"),
+    ({"DTYPE": "int8"}, "DTYPE"),
+    ({"LORA_ADAPTERS": "org/adapter"}, "LORA_ADAPTERS"),
+    ({"ROPE_SCALING": "dynamic"}, "ROPE_SCALING"),
+    ({"KV_CACHE_DTYPE": "fp8_e5m2"}, "KV_CACHE_DTYPE"),
+    ({"TOKENIZER_CONFIG_PATH": "/x.json"}, "TOKENIZER_CONFIG_PATH"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError) as error:
@@ -86,6 +136,32 @@ def test_model_falls_back_to_opt_ml_model_then_the_default_model(tmp_path, monke
     (sagemaker_dir / "config.json").write_text("{}")
     assert from_env({}).engine.model_id == str(sagemaker_dir)
     assert from_env({"HF_MODEL_ID": "org/m"}).engine.model_id == "org/m"
+
+
+def test_opt_ml_model_with_files_but_no_config_asks_for_hf_model_id(tmp_path, monkeypatch):
+    sagemaker_dir = tmp_path / "opt-ml-model"
+    (sagemaker_dir / "my-model").mkdir(parents=True)
+    monkeypatch.setattr(config_module, "SAGEMAKER_MODEL_DIR", sagemaker_dir)
+    with pytest.raises(ConfigError, match="HF_MODEL_ID accepts") as error:
+        from_env({})
+    assert "\n" not in str(error.value)
+    assert from_env({"HF_MODEL_ID": str(sagemaker_dir / "my-model")}).engine.model_source == "HF_MODEL_ID"
+
+
+def test_serving_model_dir_stands_in_for_opt_ml_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "SAGEMAKER_MODEL_DIR", tmp_path / "absent")
+    (tmp_path / "mounted").mkdir()
+    (tmp_path / "mounted" / "config.json").write_text("{}")
+    engine = from_env({"SERVING_MODEL_DIR": str(tmp_path / "mounted")}).engine
+    assert engine.model_id == str(tmp_path / "mounted")
+    assert engine.model_source == str(tmp_path / "absent")
+
+
+def test_embedded_default_model_is_named_as_the_source(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "SAGEMAKER_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr(config_module, "DEFAULT_MODEL_DIR", tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert from_env({}).engine.model_source == "embedded default model"
 
 
 def test_engine_and_server_share_one_engine_address():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
@@ -77,6 +77,9 @@ class ServerConfig:
     compute_type: str
     engine_address: str
     log_level: str
+    api_key: str | None = field(default=None, repr=False)
+    cors_allow_origins: tuple[str, ...] = ()
+    metrics_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,12 @@ def _host(env: _Env) -> str:
     return value
 
 
+def _origins(env: _Env) -> tuple[str, ...]:
+    """CORS_ALLOW_ORIGIN: the allowed origins, comma-separated; none means any origin (`*`), as in TGI."""
+    value = env.str("CORS_ALLOW_ORIGIN") or ""
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+
+
 def _limits(env: _Env) -> tuple[int | None, int | None]:
     """MAX_INPUT_TOKENS (alias MAX_INPUT_LENGTH, not both) and MAX_TOTAL_TOKENS, checked against each other."""
     if env.raw("MAX_INPUT_TOKENS") and env.raw("MAX_INPUT_LENGTH"):
@@ -286,6 +295,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         compute_type=env.str("COMPUTE_TYPE", default="gpu+optimized") or "gpu+optimized",
         engine_address=engine_address,
         log_level=log_level,
+        api_key=env.str("API_KEY"),
+        cors_allow_origins=_origins(env),
+        metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR"),
     )
     ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
     return Config(server=server, engine=engine, ignored=ignored)

@@ -4,6 +4,8 @@ The engine runs in its own process (`serving.engine.worker`), started with a fre
 fork so that no HTTP worker ever inherits CUDA state. gunicorn's gevent workers start only once the engine
 answers a health call, so SageMaker's `/ping` is refused until the model is loaded and warmed up.
 If either child dies the other is stopped and the launcher exits non-zero; SIGTERM drains gracefully.
+The HTTP workers record Prometheus metrics in prometheus_client's multiprocess mode, in a fresh directory
+(`PROMETHEUS_MULTIPROC_DIR`) that the launcher creates for them and removes when it exits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from types import FrameType
@@ -81,9 +84,10 @@ def gunicorn_command(config: Config) -> list[str]:
 class Launcher:
     """Starts and supervises the engine and gunicorn."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics_dir: str) -> None:
         self.config = config
-        self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address)
+        self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address,
+                        PROMETHEUS_MULTIPROC_DIR=metrics_dir)
         self.stopping = False
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -146,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         logger.info("ignoring arguments %s", " ".join(unknown))
     log_model_choice(config)
-    return Launcher(config).run()
+    with tempfile.TemporaryDirectory(prefix="serving-metrics-") as metrics_dir:  # the HTTP workers' metrics files
+        return Launcher(config, metrics_dir).run()
 
 
 def log_model_choice(config: Config) -> None:

@@ -225,12 +225,14 @@ class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):
 
 
 class HealthResult(msgspec.Struct, frozen=True, tag="health_result"):
-    """Reply to `HealthRequest`, with the scheduler's current load."""
+    """Reply to `HealthRequest`, with the scheduler's current load (`batch_tokens`: the running batch's reserved
+    tokens, prompt plus `max_new_tokens` of each sequence)."""
 
     call_id: str
     healthy: bool
     running: int
     waiting: int
+    batch_tokens: int = 0
 
 
 EngineEvent = Union[Admitted, TokenDelta, Finished, Failed, TokenizeResult, InfoResult, HealthResult]

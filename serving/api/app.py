@@ -1,11 +1,12 @@
-"""The Flask app factory: one blueprint per API surface, and JSON error handlers (never an HTML page)."""
+"""The Flask app factory: one blueprint per API surface, JSON error handlers (never an HTML page), auth and CORS."""
 
 from __future__ import annotations
 
 from flask import Flask
 
-from serving.api import errors, openai, sagemaker, tgi
+from serving.api import access, docs, errors, openai, sagemaker, tgi
 from serving.api.context import EXTENSION, Services
+from serving.api.metrics import MeteredClient, Metrics
 from serving.client import EngineClientProtocol
 from serving.config import ServerConfig
 
@@ -13,8 +14,10 @@ from serving.config import ServerConfig
 def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
     """An app serving TGI's, OpenAI's and SageMaker's routes in front of `client`."""
     app = Flask(__name__)
-    app.extensions[EXTENSION] = Services(config, client)
-    for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint):
+    metrics = Metrics(config.metrics_dir)
+    app.extensions[EXTENSION] = Services(config, MeteredClient(client, metrics), metrics)
+    for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, docs.blueprint):
         app.register_blueprint(blueprint)
     errors.register(app)
+    access.register(app, config)
     return app

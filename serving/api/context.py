@@ -1,4 +1,4 @@
-"""What every handler needs, stored on the app by `create_app`: the server configuration and the engine client."""
+"""What every handler needs, stored on the app by `create_app`: the configuration, engine client and metrics."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, g
 
+from serving.api.metrics import Metrics
 from serving.client import EngineClientProtocol
 from serving.config import ServerConfig
 from serving.messages import ModelInfo
@@ -17,10 +18,11 @@ EXTENSION = "serving"
 
 @dataclass(frozen=True)
 class Services:
-    """The configuration and engine client of one app."""
+    """The configuration, engine client (which records each generation's metrics) and metrics of one app."""
 
     config: ServerConfig
     client: EngineClientProtocol
+    metrics: Metrics
 
     def info(self) -> ModelInfo:
         """The loaded model's facts (the client caches them)."""
@@ -30,6 +32,12 @@ class Services:
 def services() -> Services:
     """The services of the app serving the current request."""
     return current_app.extensions[EXTENSION]
+
+
+def count_request(generations: int = 1) -> None:
+    """Count a generation request (`tgi_request_count`); its errors are then counted as failures."""
+    services().metrics.request(generations)
+    g.count_failures = True
 
 
 def new_id() -> str:

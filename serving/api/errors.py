@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
+from serving.api.context import services
 from serving.api.wire import json_response
 from serving.client import EngineUnavailable
 from serving.messages import ErrorKind, Failed
@@ -99,7 +100,10 @@ def use_openai_errors() -> None:
 
 
 def error_response(error: ApiError) -> Response:
-    """The JSON response for `error` in the shape of the route that is serving the request."""
+    """The JSON response for `error` in the shape of the route that is serving the request (a counted failure
+    when the route counts its requests)."""
+    if g.get("count_failures"):
+        services().metrics.failure(error.error_type)
     body = error.openai_body() if g.get("openai_errors") else error.tgi_body()
     return json_response(body, error.status)
 

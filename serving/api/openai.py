@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, request
 
-from serving.api.context import new_id, services, unix_now
+from serving.api.context import count_request, new_id, services, unix_now
 from serving.api.errors import ApiError, use_openai_errors
 from serving.api.feed import EventFeed
 from serving.api.headers import generation_headers, stream_headers
@@ -30,13 +30,22 @@ def _openai_error(error: ApiError) -> dict[str, Any]:
 
 def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], list[GenerateRequest]],
            streaming: bool, characters: int, started: float) -> Response:
-    """Stream the chunks (then `[DONE]`), or generate everything and answer one JSON object."""
+    """Stream the chunks (then `[DONE]`), or generate everything and answer one JSON object.
+
+    TGI counts each generation a chat or completions request starts as a request of its own.
+    """
     context = services()
     compute_type = context.config.compute_type
+
+    def counted_build() -> list[GenerateRequest]:
+        requests = build()
+        context.metrics.request(len(requests))
+        return requests
+
     if streaming:
-        return stream(context.client, build, stream_headers(compute_type, characters), responder.chunks,
+        return stream(context.client, counted_build, stream_headers(compute_type, characters), responder.chunks,
                       _openai_error, done=True, trailer=responder.trailer)
-    generations = EventFeed(context.client, build()).collect()
+    generations = EventFeed(context.client, counted_build()).collect()
     return json_response(responder.completion(generations),
                          headers=generation_headers(compute_type, characters, started, generations))
 
@@ -45,6 +54,7 @@ def chat(body: ChatCompletionRequest) -> Response:
     """A chat completion, or its stream of chunks."""
     started = time.monotonic()
     use_openai_errors()
+    count_request()
     context = services()
     info = context.info()
     limits = Limits.of(context.config, info)
@@ -59,6 +69,7 @@ def completions(body: CompletionRequest) -> Response:
     """Completions of one prompt or several (each its own engine request), or their interleaved stream."""
     started = time.monotonic()
     use_openai_errors()
+    count_request()
     context = services()
     info = context.info()
     limits = Limits.of(context.config, info)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from flask import Response
 
+from serving.api.context import services
 from serving.api.errors import ApiError
 from serving.api.feed import EventFeed, Step
 from serving.api.wire import dumps
@@ -76,12 +77,19 @@ def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateReques
     """Validate (`build`), start the engine requests and stream them.
 
     A validation error becomes the stream's only event, as in TGI. The first engine event is awaited before
-    the response starts, so that template errors and client failures are still plain HTTP errors.
+    the response starts, so that template errors and client failures are still plain HTTP errors. Every error
+    event counts as a failed request.
     """
+    metrics = services().metrics
+
+    def render_counted_error(error: ApiError) -> Mapping[str, Any]:
+        metrics.failure(error.error_type)
+        return render_error(error)
+
     try:
         requests = build()
     except ApiError as error:
-        return _sse_response(_error_events(error, render_error, done), headers)
+        return _sse_response(_error_events(error, render_counted_error, done), headers)
     feed = EventFeed(client, requests)
     feed.first()
-    return _sse_response(_events(feed, render, render_error, done, trailer), headers, feed)
+    return _sse_response(_events(feed, render, render_counted_error, done, trailer), headers, feed)

@@ -1,4 +1,5 @@
-"""TGI's own routes: `/`, `/health`, `/generate`, `/generate_stream`, `/info`, `/tokenize` and `/chat_tokenize`."""
+"""TGI's own routes: `/`, `/health`, `/generate`, `/generate_stream`, `/info`, `/metrics`, `/tokenize` and
+`/chat_tokenize`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from serving.api.context import new_id, services
+from serving.api.context import count_request, new_id, services
+from serving.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.api.errors import ApiError
 from serving.api.feed import EventFeed
 from serving.api.headers import generation_headers, stream_headers
@@ -36,6 +38,7 @@ def compat_return_full_text() -> bool:
 def generate(body: GenerateRequest, prefix: str, as_list: bool) -> Response:
     """Generate to completion and answer TGI's `GenerateResponse` (in a one-element list for `POST /`)."""
     started = time.monotonic()
+    count_request()
     context = services()
     limits = Limits.of(context.config, context.info())
     generations = EventFeed(context.client, body.to_engine_requests(new_id(), limits, streaming=False)).collect()
@@ -46,6 +49,7 @@ def generate(body: GenerateRequest, prefix: str, as_list: bool) -> Response:
 
 def generate_stream(body: GenerateRequest, prefix: str) -> Response:
     """Stream TGI's `StreamResponse` events; validation errors become the stream's only event, as in TGI."""
+    count_request()
     context = services()
     limits = Limits.of(context.config, context.info())
     return stream(context.client, lambda: body.to_engine_requests(new_id(), limits, streaming=True),
@@ -113,6 +117,14 @@ def info() -> Response:
     })
 
 
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """TGI's Prometheus metrics, with the engine's queue and batch gauges."""
+    context = services()
+    text = context.metrics.exposition(context.client.health(), context.info())
+    return Response(text, 200, content_type=METRICS_CONTENT_TYPE)
+
+
 def _tokens(request: TokenizeRequest) -> tuple[list[dict[str, Any]], str | None]:
     """The engine's tokens as `{id, text, start, stop}` (byte offsets), and the templated text of a chat."""
     result = services().client.tokenize(request)
@@ -135,6 +147,7 @@ def tokenize() -> Response:
 def chat_tokenize() -> Response:
     """Render a chat request with the template and tokenize it without adding special tokens."""
     body = parse_body(request, services().config.payload_limit, ChatCompletionRequest)
+    count_request()
     tokens, templated_text = _tokens(TokenizeRequest(call_id=new_id(), chat=body.chat_prompt(),
                                                      add_special_tokens=False))
     return json_response({"tokenize_response": tokens, "templated_text": templated_text})

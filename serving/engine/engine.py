@@ -132,6 +132,11 @@ class LLMEngine:
         prefilling = len(self._prefilling) if self._prefilling is not None else 0
         return len(self._batch) + prefilling, len(self.scheduler)
 
+    def batch_tokens(self) -> int:
+        """The tokens reserved by the running and prefilling sequences (prompt plus `max_new_tokens` each)."""
+        batches = [self._batch] + ([self._prefilling] if self._prefilling is not None else [])
+        return sum(sequence.reserved_tokens for batch in batches for sequence in batch.sequences)
+
     def info(self) -> ModelInfo:
         """The loaded model's facts and the resolved limits."""
         return self._info

@@ -112,7 +112,7 @@ class EngineWorker:
             running, waiting = self.engine.stats()
             self.outbox[identity].append(
                 HealthResult(call_id=message.call_id, healthy=self.engine.check_health(), running=running,
-                             waiting=waiting))
+                             waiting=waiting, batch_tokens=self.engine.batch_tokens()))
 
     def _route(self, events: list[EngineEvent]) -> None:
         """Queue each request event for the worker that owns the request; forget finished requests."""

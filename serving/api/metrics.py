@@ -1,0 +1,235 @@
+"""TGI's Prometheus metrics: recorded with prometheus_client, exposed under TGI's exact names and buckets.
+
+Under gunicorn every HTTP worker records into prometheus_client's multiprocess files (`PROMETHEUS_MULTIPROC_DIR`,
+which the launcher creates) and a scrape merges them with `MultiProcessCollector`; without that directory (one
+process, tests) the app's own registry is read. A metric is created on its first record, so, as in TGI, it
+appears only once something was recorded. The exposition is written here rather than by prometheus_client's
+`generate_latest`, which would rename every counter `<name>_total`: TGI's counters have no suffix.
+
+What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
+the OpenAI routes and `/chat_tokenize`, once more per generation they start; the input length, `max_new_tokens`,
+success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
+request, labelled with TGI's `err` values, and `dropped` for a generation whose client went away. The queue and
+batch gauges are asked of the engine at scrape time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from serving.client import EngineClientProtocol
+from serving.messages import (
+    Admitted,
+    EngineEvent,
+    Failed,
+    Finished,
+    GenerateRequest,
+    HealthResult,
+    ModelInfo,
+    TokenizeRequest,
+    TokenizeResult,
+)
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
+
+HELP = {
+    "tgi_request_count": "Total number of requests",
+    "tgi_request_success": "Number of successful requests",
+    "tgi_request_failure": "Number of failed requests",
+    "tgi_request_duration": "Total time spent processing the request",
+    "tgi_request_validation_duration": "Time spent validating the request",
+    "tgi_request_queue_duration": "Time spent in the queue per request",
+    "tgi_request_inference_duration": "Request inference duration",
+    "tgi_request_mean_time_per_token_duration": "Mean time per token per request",
+    "tgi_request_generated_tokens": "Generated tokens per request",
+    "tgi_request_input_length": "Input token length per request",
+    "tgi_request_max_new_tokens": "Maximum new tokens per request",
+    "tgi_queue_size": "Current queue size",
+    "tgi_batch_current_size": "Current batch size",
+    "tgi_batch_current_max_tokens": "Maximum tokens for the current batch",
+    "tgi_batch_max_total_tokens": "Maximum tokens of a batch",
+}
+
+# TGI's `err` label for each error type; anything else keeps its own type.
+FAILURE_LABELS = {
+    "validation": "validation",
+    "overloaded": "overloaded",
+    "generation": "generation",
+    "incomplete_generation": "incomplete",
+    "incomplete_generation_stream": "incomplete",
+    "template_error": "template",
+    "tool_error": "validation",
+    "suffix not supported": "validation",
+    "batch size exceeded": "validation",
+}
+
+
+def duration_buckets() -> list[float]:
+    """TGI's 35 geometric buckets for every `*_duration`: 0.0001 s times 1.5, 1.5², ... (computed as TGI does)."""
+    value, buckets = 0.0001, []
+    for _ in range(35):
+        value *= 1.5
+        buckets.append(value)
+    return buckets
+
+
+def linear_buckets(maximum: int) -> list[float]:
+    """TGI's 100 linear buckets up to `maximum` (token counts)."""
+    return [(maximum / 100.0) * (x + 1) for x in range(100)]
+
+
+class Metrics:
+    """The request metrics of one app; metrics are created on first use, thread- and greenlet-safe."""
+
+    def __init__(self, multiprocess_dir: str | None) -> None:
+        self._multiprocess_dir = multiprocess_dir
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._lock = threading.Lock()
+        self._metrics: dict[str, Any] = {}
+
+    def _get(self, kind: type, name: str, **options: Any) -> Any:
+        """The metric `name`, created on first use."""
+        metric = self._metrics.get(name)
+        if metric is None:
+            with self._lock:
+                metric = self._metrics.get(name)
+                if metric is None:
+                    metric = kind(name, HELP[name], registry=self._registry, **options)
+                    self._metrics[name] = metric
+        return metric
+
+    def request(self, count: int = 1) -> None:
+        """Count requests (`tgi_request_count`)."""
+        self._get(Counter, "tgi_request_count").inc(count)
+
+    def failure(self, error_type: str) -> None:
+        """Count a failed request under TGI's `err` label for `error_type`."""
+        label = FAILURE_LABELS.get(error_type, error_type)
+        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=label).inc()
+
+    def admitted(self, input_length: int, max_new_tokens: int | None, info: ModelInfo) -> None:
+        """Record a validated generation's input length and `max_new_tokens` (null: the room left)."""
+        if max_new_tokens is None:
+            max_new_tokens = max(info.max_total_tokens - input_length, 0)
+        self._get(Histogram, "tgi_request_input_length",
+                  buckets=linear_buckets(info.max_input_tokens)).observe(input_length)
+        self._get(Histogram, "tgi_request_max_new_tokens",
+                  buckets=linear_buckets(info.max_total_tokens)).observe(max_new_tokens)
+
+    def finished(self, finished: Finished, total: float, info: ModelInfo) -> None:
+        """Record a successful generation: its count, durations (seconds) and generated tokens."""
+        inference = finished.inference_time
+        durations = {
+            "tgi_request_duration": total,
+            "tgi_request_validation_duration": max(total - finished.queue_time - inference, 0.0),
+            "tgi_request_queue_duration": finished.queue_time,
+            "tgi_request_inference_duration": inference,
+            "tgi_request_mean_time_per_token_duration": inference / max(finished.generated_tokens, 1),
+        }
+        self._get(Counter, "tgi_request_success").inc()
+        for name, seconds in durations.items():
+            self._get(Histogram, name, buckets=duration_buckets()).observe(seconds)
+        self._get(Histogram, "tgi_request_generated_tokens",
+                  buckets=linear_buckets(info.max_total_tokens)).observe(finished.generated_tokens)
+
+    def exposition(self, health: HealthResult | None, info: ModelInfo) -> str:
+        """The Prometheus text exposition: every recorded metric and the engine's gauges (when it answered)."""
+        if self._multiprocess_dir:
+            registry = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(registry, path=self._multiprocess_dir)
+            families = list(registry.collect())
+        else:
+            families = list(self._registry.collect())
+        lines: list[str] = []
+        for family in sorted(families, key=lambda family: family.name):
+            lines += _family_lines(family.name, family.type, family.documentation, _samples(family))
+        gauges = {"tgi_batch_max_total_tokens": info.max_batch_total_tokens}
+        if health is not None:
+            gauges.update(tgi_queue_size=health.waiting, tgi_batch_current_size=health.running,
+                          tgi_batch_current_max_tokens=health.batch_tokens)
+        for name, value in sorted(gauges.items()):
+            lines += _family_lines(name, "gauge", HELP[name], [(name, {}, float(value))])
+        return "".join(line + "\n" for line in lines)
+
+
+def _samples(family: Any) -> list[tuple[str, dict[str, str], float]]:
+    """A family's samples under TGI's names: a counter's without `_total`, a histogram's buckets first."""
+    samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
+    if family.type == "counter":
+        return [(family.name, sample.labels, sample.value) for sample in samples]
+    order = {family.name + "_bucket": 0, family.name + "_sum": 1, family.name + "_count": 2}
+    samples.sort(key=lambda sample: order.get(sample.name, 3))  # stable: buckets keep their order
+    return [(sample.name, sample.labels, sample.value) for sample in samples]
+
+
+def _family_lines(name: str, kind: str, documentation: str,
+                  samples: Iterable[tuple[str, dict[str, str], float]]) -> list[str]:
+    """`# HELP`, `# TYPE` and one line per sample, in the Prometheus text format."""
+    lines = [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}"]
+    for sample_name, labels, value in samples:
+        label_text = ",".join(f'{key}="{_escape(text)}"' for key, text in labels.items())
+        lines.append(f"{sample_name}{{{label_text}}} {_number(value)}" if label_text
+                     else f"{sample_name} {_number(value)}")
+    return lines
+
+
+def _number(value: float) -> str:
+    """A sample value as TGI's exporter writes it: whole numbers without a fraction."""
+    if math.isnan(value) or math.isinf(value):
+        return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _escape(value: str) -> str:
+    """A label value escaped for the text format."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class MeteredClient:
+    """An engine client that records each generation's metrics from the events that pass through it.
+
+    A generation closed before its `Finished` or `Failed` (the HTTP client went away) counts as `dropped`;
+    failures that reach the HTTP client are counted where they are answered, once per request.
+    """
+
+    def __init__(self, client: EngineClientProtocol, metrics: Metrics) -> None:
+        self._client = client
+        self._metrics = metrics
+
+    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
+        """The engine's events for `request`, recorded on the way."""
+        started = time.monotonic()
+        events = self._client.generate(request)
+        ended = False
+        try:
+            for event in events:
+                if isinstance(event, Admitted):
+                    self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
+                elif isinstance(event, Finished):
+                    self._metrics.finished(event, time.monotonic() - started, self.info())
+                ended = isinstance(event, (Finished, Failed))
+                yield event
+        except GeneratorExit:
+            if not ended:
+                self._metrics.failure("dropped")
+            raise
+        finally:
+            getattr(events, "close", lambda: None)()
+
+    def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
+        """Tokenize in the engine."""
+        return self._client.tokenize(request)
+
+    def info(self) -> ModelInfo:
+        """The loaded model's facts."""
+        return self._client.info()
+
+    def health(self, timeout: float = 1.5) -> HealthResult | None:
+        """The engine's health."""
+        return self._client.health(timeout)

@@ -1,0 +1,77 @@
+"""Who may call what, as TGI's router decides it: `API_KEY` bearer auth on the generation routes, and CORS.
+
+With an API key, `POST` to a generation route needs `Authorization: Bearer <key>` (compared case-insensitively
+as a whole header) or gets 401 with an empty body; health, info, metrics, models, docs and `/chat_tokenize` stay
+open (API.md §0.2). CORS follows tower-http's layer as TGI configures it: methods GET and POST, the one header
+`content-type`, origin `*` unless `CORS_ALLOW_ORIGIN` lists origins (then only a listed `Origin` is echoed).
+A preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered before routing and auth, on any path.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+from serving.config import ServerConfig
+
+PROTECTED_PATHS = frozenset({
+    "/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/vertex", "/invocations",
+    "/tokenize",
+})
+ALLOW_METHODS = "GET,POST"
+ALLOW_HEADERS = "content-type"
+VARY = "origin, access-control-request-method, access-control-request-headers"
+
+
+def _empty(status: int) -> Response:
+    """A response with no body and no content type, as axum sends a bare status."""
+    response = Response(b"", status)
+    del response.headers["Content-Type"]
+    return response
+
+
+class AccessControl:
+    """The API key check and the CORS headers of one app."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.expected = None if config.api_key is None else f"Bearer {config.api_key}".lower()
+        self.origins = config.cors_allow_origins
+
+    def allowed_origin(self) -> str | None:
+        """The `Access-Control-Allow-Origin` value for this request, or None to send none."""
+        if not self.origins:
+            return "*"
+        origin = request.headers.get("Origin")
+        return origin if origin in self.origins else None
+
+    def preflight(self) -> Response | None:
+        """Answer a CORS preflight; None lets any other request through."""
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        response = _empty(200)
+        response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+        response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+        return response
+
+    def authorize(self) -> Response | None:
+        """401 for a protected route without the right bearer token; None lets the request through."""
+        if self.expected is None or request.method != "POST" or request.path not in PROTECTED_PATHS:
+            return None
+        if request.headers.get("Authorization", "").lower() == self.expected:
+            return None
+        return _empty(401)
+
+    def add_cors_headers(self, response: Response) -> Response:
+        """The allowed origin (when there is one) and `Vary` on every response."""
+        origin = self.allowed_origin()
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = VARY
+        return response
+
+
+def register(app: Flask, config: ServerConfig) -> None:
+    """Install CORS (outermost, as in TGI) and the API key check on `app`."""
+    access = AccessControl(config)
+    app.before_request(access.preflight)
+    app.before_request(access.authorize)
+    app.after_request(access.add_cors_headers)

@@ -1,0 +1,67 @@
+"""`/api-doc/openapi.json` documents every route and body the app really has; `/docs` is a Swagger UI page."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from serving.api.protocol.chat import ChatCompletionRequest
+from serving.api.protocol.completion import CompletionRequest
+from serving.api.protocol.generate import GenerateParameters
+
+
+def refs(node: Any) -> Iterator[str]:
+    """Every `$ref` in a JSON document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+def test_the_document_is_openapi_3_with_every_route(app, http):
+    response = http.get("/api-doc/openapi.json")
+    assert response.status_code == 200 and response.content_type == "application/json"
+    document = response.get_json()
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] and document["info"]["version"]
+    routes = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, operations in document["paths"].items() for method in operations}
+    assert routes - {("/docs/", "get")} == documented
+
+
+def test_every_reference_resolves(http):
+    document = http.get("/api-doc/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    for ref in refs(document):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+
+
+def test_request_schemas_come_from_the_request_models(http):
+    schemas = http.get("/api-doc/openapi.json").get_json()["components"]["schemas"]
+    assert set(schemas["GenerateParameters"]["properties"]) == set(GenerateParameters.model_fields)
+    assert set(schemas["ChatCompletionRequest"]["properties"]) == set(ChatCompletionRequest.model_fields)
+    assert set(schemas["CompletionRequest"]["properties"]) == set(CompletionRequest.model_fields)
+    assert schemas["GenerateRequest"]["required"] == ["inputs"]
+
+
+def test_generation_routes_declare_their_errors_and_optional_bearer_auth(http):
+    document = http.get("/api-doc/openapi.json").get_json()
+    generate = document["paths"]["/generate"]["post"]
+    assert {"200", "401", "413", "415", "422", "424", "429", "500"} <= set(generate["responses"])
+    assert generate["security"] == [{}, {"bearer": []}]
+    chat_error = document["paths"]["/v1/chat/completions"]["post"]["responses"]["422"]
+    assert chat_error["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIErrorResponse")
+    assert "security" not in document["paths"]["/info"]["get"]
+
+
+def test_swagger_ui_page(http):
+    for path in ("/docs", "/docs/"):
+        response = http.get(path)
+        assert response.status_code == 200 and response.content_type.startswith("text/html")
+        page = response.get_data(as_text=True)
+        assert "SwaggerUIBundle" in page and '"/api-doc/openapi.json"' in page

@@ -75,8 +75,7 @@ def completions(body: CompletionRequest) -> Response:
     limits = Limits.of(context.config, info)
     body.check_batch(limits)
     request_id = new_id()
-    responder = CompletionResponder(f"cmpl-{request_id}", unix_now(), info.model_id,
-                                    body.choices_per_prompt())
+    responder = CompletionResponder(body, f"cmpl-{request_id}", unix_now(), info.model_id)
     return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
                   sum(len(prompt) for prompt in body.prompt), started)
 

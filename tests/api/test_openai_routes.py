@@ -75,7 +75,7 @@ def test_chat_openai_parameters(http, engine):
     ({"logit_bias": {"1": 101}}, "`logit_bias` values must be >= -100 and <= 100. Given: 101.0"),
     ({"n": 0}, "`n` must be >= 1 and <= 4. Given: 0"),
     ({"n": 5}, "`n` must be >= 1 and <= 4. Given: 5"),
-    ({"response_format": {"type": "json_object"}}, "`response_format` is not supported yet"),
+    ({"response_format": {"type": "json_object", "value": {}}}, "grammar is not supported"),
 ])
 def test_chat_validation_errors(http, fields, message):
     response = chat(http, **fields)
@@ -89,7 +89,13 @@ def test_chat_tools(http):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     response = chat(http, tools=tools)
     assert response.status_code == 422
-    assert "`tools` is not supported yet" in response.get_json()["error"]["message"]
+    assert response.get_json()["error"]["message"] == "Input validation error: grammar is not supported"
+    for choice in ("g", {"type": "function", "function": {"name": "g"}}):
+        response = chat(http, tools=tools, tool_choice=choice)
+        assert (response.status_code, response.get_json()["error"]["message"]) == (
+            422, "Tool error: Tool with name g not found")
+        assert response.get_json()["error_type"] == "tool_error"
+    assert "grammar" in chat(http, tools=tools, tool_choice="f").get_json()["error"]["message"]
     response = chat(http, tools=tools, response_format={"type": "json", "value": {}})
     assert (response.status_code, response.get_json()["error"]["message"]) == (
         422, "Tool error: Grammar and tools are mutually exclusive")
@@ -256,6 +262,32 @@ def test_completion_stream(http):
     for chunk in chunks:
         texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["text"]
     assert texts == {0: "a b</s>", 1: "c</s>"}
+
+
+def test_completion_logprobs(http, engine):
+    body = completions(http, logprobs=2, max_tokens=5).get_json()
+    assert engine.requests[-1].sampling.top_n_tokens == 2
+    assert body["choices"][0]["logprobs"] == {
+        "tokens": ["hello", " world", "</s>"], "token_logprobs": [-0.5, -1.5, -0.25],
+        "top_logprobs": [{"t0": -1.0, "t1": -2.0}] * 3, "text_offset": [0, 5, 11]}
+    assert completions(http, logprobs=6).get_json()["error"]["message"] == (
+        "Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 6")
+
+
+def test_completion_stream_logprobs_and_usage(http):
+    response = http.post("/v1/completions", json={"prompt": ["a b", "c"], "stream": True, "logprobs": 0,
+                                                  "stream_options": {"include_usage": True}})
+    events = sse_events(response.data)
+    assert events[-1] == "[DONE]"
+    last = events[-2]
+    assert last["choices"] == [] and last["usage"] == {"prompt_tokens": 3, "completion_tokens": 5,
+                                                       "total_tokens": 8}
+    first_prompt = [e["choices"][0]["logprobs"] for e in events[:-2] if e["choices"][0]["index"] == 0]
+    assert [entry["text_offset"] for entry in first_prompt] == [[0], [1], [3]]
+    assert [entry["tokens"] for entry in first_prompt] == [["a"], [" b"], ["</s>"]]
+    assert all(entry["top_logprobs"] == [{}] for entry in first_prompt)
+    plain = sse_events(http.post("/v1/completions", json={"prompt": "a", "stream": True}).data)
+    assert all(event["choices"] for event in plain[:-1])
 
 
 def test_completion_n(http, engine):

@@ -30,7 +30,7 @@ CASES = [
     ({"best_of": 2, "do_sample": True, "seed": 1}, "`seed` must not be set when `best_of` > 1"),
     ({"truncate": 0}, "`truncate` must be strictly positive and less than 100. Given: 0"),
     ({"truncate": 101}, "`truncate` must be strictly positive and less than 100. Given: 101"),
-    ({"grammar": {"type": "regex", "value": "a+"}}, "`grammar` is not supported yet"),
+    ({"grammar": {"type": "regex", "value": "a+"}}, "grammar is not supported"),
     # TGI's order: the first failing check wins.
     ({"temperature": 0.0, "top_p": 2.0, "top_k": 0}, "`temperature` must be strictly positive"),
     ({"top_p": 2.0, "top_k": 0}, "`top_p` must be > 0.0 and < 1.0"),

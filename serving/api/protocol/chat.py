@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from serving import messages
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
-from serving.api.protocol.generate import STRICT, U32, U64
+from serving.api.protocol.generate import GRAMMAR_UNSUPPORTED, STRICT, U32, U64
 from serving.api.protocol.tokens import openai_logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
@@ -22,7 +22,19 @@ def _stop_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-StopSequences = Annotated[list[str] | None, BeforeValidator(_stop_list)]
+StopSequences = Annotated[list[str] | None, BeforeValidator(_stop_list), WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]})]
+_CONTENT_SCHEMA = {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"oneOf": [
+        {"type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+         "required": ["type", "text"]},
+        {"type": "object", "properties": {"type": {"const": "image_url"}, "image_url": {
+            "type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}},
+         "required": ["type", "image_url"]},
+    ]}},
+    {"type": "null"},
+]}
 
 
 def _part_text(part: Any) -> str:
@@ -51,7 +63,7 @@ class ChatMessage(BaseModel):
     model_config = STRICT
 
     role: str
-    content: Annotated[str | None, BeforeValidator(_content_text)] = None
+    content: Annotated[str | None, BeforeValidator(_content_text), WithJsonSchema(_CONTENT_SCHEMA)] = None
     tool_calls: list[dict[str, Any]] | None = None
     name: str | None = None
     tool_call_id: str | None = None
@@ -104,12 +116,27 @@ class ChatCompletionRequest(BaseModel):
     min_tokens: U32 | None = None
 
     def check_tools(self) -> None:
-        """Tool errors, which TGI reports before streaming starts; tools are not implemented yet."""
+        """Tool errors, which TGI reports before streaming starts; then, since tools need a grammar and none is
+        built in, TGI's answer with grammar support disabled (`tool_choice: "none"` ignores the tools)."""
         tools_active = self.tools is not None and self.tool_choice != "none"
         if tools_active and self.response_format is not None:
             raise ApiError("tool_error", "Tool error: Grammar and tools are mutually exclusive")
         if tools_active:
-            raise ApiError.validation("`tools` is not supported yet (send `tool_choice: \"none\"` to ignore them)")
+            name = self._chosen_function()
+            names = [tool["function"].get("name") for tool in self.tools
+                     if isinstance(tool, dict) and isinstance(tool.get("function"), dict)]
+            if name is not None and name not in names:
+                raise ApiError("tool_error", f"Tool error: Tool with name {name} not found")
+            raise ApiError.validation(GRAMMAR_UNSUPPORTED)
+
+    def _chosen_function(self) -> str | None:
+        """The function `tool_choice` names, if it names one (a string other than auto/required, or an object)."""
+        choice = self.tool_choice
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            return choice["function"].get("name")
+        if isinstance(choice, str) and choice not in ("auto", "required", "none"):
+            return choice
+        return None
 
     def choices(self) -> int:
         """How many choices (`n`) to generate, each its own engine request."""
@@ -128,7 +155,7 @@ class ChatCompletionRequest(BaseModel):
         )
         knobs.check(limits)
         if self.response_format is not None:
-            raise ApiError.validation("`response_format` is not supported yet")
+            raise ApiError.validation(GRAMMAR_UNSUPPORTED)
         prompt = self.chat_prompt()
         return [
             messages.GenerateRequest(request_id=f"{request_id}-{index}", sampling=knobs.sampling(index),

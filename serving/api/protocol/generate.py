@@ -16,6 +16,7 @@ U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 U64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 I32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 STRICT = ConfigDict(strict=True, extra="ignore")
+GRAMMAR_UNSUPPORTED = "grammar is not supported"  # TGI's answer when it runs with DISABLE_GRAMMAR_SUPPORT
 
 
 class GenerateParameters(BaseModel):
@@ -77,7 +78,7 @@ class GenerateRequest(BaseModel):
         knobs.check(limits)
         check_inputs(self.inputs, parameters.truncate, limits)
         if parameters.grammar is not None:
-            raise ApiError.validation("`grammar` is not supported yet")
+            raise ApiError.validation(GRAMMAR_UNSUPPORTED)
         return [
             messages.GenerateRequest(
                 request_id=f"{request_id}-{index}", sampling=knobs.sampling(), stopping=knobs.stopping(),

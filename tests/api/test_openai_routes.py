@@ -72,6 +72,7 @@ def test_chat_openai_parameters(http, engine):
     ({"max_tokens": 0}, "`max_new_tokens` must be strictly positive"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
     ({"logit_bias": {"x": 1}}, "`logit_bias` keys must be token ids. Given: 'x'"),
+    ({"logit_bias": {"²": 1}}, "`logit_bias` keys must be token ids. Given: '²'"),
     ({"logit_bias": {"1": 101}}, "`logit_bias` values must be >= -100 and <= 100. Given: 101.0"),
     ({"n": 0}, "`n` must be >= 1 and <= 4. Given: 0"),
     ({"n": 5}, "`n` must be >= 1 and <= 4. Given: 5"),
@@ -83,6 +84,11 @@ def test_chat_validation_errors(http, fields, message):
     body = response.get_json()
     assert body == {"error": {"message": "Input validation error: " + message, "type": "validation",
                               "param": None, "code": None}, "error_type": "validation"}
+
+
+def test_chat_accepts_tgis_logit_bias_array_and_ignores_it(http, engine):
+    assert chat(http, logit_bias=[0.5, -1.0]).status_code == 200
+    assert engine.requests[-1].sampling.logit_bias == {}
 
 
 def test_chat_tools(http):

@@ -96,7 +96,7 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage]
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | list[float] | None = None
     logprobs: bool | None = None
     top_logprobs: U32 | None = None
     max_tokens: U32 | None = None

@@ -40,7 +40,7 @@ class CompletionRequest(BaseModel):
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | list[float] | None = None
     n: U32 | None = None
     seed: U64 | None = None
     stop: StopSequences = None

@@ -126,13 +126,14 @@ def openai_temperature(temperature: float | None) -> tuple[bool, float | None]:
     return True, temperature
 
 
-def parse_logit_bias(logit_bias: dict[str, float] | None) -> dict[int, float] | None:
-    """OpenAI's `{"token id": bias}` map, checked (TGI rejects it as a type error and ignores it)."""
-    if not logit_bias:
+def parse_logit_bias(logit_bias: dict[str, float] | list[float] | None) -> dict[int, float] | None:
+    """OpenAI's `{"token id": bias}` map, checked (TGI rejects it as a type error); TGI's own array of floats,
+    which `text_generation` and `huggingface_hub` send, is accepted and, as in TGI, unused."""
+    if not logit_bias or isinstance(logit_bias, list):
         return None
     parsed: dict[int, float] = {}
     for key, bias in logit_bias.items():
-        if not key.isdigit():
+        if not (key.isascii() and key.isdigit()):
             raise ApiError.validation(f"`logit_bias` keys must be token ids. Given: {key!r}")
         if not -100.0 <= bias <= 100.0:
             raise ApiError.validation(f"`logit_bias` values must be >= -100 and <= 100. Given: {bias}")

@@ -1,11 +1,12 @@
-"""The batch of sequences that run together: left-padded rows sharing one transformers `DynamicCache`.
+"""The batch of sequences that run together: left-padded rows sharing one `GrowingCache` (a `DynamicCache`).
 
 Each row's real tokens are the rightmost `lengths[row]` columns of the cache (rows only ever grow on the right and
 are padded on the left), so the 2-D attention mask over the cache is derived from `lengths` instead of stored.
 `next_ids` holds the token each row feeds at its next forward: sampled, not yet in the cache.
-Rows leave with `select` (the cache's batch-select, then leading columns that are padding in every row are cut)
-and a newly prefilled batch joins with `merge` (layer by layer: left-pad both caches to the same width, then
-concatenate along the batch dimension).
+Rows leave with `select` (the kept rows, less the leading columns that are padding in every row, in one copy)
+and a newly prefilled batch joins with `merge` (layer by layer: both caches left-padded to the same width and
+stacked along the batch dimension, in one copy). The cache is a `GrowingCache`, whose layers append each step's
+keys and values in place.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from transformers import DynamicCache
 
+from serving.engine.kv_cache import GrowingCache
 from serving.engine.sampling import SamplingState
 from serving.engine.sequence import Sequence
 
@@ -26,7 +26,7 @@ class Batch:
     """Rows in order, their cache, real token counts and pending tokens; `sampling` is rebuilt when rows change."""
 
     sequences: list[Sequence]
-    cache: DynamicCache
+    cache: GrowingCache
     lengths: Tensor
     next_ids: Tensor
     sampling: SamplingState | None = None
@@ -35,7 +35,7 @@ class Batch:
     def new(cls, sequences: list[Sequence], device: torch.device) -> Batch:
         """A batch of `sequences` with an empty cache (an empty batch when `sequences` is empty)."""
         zeros = torch.zeros(len(sequences), dtype=torch.long, device=device)
-        return cls(list(sequences), DynamicCache(), zeros, zeros.clone())
+        return cls(list(sequences), GrowingCache(), zeros, zeros.clone())
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -59,16 +59,13 @@ class Batch:
             self._adopt(Batch.new([], self.lengths.device))
             return
         index = torch.tensor(keep, dtype=torch.long)  # on the CPU: layers may live on different GPUs
-        self.cache.batch_select_indices(index)
         self.sequences = [self.sequences[i] for i in keep]
-        self.lengths = self.lengths[index]
-        self.next_ids = self.next_ids[index]
+        self.lengths = self.lengths[index.to(self.lengths.device)]
+        self.next_ids = self.next_ids[index.to(self.next_ids.device)]
         self.sampling = None
         unused = self.width - int(self.lengths.max())
-        if unused > 0:
-            for layer in self.cache.layers:
-                layer.keys = layer.keys[:, :, unused:]
-                layer.values = layer.values[:, :, unused:]
+        for layer in self.cache.layers:
+            layer.select(index, unused)
 
     def merge(self, other: Batch) -> None:
         """Append the rows of `other` (whose cache is discarded) after this batch's rows."""
@@ -79,8 +76,7 @@ class Batch:
             return
         width = max(self.width, other.width)
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+            mine.merge(theirs, width)
         self.sequences = self.sequences + other.sequences
         self.lengths = torch.cat([self.lengths, other.lengths])
         self.next_ids = torch.cat([self.next_ids, other.next_ids])
@@ -92,8 +88,3 @@ class Batch:
             other.sequences, other.cache, other.lengths, other.next_ids)
         self.sampling = None
 
-
-def _left_pad(states: Tensor, width: int) -> Tensor:
-    """Zero-pad [batch, heads, columns, dim] cache states on the left to `width` columns."""
-    missing = width - states.shape[-2]
-    return F.pad(states, (0, 0, missing, 0)) if missing else states

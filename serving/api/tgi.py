@@ -95,7 +95,8 @@ def generate_stream_route() -> Response:
 
 @blueprint.get("/info")
 def info() -> Response:
-    """TGI's `Info`, with its key set and order."""
+    """TGI's `Info`, with its key set and order, then the dtype, device type and device map summary (module ranges
+    to devices) of the loaded model."""
     context = services()
     model = context.info()
     config = context.config
@@ -114,6 +115,9 @@ def info() -> Response:
         "version": VERSION,
         "sha": None,
         "docker_label": None,
+        "model_dtype": f"torch.{model.dtype}",
+        "model_device_type": model.device,
+        "device_map": model.device_map,
     })
 
 

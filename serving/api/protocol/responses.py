@@ -150,6 +150,9 @@ class Info(TypedDict):
     version: str
     sha: str | None
     docker_label: str | None
+    model_dtype: str
+    model_device_type: str
+    device_map: dict[str, str]
 
 
 class SimpleToken(TypedDict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from typing import Iterator, Protocol
 
@@ -28,6 +29,10 @@ from serving.messages import (
 logger = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
+# /ping must answer within SageMaker's 2 s even while the engine is in a long step (a big prefill on a slow device):
+# a health call that is not answered within HEALTH_ANSWER_WAIT is judged by the engine's recent activity instead.
+HEALTH_ANSWER_WAIT = 0.5
+BUSY_GRACE = 30.0  # the engine counts as alive while it sent this worker something within this many seconds
 
 
 class EngineClientProtocol(Protocol):
@@ -71,6 +76,8 @@ class EngineClient:
         self._pid: int | None = None
         self._queues: dict[str, "gevent.queue.Queue"] = {}
         self._info: ModelInfo | None = None
+        self._last_message = 0.0
+        self._last_health: HealthResult | None = None
 
     def _ensure_connected(self) -> None:
         """Create the socket and reader greenlet in this process (again after a fork)."""
@@ -97,6 +104,7 @@ class EngineClient:
             except msgspec.DecodeError:
                 logger.exception("undecodable message from the engine")
                 continue
+            self._last_message = time.monotonic()
             for event in batch.events:
                 key = getattr(event, "request_id", None) or getattr(event, "call_id")
                 queue = self._queues.get(key)
@@ -156,8 +164,30 @@ class EngineClient:
         return self._info
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
-        """The engine's health, or None when it does not answer in time."""
+        """The engine's health, or None when it does not answer in time.
+
+        A busy engine answers only between steps. When no answer came within HEALTH_ANSWER_WAIT, the last answer
+        stands if it was healthy and the engine has sent this worker anything within BUSY_GRACE seconds (it is
+        working, not gone); otherwise the call waits for the rest of `timeout`.
+        """
+        import gevent.queue
+
+        call = HealthRequest(call_id=uuid.uuid4().hex)
+        deadline = time.monotonic() + timeout
+        queue = self._open(call.call_id)
         try:
-            return self._call(HealthRequest(call_id=uuid.uuid4().hex), timeout=timeout)
-        except EngineUnavailable:
-            return None
+            self._send(call)
+            try:
+                result = queue.get(timeout=min(timeout, HEALTH_ANSWER_WAIT))
+            except gevent.queue.Empty:
+                last = self._last_health
+                if last is not None and last.healthy and time.monotonic() - self._last_message < BUSY_GRACE:
+                    return last
+                try:
+                    result = queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except gevent.queue.Empty:
+                    return None
+        finally:
+            self._queues.pop(call.call_id, None)
+        self._last_health = result
+        return result

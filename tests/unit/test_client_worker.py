@@ -76,6 +76,9 @@ class ScriptedEngine:
     def stats(self) -> tuple[int, int]:
         return len(self.running), 0
 
+    def batch_tokens(self) -> int:
+        return 0
+
 
 @pytest.fixture
 def engine_and_client(tmp_path):
@@ -139,3 +142,63 @@ def test_calls_info_health_tokenize(engine_and_client):
 def test_health_is_none_when_no_engine_answers(tmp_path):
     client = EngineClient(f"ipc://{tmp_path}/nobody.sock")
     assert client.health(timeout=0.2) is None
+
+
+class SlowEngine(ScriptedEngine):
+    """A ScriptedEngine whose every step takes `step_seconds`: a long prefill on a slow device."""
+
+    step_seconds: float = 1.0
+
+    def step(self):
+        import time
+
+        time.sleep(self.step_seconds)
+        return super().step()
+
+
+def test_health_answers_fast_while_the_engine_is_busy(tmp_path):
+    import time
+
+    address = f"ipc://{tmp_path}/slow.sock"
+    engine = SlowEngine()
+    worker = EngineWorker(engine, address)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    client = EngineClient(address)
+    try:
+        assert client.health().healthy, "an idle engine answers itself"
+        stream = gevent.spawn(lambda: list(client.generate(request("hi", 3))))
+        gevent.sleep(0.2)  # the engine is inside its first slow step now
+        for _ in range(3):
+            started = time.monotonic()
+            health = client.health()
+            assert health is not None and health.healthy
+            assert time.monotonic() - started < 1.0, "well under SageMaker's 2 s"
+            gevent.sleep(0.3)
+        stream.join(20)
+        assert len(stream.value) == 5
+    finally:
+        worker.running = False
+        thread.join(5)
+
+
+def test_a_silent_engine_is_unhealthy_after_the_grace(tmp_path, monkeypatch):
+    import serving.client as client_module
+
+    address = f"ipc://{tmp_path}/slow.sock"
+    engine = SlowEngine()
+    engine.step_seconds = 2.0
+    worker = EngineWorker(engine, address)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    client = EngineClient(address)
+    monkeypatch.setattr(client_module, "BUSY_GRACE", 0.1)
+    try:
+        assert client.health().healthy
+        stream = gevent.spawn(lambda: list(client.generate(request("hi", 1))))
+        gevent.sleep(0.3)
+        assert client.health(timeout=0.8) is None, "no answer and nothing heard for longer than the grace"
+        stream.join(20)
+    finally:
+        worker.running = False
+        thread.join(5)

@@ -11,7 +11,7 @@ import pytest
 import serving.api
 import serving.engine
 
-HTTP_SIDE = ["serving.messages", "serving.client", "serving.config", "serving.launcher"] + [
+HTTP_SIDE = ["serving.messages", "serving.client", "serving.config", "serving.launcher", "serving.sagemaker_local"] + [
     module.name for module in pkgutil.walk_packages(serving.api.__path__, "serving.api.")]
 ENGINE_SIDE = [module.name for module in pkgutil.walk_packages(serving.engine.__path__, "serving.engine.")]
 

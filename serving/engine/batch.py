@@ -56,7 +56,7 @@ class Batch:
         if len(keep) == len(self.sequences):
             return
         if not keep:
-            self._adopt(Batch.new([], self.lengths.device))
+            self.adopt(Batch.new([], self.lengths.device))
             return
         index = torch.tensor(keep, dtype=torch.long)  # on the CPU: layers may live on different GPUs
         self.sequences = [self.sequences[i] for i in keep]
@@ -72,7 +72,7 @@ class Batch:
         if not other.sequences:
             return
         if not self.sequences:
-            self._adopt(other)
+            self.adopt(other)
             return
         width = max(self.width, other.width)
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
@@ -82,7 +82,7 @@ class Batch:
         self.next_ids = torch.cat([self.next_ids, other.next_ids])
         self.sampling = None
 
-    def _adopt(self, other: Batch) -> None:
+    def adopt(self, other: Batch) -> None:
         """Become `other`: its rows, cache and tensors."""
         self.sequences, self.cache, self.lengths, self.next_ids = (
             other.sequences, other.cache, other.lengths, other.next_ids)

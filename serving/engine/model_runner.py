@@ -20,6 +20,24 @@ from transformers import DynamicCache
 from serving.engine.batch import Batch
 
 
+PAD_TOLERANCE = 1.25
+
+
+def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
+    """Row indices by increasing length, cut into groups whose padded tokens (rows x longest) stay within
+    `tolerance` times their real tokens."""
+    groups: list[list[int]] = []
+    real = 0
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and lengths[row] * (len(groups[-1]) + 1) <= tolerance * (real + lengths[row]):
+            groups[-1].append(row)
+            real += lengths[row]
+        else:
+            groups.append([row])
+            real = lengths[row]
+    return groups
+
+
 class ModelRunner:
     """Runs the model for the engine; knows nothing about requests beyond their token ids."""
 
@@ -34,10 +52,15 @@ class ModelRunner:
     def prefill(self, batch: Batch, budget: int) -> Tensor | None:
         """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
 
-        Several prompts go in one left-padded forward (the scheduler kept them within `budget`); a single prompt
-        goes `budget` tokens per call, continuing from what its cache already holds.
+        Several prompts go in left-padded forwards (the scheduler kept them within `budget`), one per group of
+        similar lengths (`length_groups`: padding is wasted work), after which the rows are in that grouped order;
+        a single prompt goes `budget` tokens per call, continuing from what its cache already holds.
         """
         prompts = [s.prompt_ids for s in batch.sequences]
+        if len(prompts) > 1:
+            groups = length_groups([len(p) for p in prompts])
+            if len(groups) > 1:
+                return self._prefill_groups(batch, groups, budget)
         done = batch.width
         start = 0 if len(prompts) > 1 else done
         chunks = prompts if len(prompts) > 1 else [prompts[0][done:done + budget]]
@@ -50,6 +73,19 @@ class ModelRunner:
             self._record_prompt_logprobs(batch, logits, start, [len(c) for c in chunks])
         complete = len(prompts) > 1 or done + len(chunks[0]) == len(prompts[0])
         return logits[:, -1, :] if complete else None
+
+    def _prefill_groups(self, batch: Batch, groups: list[list[int]], budget: int) -> Tensor:
+        """Prefill each group of rows on its own, then make `batch` the merged result (rows in group order)."""
+        merged = Batch.new([], self.device)
+        logits = []
+        for rows in groups:
+            part = Batch.new([batch.sequences[i] for i in rows], self.device)
+            part_logits = self.prefill(part, budget)
+            assert part_logits is not None  # each prompt of a multi-prompt batch fits the budget
+            logits.append(part_logits)
+            merged.merge(part)
+        batch.adopt(merged)
+        return torch.cat(logits)
 
     def decode(self, batch: Batch) -> Tensor:
         """One step for every row: feed its pending token, return the next logits [rows, vocab]."""

@@ -67,3 +67,28 @@ def test_selecting_no_rows_empties_the_batch(runner):
         assert len(batch) == 0 and batch.width == 0
         batch.merge(prefilled(runner, PROMPTS[1:2])[0])
         assert len(batch) == 1 and batch.width == 2
+
+
+def test_length_groups_bound_the_padding():
+    from serving.engine.model_runner import length_groups
+
+    assert length_groups([5]) == [[0]]
+    assert length_groups([100, 4, 98, 5, 50]) == [[1, 3], [4], [2, 0]]
+    for groups in (length_groups([3, 300, 40, 41, 42, 299, 7]),):
+        assert sorted(row for group in groups for row in group) == list(range(7))
+
+
+def test_mixed_lengths_prefill_in_groups_and_match_each_row_alone(runner):
+    prompts = [[10 + i for i in range(40)], [20, 21], [30 + i for i in range(38)], [40, 41, 42]]
+    with torch.inference_mode():
+        alone = {tuple(p): prefilled(runner, [p])[1][0] for p in prompts}
+        batch, logits = prefilled(runner, prompts)
+        assert [len(s.prompt_ids) for s in batch.sequences] == [2, 3, 38, 40]  # grouped by length
+        assert batch.lengths.tolist() == [2, 3, 38, 40] and batch.width == 40
+        for row, sequence in enumerate(batch.sequences):
+            assert torch.allclose(logits[row], alone[tuple(sequence.prompt_ids)], atol=1e-4)
+        decoded = runner.decode(batch)
+        for row, sequence in enumerate(batch.sequences):
+            single, _ = prefilled(runner, [sequence.prompt_ids])
+            single.next_ids = batch.next_ids[row:row + 1]
+            assert torch.allclose(decoded[row], runner.decode(single)[0], atol=1e-4)

@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     ErrorKind.INCOMPLETE.value: 500,
     ErrorKind.UNAVAILABLE.value: 503,
     "incomplete_generation_stream": 500,
+    "stream_serialization_error": 500,
     "tool_error": 422,
     "suffix not supported": 422,
     "batch size exceeded": 422,
@@ -62,6 +63,11 @@ class ApiError(Exception):
         if streaming:
             return cls("incomplete_generation_stream", "Incomplete generation stream")
         return cls(ErrorKind.INCOMPLETE.value, "Incomplete generation")
+
+    @classmethod
+    def serialization(cls) -> "ApiError":
+        """A stream event that could not be written as JSON."""
+        return cls("stream_serialization_error", "Stream event serialization error")
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> "ApiError":

@@ -6,6 +6,7 @@ JSON events have no space after `data:` (axum's `json_data`); `data: [DONE]` has
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from flask import Response
@@ -16,6 +17,8 @@ from serving.api.feed import EventFeed, Step
 from serving.api.wire import dumps
 from serving.client import EngineClientProtocol
 from serving.messages import GenerateRequest
+
+logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b":\n\n"
@@ -46,7 +49,13 @@ def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bo
                 yield sse(render_error(step))
                 break
             else:
-                yield from map(sse, render(step))
+                try:
+                    frames = [sse(event) for event in render(step)]
+                except ValueError:  # not JSON-serialisable (non-finite number, lone surrogate): TGI's error
+                    logger.exception("a stream event could not be serialised")
+                    yield sse(render_error(ApiError.serialization()))
+                    break
+                yield from frames
         else:
             yield from map(sse, trailer())
         if done:

@@ -109,3 +109,18 @@ def test_done_only_on_openai_routes(http, path, body):
     events = sse_events(http.post(path, json=body).data)
     assert (events[-1] == "[DONE]") == path.startswith("/v1/")
     assert events.count("[DONE]") == (1 if path.startswith("/v1/") else 0)
+
+
+def test_an_event_that_cannot_be_serialised_ends_the_stream_with_tgis_error(http):
+    response = http.post("/generate_stream", data='{"inputs": "a \\ud800 b", "parameters": {}}',
+                         content_type="application/json")
+    events = sse_events(response.data)
+    assert events[-1] == {"error": "Stream event serialization error", "error_type": "stream_serialization_error"}
+    assert events[0]["token"]["text"] == "a"
+
+
+def test_non_finite_logprobs_are_null():
+    from serving.api.protocol.tokens import logprob
+
+    assert [logprob(value) for value in (float("-inf"), float("inf"), float("nan"), None, -0.5)] == [
+        None, None, None, None, -0.5]

@@ -9,8 +9,8 @@ from serving.messages import TokenDelta, TokenInfo
 
 
 def logprob(value: float | None) -> float | None:
-    """A log-probability for JSON: NaN and missing values are null."""
-    return None if value is None or math.isnan(value) else value
+    """A log-probability for JSON: NaN, infinities and missing values are null (serde_json writes them so)."""
+    return None if value is None or not math.isfinite(value) else value
 
 
 def token_json(token: TokenInfo) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class Batch:
 
     def select(self, keep: list[int]) -> None:
         """Keep only the rows at `keep` (in that order) and cut the columns no remaining row uses."""
-        if len(keep) == len(self.sequences):
+        if keep == list(range(len(self.sequences))):
             return
         if not keep:
             self.adopt(Batch.new([], self.lengths.device))
@@ -68,18 +68,24 @@ class Batch:
             layer.select(index, unused)
 
     def merge(self, other: Batch) -> None:
-        """Append the rows of `other` (whose cache is discarded) after this batch's rows."""
+        """Add the rows of `other` (whose cache is discarded); all rows end up sorted by length, longest first
+        (see `attention.row_windows`), which costs nothing more: merging copies every row anyway."""
         if not other.sequences:
             return
         if not self.sequences:
             self.adopt(other)
+            self.select(_longest_first(self.lengths))
             return
         width = max(self.width, other.width)
+        lengths = torch.cat([self.lengths, other.lengths])
+        order = _longest_first(lengths)
+        index = torch.tensor(order, dtype=torch.long)
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.merge(theirs, width)
-        self.sequences = self.sequences + other.sequences
-        self.lengths = torch.cat([self.lengths, other.lengths])
-        self.next_ids = torch.cat([self.next_ids, other.next_ids])
+            mine.merge(theirs, width, index)
+        sequences = self.sequences + other.sequences
+        self.sequences = [sequences[i] for i in order]
+        self.lengths = lengths[index.to(lengths.device)]
+        self.next_ids = torch.cat([self.next_ids, other.next_ids])[index.to(lengths.device)]
         self.sampling = None
 
     def adopt(self, other: Batch) -> None:
@@ -88,3 +94,8 @@ class Batch:
             other.sequences, other.cache, other.lengths, other.next_ids)
         self.sampling = None
 
+
+def _longest_first(lengths: Tensor) -> list[int]:
+    """Row indices by decreasing length (ties keep their order)."""
+    values = lengths.tolist()
+    return sorted(range(len(values)), key=lambda row: -values[row])

@@ -5,8 +5,9 @@ every layer at every step: at 64 rows of ~300 columns that was 14% of a decode s
 `GrowingLayer` keeps its keys and values in buffers with free columns on the right; `keys`/`values` are views of
 the used columns, an update writes the new columns in place, and a full buffer is reallocated with headroom
 (a quarter of its width, at least `MIN_HEADROOM` columns), so the copying is amortised to a few columns a step.
-Rows leave (`select`) and newly prefilled rows join (`merge`) through the layer's own methods, which copy once into
-a fresh buffer with headroom. Attention reads the views directly (SDPA takes strided keys and values).
+Rows leave (`select`) and newly prefilled rows join (`merge`, in any row order) through the layer's own methods,
+which copy once into a fresh buffer with headroom. Attention reads the views directly (SDPA takes strided
+keys and values).
 """
 
 from __future__ import annotations
@@ -73,17 +74,21 @@ class GrowingLayer(DynamicLayer):
     def batch_select_indices(self, indices: Tensor) -> None:
         self.select(indices, 0)
 
-    def merge(self, other: DynamicLayer, width: int) -> None:
-        """Append `other`'s rows after these, both left-padded with zeros to `width` columns (one copy)."""
+    def merge(self, other: DynamicLayer, width: int, order: Tensor | None = None) -> None:
+        """Add `other`'s rows after these, both left-padded with zeros to `width` columns (one copy); with
+        `order`, new row i is row `order[i]` of that concatenation."""
         mine, theirs = self.keys.shape[0], other.keys.shape[0]
-        heads, dim = self.keys.shape[1], self.keys.shape[3]
+        rows = mine + theirs
         capacity = _capacity(width)
-        keys = self.keys.new_zeros(mine + theirs, heads, capacity, dim)
-        values = self.values.new_zeros(mine + theirs, self.values.shape[1], capacity, self.values.shape[3])
-        for rows, source in ((slice(0, mine), self), (slice(mine, mine + theirs), other)):
+        keys = self.keys.new_zeros(rows, self.keys.shape[1], capacity, self.keys.shape[3])
+        values = self.values.new_zeros(rows, self.values.shape[1], capacity, self.values.shape[3])
+        position = torch.empty(rows, dtype=torch.long)
+        position[order if order is not None else torch.arange(rows)] = torch.arange(rows)
+        position = position.to(keys.device)
+        for source, where in ((self, position[:mine]), (other, position[mine:])):
             columns = source.keys.shape[-2]
-            keys[rows, :, width - columns:width].copy_(source.keys)
-            values[rows, :, width - columns:width].copy_(source.values)
+            keys[:, :, width - columns:width].index_copy_(0, where, source.keys)
+            values[:, :, width - columns:width].index_copy_(0, where, source.values)
         self._key_buffer, self._value_buffer = keys, values
         self.keys, self.values = keys[:, :, :width], values[:, :, :width]
 

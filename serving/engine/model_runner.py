@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from serving.engine import attention
 from serving.engine.batch import Batch
 
 
@@ -48,12 +49,13 @@ class ModelRunner:
         parameters = inspect.signature(model.forward).parameters
         self._last_only: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"  # remote code: older name
+        self._windowed = attention.install(model)  # decode attention per group of similar-length rows
 
     def prefill(self, batch: Batch, budget: int) -> Tensor | None:
         """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
 
         Several prompts go in left-padded forwards (the scheduler kept them within `budget`), one per group of
-        similar lengths (`length_groups`: padding is wasted work), after which the rows are in that grouped order;
+        similar lengths (`length_groups`: padding is wasted work), after which the rows are longest first;
         a single prompt goes `budget` tokens per call, continuing from what its cache already holds.
         """
         prompts = [s.prompt_ids for s in batch.sequences]
@@ -75,31 +77,36 @@ class ModelRunner:
         return logits[:, -1, :] if complete else None
 
     def _prefill_groups(self, batch: Batch, groups: list[list[int]], budget: int) -> Tensor:
-        """Prefill each group of rows on its own, then make `batch` the merged result (rows in group order)."""
+        """Prefill each group of rows on its own, then make `batch` the merged result (rows longest first)."""
         merged = Batch.new([], self.device)
-        logits = []
+        logits, position = [], {}
         for rows in groups:
             part = Batch.new([batch.sequences[i] for i in rows], self.device)
-            part_logits = self.prefill(part, budget)
+            part_logits = self.prefill(part, budget)  # one forward: its rows keep their order
             assert part_logits is not None  # each prompt of a multi-prompt batch fits the budget
+            position.update((id(sequence), len(position)) for sequence in part.sequences)
             logits.append(part_logits)
             merged.merge(part)
         batch.adopt(merged)
-        return torch.cat(logits)
+        order = torch.tensor([position[id(sequence)] for sequence in batch.sequences], device=logits[0].device)
+        return torch.cat(logits)[order]
 
     def decode(self, batch: Batch) -> Tensor:
         """One step for every row: feed its pending token, return the next logits [rows, vocab]."""
         new_mask = torch.ones(len(batch), 1, dtype=torch.bool, device=self.device)
-        return self._forward(batch, batch.next_ids[:, None], new_mask)[:, -1, :]
+        extra = {"row_windows": attention.row_windows([n + 1 for n in batch.lengths.tolist()])} \
+            if self._windowed else {}
+        return self._forward(batch, batch.next_ids[:, None], new_mask, **extra)[:, -1, :]
 
-    def _forward(self, batch: Batch, input_ids: Tensor, new_mask: Tensor, every_position: bool = False) -> Tensor:
+    def _forward(self, batch: Batch, input_ids: Tensor, new_mask: Tensor, every_position: bool = False,
+                 **extra: Any) -> Tensor:
         """Append `input_ids` (real where `new_mask`) to the batch's cache; the logits [rows, columns, vocab] of the
         last column only, or of every column when `every_position`."""
         attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
         position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
         keep = {"logits_to_keep": 0} if every_position and self._last_only else self._last_only
         output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=True, **{self._cache_argument: batch.cache}, **keep)
+                            use_cache=True, **{self._cache_argument: batch.cache}, **keep, **extra)
         batch.lengths = batch.lengths + new_mask.sum(dim=1)
         return output.logits
 

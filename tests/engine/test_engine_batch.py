@@ -39,13 +39,15 @@ def test_merge_then_select_matches_each_row_alone(runner):
         late, _ = prefilled(runner, PROMPTS[1:])
         merged.merge(late)
         assert (len(merged), merged.width) == (3, 8)
-        assert merged.lengths.tolist() == [8, 2, 5]
+        assert merged.lengths.tolist() == [8, 5, 2]  # longest first
+        assert [s.request_id for s in merged.sequences] == ["0", "1", "0"]
+        assert [s.prompt_ids for s in merged.sequences] == [PROMPTS[0], PROMPTS[2], PROMPTS[1]]
         logits = runner.decode(merged)
-        for row in range(3):
-            assert torch.allclose(logits[row], alone[row], atol=1e-4)
+        for row, original in enumerate([0, 2, 1]):
+            assert torch.allclose(logits[row], alone[original], atol=1e-4)
         merged.select([2, 1])
-        assert merged.width == 6 and merged.lengths.tolist() == [6, 3]
-        assert merged.cache_mask().tolist() == [[True] * 6, [False] * 3 + [True] * 3]
+        assert merged.width == 6 and merged.lengths.tolist() == [3, 6]
+        assert merged.cache_mask().tolist() == [[False] * 3 + [True] * 3, [True] * 6]
 
 
 def test_chunked_prefill_equals_one_forward(runner):
@@ -83,8 +85,8 @@ def test_mixed_lengths_prefill_in_groups_and_match_each_row_alone(runner):
     with torch.inference_mode():
         alone = {tuple(p): prefilled(runner, [p])[1][0] for p in prompts}
         batch, logits = prefilled(runner, prompts)
-        assert [len(s.prompt_ids) for s in batch.sequences] == [2, 3, 38, 40]  # grouped by length
-        assert batch.lengths.tolist() == [2, 3, 38, 40] and batch.width == 40
+        assert [len(s.prompt_ids) for s in batch.sequences] == [40, 38, 3, 2]  # longest first
+        assert batch.lengths.tolist() == [40, 38, 3, 2] and batch.width == 40
         for row, sequence in enumerate(batch.sequences):
             assert torch.allclose(logits[row], alone[tuple(sequence.prompt_ids)], atol=1e-4)
         decoded = runner.decode(batch)

@@ -25,6 +25,8 @@ import yaml
 
 MODEL_DIR = "/opt/ml/model"
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED")
+# A test may tune the server through these (docker would not pass the host's environment on).
+TEST_TUNING_ENV = ("TORCH_NUM_THREADS", "SHUTDOWN_GRACE_SECONDS")
 
 
 def compose_file(args: list[str]) -> Path:
@@ -40,7 +42,7 @@ def state_dir() -> Path | None:
 
 def service_process(service: dict) -> tuple[list[str], dict[str, str]]:
     """The host command line and environment that stand in for the service's container."""
-    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    env = {name: os.environ[name] for name in PASSED_ENV + TEST_TUNING_ENV if name in os.environ}
     for item in service.get("environment", []):
         name, _, value = item.partition("=")
         env[name] = value

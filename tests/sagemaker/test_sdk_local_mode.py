@@ -45,6 +45,9 @@ def standin_docker(monkeypatch, tmp_path):
     monkeypatch.setenv("STANDIN_DOCKER_PYTHON", sys.executable)
     monkeypatch.setenv("STANDIN_DOCKER_STATE_DIR", str(state))
     monkeypatch.setenv("TORCH_NUM_THREADS", "1")
+    # delete_endpoint waits for the server to exit, and the SDK's pooled keep-alive connection holds gunicorn's
+    # graceful shutdown for the whole grace period (30 s by default).
+    monkeypatch.setenv("SHUTDOWN_GRACE_SECONDS", "3")
     yield state
     for pid_file in state.glob("*.pid"):
         pid = int(pid_file.read_text())
@@ -66,10 +69,7 @@ def test_deploy_local_and_predict_messages(standin_docker, tiny_model_dir, tmp_p
     model = HuggingFaceModel(
         image_uri=IMAGE,
         env={"HF_MODEL_ID": "/opt/ml/model", "SM_NUM_GPUS": json.dumps(1), "MAX_TOTAL_TOKENS": json.dumps(256),
-             "MESSAGES_API_ENABLED": "true", "HF_TASK": "text-generation",
-             # delete_endpoint waits for the server to exit; the SDK's pooled keep-alive connection would hold
-             # gunicorn's graceful shutdown for the whole default grace period (30 s).
-             "SHUTDOWN_GRACE_SECONDS": "3"},
+             "MESSAGES_API_ENABLED": "true", "HF_TASK": "text-generation"},
         role="arn:aws:iam::111111111111:role/dummy",
         model_data=f"file://{tiny_model_dir}",
         code_location="s3://unused-bucket/code",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from serving.api import access, docs, errors, openai, sagemaker, tgi
+from serving.api import access, docs, errors, openai, sagemaker, tgi, vertex
 from serving.api.context import EXTENSION, Services
 from serving.api.metrics import MeteredClient, Metrics
 from serving.client import EngineClientProtocol
@@ -16,7 +16,7 @@ def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
     app = Flask(__name__)
     metrics = Metrics(config.metrics_dir)
     app.extensions[EXTENSION] = Services(config, MeteredClient(client, metrics), metrics)
-    for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, docs.blueprint):
+    for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, vertex.blueprint, docs.blueprint):
         app.register_blueprint(blueprint)
     errors.register(app)
     access.register(app, config)

@@ -20,17 +20,19 @@ from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.completion import CompletionRequest
 from serving.api.protocol.generate import CompatGenerateRequest, GenerateRequest
 from serving.api.version import VERSION
+from serving.api.vertex import GenerateInstance
 from serving.api.wire import json_response
 
 blueprint = Blueprint("docs", __name__)
 
 REF = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (GenerateRequest, CompatGenerateRequest, ChatCompletionRequest,
-                                         CompletionRequest)
+                                         CompletionRequest, GenerateInstance)
 RESPONSES = (
     responses.GenerateResponse, responses.StreamResponse, responses.ErrorResponse, responses.OpenAIErrorResponse,
     responses.OpenAIStreamError, responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
     responses.ModelList, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
+    responses.VertexResponse,
 )
 TGI_TAG = "Text Generation Inference"
 OPENAI_TAG = "OpenAI"
@@ -131,6 +133,11 @@ def _paths() -> dict[str, Any]:
             {"oneOf": [_ref("CompatGenerateRequest"), chat, _ref("CompletionRequest")]},
             {"description": "The answer of the route the body's shape selects",
              "content": {"application/json": {}, "text/event-stream": {}}}, "ErrorResponse"),
+        "/vertex": _generation(
+            TGI_TAG, "Google Vertex AI: generate every instance",
+            {"type": "object", "required": ["instances"], "properties": {"instances": {
+                "type": "array", "items": {"oneOf": [_ref("GenerateInstance"), chat]}}}},
+            _json_answer("Generated texts", _ref("VertexResponse")), "ErrorResponse"),
         "/tokenize": _generation(TGI_TAG, "Tokenize the inputs", generate,
                                  _json_answer("Tokens", {"type": "array", "items": _ref("SimpleToken")}),
                                  "ErrorResponse"),

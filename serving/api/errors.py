@@ -33,6 +33,8 @@ STATUS: dict[str, int] = {
     "tool_error": 422,
     "suffix not supported": 422,
     "batch size exceeded": 422,
+    "Input validation error": 422,  # /vertex without instances
+    "Incomplete generation": 500,  # /vertex when an instance fails
     "healthcheck": 503,
     "internal_error": 500,
 }

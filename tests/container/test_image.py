@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -221,3 +222,44 @@ def test_nothing_configured_serves_the_embedded_default_model(image):
         assert reply.status_code == 200, reply.text
     finally:
         box.remove()
+
+
+def test_sdk_local_mode_deploys_and_predicts_with_the_image(image, tiny_model_dir, tmp_path, monkeypatch):
+    """Layer B on the real engine: the SDK's local mode runs the image (through the stand-in's compose, which
+    starts it with the real docker on the host network: this engine has no compose plugin or bridge network)."""
+    pytest.importorskip("sagemaker", reason="the SageMaker SDK v2 is not installed")
+    import boto3
+
+    repo = Path(__file__).resolve().parent.parent.parent
+    config = tmp_path / "sagemaker-config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    real_docker = shutil.which("docker")
+    for name, value in {
+        "PATH": f"{repo / 'tests' / 'sagemaker' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "STANDIN_DOCKER_REAL": real_docker, "STANDIN_DOCKER_PYTHON": sys.executable,
+        "STANDIN_DOCKER_STATE_DIR": str(tmp_path / "state"), "SHUTDOWN_GRACE_SECONDS": "3",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true", "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+    }.items():
+        monkeypatch.setenv(name, value)
+    from sagemaker.huggingface import HuggingFaceModel
+    from sagemaker.local import LocalSession
+
+    port = free_port()
+    session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
+    session.config = {"local": {"local_code": True, "serving_port": port, "container_root": str(tmp_path)}}
+    model = HuggingFaceModel(image_uri=image, env={"HF_MODEL_ID": "/opt/ml/model", "SM_NUM_GPUS": json.dumps(1)},
+                             role="arn:aws:iam::111111111111:role/dummy", model_data=f"file://{tiny_model_dir}",
+                             code_location="s3://unused-bucket/code", sagemaker_session=session)
+    predictor = model.deploy(initial_instance_count=1, instance_type="local", wait=False)
+    try:
+        reply = predictor.predict({"messages": [{"role": "user", "content": "What is deep learning?"}],
+                                   "max_tokens": 8})
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+        info = requests.get(f"http://127.0.0.1:{port}/info", timeout=10).json()
+        assert info["model_id"] == "/opt/ml/model"
+    finally:
+        predictor.delete_endpoint()
+        for name_file in (tmp_path / "state").glob("*.container"):
+            docker("rm", "-f", name_file.read_text(), check=False)

@@ -9,6 +9,10 @@ it), the published host port as SAGEMAKER_BIND_TO_PORT, and 127.0.0.1 as the lis
 foreground like `compose up`, sends the server's output to stdout (the SDK reads only stdout), and passes SIGTERM
 on. The server's pid is written to $STANDIN_DOCKER_STATE_DIR (when set) so a test can make sure it stopped.
 
+With $STANDIN_DOCKER_REAL set to a real docker executable, `up` runs the service's image instead, with that docker:
+`docker run --network host` with the same environment and mounts (everything stays on loopback), so the SDK's local
+mode drives the real image on a machine that has a docker engine but no compose plugin or bridge network.
+
 Run through the `bin/docker` wrapper, with the interpreter in $STANDIN_DOCKER_PYTHON (it needs PyYAML and serving).
 """
 
@@ -66,17 +70,43 @@ def service_process(service: dict) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "serving", *arguments], env
 
 
+def container_process(service: dict, real_docker: str) -> tuple[list[str], dict[str, str]]:
+    """The real `docker run` that stands in for `compose up` of the service, on the host network."""
+    env = {}
+    for item in service.get("environment", []):
+        name, _, value = item.partition("=")
+        env[name] = value
+    env = {name: value for name, value in env.items() if not name.startswith("AWS_")}
+    env.update({name: os.environ[name] for name in TEST_TUNING_ENV if name in os.environ})
+    for port in service.get("ports", []):
+        host_port, _, container_port = str(port).rpartition(":")
+        if container_port == "8080":
+            env["SAGEMAKER_BIND_TO_PORT"] = host_port
+    env["HOSTNAME"] = "127.0.0.1"
+    command = [real_docker, "run", "--rm", "--network", "host", "--name", service["container_name"]]
+    for name, value in env.items():
+        command += ["-e", f"{name}={value}"]
+    for volume in service.get("volumes", []):
+        command += ["-v", volume]
+    arguments = service.get("command", "serve")
+    command += [service["image"], *(arguments.split() if isinstance(arguments, str) else arguments)]
+    return command, dict(os.environ)
+
+
 def compose_up(path: Path) -> int:
     """Run the (single) service in the foreground until it exits or we are told to stop."""
     services = yaml.safe_load(path.read_text())["services"]
     (name, service), = services.items()
-    command, env = service_process(service)
+    real_docker = os.environ.get("STANDIN_DOCKER_REAL")
+    command, env = container_process(service, real_docker) if real_docker else service_process(service)
     print(f"standin-docker: {name}: {' '.join(command)}", flush=True)
     process = subprocess.Popen(command, env=env, stdout=sys.stdout, stderr=subprocess.STDOUT,
                                start_new_session=True)
     for directory in filter(None, (state_dir(), path.parent)):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"{name}.pid").write_text(str(process.pid))
+        if real_docker:
+            (directory / f"{name}.container").write_text(service["container_name"])
 
     def forward(signum: int, frame: object) -> None:
         if process.poll() is None:
@@ -106,6 +136,9 @@ def main(args: list[str]) -> int:
         print(json.dumps([{"Name": "default", "Endpoints": {"docker": {"Host": "unix:///var/run/docker.sock"}}}]))
         return 0
     if args[:2] == ["images", "-q"]:
+        real_docker = os.environ.get("STANDIN_DOCKER_REAL")
+        if real_docker:
+            return subprocess.run([real_docker, *args]).returncode
         print("0123456789ab")
         return 0
     if args[:2] == ["compose", "version"]:

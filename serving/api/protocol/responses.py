@@ -132,6 +132,13 @@ class OpenAIStreamError(TypedDict):
     error: StreamErrorDetail
 
 
+class VertexResponse(TypedDict):
+    """`POST /vertex`: the generated text of each instance, in order."""
+
+    __pydantic_config__ = EXACT
+    predictions: list[str]
+
+
 class Info(TypedDict):
     """`GET /info`, TGI's key set."""
 

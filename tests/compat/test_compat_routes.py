@@ -85,6 +85,14 @@ def test_metrics_are_merged_across_workers(options_server):
     assert scrapes == {before + 8}
 
 
+def test_vertex(server):
+    answer = post(server.url + "/vertex", {"instances": [
+        {"inputs": "Hello", "parameters": {"max_new_tokens": 3, "seed": 1}},
+        {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}]})
+    predictions = exact(responses.VertexResponse, answer.json())["predictions"]
+    assert len(predictions) == 2 and all(isinstance(text, str) for text in predictions)
+
+
 def test_docs(server):
     document = requests.get(server.url + "/api-doc/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.")
@@ -101,6 +109,7 @@ def test_docs(server):
     ("/v1/completions", {"prompt": "Hi", "max_tokens": 1}),
     ("/invocations", {"inputs": "Hi", "parameters": {"max_new_tokens": 1}}),
     ("/tokenize", {"inputs": "Hi"}),
+    ("/vertex", {"instances": [{"inputs": "Hi", "parameters": {"max_new_tokens": 1}}]}),
 ])
 def test_api_key_protects_the_generation_routes(options_server, path, body):
     refused = post(options_server.url + path, body)

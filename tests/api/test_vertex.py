@@ -1,0 +1,48 @@
+"""`POST /vertex`: TGI's Google Vertex AI route."""
+
+from __future__ import annotations
+
+from api_helpers import FakeEngineClient, make_config
+
+from serving.api.app import create_app
+from serving.messages import ErrorKind
+
+
+def test_generate_and_chat_instances(http, engine):
+    response = http.post("/vertex", json={"instances": [
+        {"inputs": "a b", "parameters": {"max_new_tokens": 5, "seed": 3, "temperature": 0.1, "top_k": 2}},
+        {"messages": [{"role": "user", "content": "c d e"}], "max_tokens": 9},
+        {"inputs": "f"},
+    ]})
+    assert response.status_code == 200
+    assert response.get_json() == {"predictions": ["a b", "c d e", "f"]}
+    first = next(r for r in engine.requests if r.prompt == "a b")
+    assert (first.sampling.do_sample, first.sampling.seed, first.stopping.max_new_tokens) == (True, 3, 5)
+    assert (first.sampling.temperature, first.sampling.top_k) == (1.0, 0)  # only max_new_tokens and seed are kept
+
+
+def test_no_instances_and_bad_instances(http):
+    empty = http.post("/vertex", json={"instances": []})
+    assert (empty.status_code, empty.get_json()) == (
+        422, {"error": "Input validation error", "error_type": "Input validation error"})
+    bad = http.post("/vertex", json={"instances": [{"inputs": "a"}, {"foo": 1}]})
+    assert bad.status_code == 422
+    assert bad.get_data(as_text=True) == ("Failed to deserialize the JSON body into the target type: instances[1]: "
+                                          "data did not match any variant of untagged enum VertexInstance")
+    assert http.post("/vertex", json={}).status_code == 422
+
+
+def test_any_failure_is_an_incomplete_generation(http, engine):
+    invalid = http.post("/vertex", json={"instances": [{"inputs": ""}]})
+    assert (invalid.status_code, invalid.get_json()) == (
+        500, {"error": "Incomplete generation", "error_type": "Incomplete generation"})
+    engine.fail_after, engine.fail_kind = 1, ErrorKind.GENERATION
+    failed = http.post("/vertex", json={"instances": [{"inputs": "a b c"}]})
+    assert failed.status_code == 500 and failed.get_json()["error"] == "Incomplete generation"
+
+
+def test_vertex_is_protected_by_the_api_key():
+    http = create_app(make_config(api_key="k"), FakeEngineClient()).test_client()
+    assert http.post("/vertex", json={"instances": [{"inputs": "a"}]}).status_code == 401
+    assert http.post("/vertex", json={"instances": [{"inputs": "a"}]},
+                     headers={"Authorization": "Bearer k"}).status_code == 200

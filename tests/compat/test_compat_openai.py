@@ -32,9 +32,13 @@ def async_openai_client(server):
     return AsyncOpenAI(base_url=server.url + "/v1", api_key="unused")
 
 
-def test_chat_shape_over_raw_http(server):
-    body = exact(responses.ChatCompletion, post(server.url + "/v1/chat/completions", {
-        "messages": MESSAGES, "max_tokens": 5, "logprobs": True, "top_logprobs": 2}).json())
+def test_chat_shape_and_headers_over_raw_http(server):
+    response = post(server.url + "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 5, "logprobs": True,
+                                                          "top_logprobs": 2})
+    body = exact(responses.ChatCompletion, response.json())
+    assert int(response.headers["x-prompt-tokens"]) == body["usage"]["prompt_tokens"]
+    assert int(response.headers["x-generated-tokens"]) == body["usage"]["completion_tokens"]
+    assert {"x-compute-type", "x-compute-time", "x-total-time", "x-inference-time"} <= set(response.headers)
     assert body["id"].startswith("chatcmpl-")
     assert body["model"] == server.env["HF_MODEL_ID"]
     content = body["choices"][0]["logprobs"]["content"]

@@ -11,11 +11,12 @@ import struct
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from serving.bench import load, report
-from serving.bench.peers import ALL_SERVERS, DEFAULT_VENVS, bench_raw, bench_server, ensure_venv
+from serving.bench.peers import ALL_SERVERS, DEFAULT_VENVS, bench_raw, bench_server, ensure_venv, measure, start
 from serving.bench.stats import LevelSummary
 
 MODELS = {
@@ -113,15 +114,21 @@ def cmd_peers(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(args.logs) if args.logs else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in servers:
-            try:
-                if name == "raw":
-                    results[name] = bench_raw(model_dir, config, args.threads, workdir, _log)
-                else:
-                    results[name] = bench_server(name, model_dir, config, venvs, workdir, args.threads, _log)
-            except Exception as exc:  # one broken peer must not lose the others' numbers
-                failures[name] = f"{type(exc).__name__}: {exc}"
-                _log(f"[{name}] FAILED: {failures[name]}")
+        if args.sequential:
+            for name in servers:
+                try:
+                    if name == "raw":
+                        results[name] = bench_raw(model_dir, config, args.threads, workdir, _log)
+                    else:
+                        results[name] = bench_server(name, model_dir, config, venvs, workdir, args.threads, _log)
+                except Exception as exc:  # one broken peer must not lose the others' numbers
+                    failures[name] = f"{type(exc).__name__}: {exc}"
+                    _log(f"[{name}] FAILED: {failures[name]}")
+        else:
+            results, rounds, idle = interleaved(servers, model_dir, config, venvs, workdir, args.threads,
+                                                args.rounds, failures)
+            info["rounds"] = rounds
+            info["idle_cpu_seconds"] = idle
     info["machine"]["load_average_end"] = os.getloadavg()
     ours = "ours" if "ours" in results else next(iter(results), "ours")
     print(f"\n{model_dir.name}: {info['parameters']:,} parameters, {args.output_tokens} output tokens per request, "
@@ -132,6 +139,69 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if args.json_path:
         report.write_json(args.json_path, {**info, "results": results, "failures": failures})
     return 0 if not failures else 1
+
+
+def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, venvs: Path, workdir: Path,
+                threads: int, rounds: int, failures: dict[str, str]
+                ) -> tuple[dict[str, list[LevelSummary]], list[dict[str, list[LevelSummary]]], dict[str, float]]:
+    """Start every server, then for each round and level measure each server in turn (the order rotating), so
+    that all servers see the machine in the same state; stop them all. Per server and level the round with the
+    highest throughput is kept (the least disturbed by anything else running), every round goes to the JSON, and
+    so does the CPU time each server used while it waited (it must not steal the measured one's CPU)."""
+    running = {}
+    idle_cpu: dict[str, float] = {}
+    try:
+        for name in servers:
+            if name == "raw":
+                continue
+            try:
+                running[name] = start(name, model_dir, venvs, workdir, threads, _log)
+            except Exception as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                _log(f"[{name}] FAILED: {failures[name]}")
+        names = [n for n in servers if n in running or n == "raw"]
+        all_rounds: list[dict[str, list[LevelSummary]]] = []
+        for round_index in range(rounds):
+            measured: dict[str, list[LevelSummary]] = {name: [] for name in names}
+            for concurrency in config.concurrency:
+                shift = round_index % max(len(names), 1)
+                for name in names[shift:] + names[:shift]:
+                    if name in failures:
+                        continue
+                    idle_before = {other: load.tree_cpu_seconds(server.process.pid)
+                                   for other, server in running.items() if other != name}
+                    try:
+                        if name == "raw":
+                            level = bench_raw(model_dir, replace(config, concurrency=(concurrency,)), threads,
+                                              workdir, _log)[0]
+                        else:
+                            level = measure(name, running[name], config, concurrency)
+                    except Exception as exc:
+                        failures[name] = f"{type(exc).__name__}: {exc}"
+                        _log(f"[{name}] FAILED: {failures[name]}")
+                        continue
+                    measured[name].append(level)
+                    for other, before in idle_before.items():
+                        idle_cpu[other] = idle_cpu.get(other, 0.0) + (
+                            load.tree_cpu_seconds(running[other].process.pid) - before)
+            all_rounds.append(measured)
+        for name, seconds in idle_cpu.items():  # a waiting server must not steal the measured one's CPU
+            _log(f"[{name}] used {seconds:.1f} CPU s in total while the others were measured")
+    finally:
+        for name, server in running.items():
+            server.stop()
+            _log(f"[{name}] stopped")
+    best: dict[str, list[LevelSummary]] = {}
+    for name in names:
+        levels = {}
+        for measured in all_rounds:
+            for level in measured.get(name, []):
+                kept = levels.get(level.concurrency)
+                if kept is None or level.output_throughput > kept.output_throughput:
+                    levels[level.concurrency] = level
+        if levels:
+            best[name] = [levels[c] for c in sorted(levels)]
+    return best, all_rounds, idle_cpu
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -166,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     peers.add_argument("--venvs", default=str(DEFAULT_VENVS), help="where the peers' virtual environments live")
     peers.add_argument("--logs", default=None, help="keep the servers' logs here")
     peers.add_argument("--setup-only", action="store_true", help="only create the peers' virtual environments")
+    peers.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the best round per level is kept")
+    peers.add_argument("--sequential", action="store_true",
+                       help="start, sweep and stop one server after another (default: all up, levels interleaved)")
     _add_load_arguments(peers)
     peers.set_defaults(func=cmd_peers)
 

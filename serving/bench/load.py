@@ -178,6 +178,36 @@ class RssSampler:
             self._stop.wait(self.interval)
 
 
+def _tree(pid: int) -> tuple[dict[int, list[int]], dict[int, list[str]]]:
+    """Children of every process and the fields of its /proc stat line after the name."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        stats[int(entry.name)] = fields
+    return children, stats
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds used so far by `pid` and its descendants."""
+    children, stats = _tree(pid)
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
+        todo.extend(children.get(current, ()))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of `pid` and its descendants (0 when it is gone)."""
     children: dict[int, list[int]] = {}
@@ -284,6 +314,22 @@ async def run_sweep(config: LoadConfig, label: str = "") -> list[LevelSummary]:
         if warm.error is not None:
             raise RuntimeError(f"warm-up request failed: {warm.error}")
         return [await run_level(session, config, c, label) for c in config.concurrency]
+
+
+async def _warm_level(config: LoadConfig, concurrency: int, label: str) -> LevelSummary:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=config.request_timeout)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+        warm = await warm_up(session, config)
+        if warm.error is not None:
+            raise RuntimeError(f"warm-up request failed: {warm.error}")
+        return await run_level(session, config, concurrency, label)
+
+
+def run_one_level(config: LoadConfig, concurrency: int, label: str = "") -> LevelSummary:
+    """One warm-up request, then one level (for interleaving levels of several servers)."""
+    return asyncio.run(_warm_level(config, concurrency, label))
 
 
 def run(config: LoadConfig, label: str = "") -> list[LevelSummary]:

@@ -149,9 +149,9 @@ class Server:
             pass
 
 
-def bench_server(name: str, model_dir: Path, config: load.LoadConfig, venvs: Path, workdir: Path,
-                 threads: int, log: Callable[[str], None] = print) -> list[LevelSummary]:
-    """Start server `name`, run the sweep against it, stop it."""
+def start(name: str, model_dir: Path, venvs: Path, workdir: Path, threads: int,
+          log: Callable[[str], None] = print) -> Server:
+    """Start server `name` and wait until it is ready (stopped again if it never gets there)."""
     port = free_port()
     launch = launch_for(name, model_dir, port, venvs, workdir, threads)
     log(f"[{name}] starting: {' '.join(launch.command)}")
@@ -159,8 +159,26 @@ def bench_server(name: str, model_dir: Path, config: load.LoadConfig, venvs: Pat
     server = Server(launch, port, workdir / f"{name}.log")
     try:
         server.wait_ready()
-        log(f"[{name}] ready in {time.monotonic() - started:.0f} s (pid {server.process.pid})")
-        sweep = replace(config, url=server.url, model=launch.model, extra_body=launch.extra_body,
+    except BaseException:
+        server.stop()
+        raise
+    log(f"[{name}] ready in {time.monotonic() - started:.0f} s (pid {server.process.pid})")
+    return server
+
+
+def measure(name: str, server: Server, config: load.LoadConfig, concurrency: int) -> LevelSummary:
+    """One level against a running server (after one warm-up request)."""
+    sweep = replace(config, url=server.url, model=server.launch.model, extra_body=server.launch.extra_body,
+                    server_pid=server.process.pid)
+    return load.run_one_level(sweep, concurrency, label=f"[{name}] ")
+
+
+def bench_server(name: str, model_dir: Path, config: load.LoadConfig, venvs: Path, workdir: Path,
+                 threads: int, log: Callable[[str], None] = print) -> list[LevelSummary]:
+    """Start server `name`, run the sweep against it, stop it."""
+    server = start(name, model_dir, venvs, workdir, threads, log)
+    try:
+        sweep = replace(config, url=server.url, model=server.launch.model, extra_body=server.launch.extra_body,
                         server_pid=server.process.pid)
         return load.run(sweep, label=f"[{name}] ")
     finally:

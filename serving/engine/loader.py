@@ -119,31 +119,46 @@ class LogProgress(tqdm):
         return True
 
 
+def _first_line(error: BaseException) -> str:
+    """An exception's first line, for a one-line log."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def download_model(config: EngineConfig) -> str:
     """A local directory holding the model: `model_id` itself when it is a directory, else a hub snapshot."""
     if Path(config.model_id).is_dir():
         logger.info("using the local model directory %s", config.model_id)
         return config.model_id
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    hub = {"revision": config.revision, "token": config.hf_token, "cache_dir": config.cache_dir}
+    failures = (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError)
+    hub = {"revision": config.revision, "token": config.hf_token}
     where = config.model_id + (f"@{config.revision}" if config.revision else "")
     started = time.monotonic()
     try:
-        listing = snapshot_download(config.model_id, dry_run=True, **hub)
-        files = {info.filename: info for info in listing}
-        selected = select_repo_files(files, config.trust_remote_code)
+        try:
+            listing = HfApi().model_info(config.model_id, files_metadata=True, **hub)
+        except failures as error:
+            # Offline (HF_HUB_OFFLINE=1, no network): the revision's snapshot already in the cache will do.
+            cached = try_to_load_from_cache(config.model_id, "config.json", cache_dir=config.cache_dir,
+                                            revision=config.revision)
+            if not isinstance(cached, str):
+                raise
+            path = str(Path(cached).parent)
+            logger.info("the hub cannot be reached (%s): using the cached snapshot %s", _first_line(error), path)
+            return path
+        sizes = {sibling.rfilename: sibling.size or 0 for sibling in listing.siblings or []}
+        selected = select_repo_files(sizes, config.trust_remote_code)
         if not any(name.endswith((".safetensors", ".bin")) for name in selected):
             raise ModelLoadError(f"the hub repository {where} has no safetensors or pytorch_model*.bin weights")
-        pending = [files[name] for name in selected if files[name].will_download]
-        logger.info("downloading %s: %d of %d files needed (%s to fetch, %d already cached): %s", where,
-                    len(selected), len(files), _size(sum(info.file_size or 0 for info in pending)),
-                    len(selected) - len(pending), ", ".join(selected))
-        path = snapshot_download(config.model_id, allow_patterns=selected, tqdm_class=LogProgress, **hub)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot download {where} from the hub: {first_line}") from error
+        logger.info("downloading %s (commit %s): %d of its %d files, %s: %s", where, listing.sha, len(selected),
+                    len(sizes), _size(sum(sizes[name] for name in selected)), ", ".join(selected))
+        path = snapshot_download(config.model_id, allow_patterns=selected, tqdm_class=LogProgress,
+                                 cache_dir=config.cache_dir, **hub)
+    except failures as error:
+        raise ModelLoadError(f"cannot download {where} from the hub: {_first_line(error)}") from error
     logger.info("downloaded %s to %s in %.1f s", where, path, time.monotonic() - started)
     return path
 

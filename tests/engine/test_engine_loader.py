@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
 import torch
-from huggingface_hub.file_download import DryRunFileInfo
 
 from engine_helpers import engine_config
 from serving.engine import loader as loader_module
@@ -89,22 +89,38 @@ def test_select_repo_files_prefers_safetensors(files, trust, expected):
 
 
 class FakeHub:
-    """Records `snapshot_download` calls; serves a listing, then a local directory as the snapshot."""
+    """Stands in for `HfApi.model_info` (a listing) and records `snapshot_download` calls (a local directory)."""
 
-    def __init__(self, files: list[str], snapshot: Path, error: Exception | None = None) -> None:
+    def __init__(self, files: list[str], snapshot: Path, error: Exception | None = None, cached: bool = False) -> None:
         self.files = files
         self.snapshot = snapshot
         self.error = error
+        self.cached = cached
         self.calls: list[dict] = []
 
-    def __call__(self, repo_id: str, **kwargs):
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> "FakeHub":
+        """Replace the two hub entry points the loader uses."""
+        hub = self
+
+        class FakeApi:
+            def model_info(self, repo_id: str, **kwargs):
+                hub.calls.append({"repo_id": repo_id, "listing": True, **kwargs})
+                if hub.error is not None:
+                    raise hub.error
+                return SimpleNamespace(sha="a" * 40, siblings=[SimpleNamespace(rfilename=name, size=1000)
+                                                               for name in hub.files])
+
+        def try_to_load_from_cache(repo_id: str, filename: str, **kwargs):
+            hub.calls.append({"repo_id": repo_id, "cached": filename, **kwargs})
+            return str(hub.snapshot / filename) if hub.cached else None
+
+        monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", self.snapshot_download)
+        monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", try_to_load_from_cache)
+        return self
+
+    def snapshot_download(self, repo_id: str, **kwargs):
         self.calls.append({"repo_id": repo_id, **kwargs})
-        if self.error is not None:
-            raise self.error
-        if kwargs.get("dry_run"):
-            return [DryRunFileInfo(commit_hash="a" * 40, file_size=1000, filename=name, local_path="",
-                                   is_cached=name == "config.json", will_download=name != "config.json")
-                    for name in self.files]
         progress = kwargs["tqdm_class"](total=3000, unit="B", desc="Downloading bytes")
         progress.update(3000)
         progress.close()
@@ -112,27 +128,27 @@ class FakeHub:
 
 
 def test_a_hub_id_is_downloaded_with_revision_token_and_patterns(model_dir, monkeypatch, caplog):
-    hub = FakeHub(LLAMA_REPO, model_dir)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    hub = FakeHub(LLAMA_REPO, model_dir).install(monkeypatch)
     config = engine_config("meta-llama/Llama-3.2-1B", revision="v1.0", hf_token="hf_secret", cache_dir="/data/hub",
                            torch_threads=1)
     with caplog.at_level(logging.INFO, logger="serving.engine.loader"):
         loaded = load_model(config)
     listing, download = hub.calls
-    assert listing == {"repo_id": "meta-llama/Llama-3.2-1B", "dry_run": True, "revision": "v1.0",
-                       "token": "hf_secret", "cache_dir": "/data/hub"}
-    assert download["revision"] == "v1.0" and download["token"] == "hf_secret"
-    assert download["allow_patterns"] == select_repo_files(LLAMA_REPO)
-    assert download["tqdm_class"] is LogProgress
+    assert listing == {"repo_id": "meta-llama/Llama-3.2-1B", "listing": True, "files_metadata": True,
+                       "revision": "v1.0", "token": "hf_secret"}
+    assert download == {"repo_id": "meta-llama/Llama-3.2-1B", "revision": "v1.0", "token": "hf_secret",
+                        "cache_dir": "/data/hub", "allow_patterns": select_repo_files(LLAMA_REPO),
+                        "tqdm_class": LogProgress}
     assert loaded.model_id == "meta-llama/Llama-3.2-1B"
     log = caplog.text
-    assert "downloading meta-llama/Llama-3.2-1B@v1.0: 9 of 15 files needed (8.0 kB to fetch, 1 already cached)" in log
+    assert "downloading meta-llama/Llama-3.2-1B@v1.0 (commit aaaa" in log
+    assert "9 of its 15 files, 9.0 kB: LICENSE.txt, config.json" in log
     assert "Downloading bytes: 3.0 kB of 3.0 kB" in log
     assert "hf_secret" not in log
 
 
 def test_a_local_directory_is_used_as_is(model_dir, monkeypatch):
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub([], model_dir, AssertionError("no hub")))
+    FakeHub([], model_dir, AssertionError("no hub")).install(monkeypatch)
     assert download_model(engine_config(model_dir)) == str(model_dir)
 
 
@@ -142,10 +158,18 @@ def test_a_local_directory_is_used_as_is(model_dir, monkeypatch):
      "401 Client Error: Unauthorized for url"),
 ])
 def test_download_failures_are_one_line(model_dir, monkeypatch, files, error, message):
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub(files, model_dir, error))
+    FakeHub(files, model_dir, error).install(monkeypatch)
     with pytest.raises(ModelLoadError) as raised:
         download_model(engine_config("org/gated"))
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_offline_a_cached_snapshot_is_used(model_dir, monkeypatch, caplog):
+    hub = FakeHub([], model_dir, OSError("offline mode is enabled"), cached=True).install(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="serving.engine.loader"):
+        assert download_model(engine_config("org/cached", revision="main")) == str(model_dir)
+    assert hub.calls[-1] == {"repo_id": "org/cached", "cached": "config.json", "cache_dir": None, "revision": "main"}
+    assert "the hub cannot be reached (offline mode is enabled): using the cached snapshot" in caplog.text
 
 
 def test_progress_is_logged_not_drawn(caplog, capsys, monkeypatch):

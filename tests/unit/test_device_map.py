@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from serving.engine.loader import ModelLoadError, plan_device_map, summarize_device_map
+from serving.engine.loader import ModelLoadError, placement, plan_device_map, summarize_device_map
 
 MIB = 1024 * 1024
 
@@ -91,3 +91,42 @@ def test_summary_of_a_planned_map_names_every_layer_once():
     assert list(summary.values()) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
     assert list(summary)[0].startswith("model.embed_tokens, model.layers.0-")
     assert list(summary)[-1].endswith("lm_head")
+
+
+class FakeCuda:
+    """torch.cuda as `placement` sees it on a machine with `count` GPUs of `free` bytes each."""
+
+    def __init__(self, count: int, free: int) -> None:
+        self.count, self.free, self.fractions = count, free, {}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> "FakeCuda":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.count)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (self.free, 2 * self.free))
+        monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                            lambda fraction, index: self.fractions.__setitem__(index, fraction))
+        return self
+
+
+@pytest.mark.parametrize("num_gpus, visible, used", [(None, 4, 4), (2, 4, 2), (8, 3, 3), (1, 4, 1)])
+def test_placement_spreads_over_the_first_n_visible_gpus(monkeypatch, num_gpus, visible, used):
+    FakeCuda(visible, 64 * MIB).install(monkeypatch)
+    where = placement(num_gpus, llama_config(16), torch.float32)
+    if used == 1:
+        assert where == {"device_map": {"": 0}}
+    else:
+        assert set(where["device_map"].values()) <= set(range(used))
+        assert len(set(where["device_map"].values())) >= used - 1
+
+
+def test_placement_applies_cuda_memory_fraction(monkeypatch):
+    cuda = FakeCuda(2, 32 * MIB).install(monkeypatch)
+    with pytest.raises(ModelLoadError, match="does not fit in 2 device"):
+        placement(2, llama_config(16), torch.float32, memory_fraction=0.25)
+    assert cuda.fractions == {0: 0.25, 1: 0.25}
+    assert set(placement(2, llama_config(16), torch.float32)["device_map"].values()) == {0, 1}
+
+
+def test_no_gpu_means_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert placement(4, llama_config(4), torch.float32) == {}

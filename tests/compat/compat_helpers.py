@@ -9,6 +9,7 @@ import requests
 from pydantic import TypeAdapter
 
 TIMEOUT = 120
+API_KEY = "s3cret-Key"  # the options server's
 EOS_ID = 2
 CANDIDATE_WORDS = "the a an of to and in is was for on that with as by at from it this be are or".split()
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from compat_helpers import find_eos_prompt
+from compat_helpers import API_KEY, find_eos_prompt
 
 from servers import ServerProcess, start_server
 
-API_KEY = "s3cret-Key"
 OPTIONS = {
     "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
     "API_KEY": API_KEY,

@@ -8,8 +8,7 @@ import threading
 
 import pytest
 import requests
-from compat_helpers import TIMEOUT, exact, post, sse, token_count
-from conftest import API_KEY
+from compat_helpers import API_KEY, TIMEOUT, exact, post, sse, token_count
 
 from serving.api.protocol import responses
 

@@ -232,7 +232,8 @@ def chat_error(fields: dict[str, Any], prompt_tokens: int) -> str | None:
     top = fields.get("top_logprobs") or 0
     n = 1 if fields.get("n") is None else fields["n"]
     checks = [
-        (fields.get("temperature") is not None and fields["temperature"] < 0, "`temperature` must be strictly positive"),
+        (fields.get("temperature") is not None and fields["temperature"] < 0,
+         "`temperature` must be strictly positive"),
         (fields.get("frequency_penalty") is not None and not -2.0 <= fields["frequency_penalty"] <= 2.0,
          "`frequency_penalty` must be >= -2.0 and <= 2.0"),
         (fields.get("presence_penalty") is not None and not -2.0 <= fields["presence_penalty"] <= 2.0,

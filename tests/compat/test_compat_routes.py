@@ -7,8 +7,7 @@ import re
 
 import pytest
 import requests
-from compat_helpers import exact, post
-from conftest import API_KEY
+from compat_helpers import API_KEY, exact, post
 
 from serving.api.protocol import responses
 

@@ -33,6 +33,7 @@ CALL_TIMEOUT = 30.0
 # a health call that is not answered within HEALTH_ANSWER_WAIT is judged by the engine's recent activity instead.
 HEALTH_ANSWER_WAIT = 0.5
 BUSY_GRACE = 30.0  # the engine counts as alive while it sent this worker something within this many seconds
+_CANCELLED = object()  # put on a request's queue by `abort`: its generator ends and aborts the request
 
 
 class EngineClientProtocol(Protocol):
@@ -43,6 +44,10 @@ class EngineClientProtocol(Protocol):
 
         Closing the iterator early (the HTTP client went away) aborts the request in the engine.
         """
+        ...
+
+    def abort(self, request_id: str) -> None:
+        """End the generation of `request_id` now, even while it waits for its next event, aborting it in the engine."""
         ...
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
@@ -146,12 +151,20 @@ class EngineClient:
             self._send(request)
             while not done:
                 event = queue.get()
+                if event is _CANCELLED:
+                    return
                 done = isinstance(event, (Finished, Failed))
                 yield event
         finally:
             self._queues.pop(request.request_id, None)
             if not done:
                 self._send(AbortRequest(request_id=request.request_id))
+
+    def abort(self, request_id: str) -> None:
+        """Wake the request's generator, which ends and sends `AbortRequest` (a request still queued is never run)."""
+        queue = self._queues.get(request_id)
+        if queue is not None:
+            queue.put(_CANCELLED)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize text or a chat in the engine."""

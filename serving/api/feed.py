@@ -3,16 +3,23 @@
 Each engine request's iterator is drained by its own pump (a thread; under gunicorn's gevent worker, whose
 monkey-patching makes `threading` and `queue` cooperative, a greenlet), so the reader can wait with a timeout
 (for SSE keep-alives) and several requests (`n`, `best_of`, a list of prompts) run side by side. Closing the
-feed makes every pump close its iterator at its next event, which aborts the request in the engine.
+feed aborts every request still running at once (`EngineClientProtocol.abort` wakes its pump even while the request
+waits in the engine's queue), so a request whose client went away while queued is never prefilled. Under gunicorn a
+watcher polls the HTTP client's socket while the requests run and closes the feed when the client hangs up, so a
+disconnect is noticed within WATCH_INTERVAL even when nothing is being written (queued, or a non-streaming request).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import select
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
+
+from flask import has_request_context, request as http_request
 
 from serving.api.errors import ApiError
 from serving.client import EngineClientProtocol
@@ -21,6 +28,7 @@ from serving.messages import ErrorKind, Failed, Finished, GenerateRequest, Token
 logger = logging.getLogger(__name__)
 
 _END = object()
+WATCH_INTERVAL = 0.25  # seconds between two looks at the HTTP client's socket
 
 
 @dataclass(frozen=True)
@@ -52,15 +60,37 @@ class EventFeed:
         self._queue: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._first: tuple[int, object] | None = None
+        self._client = client
+        self._live = {request.request_id for request in requests}
         self._running = len(requests)
         for index, request in enumerate(requests):
             threading.Thread(target=self._pump, args=(client, index, request), daemon=True,
                              name=f"feed-{request.request_id}").start()
+        sock = http_request.environ.get("gunicorn.socket") if has_request_context() else None
+        if sock is not None:
+            threading.Thread(target=self._watch, args=(sock,), daemon=True, name="feed-watch").start()
+
+    def _watch(self, sock: socket.socket) -> None:
+        """Close the feed when the HTTP client hangs up while its requests run."""
+        while not self._closed.is_set() and self._live:
+            try:
+                readable, _, _ = select.select([sock], [], [], WATCH_INTERVAL)
+                if not readable:
+                    continue
+                if sock.recv(1, socket.MSG_PEEK):
+                    return  # the client sent more (a pipelined request): it is still there, stop watching
+            except (OSError, ValueError):
+                pass
+            logger.debug("client hung up; aborting %s", sorted(self._live))
+            self.close()
+            return
 
     def _pump(self, client: EngineClientProtocol, index: int, request: GenerateRequest) -> None:
         """Forward one request's events until it ends or the feed is closed, then close its iterator."""
         events = None
         try:
+            if self._closed.is_set():
+                return
             events = client.generate(request)
             for event in events:
                 if self._closed.is_set():
@@ -73,6 +103,7 @@ class EventFeed:
                 getattr(events, "close", lambda: None)()
             except Exception:
                 logger.exception("closing the events of %s failed", request.request_id)
+            self._live.discard(request.request_id)
             self._queue.put((index, _END))
 
     def _next(self, timeout: float | None) -> tuple[int, object] | None:
@@ -159,5 +190,12 @@ class EventFeed:
         return [Generation(deltas[index], finished[index]) for index in sorted(finished)]
 
     def close(self) -> None:
-        """Stop forwarding; each pump closes its iterator (aborting its request) at its next event."""
+        """Stop forwarding and abort every request that has not ended, at once."""
+        if self._closed.is_set():
+            return
         self._closed.set()
+        for request_id in list(self._live):
+            try:
+                self._client.abort(request_id)
+            except Exception:
+                logger.exception("aborting %s failed", request_id)

@@ -215,12 +215,18 @@ class MeteredClient:
                     self._metrics.finished(event, time.monotonic() - started, self.info())
                 ended = isinstance(event, (Finished, Failed))
                 yield event
+            if not ended:  # ended early by `abort`
+                self._metrics.failure("dropped")
         except GeneratorExit:
             if not ended:
                 self._metrics.failure("dropped")
             raise
         finally:
             getattr(events, "close", lambda: None)()
+
+    def abort(self, request_id: str) -> None:
+        """End a generation now."""
+        self._client.abort(request_id)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize in the engine."""

@@ -44,7 +44,7 @@ class FakeEngineClient:
 
     Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate` raises
     inside the iterator; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
-    request whose iterator was closed before its end in `aborted`.
+    request whose iterator was closed before its end in `aborted`, every `abort` call in `cancelled`.
     """
 
     pipeline_tag: str | None = None
@@ -57,7 +57,13 @@ class FakeEngineClient:
     token_delay: float = 0.0
     requests: list[GenerateRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def abort(self, request_id: str) -> None:
+        """Record the call (the fake's iterators never block, so they end at their next event)."""
+        with self.lock:
+            self.cancelled.append(request_id)
 
     def info(self) -> ModelInfo:
         """The facts of a tiny model without a pipeline tag (unless set)."""

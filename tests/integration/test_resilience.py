@@ -1,0 +1,104 @@
+"""Resilience through HTTP: disconnects while queued or mid-stream free their slots at once."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import time
+
+import pytest
+import requests
+
+from servers import start_server
+
+pytestmark = pytest.mark.integration
+
+
+def gauges(url: str) -> dict[str, float]:
+    """The engine gauges of /metrics: queue size and current batch size."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    found = {}
+    for name in ("tgi_queue_size", "tgi_batch_current_size"):
+        match = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.MULTILINE)
+        assert match, name
+        found[name] = float(match.group(1))
+    return found
+
+
+def wait_for(url: str, expected: dict[str, float], timeout: float) -> dict[str, float]:
+    """Poll the gauges until they equal `expected` or `timeout` passes; the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = gauges(url)
+        if all(seen[k] == v for k, v in expected.items()) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.1)
+
+
+def send(url: str, path: str, body: dict) -> socket.socket:
+    """POST `body` on a raw socket and return it without reading."""
+    payload = json.dumps(body).encode()
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    return sock
+
+
+@pytest.fixture(scope="module")
+def one_row_server(tiny_model_dir, tmp_path_factory):
+    """A server that runs one sequence at a time, so the others queue."""
+    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("one-row"), MAX_BATCH_SIZE="1",
+                        MAX_TOTAL_TOKENS="4096", MAX_INPUT_TOKENS="64")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_a_queued_request_whose_client_hangs_up_leaves_the_queue_at_once(one_row_server):
+    url = one_row_server.url
+    running = send(url, "/generate_stream", {"inputs": "The", "parameters": {"max_new_tokens": 4000}})
+    try:
+        assert wait_for(url, {"tgi_batch_current_size": 1}, 10)["tgi_batch_current_size"] == 1
+        queued = [send(url, path, {"inputs": "Hello", "parameters": {"max_new_tokens": 5}})
+                  for path in ("/generate_stream", "/generate")]
+        assert wait_for(url, {"tgi_queue_size": 2}, 10)["tgi_queue_size"] == 2
+        for sock in queued:
+            sock.close()
+        # the long stream is still running: the queued ones left because their clients went away
+        assert wait_for(url, {"tgi_queue_size": 0}, 3) == {"tgi_queue_size": 0, "tgi_batch_current_size": 1}
+    finally:
+        running.close()
+    assert wait_for(url, {"tgi_batch_current_size": 0}, 5)["tgi_batch_current_size"] == 0
+
+
+def test_a_storm_of_cut_connections_leaks_no_sequence(server):
+    url = server.url
+    rng = random.Random(8)
+    for _ in range(30):
+        path = rng.choice(["/generate_stream", "/generate", "/v1/chat/completions"])
+        tokens = rng.randint(5, 200)
+        body = ({"messages": [{"role": "user", "content": "Say something"}], "max_tokens": tokens,
+                 "stream": rng.random() < 0.5} if path.startswith("/v1")
+                else {"inputs": "Once upon a time", "parameters": {"max_new_tokens": tokens}})
+        sock = send(url, path, body)
+        cut = rng.choice(["at once", "after headers", "mid-stream"])
+        if cut != "at once":
+            sock.settimeout(10)
+            received = b""
+            streaming = path == "/generate_stream" or body.get("stream")
+            want = b"data:" if cut == "mid-stream" and streaming else b"\r\n\r\n"
+            while want not in received and rng.random() < 0.98:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        sock.close()
+    seen = wait_for(url, {"tgi_queue_size": 0, "tgi_batch_current_size": 0}, 15)
+    assert seen == {"tgi_queue_size": 0, "tgi_batch_current_size": 0}
+    assert requests.post(url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 2}},
+                         timeout=30).status_code == 200

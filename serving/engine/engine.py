@@ -7,7 +7,7 @@ per step and newcomers join between decode steps. Everything runs under `torch.i
 
 An exception inside a step fails every sequence of the running and prefilling batches with a `generation` error,
 resets the batch and marks the engine unhealthy until `check_health` has run a forward again; waiting requests
-and later ones are served as usual.
+and later ones are served as usual. A row whose logits hold a NaN fails alone (`generation`); the others go on.
 """
 
 from __future__ import annotations
@@ -195,7 +195,16 @@ class LLMEngine:
         return batch
 
     def _advance(self, batch: Batch, logits: torch.Tensor, events: list[EngineEvent]) -> None:
-        """Sample a token for every row, emit its events, and drop the rows that finished."""
+        """Sample a token for every row, emit its events, and drop the rows that finished or failed."""
+        broken = torch.isnan(logits).any(dim=-1).tolist()
+        if any(broken):
+            keep = [row for row, bad in enumerate(broken) if not bad]
+            for row in (row for row, bad in enumerate(broken) if bad):
+                self._fail_sequence(batch.sequences[row], "Request failed during generation: NaN in the logits", events)
+            batch.select(keep)
+            if not keep:
+                return
+            logits = logits[torch.tensor(keep, device=logits.device)]
         if batch.sampling is None:
             batch.sampling = SamplingState.build(batch.sequences, logits.shape[-1], self.eos_ids, logits.device)
         output = sample(logits, batch.sampling)
@@ -268,6 +277,13 @@ class LLMEngine:
         return tuple(TokenInfo(id=token_id, text=text, logprob=logprob, special=token_id in special)
                      for token_id, text, logprob in zip(prompt, self.detokenizer.token_texts(prompt),
                                                         sequence.prompt_logprobs))
+
+    def _fail_sequence(self, sequence: Sequence, message: str, events: list[EngineEvent]) -> None:
+        """End one running sequence with a `generation` failure."""
+        logger.warning("request %s failed: %s", sequence.request_id, message)
+        sequence.status = SequenceStatus.FINISHED
+        self._requests.pop(sequence.request_id, None)
+        events.append(Failed(sequence.request_id, ErrorKind.GENERATION, message))
 
     def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:
         """Fail every sequence in the running and prefilling batches and start again from empty batches."""

@@ -194,3 +194,28 @@ def test_info_reports_the_resolved_limits(make_engine):
     assert (info.max_batch_total_tokens, info.max_concurrent_requests) == (5000, 7)
     assert (info.dtype, info.device, info.device_map) == ("float32", "cpu", {"": "cpu"})
     assert info.has_chat_template and info.num_parameters > 0
+
+
+@pytest.mark.parametrize("phase", ["decode", "prefill"])
+def test_a_row_with_nan_logits_fails_alone_and_the_others_go_on(make_engine, phase):
+    engine = make_engine()
+    expected = token_ids(generate_alone(engine, request("ref", PROMPTS[3], 8, ignore_eos=True)))
+    original = getattr(engine.runner, phase)
+
+    def poisoned(batch, *args):
+        logits = original(batch, *args)
+        if logits is not None:
+            for row, sequence in enumerate(batch.sequences):
+                if sequence.request_id == "bad":
+                    logits[row] = float("nan")
+        return logits
+
+    setattr(engine.runner, phase, poisoned)
+    engine.add_request(request("bad", PROMPTS[1], 8, ignore_eos=True))
+    engine.add_request(request("good", PROMPTS[3], 8, ignore_eos=True))
+    events = drain(engine)
+    assert events["bad"][-1] == Failed("bad", ErrorKind.GENERATION,
+                                       "Request failed during generation: NaN in the logits")
+    assert token_ids(events["good"]) == expected
+    finished(events["good"])
+    assert engine.stats() == (0, 0) and not engine.has_work()

@@ -5,9 +5,11 @@ mini-batch, which yields their first token; run one decode forward for the runni
 check stops for every row; then merge the prefilled rows into the running batch. So each sequence gets one token
 per step and newcomers join between decode steps. Everything runs under `torch.inference_mode()`.
 
-An exception inside a step fails every sequence of the running and prefilling batches with a `generation` error,
-resets the batch and marks the engine unhealthy until `check_health` has run a forward again; waiting requests
-and later ones are served as usual. A row whose logits hold a NaN fails alone (`generation`); the others go on.
+An exception inside a step (an out-of-memory, or a fault that one request causes) is isolated by retrying: the
+sequences of the running and prefilling batches go back to the head of the queue with what they generated so far
+(they are prefilled again and resume), and the batch is capped at half its size; a sequence whose step fails while
+it runs alone fails with a `generation` error. The cap is lifted once every retried sequence has ended. The engine
+is marked unhealthy until `check_health` has run a forward again; waiting requests and later ones are served. A row whose logits hold a NaN fails alone (`generation`); the others go on.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class LLMEngine:
         self._batch = Batch.new([], self.runner.device)
         self._prefilling: Batch | None = None
         self._healthy = True
+        self._retry_cap: int | None = None  # rows allowed while sequences of a failed step are retried
+        self._retried: set[str] = set()
         self._info = ModelInfo(
             model_id=loaded.model_id,
             model_sha=loaded.model_sha,
@@ -182,7 +186,10 @@ class LLMEngine:
         """
         batch = self._prefilling
         if batch is None:
-            admitted = self.scheduler.admit(self._batch.sequences)
+            self._retried &= self._requests.keys()
+            if not self._retried:
+                self._retry_cap = None
+            admitted = self.scheduler.admit(self._batch.sequences, self._retry_cap)
             if not admitted:
                 return None
             for sequence in admitted:
@@ -286,15 +293,21 @@ class LLMEngine:
         events.append(Failed(sequence.request_id, ErrorKind.GENERATION, message))
 
     def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:
-        """Fail every sequence in the running and prefilling batches and start again from empty batches."""
+        """After a failed step: fail its sequence when it ran alone, else requeue them all at a smaller batch size."""
         logger.exception("generation step failed")
-        message = f"Request failed during generation: {exc}"
         batches = [self._batch] + ([self._prefilling] if self._prefilling is not None else [])
-        for sequence in (s for batch in batches for s in batch.sequences):
-            if sequence.status is SequenceStatus.RUNNING:
-                sequence.status = SequenceStatus.FINISHED
-                self._requests.pop(sequence.request_id, None)
-                events.append(Failed(sequence.request_id, ErrorKind.GENERATION, message))
+        sequences = [s for batch in batches for s in batch.sequences if s.status is SequenceStatus.RUNNING]
+        if len(sequences) == 1:
+            self._fail_sequence(sequences[0], f"Request failed during generation: {exc}", events)
+        elif sequences:
+            self._retry_cap = max(1, len(sequences) // 2)
+            self._retried.update(s.request_id for s in sequences)
+            logger.warning("retrying %d sequences at most %d at a time", len(sequences), self._retry_cap)
+            for sequence in sequences:
+                sequence.status = SequenceStatus.WAITING
+                if sequence.prompt_logprobs is not None:
+                    sequence.prompt_logprobs = []  # recomputed by the new prefill
+            self.scheduler.requeue(sorted(sequences, key=lambda s: s.arrival))
         self._batch = Batch.new([], self.runner.device)
         self._prefilling = None
         self._healthy = False

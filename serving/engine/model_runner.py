@@ -58,7 +58,7 @@ class ModelRunner:
         similar lengths (`length_groups`: padding is wasted work), after which the rows are longest first;
         a single prompt goes `budget` tokens per call, continuing from what its cache already holds.
         """
-        prompts = [s.prompt_ids for s in batch.sequences]
+        prompts = [s.token_ids for s in batch.sequences]  # a retried sequence resumes
         if len(prompts) > 1:
             groups = length_groups([len(p) for p in prompts])
             if len(groups) > 1:

@@ -31,20 +31,26 @@ class Scheduler:
         """Queue a validated sequence."""
         self.waiting.append(sequence)
 
+    def requeue(self, sequences: list[Sequence]) -> None:
+        """Put sequences back at the head of the queue, in order (their step failed; they are retried)."""
+        self.waiting.extendleft(reversed(sequences))
+
     def remove(self, sequence: Sequence) -> None:
         """Take a sequence out of the queue (it was aborted before it ran)."""
         self.waiting.remove(sequence)
 
-    def admit(self, running: Seq[Sequence]) -> list[Sequence]:
-        """Pop the sequences that join the batch now, in arrival order."""
+    def admit(self, running: Seq[Sequence], cap: int | None = None) -> list[Sequence]:
+        """Pop the sequences that join the batch now, in arrival order; `cap` lowers MAX_BATCH_SIZE."""
         limits = self.limits
+        caps = [c for c in (limits.max_batch_size, cap) if c is not None]
+        max_rows = min(caps) if caps else None
         admitted: list[Sequence] = []
         reserved = sum(s.reserved_tokens for s in running)
         longest = 0
         while self.waiting:
             head = self.waiting[0]
             rows = len(running) + len(admitted)
-            if limits.max_batch_size is not None and rows >= limits.max_batch_size:
+            if max_rows is not None and rows >= max_rows:
                 break
             if rows and reserved + head.reserved_tokens > limits.max_batch_total_tokens:
                 break

@@ -47,28 +47,61 @@ def test_abort_during_a_chunked_prefill(make_engine):
     assert engine.stats() == (0, 0) and not engine.has_work()
 
 
-def test_a_failing_step_fails_its_batch_and_the_engine_goes_on(make_engine):
+def test_a_step_that_fails_once_is_retried_and_every_request_completes(make_engine):
     engine = make_engine()
-    expected = token_ids(generate_alone(engine, request("ref", PROMPTS[2], 6, ignore_eos=True)))
-    engine.add_request(request("a", PROMPTS[1], 20))
-    engine.add_request(request("b", PROMPTS[3], 20))
-    engine.step()
+    expected = {name: token_ids(generate_alone(engine, request("ref", PROMPTS[i], 12, ignore_eos=True)))
+                for name, i in (("a", 1), ("b", 3), ("c", 4))}
+    reference = finished(generate_alone(engine, request("ref", PROMPTS[1], 12, ignore_eos=True,
+                                                        prefill_logprobs=True)))
+    engine.add_request(request("a", PROMPTS[1], 12, ignore_eos=True, prefill_logprobs=True))
+    engine.add_request(request("b", PROMPTS[3], 12, ignore_eos=True))
+    events = {name: [] for name in "abc"}
+    for _ in range(3):
+        for event in engine.step():
+            events[event.request_id].append(event)
     decode = engine.runner.decode
 
     def broken(batch):
         engine.runner.decode = decode
-        raise RuntimeError("boom")
+        raise RuntimeError("CUDA out of memory")
 
     engine.runner.decode = broken
-    engine.add_request(request("c", PROMPTS[4], 20))
-    events = engine.step()
-    failed = {e.request_id: e for e in events if isinstance(e, Failed)}
-    assert set(failed) == {"a", "b", "c"}
-    assert all(f.kind is ErrorKind.GENERATION for f in failed.values())
-    assert failed["a"].message == "Request failed during generation: boom"
+    engine.add_request(request("c", PROMPTS[4], 12, ignore_eos=True))
+    for name, got in drain(engine).items():
+        events[name].extend(got)
+    assert engine.check_health()
+    for name in "abc":
+        assert not any(isinstance(e, Failed) for e in events[name])
+        assert token_ids(events[name]) == expected[name]
+        finished(events[name])
+    assert [t.id for t in finished(events["a"]).prefill] == [t.id for t in reference.prefill]
+    assert [t.logprob for t in finished(events["a"]).prefill] == pytest.approx(
+        [t.logprob for t in reference.prefill], abs=1e-4)
+    assert engine.stats() == (0, 0) and not engine.has_work()
+
+
+@pytest.mark.parametrize("phase", ["decode", "prefill"])
+def test_a_request_that_makes_every_step_fail_fails_alone(make_engine, phase):
+    engine = make_engine()
+    expected = {name: token_ids(generate_alone(engine, request("ref", PROMPTS[i], 10, ignore_eos=True)))
+                for name, i in (("a", 1), ("b", 3), ("c", 4))}
+    original = getattr(engine.runner, phase)
+
+    def faulty(batch, *args):
+        if any(s.request_id == "bad" for s in batch.sequences):
+            raise RuntimeError("boom")
+        return original(batch, *args)
+
+    setattr(engine.runner, phase, faulty)
+    for name, i in (("a", 1), ("bad", 2), ("b", 3), ("c", 4)):
+        engine.add_request(request(name, PROMPTS[i], 10, ignore_eos=True))
+    events = drain(engine)
+    assert events["bad"][-1] == Failed("bad", ErrorKind.GENERATION, "Request failed during generation: boom")
+    for name in "abc":
+        assert token_ids(events[name]) == expected[name]
+        finished(events[name])
     assert engine.stats() == (0, 0) and not engine.has_work()
     assert engine.check_health()
-    assert token_ids(generate_alone(engine, request("after", PROMPTS[2], 6, ignore_eos=True))) == expected
 
 
 def test_overloaded_beyond_max_concurrent_requests(make_engine):

@@ -58,6 +58,7 @@ class EngineConfig:
     model_source: str = "HF_MODEL_ID"
     cache_dir: str | None = None
     memory_fraction: float = 1.0
+    heartbeat_path: str | None = None  # touched by the engine loop every turn; the launcher watches it
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ServerConfig:
     api_key: str | None = field(default=None, repr=False)
     cors_allow_origins: tuple[str, ...] = ()
     metrics_dir: str | None = None
+    engine_stall_timeout: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         model_source=model_source,
         cache_dir=env.str("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"),
         memory_fraction=env.float("CUDA_MEMORY_FRACTION", default=1.0, minimum=0.01, maximum=1.0),
+        heartbeat_path=env.str("SERVING_ENGINE_HEARTBEAT"),
     )
     server = ServerConfig(
         host=_host(env),
@@ -298,6 +301,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         api_key=env.str("API_KEY"),
         cors_allow_origins=_origins(env),
         metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR"),
+        engine_stall_timeout=env.float("ENGINE_STALL_TIMEOUT", default=120.0, minimum=0.1),
     )
     ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
     return Config(server=server, engine=engine, ignored=ignored)

@@ -3,7 +3,9 @@
 The engine runs in its own process (`serving.engine.worker`), started with a fresh interpreter rather than a
 fork so that no HTTP worker ever inherits CUDA state. gunicorn's gevent workers start only once the engine
 answers a health call, so SageMaker's `/ping` is refused until the model is loaded and warmed up.
-If either child dies the other is stopped and the launcher exits non-zero; SIGTERM drains gracefully.
+If either child dies the other is stopped and the launcher exits non-zero; so does an engine whose loop has not
+turned (its heartbeat file untouched) for ENGINE_STALL_TIMEOUT seconds, which the launcher then kills, so that
+SageMaker replaces the instance. SIGTERM drains gracefully.
 The HTTP workers record Prometheus metrics in prometheus_client's multiprocess mode, in a fresh directory
 (`PROMETHEUS_MULTIPROC_DIR`) that the launcher creates for them and removes when it exits.
 """
@@ -86,8 +88,9 @@ class Launcher:
 
     def __init__(self, config: Config, metrics_dir: str) -> None:
         self.config = config
+        self.heartbeat = os.path.join(os.path.dirname(metrics_dir), f"{os.path.basename(metrics_dir)}.heartbeat")
         self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address,
-                        PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+                        PROMETHEUS_MULTIPROC_DIR=metrics_dir, SERVING_ENGINE_HEARTBEAT=self.heartbeat)
         self.stopping = False
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -109,8 +112,24 @@ class Launcher:
             logger.error("the engine was not ready after %.0f s", self.config.server.engine_start_timeout)
         return False
 
+    def engine_stalled(self) -> bool:
+        """Whether the engine's loop has not turned for ENGINE_STALL_TIMEOUT seconds."""
+        try:
+            age = time.time() - os.path.getmtime(self.heartbeat)
+        except OSError:
+            return False  # not written yet
+        return age > self.config.server.engine_stall_timeout
+
     def run(self) -> int:
         """Start both processes, supervise them, and return the launcher's exit code."""
+        try:
+            return self._run()
+        finally:
+            if os.path.exists(self.heartbeat):
+                os.unlink(self.heartbeat)
+
+    def _run(self) -> int:
+        """Start both processes and supervise them."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         engine = subprocess.Popen([sys.executable, "-m", "serving.engine.worker"], env=self.env)
@@ -124,6 +143,13 @@ class Launcher:
         while not self.stopping:
             if engine.poll() is not None:
                 logger.error("the engine exited with code %d; stopping the HTTP server", engine.returncode)
+                stop_process(http, 5.0, "gunicorn")
+                return 1
+            if self.engine_stalled():
+                logger.error("the engine made no progress for %.0f s; killing it and stopping the HTTP server",
+                             self.config.server.engine_stall_timeout)
+                engine.kill()
+                engine.wait()
                 stop_process(http, 5.0, "gunicorn")
                 return 1
             if http.poll() is not None:

@@ -2,7 +2,8 @@
 
 Each loop turn drains every message waiting on the socket (new requests, aborts, calls), runs one engine
 step when there is work, and sends each HTTP worker one `EventBatch` with everything that step made for it.
-When idle it blocks on the socket, so it costs nothing.
+When idle it blocks on the socket, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
+the heartbeat file, whose age tells the launcher when the engine is stuck in a step.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections import defaultdict
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -42,13 +44,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 200
+HEARTBEAT_INTERVAL = 0.5
 
 
 class EngineWorker:
     """Owns the socket and the routing of events back to the worker that asked."""
 
-    def __init__(self, engine: LLMEngine, address: str) -> None:
+    def __init__(self, engine: LLMEngine, address: str, heartbeat_path: str | None = None) -> None:
         self.engine = engine
+        self.heartbeat_path = heartbeat_path
+        self._last_beat = 0.0
         self.address = address
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
@@ -75,12 +80,25 @@ class EngineWorker:
             if self.engine.has_work():
                 self._route(self.engine.step())
             self._flush()
+            self._beat()
         self.socket.close()
         self.context.term()
         if self.address.startswith("ipc://"):
             path = self.address[len("ipc://"):]
             if os.path.exists(path):
                 os.unlink(path)
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file (the loop turns: the engine is not stuck)."""
+        now = time.monotonic()
+        if self.heartbeat_path is None or now - self._last_beat < HEARTBEAT_INTERVAL:
+            return
+        self._last_beat = now
+        try:
+            with open(self.heartbeat_path, "a"):
+                os.utime(self.heartbeat_path)
+        except OSError:
+            logger.exception("cannot touch the heartbeat file %s", self.heartbeat_path)
 
     def _drain(self) -> None:
         """Handle every message that is already waiting, without blocking."""
@@ -137,7 +155,7 @@ def run(config: EngineConfig) -> None:
     from serving.engine.engine import LLMEngine
 
     engine = LLMEngine.from_config(config)
-    worker = EngineWorker(engine, config.engine_address)
+    worker = EngineWorker(engine, config.engine_address, config.heartbeat_path)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     logger.info("engine ready on %s", config.engine_address)

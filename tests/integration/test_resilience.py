@@ -1,11 +1,14 @@
-"""Resilience through HTTP: disconnects while queued or mid-stream free their slots at once."""
+"""Resilience through HTTP: disconnects while queued or mid-stream free their slots at once; a stalled engine."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -102,3 +105,22 @@ def test_a_storm_of_cut_connections_leaks_no_sequence(server):
     assert seen == {"tgi_queue_size": 0, "tgi_batch_current_size": 0}
     assert requests.post(url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 2}},
                          timeout=30).status_code == 200
+
+
+def test_a_stalled_engine_is_killed_and_the_launcher_exits_non_zero(tiny_model_dir, tmp_path):
+    proc = start_server(tiny_model_dir, tmp_path, ENGINE_STALL_TIMEOUT="2")
+    try:
+        proc.wait_ready()
+        assert requests.get(proc.url + "/ping", timeout=5).status_code == 200
+        engine_pids = subprocess.run(["pgrep", "-f", "-P", str(proc.process.pid), "serving.engine.worker"],
+                                     capture_output=True, text=True).stdout.split()
+        assert len(engine_pids) == 1, proc.log()
+        time.sleep(3)  # idle for longer than the timeout: an idle engine is not stalled
+        assert proc.process.poll() is None, proc.log()
+        os.kill(int(engine_pids[0]), signal.SIGSTOP)  # alive but stuck
+        assert proc.process.wait(30) == 1
+        assert "the engine made no progress for 2 s" in proc.log()
+        with pytest.raises(OSError):
+            os.kill(int(engine_pids[0]), 0)  # killed and reaped
+    finally:
+        proc.stop()

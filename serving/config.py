@@ -82,6 +82,7 @@ class ServerConfig:
     cors_allow_origins: tuple[str, ...] = ()
     metrics_dir: str | None = None
     engine_stall_timeout: float = 120.0
+    drain_path: str | None = None  # created by the launcher on SIGTERM: the HTTP workers refuse new requests
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         cors_allow_origins=_origins(env),
         metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR"),
         engine_stall_timeout=env.float("ENGINE_STALL_TIMEOUT", default=120.0, minimum=0.1),
+        drain_path=env.str("SERVING_DRAIN_FILE"),
     )
     ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
     return Config(server=server, engine=engine, ignored=ignored)

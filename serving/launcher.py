@@ -5,7 +5,10 @@ fork so that no HTTP worker ever inherits CUDA state. gunicorn's gevent workers 
 answers a health call, so SageMaker's `/ping` is refused until the model is loaded and warmed up.
 If either child dies the other is stopped and the launcher exits non-zero; so does an engine whose loop has not
 turned (its heartbeat file untouched) for ENGINE_STALL_TIMEOUT seconds, which the launcher then kills, so that
-SageMaker replaces the instance. SIGTERM drains gracefully.
+SageMaker replaces the instance. SIGTERM drains: the launcher creates the drain file, on which the HTTP workers
+answer every new request 503 (`shutting_down`), waits until the engine has nothing queued or running (at most
+SHUTDOWN_GRACE_SECONDS, or until a second SIGTERM), then stops the engine, which ends whatever is left with an
+error event, and gunicorn, and exits 0.
 The HTTP workers record Prometheus metrics in prometheus_client's multiprocess mode, in a fresh directory
 (`PROMETHEUS_MULTIPROC_DIR`) that the launcher creates for them and removes when it exits.
 """
@@ -37,8 +40,8 @@ ENGINE_STOP_TIMEOUT = 15.0
 SAGEMAKER_ARGUMENTS = ("serve",)
 
 
-def engine_is_ready(address: str, timeout: float = 1.0) -> bool:
-    """Ask the engine for its health over a short-lived socket."""
+def engine_health(address: str, timeout: float = 1.0) -> HealthResult | None:
+    """Ask the engine for its health over a short-lived socket; None when it does not answer."""
     context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -46,13 +49,19 @@ def engine_is_ready(address: str, timeout: float = 1.0) -> bool:
         sock.connect(address)
         sock.send(encode(HealthRequest(call_id=uuid.uuid4().hex)))
         if not sock.poll(int(timeout * 1000)):
-            return False
+            return None
         batch = decode_event_batch(sock.recv())
     except (zmq.ZMQError, msgspec.DecodeError):
-        return False
+        return None
     finally:
         sock.close()
-    return any(isinstance(event, HealthResult) and event.healthy for event in batch.events)
+    return next((event for event in batch.events if isinstance(event, HealthResult)), None)
+
+
+def engine_is_ready(address: str, timeout: float = 1.0) -> bool:
+    """Whether the engine answers its health call as healthy."""
+    result = engine_health(address, timeout)
+    return result is not None and result.healthy
 
 
 def stop_process(process: subprocess.Popen, timeout: float, name: str) -> int:
@@ -88,13 +97,20 @@ class Launcher:
 
     def __init__(self, config: Config, metrics_dir: str) -> None:
         self.config = config
-        self.heartbeat = os.path.join(os.path.dirname(metrics_dir), f"{os.path.basename(metrics_dir)}.heartbeat")
+        self.heartbeat = f"{metrics_dir}.heartbeat"
+        self.drain_file = f"{metrics_dir}.draining"
         self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address,
-                        PROMETHEUS_MULTIPROC_DIR=metrics_dir, SERVING_ENGINE_HEARTBEAT=self.heartbeat)
+                        PROMETHEUS_MULTIPROC_DIR=metrics_dir, SERVING_ENGINE_HEARTBEAT=self.heartbeat,
+                        SERVING_DRAIN_FILE=self.drain_file)
         self.stopping = False
+        self.forced = False
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM/SIGINT handler: begin a graceful shutdown."""
+        """SIGTERM/SIGINT handler: begin a graceful shutdown; a second signal ends what is still running."""
+        if self.stopping:
+            logger.info("received signal %d again, ending the requests still in flight", signum)
+            self.forced = True
+            return
         logger.info("received signal %d, draining", signum)
         self.stopping = True
 
@@ -125,8 +141,21 @@ class Launcher:
         try:
             return self._run()
         finally:
-            if os.path.exists(self.heartbeat):
-                os.unlink(self.heartbeat)
+            for path in (self.heartbeat, self.drain_file):
+                if os.path.exists(path):
+                    os.unlink(path)
+
+    def drain(self, engine: subprocess.Popen) -> None:
+        """Refuse new requests and wait until the engine is idle, the grace period ends or a second signal."""
+        with open(self.drain_file, "w"):
+            pass
+        deadline = time.monotonic() + self.config.server.shutdown_grace_seconds
+        while not self.forced and time.monotonic() < deadline and engine.poll() is None:
+            health = engine_health(self.config.server.engine_address, timeout=0.5)
+            if health is not None and health.running == 0 and health.waiting == 0:
+                return
+            time.sleep(SUPERVISE_INTERVAL)
+        logger.warning("ending the requests still in flight")
 
     def _run(self) -> int:
         """Start both processes and supervise them."""
@@ -157,8 +186,9 @@ class Launcher:
                 stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
                 return 1
             time.sleep(SUPERVISE_INTERVAL)
-        http_code = stop_process(http, self.config.server.shutdown_grace_seconds + 5.0, "gunicorn")
+        self.drain(engine)
         engine_code = stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+        http_code = stop_process(http, 5.0, "gunicorn")
         logger.info("stopped (gunicorn %d, engine %d)", http_code, engine_code)
         return 0
 

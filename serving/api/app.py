@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from serving.api import access, docs, errors, openai, sagemaker, tgi, vertex
 from serving.api.context import EXTENSION, Services
+from serving.api.errors import ApiError
 from serving.api.metrics import MeteredClient, Metrics
 from serving.client import EngineClientProtocol
 from serving.config import ServerConfig
@@ -20,4 +23,12 @@ def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
         app.register_blueprint(blueprint)
     errors.register(app)
     access.register(app, config)
+    if config.drain_path is not None:
+        app.before_request(lambda: refuse_when_draining(config.drain_path))
     return app
+
+
+def refuse_when_draining(drain_path: str) -> None:
+    """503 for every new request once the launcher began a shutdown (it created `drain_path`)."""
+    if os.path.exists(drain_path):
+        raise ApiError("shutting_down", "The server is shutting down and accepts no new requests")

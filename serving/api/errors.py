@@ -36,6 +36,7 @@ STATUS: dict[str, int] = {
     "Input validation error": 422,  # /vertex without instances
     "Incomplete generation": 500,  # /vertex when an instance fails
     "healthcheck": 503,
+    "shutting_down": 503,
     "internal_error": 500,
 }
 

@@ -127,6 +127,13 @@ class LLMEngine:
             self.scheduler.remove(sequence)
         sequence.status = SequenceStatus.ABORTED
 
+    def fail_all(self, kind: ErrorKind, message: str) -> list[EngineEvent]:
+        """End every request, queued or running, with a `Failed` (the engine is stopping)."""
+        events: list[EngineEvent] = [Failed(request_id, kind, message) for request_id in self._requests]
+        for request_id in list(self._requests):
+            self.abort(request_id)
+        return events
+
     def has_work(self) -> bool:
         """Whether `step()` has anything to do."""
         return bool(self._requests) or len(self._batch) > 0 or self._prefilling is not None

@@ -3,7 +3,8 @@
 Each loop turn drains every message waiting on the socket (new requests, aborts, calls), runs one engine
 step when there is work, and sends each HTTP worker one `EventBatch` with everything that step made for it.
 When idle it blocks on the socket, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
-the heartbeat file, whose age tells the launcher when the engine is stuck in a step.
+the heartbeat file, whose age tells the launcher when the engine is stuck in a step. On SIGTERM every request
+still queued or running ends with an `unavailable` failure, which its HTTP worker reports.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from serving.messages import (
     AbortRequest,
     ClientMessage,
     EngineEvent,
+    ErrorKind,
     EventBatch,
     Failed,
     Finished,
@@ -81,6 +83,9 @@ class EngineWorker:
                 self._route(self.engine.step())
             self._flush()
             self._beat()
+        self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, "The server is shutting down"))
+        self._flush()
+        self.socket.setsockopt(zmq.LINGER, 1000)  # let those last events go out
         self.socket.close()
         self.context.term()
         if self.address.startswith("ipc://"):

@@ -124,3 +124,35 @@ def test_a_stalled_engine_is_killed_and_the_launcher_exits_non_zero(tiny_model_d
             os.kill(int(engine_pids[0]), 0)  # killed and reaped
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("ending", ["deadline", "second signal"])
+def test_sigterm_refuses_new_work_and_ends_the_rest_with_an_error_event(tiny_model_dir, tmp_path, ending):
+    proc = start_server(tiny_model_dir, tmp_path, SHUTDOWN_GRACE_SECONDS="30" if ending == "second signal" else "3",
+                        MAX_TOTAL_TOKENS="8192", MAX_INPUT_TOKENS="64")
+    try:
+        proc.wait_ready()
+        stream = send(proc.url, "/generate_stream", {"inputs": "The", "parameters": {"max_new_tokens": 8000}})
+        stream.settimeout(60)
+        received = b""
+        while b"data:" not in received:
+            received += stream.recv(65536)
+        proc.process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        refused = requests.post(proc.url + "/generate", json={"inputs": "hi"}, timeout=10)
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "The server is shutting down and accepts no new requests",
+                                  "error_type": "shutting_down"}
+        assert requests.get(proc.url + "/ping", timeout=10).status_code == 503
+        if ending == "second signal":
+            proc.process.send_signal(signal.SIGTERM)
+        while not received.endswith(b"\r\n0\r\n\r\n"):
+            chunk = stream.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        last = [line for line in received.decode().split("\n") if line.startswith("data:")][-1]
+        assert json.loads(last[5:]) == {"error": "The server is shutting down", "error_type": "unavailable"}
+        assert proc.process.wait(30) == 0
+    finally:
+        proc.stop()

@@ -42,7 +42,7 @@ class EngineConfig:
 
     model_id: str
     revision: str | None
-    hf_token: str | None
+    hf_token: str | None = field(repr=False)
     trust_remote_code: bool
     num_gpus: int | None
     dtype: str | None

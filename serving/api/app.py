@@ -6,7 +6,7 @@ import os
 
 from flask import Flask
 
-from serving.api import access, docs, errors, openai, sagemaker, tgi, vertex
+from serving.api import access, docs, errors, openai, requestlog, sagemaker, tgi, vertex
 from serving.api.context import EXTENSION, Services
 from serving.api.errors import ApiError
 from serving.api.metrics import MeteredClient, Metrics
@@ -22,6 +22,7 @@ def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
     for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, vertex.blueprint, docs.blueprint):
         app.register_blueprint(blueprint)
     errors.register(app)
+    requestlog.register(app)
     access.register(app, config)
     if config.drain_path is not None:
         app.before_request(lambda: refuse_when_draining(config.drain_path))

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 from flask import has_request_context, request as http_request
 
 from serving.api.errors import ApiError
+from serving.api.requestlog import current_record
 from serving.client import EngineClientProtocol
 from serving.messages import ErrorKind, Failed, Finished, GenerateRequest, TokenDelta
 
@@ -61,6 +62,7 @@ class EventFeed:
         self._closed = threading.Event()
         self._first: tuple[int, object] | None = None
         self._client = client
+        self._record = current_record()
         self._live = {request.request_id for request in requests}
         self._running = len(requests)
         for index, request in enumerate(requests):
@@ -77,6 +79,10 @@ class EventFeed:
                 readable, _, _ = select.select([sock], [], [], WATCH_INTERVAL)
                 if not readable:
                     continue
+                if self._closed.is_set():
+                    # The response is over and gunicorn may already be reading this keep-alive connection's next
+                    # request: a second greenlet waiting in recv on it raises ConcurrentObjectUseError there.
+                    return
                 if sock.recv(1, socket.MSG_PEEK):
                     return  # the client sent more (a pipelined request): it is still there, stop watching
             except (OSError, ValueError):
@@ -163,11 +169,15 @@ class EventFeed:
                     yield Step(index, event)
             elif isinstance(event, Finished):
                 ended.add(index)
+                if self._record is not None:
+                    self._record.finished.append(event)
                 if index in held:
                     yield Step(index, held.pop(index), event)
                 else:
                     error = ApiError.incomplete(streaming)
             if error is not None:
+                if self._record is not None:
+                    self._record.error_type = error.error_type
                 if index in held:
                     yield Step(index, held.pop(index))
                 yield error

@@ -54,6 +54,7 @@ HELP = {
     "tgi_batch_current_size": "Current batch size",
     "tgi_batch_current_max_tokens": "Maximum tokens for the current batch",
     "tgi_batch_max_total_tokens": "Maximum tokens of a batch",
+    "serving_kv_cache_usage": "Share of the KV cache budget (MAX_BATCH_TOTAL_TOKENS) reserved by the running sequences",
 }
 
 # TGI's `err` label for each error type; anything else keeps its own type.
@@ -152,7 +153,8 @@ class Metrics:
         gauges = {"tgi_batch_max_total_tokens": info.max_batch_total_tokens}
         if health is not None:
             gauges.update(tgi_queue_size=health.waiting, tgi_batch_current_size=health.running,
-                          tgi_batch_current_max_tokens=health.batch_tokens)
+                          tgi_batch_current_max_tokens=health.batch_tokens,
+                          serving_kv_cache_usage=health.batch_tokens / max(1, info.max_batch_total_tokens))
         for name, value in sorted(gauges.items()):
             lines += _family_lines(name, "gauge", HELP[name], [(name, {}, float(value))])
         return "".join(line + "\n" for line in lines)

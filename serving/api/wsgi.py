@@ -6,6 +6,7 @@ from flask import Flask
 
 from serving.api.app import create_app
 from serving.config import from_env
+from serving.logs import setup_logging
 
 
 def app_from_env() -> Flask:
@@ -13,4 +14,5 @@ def app_from_env() -> Flask:
     from serving.client import EngineClient
 
     config = from_env()
+    setup_logging(config.server.log_level, role="http")
     return create_app(config.server, EngineClient(config.server.engine_address))

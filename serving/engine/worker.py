@@ -56,6 +56,7 @@ class EngineWorker:
         self.engine = engine
         self.heartbeat_path = heartbeat_path
         self._last_beat = 0.0
+        self._last_state: tuple[int, int] = (0, 0)
         self.address = address
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
@@ -81,6 +82,7 @@ class EngineWorker:
                 self._drain()
             if self.engine.has_work():
                 self._route(self.engine.step())
+            self._log_state()
             self._flush()
             self._beat()
         self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, "The server is shutting down"))
@@ -92,6 +94,14 @@ class EngineWorker:
             path = self.address[len("ipc://"):]
             if os.path.exists(path):
                 os.unlink(path)
+
+    def _log_state(self) -> None:
+        """A debug line whenever the numbers of running or waiting sequences change."""
+        state = self.engine.stats()
+        if state != self._last_state:
+            self._last_state = state
+            logger.debug("scheduler: %d running, %d waiting, %d tokens reserved", *state,
+                         self.engine.batch_tokens())
 
     def _beat(self) -> None:
         """Touch the heartbeat file (the loop turns: the engine is not stuck)."""

@@ -156,3 +156,33 @@ def test_sigterm_refuses_new_work_and_ends_the_rest_with_an_error_event(tiny_mod
         assert proc.process.wait(30) == 0
     finally:
         proc.stop()
+
+
+def test_logs_have_one_line_per_request_and_no_secret(tiny_model_dir, tmp_path):
+    token, key = "hf_dontLogThisToken123", "sk-dont-log-this-key"
+    proc = start_server(tiny_model_dir, tmp_path, HF_TOKEN=token, API_KEY=key, LOG_LEVEL="debug")
+    try:
+        proc.wait_ready()
+        bodies = []
+        for headers in ({"Authorization": f"Bearer {key}", "X-Request-Id": "req-1"},
+                        {"Authorization": f"Bearer {key}x{token}"}, {}):
+            response = requests.post(proc.url + "/generate", headers=headers, timeout=30,
+                                     json={"inputs": f"private prompt {token}", "parameters": {"max_new_tokens": 3}})
+            bodies.append(response.text)
+        bad = requests.post(proc.url + "/generate", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                            json={"inputs": token, "parameters": {"max_new_tokens": -1, "top_p": key}})
+        bodies.append(bad.text)
+        assert bad.status_code == 422
+    finally:
+        assert proc.stop() == 0
+    log = proc.log()
+    for body in bodies:
+        assert key not in body
+    assert token not in log and key not in log and "private prompt" not in log
+    lines = [json.loads(line.split("serving.access: ", 1)[1]) for line in log.splitlines()
+             if "serving.access: " in line and '"route": "/generate"' in line]
+    assert [line["status"] for line in lines] == [200, 401, 401, 422]
+    first = lines[0]
+    assert first["request_id"] == "req-1" and first["generated_tokens"] == 3 and first["prompt_tokens"] > 0
+    assert first["finish_reason"] == "length" and first["total_time"] >= first["inference_time"] > 0
+    assert "scheduler: 1 running, 0 waiting" in log

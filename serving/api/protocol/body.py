@@ -16,6 +16,22 @@ DESERIALIZE_PREFIX = "Failed to deserialize the JSON body into the target type: 
 _JSON_CONTENT_TYPE = re.compile(r"^application/([^;\s]+\+)?json\s*(;.*)?$", re.IGNORECASE)
 
 M = TypeVar("M", bound=BaseModel)
+MAX_DEPTH = 128  # serde_json's recursion limit
+RECURSION_ERROR = "Failed to parse the request body as JSON: recursion limit exceeded"
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -39,7 +55,9 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
         chunks.append(chunk)
     try:
         text = b"".join(chunks).decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant), text
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BodyError(400, RECURSION_ERROR) from None
     except UnicodeDecodeError as exc:
         raise BodyError(400, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
@@ -47,6 +65,9 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
                              f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
         raise BodyError(400, f"Failed to parse the request body as JSON: {exc}") from None
+    if _too_deep(data):
+        raise BodyError(400, RECURSION_ERROR)
+    return data, text
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -1,0 +1,180 @@
+"""Fuzzing the real server: hypothesis-made bodies and a corpus of hand-made nasties on every generation route.
+
+Every answer must be a documented 2xx or 4xx (never a 5xx, never a hang), no stream may end in an internal error
+event, and the server must still answer `/ping` afterwards. Bounded for CI: a few hundred requests on a server
+whose generations are at most 64 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from servers import ServerProcess, start_server
+
+pytestmark = pytest.mark.integration
+
+DOCUMENTED = {200, 400, 404, 405, 413, 415, 422, 429}
+INTERNAL_EVENTS = (b'"error_type":"internal_error"', b'"error_type": "internal_error"')
+ROUTES = ["/generate", "/generate_stream", "/", "/v1/chat/completions", "/v1/completions", "/invocations",
+          "/tokenize", "/chat_tokenize", "/vertex"]
+FUZZ_SETTINGS = settings(max_examples=40, deadline=None, database=None,
+                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose generations stay short."""
+    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("fuzz"), MAX_TOTAL_TOKENS="64",
+                        MAX_INPUT_TOKENS="48")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def check(server: ServerProcess, route: str, data: bytes,
+          content_type: str | None = "application/json") -> requests.Response:
+    """POST raw bytes; the answer must be documented, and a stream must not end in an internal error."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = requests.post(server.url + route, data=data, headers=headers, timeout=60)
+    assert response.status_code in DOCUMENTED, (route, data[:300], response.status_code, response.text[:300])
+    assert not any(marker in response.content for marker in INTERNAL_EVENTS), (route, data[:300], response.text)
+    return response
+
+
+scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12))
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+PARAMETERS = ["max_new_tokens", "temperature", "top_p", "top_k", "typical_p", "repetition_penalty",
+              "frequency_penalty", "seed", "stop", "do_sample", "best_of", "details", "decoder_input_details",
+              "return_full_text", "truncate", "top_n_tokens", "watermark", "grammar", "adapter_id"]
+OPENAI_FIELDS = ["max_tokens", "temperature", "top_p", "n", "stop", "stream", "logprobs", "top_logprobs", "seed",
+                 "presence_penalty", "frequency_penalty", "tools", "tool_choice", "response_format", "model",
+                 "stream_options", "logit_bias", "suffix", "echo", "best_of"]
+parameters = st.dictionaries(st.sampled_from(PARAMETERS), json_values | st.integers(-5, 80) | st.floats(-2, 3),
+                             max_size=6)
+messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "tool", "x"])
+                                           | json_values,
+                                           "content": st.text(max_size=30) | json_values}), max_size=3)
+generate_bodies = st.fixed_dictionaries({}, optional={"inputs": st.text(max_size=40) | json_values,
+                                                      "parameters": parameters | json_values,
+                                                      "stream": st.booleans() | json_values})
+chat_bodies = st.builds(lambda m, extra: {"messages": m, **extra}, messages | json_values,
+                        st.dictionaries(st.sampled_from(OPENAI_FIELDS),
+                                        json_values | st.integers(-3, 80) | st.floats(-3, 3), max_size=5))
+completion_bodies = st.builds(lambda p, extra: {"prompt": p, **extra}, st.text(max_size=40) | json_values,
+                              st.dictionaries(st.sampled_from(OPENAI_FIELDS),
+                                              json_values | st.integers(-3, 80) | st.floats(-3, 3), max_size=5))
+
+
+def encode(body: object) -> bytes:
+    """JSON with NaN and Infinity written as Python writes them (not valid JSON: the server must say 4xx)."""
+    return json.dumps(body, allow_nan=True).encode()
+
+
+@FUZZ_SETTINGS
+@given(route=st.sampled_from(["/generate", "/generate_stream", "/", "/invocations", "/tokenize"]),
+       body=generate_bodies)
+def test_generate_shaped_bodies(fuzz_server, route, body):
+    check(fuzz_server, route, encode(body))
+
+
+@FUZZ_SETTINGS
+@given(route=st.sampled_from(["/v1/chat/completions", "/invocations", "/chat_tokenize"]), body=chat_bodies)
+def test_chat_shaped_bodies(fuzz_server, route, body):
+    check(fuzz_server, route, encode(body))
+
+
+@FUZZ_SETTINGS
+@given(route=st.sampled_from(["/v1/completions", "/invocations"]), body=completion_bodies)
+def test_completion_shaped_bodies(fuzz_server, route, body):
+    check(fuzz_server, route, encode(body))
+
+
+@settings(max_examples=30, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(ROUTES), data=st.binary(max_size=200))
+def test_arbitrary_bytes(fuzz_server, route, data):
+    check(fuzz_server, route, data)
+
+
+BIG = 10**30
+NASTIES: list[tuple[str, bytes]] = [
+    ("/generate", b'{"inputs": 5}'),
+    ("/generate", b'{"inputs": ["a", "b"]}'),
+    ("/generate", b'{"inputs": "a", "parameters": []}'),
+    ("/generate", b'{"inputs": "a", "parameters": {"max_new_tokens": "5"}}'),
+    ("/generate", encode({"inputs": "a", "parameters": {"max_new_tokens": BIG}})),
+    ("/generate", encode({"inputs": "a", "parameters": {"temperature": 1e308, "top_k": -BIG, "seed": 2**64}})),
+    ("/generate", encode({"inputs": "a", "parameters": {"best_of": 10**9, "do_sample": True}})),
+    ("/generate", encode({"inputs": "a", "parameters": {"truncate": -1, "top_n_tokens": BIG}})),
+    ("/generate", b'{"inputs": "a", "parameters": {"temperature": NaN}}'),
+    ("/generate", b'{"inputs": "a", "parameters": {"top_p": Infinity, "repetition_penalty": -Infinity}}'),
+    ("/generate", encode({"inputs": "a", "parameters": {"temperature": 1e-320, "max_new_tokens": 3}})),
+    ("/generate_stream", encode({"inputs": "a", "parameters": {"temperature": 1e-38, "max_new_tokens": 3}})),
+    ("/generate", b"[" * 100_000 + b"]" * 100_000),
+    ("/generate", b'{"inputs": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}"),
+    ("/generate", b'{"inputs": "\xff\xfe\xc3\x28"}'),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}]}'),
+    ("/generate", b'{"inputs": "' + b"a" * 10_000_000 + b'"}'),
+    ("/invocations", b'{"inputs": "' + b"a " * 5_000_000 + b'"}'),
+    ("/generate", b""),
+    ("/generate", b"null"),
+    ("/generate", b"[]"),
+    ("/generate", b'"just a string"'),
+    ("/generate", b'{"inputs": "a"'),
+    ("/generate", encode({"inputs": ""})),
+    ("/generate", encode({"inputs": "\x00\ud7ff\ufffe" * 10})),
+    ("/v1/chat/completions", encode({"messages": []})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "wizard", "content": "hi"}]})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user"}]})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": None}]})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": "hi"}], "n": 100})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 1000,
+                                     "logprobs": True})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": "hi"}], "tools": "garbage",
+                                     "tool_choice": {"x": 1}})),
+    ("/v1/chat/completions", encode({"messages": [{"role": "user", "content": "hi"}], "stream": True,
+                                     "stop": ["x"] * 1000})),
+    ("/v1/chat/completions", encode({"messages": "hi"})),
+    ("/v1/completions", encode({"prompt": ["a"] * 1000, "max_tokens": 2})),
+    ("/v1/completions", encode({"prompt": "a", "stop": [str(i) for i in range(1000)]})),
+    ("/generate", encode({"inputs": "a", "parameters": {"stop": [str(i) for i in range(1000)]}})),
+    ("/generate_stream", encode({"inputs": "a", "parameters": {"stop": ["a" * 100_000]}})),
+    ("/invocations", encode({"messages": [], "inputs": "a", "prompt": "b"})),
+    ("/invocations", encode({})),
+    ("/vertex", encode({"instances": [{"inputs": 5}] * 50})),
+    ("/tokenize", encode({"inputs": "a" * 1_000_000})),
+    ("/chat_tokenize", encode({"messages": [{"role": "user", "content": "hi"}] * 10_000})),
+]
+
+
+@pytest.mark.parametrize("route, data", NASTIES, ids=[f"{i}-{r}" for i, (r, _) in enumerate(NASTIES)])
+def test_nasty_bodies(fuzz_server, route, data):
+    check(fuzz_server, route, data)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json; charset=latin-1",
+                                          "multipart/form-data"])
+def test_odd_content_types(fuzz_server, content_type):
+    check(fuzz_server, "/generate", encode({"inputs": "a", "parameters": {"max_new_tokens": 2}}), content_type)
+
+
+def test_the_server_is_still_up_and_serving(fuzz_server):
+    assert requests.get(fuzz_server.url + "/ping", timeout=10).status_code == 200
+    response = requests.post(fuzz_server.url + "/generate", json={"inputs": "a", "parameters": {"max_new_tokens": 2}},
+                             timeout=30)
+    assert response.status_code == 200
+    assert "Traceback" not in fuzz_server.log()

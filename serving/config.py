@@ -59,6 +59,7 @@ class EngineConfig:
     cache_dir: str | None = None
     memory_fraction: float = 1.0
     heartbeat_path: str | None = None  # touched by the engine loop every turn; the launcher watches it
+    fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         cache_dir=env.str("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"),
         memory_fraction=env.float("CUDA_MEMORY_FRACTION", default=1.0, minimum=0.01, maximum=1.0),
         heartbeat_path=env.str("SERVING_ENGINE_HEARTBEAT"),
+        fault_marker=env.str("SERVING_FAULT_INJECTION"),
     )
     server = ServerConfig(
         host=_host(env),

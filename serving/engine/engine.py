@@ -59,6 +59,10 @@ class LLMEngine:
         self.scheduler = Scheduler(self.limits)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
         self.runner = ModelRunner(loaded.model, pad_id)
+        self._fault_marker = config.fault_marker
+        self._faulty: set[str] = set()
+        if self._fault_marker:
+            self._inject_faults()
         self.detokenizer = Detokenizer(tokenizer)
         self.eos_ids = eos_token_ids(tokenizer, getattr(loaded.model, "generation_config", None))
         self._requests: dict[str, Sequence] = {}
@@ -81,6 +85,19 @@ class LLMEngine:
             has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
             num_parameters=loaded.num_parameters,
         )
+
+    def _inject_faults(self) -> None:
+        """Tests only (SERVING_FAULT_INJECTION): every forward whose batch holds a marked request raises."""
+        logger.warning("fault injection is on: prompts containing %r make their steps fail", self._fault_marker)
+        for name in ("prefill", "decode"):
+            forward = getattr(self.runner, name)
+
+            def faulty(batch: Batch, *args: object, forward=forward) -> torch.Tensor | None:
+                if any(s.request_id in self._faulty for s in batch.sequences):
+                    raise RuntimeError("injected fault")
+                return forward(batch, *args)
+
+            setattr(self.runner, name, faulty)
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
@@ -115,6 +132,8 @@ class LLMEngine:
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
         sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         self._requests[request.request_id] = sequence
+        if self._fault_marker and self._fault_marker in (request.prompt or ""):
+            self._faulty.add(request.request_id)
         self.scheduler.add(sequence)
         return [Admitted(request.request_id, sequence.input_length, sequence.seed)]
 
@@ -297,6 +316,7 @@ class LLMEngine:
         logger.warning("request %s failed: %s", sequence.request_id, message)
         sequence.status = SequenceStatus.FINISHED
         self._requests.pop(sequence.request_id, None)
+        self._faulty.discard(sequence.request_id)
         events.append(Failed(sequence.request_id, ErrorKind.GENERATION, message))
 
     def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -186,3 +187,37 @@ def test_logs_have_one_line_per_request_and_no_secret(tiny_model_dir, tmp_path):
     assert first["request_id"] == "req-1" and first["generated_tokens"] == 3 and first["prompt_tokens"] > 0
     assert first["finish_reason"] == "length" and first["total_time"] >= first["inference_time"] > 0
     assert "scheduler: 1 running, 0 waiting" in log
+
+
+def test_a_request_that_breaks_its_steps_fails_alone_with_424(tiny_model_dir, tmp_path):
+    proc = start_server(tiny_model_dir, tmp_path, SERVING_FAULT_INJECTION="FAULT", MAX_TOTAL_TOKENS="256")
+    try:
+        proc.wait_ready()
+        results: dict[str, requests.Response] = {}
+
+        def post(name: str, path: str, prompt: str) -> None:
+            results[name] = requests.post(proc.url + path, timeout=60, json={
+                "inputs": prompt, "parameters": {"max_new_tokens": 40, "ignore_eos": True}})
+
+        jobs = [("good-1", "/generate", "The model"), ("bad", "/generate", "a FAULT here"),
+                ("good-2", "/generate", "Once upon"), ("bad-stream", "/generate_stream", "FAULT")]
+        threads = [threading.Thread(target=post, args=job) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        assert results["bad"].status_code == 424
+        assert results["bad"].json() == {"error": "Request failed during generation: injected fault",
+                                         "error_type": "generation"}
+        stream_events = [json.loads(line[5:]) for line in results["bad-stream"].text.splitlines()
+                         if line.startswith("data:")]
+        assert stream_events[-1] == {"error": "Request failed during generation: injected fault",
+                                     "error_type": "generation"}
+        for name in ("good-1", "good-2"):
+            assert results[name].status_code == 200, results[name].text
+            assert results[name].json()["generated_text"]
+        assert wait_for(proc.url, {"tgi_queue_size": 0, "tgi_batch_current_size": 0}, 10) == {
+            "tgi_queue_size": 0, "tgi_batch_current_size": 0}
+        assert requests.get(proc.url + "/ping", timeout=10).status_code == 200
+    finally:
+        proc.stop()

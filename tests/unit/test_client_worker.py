@@ -79,6 +79,11 @@ class ScriptedEngine:
     def batch_tokens(self) -> int:
         return 0
 
+    def fail_all(self, kind: ErrorKind, message: str) -> list:
+        failed = [Failed(request_id, kind, message) for request_id in self.running]
+        self.running.clear()
+        return failed
+
 
 @pytest.fixture
 def engine_and_client(tmp_path):

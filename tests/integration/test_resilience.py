@@ -130,10 +130,13 @@ def test_a_stalled_engine_is_killed_and_the_launcher_exits_non_zero(tiny_model_d
 @pytest.mark.parametrize("ending", ["deadline", "second signal"])
 def test_sigterm_refuses_new_work_and_ends_the_rest_with_an_error_event(tiny_model_dir, tmp_path, ending):
     proc = start_server(tiny_model_dir, tmp_path, SHUTDOWN_GRACE_SECONDS="30" if ending == "second signal" else "3",
-                        MAX_TOTAL_TOKENS="8192", MAX_INPUT_TOKENS="64")
+                        MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64")
     try:
         proc.wait_ready()
-        stream = send(proc.url, "/generate_stream", {"inputs": "The", "parameters": {"max_new_tokens": 8000}})
+        # Long enough to outlast the 3 s deadline however fast the engine is (the tiny model decodes 8,000 tokens
+        # in under 3 s on an idle machine), and with EOS ignored: the random model samples it now and then.
+        stream = send(proc.url, "/v1/completions", {"prompt": "The", "max_tokens": 99000, "ignore_eos": True,
+                                                    "stream": True})
         stream.settimeout(60)
         received = b""
         while b"data:" not in received:
@@ -152,8 +155,9 @@ def test_sigterm_refuses_new_work_and_ends_the_rest_with_an_error_event(tiny_mod
             if not chunk:
                 break
             received += chunk
-        last = [line for line in received.decode().split("\n") if line.startswith("data:")][-1]
-        assert json.loads(last[5:]) == {"error": "The server is shutting down", "error_type": "unavailable"}
+        events = [line[5:].strip() for line in received.decode().split("\n") if line.startswith("data:")]
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"] == {"message": "The server is shutting down", "http_status_code": 503}
         assert proc.process.wait(30) == 0
     finally:
         proc.stop()

@@ -60,6 +60,7 @@ class EngineConfig:
     memory_fraction: float = 1.0
     heartbeat_path: str | None = None  # touched by the engine loop every turn; the launcher watches it
     fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
+    packed_linear: bool = True  # CPU linear layers on oneDNN with prepacked weights (`engine/packed_linear.py`)
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         memory_fraction=env.float("CUDA_MEMORY_FRACTION", default=1.0, minimum=0.01, maximum=1.0),
         heartbeat_path=env.str("SERVING_ENGINE_HEARTBEAT"),
         fault_marker=env.str("SERVING_FAULT_INJECTION"),
+        packed_linear=env.bool("CPU_PACKED_LINEAR", default=True),
     )
     server = ServerConfig(
         host=_host(env),

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from serving.config import EngineConfig
+from serving.engine.packed_linear import pack_linears
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +267,9 @@ def load_model(config: EngineConfig) -> LoadedModel:
     started = time.monotonic()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **where, **remote)
     model.eval()
+    num_parameters = sum(p.numel() for p in model.parameters())
+    if config.packed_linear:
+        pack_linears(model)
     device = model.get_input_embeddings().weight.device
     device_map = summarize_device_map(getattr(model, "hf_device_map", None) or {"": device})
     logger.info("loaded %s (%s) in %.1f s, device map %s", config.model_id, str(dtype).removeprefix("torch."),
@@ -279,5 +283,5 @@ def load_model(config: EngineConfig) -> LoadedModel:
         dtype=dtype,
         device=device,
         device_map=device_map,
-        num_parameters=sum(p.numel() for p in model.parameters()),
+        num_parameters=num_parameters,
     )

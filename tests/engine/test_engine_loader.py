@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from engine_helpers import engine_config
 from serving.engine import loader as loader_module
 from serving.engine.engine import LLMEngine
+from serving.engine.packed_linear import PackedLinear
 from serving.engine.loader import (
     LogProgress,
     ModelLoadError,
@@ -30,8 +32,15 @@ def test_load_a_local_directory(model_dir):
     assert not loaded.model.training
     assert loaded.device == torch.device("cpu") and loaded.device_map == {"": "cpu"}
     assert loaded.model_id == str(model_dir) and loaded.model_sha is None
-    assert loaded.num_parameters == sum(p.numel() for p in loaded.model.parameters())
+    plain = AutoModelForCausalLM.from_pretrained(model_dir)  # counted before the linear layers were packed
+    assert loaded.num_parameters == sum(p.numel() for p in plain.parameters())
+    assert any(isinstance(module, PackedLinear) for module in loaded.model.modules())
     assert torch.get_num_threads() == 1
+
+
+def test_packing_can_be_turned_off(model_dir):
+    loaded = load_model(engine_config(model_dir, packed_linear=False))
+    assert not any(isinstance(module, PackedLinear) for module in loaded.model.modules())
 
 
 def test_dtype_and_placement_defaults_on_cpu():

@@ -31,6 +31,8 @@ BASE = {"HF_MODEL_ID": "org/model"}
     ({"MAX_BATCH_PREFILL_TOKENS": "512"}, "engine.max_batch_prefill_tokens", 512),
     ({"MAX_BATCH_TOTAL_TOKENS": "4096"}, "engine.max_batch_total_tokens", 4096),
     ({"MAX_BATCH_SIZE": "8"}, "engine.max_batch_size", 8),
+    ({}, "engine.packed_linear", True),
+    ({"CPU_PACKED_LINEAR": "false"}, "engine.packed_linear", False),
     ({}, "engine.max_concurrent_requests", 128),
     ({"MAX_CONCURRENT_REQUESTS": "3"}, "engine.max_concurrent_requests", 3),
     ({}, "server.port", 8080),

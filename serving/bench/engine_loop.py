@@ -1,0 +1,111 @@
+"""The engine alone, no HTTP: a closed loop of `c` requests in flight, to measure one engine change at a time.
+
+Run in its own process (it imports torch): `python -m serving.bench.engine_loop --model-dir DIR [--concurrency
+16,64]`. For each level, `c` requests (prompts of the benchmark's word mix, `output_tokens` tokens with EOS
+ignored) are kept in flight: a new one is added as soon as one finishes, until `requests` have finished. It prints
+a line per level with output tokens per wall-second and per CPU-second of this process (the engine runs on one
+thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean decode step and the
+time spent in prefill, and writes JSON with `--json`. Settings come from the environment through
+`serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from serving.bench.load import DEFAULT_PROMPT_WORDS, make_prompts
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """One level of the closed loop."""
+
+    concurrency: int
+    requests: int
+    output_tokens: int
+    wall_seconds: float
+    cpu_seconds: float
+    steps: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Output tokens per wall-clock second."""
+        return self.output_tokens / self.wall_seconds
+
+    @property
+    def tokens_per_cpu_second(self) -> float:
+        """Output tokens per CPU-second of this process."""
+        return self.output_tokens / self.cpu_seconds
+
+
+def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
+              seed: int) -> LoopResult:
+    """Keep `concurrency` requests in the engine until `total` have finished."""
+    from serving.messages import Finished, GenerateRequest, SamplingParams, StoppingParams, TokenDelta
+
+    prompts = make_prompts(total, words, seed=seed * 1000 + concurrency)
+    submitted = finished = tokens = steps = 0
+
+    def submit() -> None:
+        nonlocal submitted
+        engine.add_request(GenerateRequest(  # type: ignore[attr-defined]
+            request_id=f"r{submitted}", sampling=SamplingParams(),
+            stopping=StoppingParams(max_new_tokens=output_tokens, ignore_eos=True), prompt=prompts[submitted]))
+        submitted += 1
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    while submitted < min(concurrency, total):
+        submit()
+    while finished < total:
+        steps += 1
+        for event in engine.step():  # type: ignore[attr-defined]
+            if isinstance(event, TokenDelta):
+                tokens += 1
+            elif isinstance(event, Finished):
+                finished += 1
+                if submitted < total:
+                    submit()
+    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--concurrency", default="16,64")
+    parser.add_argument("--requests", type=int, default=None, help="per level (default 2 x concurrency, >= 8)")
+    parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args(argv)
+
+    from serving.config import from_env
+    from serving.engine.engine import LLMEngine
+
+    environ = {**os.environ, "HF_MODEL_ID": args.model_dir}
+    environ.setdefault("TORCH_NUM_THREADS", "1")
+    config = dataclasses.replace(from_env(environ).engine, max_concurrent_requests=4096)
+    engine = LLMEngine.from_config(config)
+    words = tuple(int(w) for w in args.prompt_words.split(","))
+    results = []
+    for concurrency in (int(c) for c in args.concurrency.split(",")):
+        total = args.requests if args.requests is not None else max(8, 2 * concurrency)
+        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed)
+        results.append(result)
+        print(f"c={concurrency}: {result.output_tokens} tokens, {result.tokens_per_second:,.0f} tok/s, "
+              f"{result.tokens_per_cpu_second:,.0f} tok/CPU-s, {result.steps} steps, "
+              f"{result.wall_seconds / result.steps * 1e3:.1f} ms/step", flush=True)
+    if args.json_path:
+        with open(args.json_path, "w") as handle:
+            json.dump([{**dataclasses.asdict(r), "tokens_per_second": r.tokens_per_second,
+                        "tokens_per_cpu_second": r.tokens_per_cpu_second} for r in results], handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,6 +61,7 @@ class EngineConfig:
     heartbeat_path: str | None = None  # touched by the engine loop every turn; the launcher watches it
     fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
     packed_linear: bool = True  # CPU linear layers on oneDNN with prepacked weights (`engine/packed_linear.py`)
+    lean_forward: bool = True  # Llama-family models run `engine/lean_forward.py` instead of transformers' forward
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         heartbeat_path=env.str("SERVING_ENGINE_HEARTBEAT"),
         fault_marker=env.str("SERVING_FAULT_INJECTION"),
         packed_linear=env.bool("CPU_PACKED_LINEAR", default=True),
+        lean_forward=env.bool("LEAN_FORWARD", default=True),
     )
     server = ServerConfig(
         host=_host(env),

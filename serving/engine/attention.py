@@ -19,13 +19,14 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+Windows = tuple[tuple[int, int, int], ...]  # (start, stop, columns) per group of rows
 NAME = "serving_sdpa"
 MAX_GROUPS = 4
 GROUP_RATIO = 0.75
 
 
 def windowed_sdpa(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
-                  row_windows: tuple[tuple[int, int, int], ...] | None = None, **kwargs: Any
+                  row_windows: Windows | None = None, **kwargs: Any
                   ) -> tuple[Tensor, None]:
     """SDPA per `(start, stop, columns)` window of rows for a one-token step; plain SDPA otherwise."""
     if row_windows is None or query.shape[2] != 1 or len(row_windows) < 2:
@@ -39,7 +40,7 @@ def windowed_sdpa(module: Any, query: Tensor, key: Tensor, value: Tensor, attent
     return torch.cat(outputs), None
 
 
-def row_windows(lengths: list[int]) -> tuple[tuple[int, int, int], ...]:
+def row_windows(lengths: list[int]) -> Windows:
     """Contiguous row groups `(start, stop, columns)` over `lengths` (longest first); `columns` covers the
     longest row of its group. At most `MAX_GROUPS` groups; a group is cut where a row is shorter than
     `GROUP_RATIO` (or a smaller ratio that keeps the count within the maximum) times its group's first row."""

@@ -58,7 +58,7 @@ class LLMEngine:
         self.validator = InputValidator(tokenizer, self.limits)
         self.scheduler = Scheduler(self.limits)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-        self.runner = ModelRunner(loaded.model, pad_id)
+        self.runner = ModelRunner(loaded.model, pad_id, lean=config.lean_forward)
         self._fault_marker = config.fault_marker
         self._faulty: set[str] = set()
         if self._fault_marker:

@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from serving.engine import attention
 from serving.engine.batch import Batch
+from serving.engine.lean_forward import LeanForward
 
 
 PAD_TOLERANCE = 1.25
@@ -42,14 +43,16 @@ def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[
 class ModelRunner:
     """Runs the model for the engine; knows nothing about requests beyond their token ids."""
 
-    def __init__(self, model: Any, pad_id: int) -> None:
+    def __init__(self, model: Any, pad_id: int, lean: bool = True) -> None:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = model.get_input_embeddings().weight.device
         parameters = inspect.signature(model.forward).parameters
         self._last_only: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"  # remote code: older name
-        self._windowed = attention.install(model)  # decode attention per group of similar-length rows
+        self.lean = LeanForward.build(model) if lean else None  # Llama-family models: the same forward, fewer ops
+        # decode attention per group of similar-length rows (the lean forward does it itself)
+        self._windowed = self.lean is not None or attention.install(model)
 
     def prefill(self, batch: Batch, budget: int) -> Tensor | None:
         """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
@@ -104,11 +107,14 @@ class ModelRunner:
         last column only, or of every column when `every_position`."""
         attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
         position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
-        keep = {"logits_to_keep": 0} if every_position and self._last_only else self._last_only
-        output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=True, **{self._cache_argument: batch.cache}, **keep, **extra)
+        if self.lean is not None:
+            logits = self.lean(input_ids, attention_mask, position_ids, batch.cache, every_position, **extra)
+        else:
+            keep = {"logits_to_keep": 0} if every_position and self._last_only else self._last_only
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                use_cache=True, **{self._cache_argument: batch.cache}, **keep, **extra).logits
         batch.lengths = batch.lengths + new_mask.sum(dim=1)
-        return output.logits
+        return logits
 
     @staticmethod
     def _record_prompt_logprobs(batch: Batch, logits: Tensor, start: int, lengths: list[int]) -> None:
@@ -131,4 +137,9 @@ class ModelRunner:
     def warmup(self) -> None:
         """One forward of a single token, which proves the model runs and primes its kernels."""
         input_ids = torch.tensor([[self.pad_id]], device=self.device)
-        self.model(input_ids=input_ids, use_cache=True, **{self._cache_argument: DynamicCache()}, **self._last_only)
+        if self.lean is not None:
+            mask = torch.ones_like(input_ids, dtype=torch.bool)
+            self.lean(input_ids, mask, torch.zeros_like(input_ids), DynamicCache())
+        else:
+            self.model(input_ids=input_ids, use_cache=True, **{self._cache_argument: DynamicCache()},
+                       **self._last_only)

@@ -34,8 +34,14 @@ def test_load_a_local_directory(model_dir):
     assert loaded.model_id == str(model_dir) and loaded.model_sha is None
     plain = AutoModelForCausalLM.from_pretrained(model_dir)  # counted before the linear layers were packed
     assert loaded.num_parameters == sum(p.numel() for p in plain.parameters())
-    assert any(isinstance(module, PackedLinear) for module in loaded.model.modules())
+    packed = any(isinstance(module, PackedLinear) for module in loaded.model.modules())
+    assert packed is torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN packs bfloat16 only with AVX512-BF16/AMX
     assert torch.get_num_threads() == 1
+
+
+def test_a_float32_model_is_packed(model_dir):
+    loaded = load_model(engine_config(model_dir))
+    assert any(isinstance(module, PackedLinear) for module in loaded.model.modules())
 
 
 def test_packing_can_be_turned_off(model_dir):

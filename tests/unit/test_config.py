@@ -33,6 +33,8 @@ BASE = {"HF_MODEL_ID": "org/model"}
     ({"MAX_BATCH_SIZE": "8"}, "engine.max_batch_size", 8),
     ({}, "engine.packed_linear", True),
     ({"CPU_PACKED_LINEAR": "false"}, "engine.packed_linear", False),
+    ({}, "engine.lean_forward", True),
+    ({"LEAN_FORWARD": "0"}, "engine.lean_forward", False),
     ({}, "engine.max_concurrent_requests", 128),
     ({"MAX_CONCURRENT_REQUESTS": "3"}, "engine.max_concurrent_requests", 3),
     ({}, "server.port", 8080),

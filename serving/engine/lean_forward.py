@@ -1,0 +1,151 @@
+"""A lean forward pass for Llama-family decoders: the same arithmetic as transformers' with a fraction of the ops.
+
+On this project's CPUs each torch op costs 5-15 us of Python and dispatch before it computes anything, and
+transformers' Llama forward spends well over a hundred of them per layer on generality (mask factories, attention
+interfaces, kwargs plumbing, output dataclasses, `rotate_half` by slicing and concatenation). For a small model
+that overhead is most of a decode step: the tiny benchmark model took 16 ms per single-row step, of which its
+arithmetic is about 2 ms. `LeanForward` walks the same modules with the same weights (packed or not) and the same
+`GrowingCache`, in about 30 ops a layer: RMSNorm by `F.rms_norm`, rotary embedding as `x*cos + roll(x)*sin'`
+with the sign folded into `sin'`, one mask per forward shared by every layer, SDPA with grouped-query heads
+(`enable_gqa`, no repeated keys), and decode attention in the row windows of `attention.row_windows`.
+
+`LeanForward.build` accepts only models it reproduces exactly: transformers' own Llama, Mistral (without a
+sliding window) and Qwen2 (without sliding-window layers) classes on a single device with no accelerate hooks,
+and SiLU MLPs. Anything else returns None and runs transformers' forward. The logits equal transformers' up to
+float rounding (tests compare both, and greedy outputs token for token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from serving.engine.attention import Windows
+
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+Linear = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class LeanLayer:
+    """One decoder layer's weights and projections (each projection is its module's bound `forward`)."""
+
+    input_norm: Tensor
+    q: Linear
+    k: Linear
+    v: Linear
+    o: Linear
+    post_norm: Tensor
+    gate: Linear
+    up: Linear
+    down: Linear
+
+
+def _supported(model: Any) -> bool:
+    """Whether `model` is one the lean forward reproduces exactly (see the module docstring)."""
+    config = getattr(model, "config", None)
+    if type(model).__name__ not in SUPPORTED or config is None or getattr(config, "hidden_act", None) != "silu":
+        return False
+    if type(model).__module__.split(".")[:2] != ["transformers", "models"]:  # remote code may differ inside
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return False
+    devices = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
+    if len(devices) != 1 or any(hasattr(m, "_hf_hook") for m in model.modules()):
+        return False
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    return layers is not None and len(layers) == config.num_hidden_layers and all(
+        hasattr(layer, "self_attn") and hasattr(layer, "mlp") and hasattr(layer.mlp, "gate_proj") for layer in layers)
+
+
+class LeanForward:
+    """`model(input_ids, attention_mask, position_ids, cache)` for a supported decoder, in few ops."""
+
+    def __init__(self, model: Any) -> None:
+        config = model.config
+        decoder = model.model
+        self.hidden = config.hidden_size
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or self.hidden // self.heads
+        self.eps = config.rms_norm_eps
+        self.embed = decoder.embed_tokens.forward
+        self.rotary = decoder.rotary_emb
+        self.final_norm = decoder.norm.weight
+        self.lm_head = model.lm_head.forward
+        self.layers = [LeanLayer(
+            input_norm=layer.input_layernorm.weight, q=layer.self_attn.q_proj.forward,
+            k=layer.self_attn.k_proj.forward, v=layer.self_attn.v_proj.forward, o=layer.self_attn.o_proj.forward,
+            post_norm=layer.post_attention_layernorm.weight, gate=layer.mlp.gate_proj.forward,
+            up=layer.mlp.up_proj.forward, down=layer.mlp.down_proj.forward) for layer in decoder.layers]
+        self.dtype = self.final_norm.dtype
+
+    @classmethod
+    def build(cls, model: Any) -> LeanForward | None:
+        """The lean forward of `model`, or None when it is not a model this reproduces exactly."""
+        return cls(model) if _supported(model) else None
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: Any,
+                 every_position: bool = False, row_windows: Windows | None = None) -> Tensor:
+        """Feed `input_ids` [rows, new] after the cache's columns; `attention_mask` [rows, cached + new] is true on
+        real tokens, `position_ids` [rows, new]. The logits [rows, new or 1, vocab] (every position, or the last)."""
+        rows, new = input_ids.shape
+        x = self.embed(input_ids)  # [rows, new, hidden]
+        cos, sin = self.rotary(x, position_ids)  # [rows, new, head_dim] each, attention scaling included
+        half = self.head_dim // 2
+        cos = cos[:, :, None, :]
+        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, :, None, :]  # rotate_half's sign
+        mask, causal = _attention_mask(attention_mask, new)
+        windows = row_windows if new == 1 and row_windows is not None and len(row_windows) > 1 else None
+        for index, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (self.hidden,), layer.input_norm, self.eps)
+            q = _rotate(layer.q(h).view(rows, new, self.heads, self.head_dim), cos, sin, half).transpose(1, 2)
+            k = _rotate(layer.k(h).view(rows, new, self.kv_heads, self.head_dim), cos, sin, half).transpose(1, 2)
+            v = layer.v(h).view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
+            keys, values = cache.update(k, v, index)  # [rows, kv_heads, columns, head_dim]
+            attended = _attend(q, keys, values, mask, causal, windows)  # [rows, heads, new, head_dim]
+            x = x + layer.o(attended.transpose(1, 2).reshape(rows, new, self.heads * self.head_dim))
+            h = F.rms_norm(x, (self.hidden,), layer.post_norm, self.eps)
+            x = x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
+        if not every_position:
+            x = x[:, -1:]
+        return self.lm_head(F.rms_norm(x, (self.hidden,), self.final_norm, self.eps))
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor, half: int) -> Tensor:
+    """Rotary embedding of x [rows, new, heads, head_dim]: `x*cos + rotate_half(x)*sin`, where rotate_half is
+    a roll by half the head (its sign is in `sin`)."""
+    return torch.addcmul(x * cos, torch.roll(x, half, dims=-1), sin)
+
+
+def _attention_mask(attention_mask: Tensor, new: int) -> tuple[Tensor | None, bool]:
+    """The SDPA mask [rows, 1, new, columns] (true where a query may attend), or (None, True) for a causal
+    forward without padding. Every query also sees its own column, so a padding query never has an empty row."""
+    rows, columns = attention_mask.shape
+    if new == 1:
+        return attention_mask[:, None, None, :], False
+    if new == columns and bool(attention_mask.all()):
+        return None, True
+    positions = torch.arange(columns, device=attention_mask.device)
+    own = positions[columns - new:, None]  # [new, 1]: each query's own column
+    visible = attention_mask[:, None, None, :] & (positions[None, :] <= own)
+    return visible | (positions[None, :] == own), False
+
+
+def _attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, causal: bool,
+            windows: Windows | None) -> Tensor:
+    """SDPA over grouped-query heads; a decode step with `windows` runs once per row window on its columns."""
+    if windows is None:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
+    assert mask is not None
+    parts = [F.scaled_dot_product_attention(q[start:stop], keys[start:stop, :, -columns:],
+                                            values[start:stop, :, -columns:], attn_mask=mask[start:stop, ..., -columns:],
+                                            enable_gqa=True)
+             for start, stop, columns in windows]
+    return torch.cat(parts)

@@ -1,0 +1,103 @@
+"""`serving.engine.lean_forward`: the same logits as transformers' forward, and only for models it reproduces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+
+from serving.engine.batch import Batch
+from serving.engine.lean_forward import LeanForward
+from serving.engine.model_runner import ModelRunner
+from serving.engine.packed_linear import pack_linears
+from serving.engine.sequence import Sequence
+from serving.engine.stopping import StopCriteria
+from serving.messages import SamplingParams
+
+SIZES = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             vocab_size=300, max_position_embeddings=256)
+# Rows of very different lengths, so that decode attention runs in several row windows.
+PROMPTS = [list(range(3, 83)), [5, 6], list(range(40, 70)), [7, 8, 9, 10, 11, 12, 13], list(range(100, 160))]
+
+
+def _model(config) -> nn.Module:
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+
+
+def _batch(prompts: list[list[int]], device: torch.device, logprobs: bool = False) -> Batch:
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    return Batch.new([Sequence.create(str(i), p, SamplingParams(), stop, prompt_logprobs=logprobs)
+                      for i, p in enumerate(prompts)], device)
+
+
+def _run(runner: ModelRunner, steps: int = 6) -> list[torch.Tensor]:
+    """Prefill PROMPTS (one late joiner merged after two steps) and decode greedily: every step's logits."""
+    batch = _batch(PROMPTS[:-1], runner.device, logprobs=True)
+    logits = [runner.prefill(batch, budget=1000)]
+    batch.next_ids = logits[-1].argmax(-1)
+    for step in range(steps):
+        logits.append(runner.decode(batch))
+        batch.next_ids = logits[-1].argmax(-1)
+        if step == 1:
+            late = _batch(PROMPTS[-1:], runner.device)
+            while (first := runner.prefill(late, budget=16)) is None:  # chunked: 16 tokens a forward
+                pass
+            late.next_ids = first.argmax(-1)
+            batch.merge(late)
+    logits.append(torch.tensor([v for s in batch.sequences if s.prompt_logprobs for v in s.prompt_logprobs[1:]]))
+    return logits
+
+
+@pytest.mark.parametrize("config", [
+    LlamaConfig(**SIZES),
+    LlamaConfig(**SIZES, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}),
+    MistralConfig(**SIZES, sliding_window=None),
+    Qwen2Config(**SIZES, use_sliding_window=False),  # q/k/v with biases
+], ids=["llama", "llama-linear-rope", "mistral", "qwen2"])
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+def test_lean_logits_equal_transformers(config, packed):
+    model = _model(config)
+    if packed:
+        pack_linears(model)
+    lean, reference = ModelRunner(model, pad_id=0, lean=True), ModelRunner(model, pad_id=0, lean=False)
+    assert lean.lean is not None and reference.lean is None
+    with torch.inference_mode():
+        got, expected = _run(lean), _run(reference)
+    assert len(got) == len(expected)
+    for step, (a, b) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"step {step}: {m}")
+
+
+def test_engine_on_the_lean_forward_matches_generate(make_engine, loaded):
+    """Greedy continuations through the engine (lean) equal `generate` (transformers' forward)."""
+    from engine_helpers import PROMPTS as TEXTS, drain, request, token_ids
+
+    engine = make_engine()
+    assert engine.runner.lean is not None
+    for i, prompt in enumerate(TEXTS):
+        engine.add_request(request(f"r{i}", prompt, 16, ignore_eos=True))
+    events = drain(engine)
+    with torch.inference_mode():
+        for i, prompt in enumerate(TEXTS):
+            ids = torch.tensor([loaded.tokenizer.encode(prompt)])
+            reference = loaded.model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+            assert token_ids(events[f"r{i}"]) == reference[0, ids.shape[1]:].tolist(), prompt
+
+
+@pytest.mark.parametrize("config", [
+    MistralConfig(**SIZES, sliding_window=32),
+    Qwen2Config(**SIZES, use_sliding_window=True, sliding_window=32),
+    LlamaConfig(**SIZES, hidden_act="gelu"),
+], ids=["mistral-sliding-window", "qwen2-sliding-window", "gelu"])
+def test_models_it_does_not_reproduce_keep_transformers_forward(config):
+    assert LeanForward.build(_model(config)) is None
+
+
+def test_a_hooked_or_split_model_keeps_transformers_forward():
+    model = _model(LlamaConfig(**SIZES))
+    assert LeanForward.build(model) is not None
+    model.model.layers[1]._hf_hook = object()  # accelerate moves this layer's weights at run time
+    assert LeanForward.build(model) is None
+    assert ModelRunner(model, pad_id=0).lean is None

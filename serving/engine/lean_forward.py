@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from serving.engine.attention import Windows
+from serving.engine.packed_linear import PackedSlice
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 Linear = Callable[[Tensor], Tensor]
@@ -32,17 +33,40 @@ Linear = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class LeanLayer:
-    """One decoder layer's weights and projections (each projection is its module's bound `forward`)."""
+    """One decoder layer's weights and projections (each projection is its module's bound `forward`); `qkv` and
+    `gate_up` are the fused layers of `packed_linear` (one call each) when its siblings were packed together."""
 
     input_norm: Tensor
     q: Linear
     k: Linear
     v: Linear
+    qkv: Linear | None
     o: Linear
     post_norm: Tensor
     gate: Linear
     up: Linear
+    gate_up: Linear | None
     down: Linear
+
+    @classmethod
+    def of(cls, layer: Any) -> LeanLayer:
+        """The projections of a transformers decoder layer."""
+        attention, mlp = layer.self_attn, layer.mlp
+        return cls(input_norm=layer.input_layernorm.weight, q=attention.q_proj.forward, k=attention.k_proj.forward,
+                   v=attention.v_proj.forward, qkv=_fused(attention.q_proj, attention.k_proj, attention.v_proj),
+                   o=attention.o_proj.forward, post_norm=layer.post_attention_layernorm.weight,
+                   gate=mlp.gate_proj.forward, up=mlp.up_proj.forward, gate_up=_fused(mlp.gate_proj, mlp.up_proj),
+                   down=mlp.down_proj.forward)
+
+
+def _fused(*projections: Any) -> Linear | None:
+    """The fused layer whose consecutive output columns these `PackedSlice`s are, in order; None otherwise."""
+    if not all(isinstance(p, PackedSlice) and p.fused is projections[0].fused for p in projections):
+        return None
+    stops = [0] + [p.stop for p in projections]
+    if any(p.start != stop for p, stop in zip(projections, stops)) or stops[-1] != projections[0].fused.out_features:
+        return None
+    return projections[0].fused.forward
 
 
 def _supported(model: Any) -> bool:
@@ -79,11 +103,7 @@ class LeanForward:
         self.rotary = decoder.rotary_emb
         self.final_norm = decoder.norm.weight
         self.lm_head = model.lm_head.forward
-        self.layers = [LeanLayer(
-            input_norm=layer.input_layernorm.weight, q=layer.self_attn.q_proj.forward,
-            k=layer.self_attn.k_proj.forward, v=layer.self_attn.v_proj.forward, o=layer.self_attn.o_proj.forward,
-            post_norm=layer.post_attention_layernorm.weight, gate=layer.mlp.gate_proj.forward,
-            up=layer.mlp.up_proj.forward, down=layer.mlp.down_proj.forward) for layer in decoder.layers]
+        self.layers = [LeanLayer.of(layer) for layer in decoder.layers]
         self.dtype = self.final_norm.dtype
 
     @classmethod
@@ -105,17 +125,34 @@ class LeanForward:
         windows = row_windows if new == 1 and row_windows is not None and len(row_windows) > 1 else None
         for index, layer in enumerate(self.layers):
             h = F.rms_norm(x, (self.hidden,), layer.input_norm, self.eps)
-            q = _rotate(layer.q(h).view(rows, new, self.heads, self.head_dim), cos, sin, half).transpose(1, 2)
-            k = _rotate(layer.k(h).view(rows, new, self.kv_heads, self.head_dim), cos, sin, half).transpose(1, 2)
-            v = layer.v(h).view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k, v = self._qkv(layer, h, cos, sin, half)
             keys, values = cache.update(k, v, index)  # [rows, kv_heads, columns, head_dim]
             attended = _attend(q, keys, values, mask, causal, windows)  # [rows, heads, new, head_dim]
             x = x + layer.o(attended.transpose(1, 2).reshape(rows, new, self.heads * self.head_dim))
             h = F.rms_norm(x, (self.hidden,), layer.post_norm, self.eps)
-            x = x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
+            if layer.gate_up is not None:
+                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            else:
+                gate, up = layer.gate(h), layer.up(h)
+            x = x + layer.down(F.silu(gate) * up)
         if not every_position:
             x = x[:, -1:]
         return self.lm_head(F.rms_norm(x, (self.hidden,), self.final_norm, self.eps))
+
+
+    def _qkv(self, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries [rows, heads, new, head_dim] and keys, values [rows, kv_heads, new, head_dim], rotated."""
+        rows, new, _ = h.shape
+        if layer.qkv is not None:  # one call; queries and keys rotated together
+            qkv = layer.qkv(h).view(rows, new, self.heads + 2 * self.kv_heads, self.head_dim)
+            qk = _rotate(qkv[:, :, :self.heads + self.kv_heads], cos, sin, half)
+            q, k, v = qk[:, :, :self.heads], qk[:, :, self.heads:], qkv[:, :, self.heads + self.kv_heads:]
+        else:
+            q = _rotate(layer.q(h).view(rows, new, self.heads, self.head_dim), cos, sin, half)
+            k = _rotate(layer.k(h).view(rows, new, self.kv_heads, self.head_dim), cos, sin, half)
+            v = layer.v(h).view(rows, new, self.kv_heads, self.head_dim)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor, half: int) -> Tensor:

@@ -63,6 +63,7 @@ def test_lean_logits_equal_transformers(config, packed):
         pack_linears(model)
     lean, reference = ModelRunner(model, pad_id=0, lean=True), ModelRunner(model, pad_id=0, lean=False)
     assert lean.lean is not None and reference.lean is None
+    assert all(layer.qkv is not None and layer.gate_up is not None for layer in lean.lean.layers) is packed
     with torch.inference_mode():
         got, expected = _run(lean), _run(reference)
     assert len(got) == len(expected)

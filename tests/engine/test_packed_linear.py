@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from serving.engine.packed_linear import PackedLinear, pack_linears, packable
+from serving.engine.packed_linear import PackedLinear, PackedSlice, pack_linears, packable
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -63,3 +63,29 @@ def test_a_packed_model_gives_the_same_logits(model_dir):
         assert not any(type(module) is nn.Linear for module in model.modules())
         got = model(input_ids=ids).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert isinstance(attention.qkv_proj, PackedLinear) and isinstance(mlp.gate_up_proj, PackedLinear)
+    assert [(p.start, p.stop) for p in (attention.q_proj, attention.k_proj, attention.v_proj)] == [
+        (0, 64), (64, 96), (96, 128)]  # the test model: 4 heads and 2 KV heads of 16
+    assert all(isinstance(p, PackedSlice) and p.fused is mlp.gate_up_proj for p in (mlp.gate_proj, mlp.up_proj))
+
+
+@pytest.mark.parametrize("bias", [(True, True), (False, True)])
+def test_siblings_packed_together_compute_each_projection(bias):
+    torch.manual_seed(0)
+    parent = nn.Module()
+    parent.gate_proj, parent.up_proj = nn.Linear(32, 24, bias=bias[0]), nn.Linear(32, 40, bias=bias[1])
+    x = torch.randn(3, 5, 32)
+    with torch.inference_mode():
+        expected = parent.gate_proj(x), parent.up_proj(x)
+        assert pack_linears(parent) == 2
+        assert parent.gate_up_proj.out_features == 64
+        torch.testing.assert_close(parent.gate_proj(x), expected[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(parent.up_proj(x), expected[1], rtol=1e-5, atol=1e-5)
+
+
+def test_siblings_of_different_inputs_are_packed_alone():
+    parent = nn.Module()
+    parent.gate_proj, parent.up_proj = nn.Linear(32, 24), nn.Linear(16, 24)
+    assert pack_linears(parent) == 2
+    assert not hasattr(parent, "gate_up_proj") and isinstance(parent.gate_proj, PackedLinear)

@@ -1,9 +1,13 @@
 """`LLMEngine`: continuous batching over one model, synchronous and free of IO; the worker drives it.
 
-A step: drop aborted rows; admit waiting sequences (FIFO, within the budgets) and prefill them as their own
-mini-batch, which yields their first token; run one decode forward for the running batch; sample, detokenize and
-check stops for every row; then merge the prefilled rows into the running batch. So each sequence gets one token
-per step and newcomers join between decode steps. Everything runs under `torch.inference_mode()`.
+A step drops aborted rows, admits waiting sequences (FIFO, within the budgets) and cuts them into groups of
+similar prompt lengths (`length_groups`: padding is wasted work), then prefills the groups one after another,
+shortest first, each as its own mini-batch, which yields its first tokens; then it runs one decode forward for
+the running batch, samples, detokenizes and checks stops for every row, and merges the prefilled rows into the
+running batch. So each sequence gets one token per step and newcomers join between decode steps. The step comes
+in parts (`step_parts`), one per prefilled group and one for the decode, so that the worker sends each group's
+first tokens as soon as they exist: short prompts wait neither for the prefill of long ones nor for the decode.
+Everything runs under `torch.inference_mode()`.
 
 An exception inside a step (an out-of-memory, or a fault that one request causes) is isolated by retrying: the
 sequences of the running and prefilling batches go back to the head of the queue with what they generated so far
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable, Iterator
 
 import torch
 
@@ -24,7 +29,7 @@ from serving.engine.batch import Batch
 from serving.engine.detokenizer import Detokenizer
 from serving.engine.limits import resolve_limits
 from serving.engine.loader import LoadedModel, load_model
-from serving.engine.model_runner import ModelRunner
+from serving.engine.model_runner import ModelRunner, length_groups
 from serving.engine.sampling import SampleOutput, SamplingState, sample
 from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence, SequenceStatus
@@ -68,6 +73,8 @@ class LLMEngine:
         self._requests: dict[str, Sequence] = {}
         self._batch = Batch.new([], self.runner.device)
         self._prefilling: Batch | None = None
+        self._prefilled: list[Batch] = []  # groups prefilled in this step: merged after its decode
+        self._pending: list[list[Sequence]] = []  # admitted groups waiting for their prefill, shortest first
         self._healthy = True
         self._retry_cap: int | None = None  # rows allowed while sequences of a failed step are retried
         self._retried: set[str] = set()
@@ -89,7 +96,7 @@ class LLMEngine:
     def _inject_faults(self) -> None:
         """Tests only (SERVING_FAULT_INJECTION): every forward whose batch holds a marked request raises."""
         logger.warning("fault injection is on: prompts containing %r make their steps fail", self._fault_marker)
-        for name in ("prefill", "decode"):
+        for name in ("prefill", "decode"):  # the runner's forwards
             forward = getattr(self.runner, name)
 
             def faulty(batch: Batch, *args: object, forward=forward) -> torch.Tensor | None:
@@ -155,17 +162,21 @@ class LLMEngine:
 
     def has_work(self) -> bool:
         """Whether `step()` has anything to do."""
-        return bool(self._requests) or len(self._batch) > 0 or self._prefilling is not None
+        return bool(self._requests) or bool(self._scheduled())
+
+    def _scheduled(self) -> list[Sequence]:
+        """The sequences out of the queue: running, prefilled in this step, being prefilled, or admitted and
+        waiting for their prefill."""
+        batches = [self._batch, *self._prefilled] + ([self._prefilling] if self._prefilling is not None else [])
+        return [s for batch in batches for s in batch.sequences] + [s for group in self._pending for s in group]
 
     def stats(self) -> tuple[int, int]:
         """(running, waiting) sequences."""
-        prefilling = len(self._prefilling) if self._prefilling is not None else 0
-        return len(self._batch) + prefilling, len(self.scheduler)
+        return len(self._scheduled()), len(self.scheduler)
 
     def batch_tokens(self) -> int:
         """The tokens reserved by the running and prefilling sequences (prompt plus `max_new_tokens` each)."""
-        batches = [self._batch] + ([self._prefilling] if self._prefilling is not None else [])
-        return sum(sequence.reserved_tokens for batch in batches for sequence in batch.sequences)
+        return sum(sequence.reserved_tokens for sequence in self._scheduled())
 
     def info(self) -> ModelInfo:
         """The loaded model's facts and the resolved limits."""
@@ -182,50 +193,84 @@ class LLMEngine:
                               templated_text=text if request.chat is not None else None)
 
     def step(self) -> list[EngineEvent]:
-        """Admit and prefill, decode once, sample: the `TokenDelta`, `Finished` and `Failed` events of this step."""
-        events: list[EngineEvent] = []
+        """One whole step: the `TokenDelta`, `Finished` and `Failed` events of all its parts, in order."""
+        return [event for part in self.step_parts() for event in part]
+
+    def step_parts(self) -> Iterator[list[EngineEvent]]:
+        """One step in parts whose events the worker sends at once: the first tokens of each group prefilled
+        (shortest prompts first), then the decode's tokens. Nothing runs between parts but the sending."""
+        self._run(self._start_step, [])
+        more = True
+        while more:
+            events: list[EngineEvent] = []
+            more = self._run(self._prefill_next, events)
+            if events:
+                yield events
+        events = []
+        self._run(self._decode, events)
+        yield events
+
+    def _run(self, part: Callable[[list[EngineEvent]], bool], events: list[EngineEvent]) -> bool:
+        """Run a part of the step; after a failure (see `_fail_running`) the step goes on to its end: False."""
         with torch.inference_mode():
             try:
-                self._drop_aborted()
-                prefilled = self._prefill(events)
-                if len(self._batch):
-                    self._advance(self._batch, self.runner.decode(self._batch), events)
-                if prefilled is not None:
-                    self._batch.merge(prefilled)
-                    self._prefilling = None
+                return part(events)
             except Exception as exc:
                 self._fail_running(exc, events)
-        return events
+                return False
 
-    def _drop_aborted(self) -> None:
-        """Remove the rows of aborted sequences from both batches."""
+    def _start_step(self, events: list[EngineEvent]) -> bool:
+        """Drop aborted sequences; admit waiting ones when no admitted group is still to be prefilled."""
         for batch in (self._batch, self._prefilling):
             if batch is not None:
                 batch.select([i for i, s in enumerate(batch.sequences) if s.status is SequenceStatus.RUNNING])
         if self._prefilling is not None and not len(self._prefilling):
             self._prefilling = None
+        groups = ([s for s in group if s.status is SequenceStatus.RUNNING] for group in self._pending)
+        self._pending = [group for group in groups if group]
+        if self._prefilling is None and not self._pending:
+            self._admit()
+        return True
 
-    def _prefill(self, events: list[EngineEvent]) -> Batch | None:
-        """Start or continue a prefill; the prefilled batch when it completed (its first tokens are in `events`).
+    def _admit(self) -> None:
+        """Take the sequences that join now out of the queue, in groups of similar prompt lengths."""
+        self._retried &= self._requests.keys()
+        if not self._retried:
+            self._retry_cap = None
+        admitted = self.scheduler.admit(self._scheduled(), self._retry_cap)
+        for sequence in admitted:
+            sequence.mark_scheduled()
+        lengths = [len(sequence.token_ids) for sequence in admitted]  # a retried sequence resumes
+        self._pending = [[admitted[i] for i in group] for group in length_groups(lengths)]
 
-        The batch stays in `_prefilling` until it is merged, so that a failure later in the step fails it too.
-        """
+    def _prefill_next(self, events: list[EngineEvent]) -> bool:
+        """Prefill the next admitted group, or the next chunk of a long prompt; whether a group completed (its
+        first tokens are in `events`; it joins the running batch after the decode, in `_prefilled` until then,
+        so that a failure later in the step fails it too)."""
         batch = self._prefilling
         if batch is None:
-            self._retried &= self._requests.keys()
-            if not self._retried:
-                self._retry_cap = None
-            admitted = self.scheduler.admit(self._batch.sequences, self._retry_cap)
-            if not admitted:
-                return None
-            for sequence in admitted:
-                sequence.mark_scheduled()
-            batch = self._prefilling = Batch.new(admitted, self.runner.device)
+            if not self._pending:
+                return False
+            batch = self._prefilling = Batch.new(self._pending.pop(0), self.runner.device)
         logits = self.runner.prefill(batch, self.limits.max_batch_prefill_tokens)
         if logits is None:
-            return None
+            return False  # a prompt longer than the budget goes on in the next step
+        self._prefilling = None
+        self._prefilled.append(batch)
         self._advance(batch, logits, events)
-        return batch
+        return True
+
+    def _decode(self, events: list[EngineEvent]) -> bool:
+        """Decode once and sample for every running row, then merge the groups prefilled in this step."""
+        if len(self._batch):
+            self._advance(self._batch, self.runner.decode(self._batch), events)
+        if self._prefilled:
+            joined = self._prefilled[0]
+            for batch in self._prefilled[1:]:
+                joined.merge(batch)  # the small batches first: merging copies every row of both
+            self._batch.merge(joined)
+            self._prefilled = []
+        return False
 
     def _advance(self, batch: Batch, logits: torch.Tensor, events: list[EngineEvent]) -> None:
         """Sample a token for every row, emit its events, and drop the rows that finished or failed."""
@@ -322,8 +367,7 @@ class LLMEngine:
     def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:
         """After a failed step: fail its sequence when it ran alone, else requeue them all at a smaller batch size."""
         logger.exception("generation step failed")
-        batches = [self._batch] + ([self._prefilling] if self._prefilling is not None else [])
-        sequences = [s for batch in batches for s in batch.sequences if s.status is SequenceStatus.RUNNING]
+        sequences = [s for s in self._scheduled() if s.status is SequenceStatus.RUNNING]
         if len(sequences) == 1:
             self._fail_sequence(sequences[0], f"Request failed during generation: {exc}", events)
         elif sequences:
@@ -337,4 +381,5 @@ class LLMEngine:
             self.scheduler.requeue(sorted(sequences, key=lambda s: s.arrival))
         self._batch = Batch.new([], self.runner.device)
         self._prefilling = None
+        self._prefilled, self._pending = [], []
         self._healthy = False

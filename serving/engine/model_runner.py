@@ -57,15 +57,11 @@ class ModelRunner:
     def prefill(self, batch: Batch, budget: int) -> Tensor | None:
         """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
 
-        Several prompts go in left-padded forwards (the scheduler kept them within `budget`), one per group of
-        similar lengths (`length_groups`: padding is wasted work), after which the rows are longest first;
-        a single prompt goes `budget` tokens per call, continuing from what its cache already holds.
+        Several prompts go in one left-padded forward (the engine groups prompts of similar lengths, since
+        padding is wasted work, and the scheduler kept them within `budget`); a single prompt goes `budget`
+        tokens per call, continuing from what its cache already holds.
         """
         prompts = [s.token_ids for s in batch.sequences]  # a retried sequence resumes
-        if len(prompts) > 1:
-            groups = length_groups([len(p) for p in prompts])
-            if len(groups) > 1:
-                return self._prefill_groups(batch, groups, budget)
         done = batch.width
         start = 0 if len(prompts) > 1 else done
         chunks = prompts if len(prompts) > 1 else [prompts[0][done:done + budget]]
@@ -78,21 +74,6 @@ class ModelRunner:
             self._record_prompt_logprobs(batch, logits, start, [len(c) for c in chunks])
         complete = len(prompts) > 1 or done + len(chunks[0]) == len(prompts[0])
         return logits[:, -1, :] if complete else None
-
-    def _prefill_groups(self, batch: Batch, groups: list[list[int]], budget: int) -> Tensor:
-        """Prefill each group of rows on its own, then make `batch` the merged result (rows longest first)."""
-        merged = Batch.new([], self.device)
-        logits, position = [], {}
-        for rows in groups:
-            part = Batch.new([batch.sequences[i] for i in rows], self.device)
-            part_logits = self.prefill(part, budget)  # one forward: its rows keep their order
-            assert part_logits is not None  # each prompt of a multi-prompt batch fits the budget
-            position.update((id(sequence), len(position)) for sequence in part.sequences)
-            logits.append(part_logits)
-            merged.merge(part)
-        batch.adopt(merged)
-        order = torch.tensor([position[id(sequence)] for sequence in batch.sequences], device=logits[0].device)
-        return torch.cat(logits)[order]
 
     def decode(self, batch: Batch) -> Tensor:
         """One step for every row: feed its pending token, return the next logits [rows, vocab]."""

@@ -1,7 +1,8 @@
 """The engine process main: a ZeroMQ ROUTER in front of `LLMEngine`, the only IO on the engine side.
 
 Each loop turn drains every message waiting on the socket (new requests, aborts, calls), runs one engine
-step when there is work, and sends each HTTP worker one `EventBatch` with everything that step made for it.
+step when there is work, and sends each HTTP worker one `EventBatch` per part of the step (each prefilled group's
+first tokens, then the decode's tokens) with everything that part made for it.
 When idle it blocks on the socket, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
 the heartbeat file, whose age tells the launcher when the engine is stuck in a step. On SIGTERM every request
 still queued or running ends with an `unavailable` failure, which its HTTP worker reports.
@@ -81,7 +82,9 @@ class EngineWorker:
             if poller.poll(timeout):
                 self._drain()
             if self.engine.has_work():
-                self._route(self.engine.step())
+                for events in self.engine.step_parts():
+                    self._route(events)
+                    self._flush()  # first tokens go out before the next group's prefill and the decode
             self._log_state()
             self._flush()
             self._beat()

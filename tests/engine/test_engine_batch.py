@@ -80,13 +80,13 @@ def test_length_groups_bound_the_padding():
         assert sorted(row for group in groups for row in group) == list(range(7))
 
 
-def test_mixed_lengths_prefill_in_groups_and_match_each_row_alone(runner):
+def test_a_padded_prefill_of_mixed_lengths_matches_each_row_alone(runner):
     prompts = [[10 + i for i in range(40)], [20, 21], [30 + i for i in range(38)], [40, 41, 42]]
     with torch.inference_mode():
         alone = {tuple(p): prefilled(runner, [p])[1][0] for p in prompts}
         batch, logits = prefilled(runner, prompts)
-        assert [len(s.prompt_ids) for s in batch.sequences] == [40, 38, 3, 2]  # longest first
-        assert batch.lengths.tolist() == [40, 38, 3, 2] and batch.width == 40
+        assert [len(s.prompt_ids) for s in batch.sequences] == [40, 2, 38, 3]  # one forward: rows keep their order
+        assert batch.lengths.tolist() == [40, 2, 38, 3] and batch.width == 40
         for row, sequence in enumerate(batch.sequences):
             assert torch.allclose(logits[row], alone[tuple(sequence.prompt_ids)], atol=1e-4)
         decoded = runner.decode(batch)

@@ -108,3 +108,31 @@ def test_top_n_tokens_come_from_the_same_distribution(make_engine):
         assert delta.top_tokens[0].id == delta.token.id
         assert delta.top_tokens[0].logprob == pytest.approx(delta.token.logprob)
         assert all(lp <= 0 for lp in logprobs)
+
+
+def test_a_step_comes_in_parts_first_tokens_of_each_length_group_then_the_decode(make_engine):
+    engine = make_engine()
+    engine.add_request(request("early", PROMPTS[3], 10, ignore_eos=True))
+    assert [[(e.request_id, type(e)) for e in part] for part in engine.step_parts()] == [[("early", TokenDelta)], []]
+    long_prompt = " ".join(["word"] * 120)
+    engine.add_request(request("long", long_prompt, 10, ignore_eos=True))
+    engine.add_request(request("short", PROMPTS[1], 10, ignore_eos=True))
+    parts = engine.step_parts()
+    assert [e.request_id for e in next(parts)] == ["short"]  # shortest prompts first
+    assert engine.stats() == (3, 0)
+    assert [e.request_id for e in next(parts)] == ["long"]
+    assert [e.request_id for e in next(parts)] == ["early"]  # the decode of the running batch
+    assert next(parts, None) is None
+    assert engine.stats() == (3, 0)
+    assert sorted(e.request_id for e in engine.step()) == ["early", "long", "short"]
+
+
+def test_groups_prefilled_in_one_step_decode_as_if_alone(make_engine):
+    engine = make_engine()
+    prompts = {"long": " ".join(["word"] * 120), "short": PROMPTS[0], "mid": PROMPTS[6]}
+    for request_id, prompt in prompts.items():
+        engine.add_request(request(request_id, prompt, 6, ignore_eos=True))
+    events = drain(engine)
+    for request_id, prompt in prompts.items():
+        alone = generate_alone(make_engine(), request("x", prompt, 6, ignore_eos=True))
+        assert token_ids(events[request_id]) == token_ids(alone), request_id

@@ -53,6 +53,9 @@ class ScriptedEngine:
     def has_work(self) -> bool:
         return bool(self.running)
 
+    def step_parts(self):
+        yield self.step()
+
     def step(self):
         events = []
         for request_id, state in list(self.running.items()):

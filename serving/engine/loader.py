@@ -7,8 +7,10 @@ dtype: DTYPE when set; else bfloat16 on CUDA (float16 where bfloat16 is unsuppor
 Placement: on CUDA, over the first `num_gpus` GPUs (all visible ones when unset, like TGI): one GPU takes the
 whole model, several get accelerate's balanced device map (layers spread sequentially, which makes a model fit,
 not run faster), planned by `plan_device_map` on an empty model. Without CUDA everything stays on the CPU.
-Torch threads: TORCH_NUM_THREADS, else all cores but one (the HTTP workers need one; the default on a busy
-machine is several times slower).
+Torch threads: TORCH_NUM_THREADS, else every core this process may run on. On a quiet 2-core machine two threads
+made the server 10-54% faster than one, although the HTTP worker shares the cores (`docs/performance.md`); on a
+host whose cores other work keeps busy, OpenMP's spinning barriers make extra threads far slower: set
+TORCH_NUM_THREADS there.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ class LoadedModel:
     device: torch.device
     device_map: dict[str, str]
     num_parameters: int
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (all of the machine's where the OS has no affinity call)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def resolve_dtype(name: str | None, cuda: bool) -> torch.dtype:
@@ -256,7 +265,7 @@ def placement(num_gpus: int | None, model_config: Any = None, dtype: torch.dtype
 
 def load_model(config: EngineConfig) -> LoadedModel:
     """Load, place and type the model and its tokenizer; the model is returned in eval mode."""
-    torch.set_num_threads(config.torch_threads or max(1, (os.cpu_count() or 1) - 1))
+    torch.set_num_threads(config.torch_threads or usable_cores())
     path = download_model(config)
     remote = {"trust_remote_code": True} if config.trust_remote_code else {}
     tokenizer = AutoTokenizer.from_pretrained(path, **remote)

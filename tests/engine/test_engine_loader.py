@@ -39,6 +39,16 @@ def test_load_a_local_directory(model_dir):
     assert torch.get_num_threads() == 1
 
 
+def test_threads_default_to_every_usable_core(model_dir):
+    from serving.engine.loader import usable_cores
+
+    try:
+        load_model(engine_config(model_dir, torch_threads=None))
+        assert torch.get_num_threads() == usable_cores() >= 1
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_a_float32_model_is_packed(model_dir):
     loaded = load_model(engine_config(model_dir))
     assert any(isinstance(module, PackedLinear) for module in loaded.model.modules())

@@ -13,7 +13,8 @@ An exception inside a step (an out-of-memory, or a fault that one request causes
 sequences of the running and prefilling batches go back to the head of the queue with what they generated so far
 (they are prefilled again and resume), and the batch is capped at half its size; a sequence whose step fails while
 it runs alone fails with a `generation` error. The cap is lifted once every retried sequence has ended. The engine
-is marked unhealthy until `check_health` has run a forward again; waiting requests and later ones are served. A row whose logits hold a NaN fails alone (`generation`); the others go on.
+is marked unhealthy until `check_health` has run a forward again; waiting requests and later ones are served.
+A row whose logits hold a NaN fails alone (`generation`); the others go on.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ transformers' Llama forward spends well over a hundred of them per layer on gene
 interfaces, kwargs plumbing, output dataclasses, `rotate_half` by slicing and concatenation). For a small model
 that overhead is most of a decode step: the tiny benchmark model took 16 ms per single-row step, of which its
 arithmetic is about 2 ms. `LeanForward` walks the same modules with the same weights (packed or not) and the same
-`GrowingCache`, in about 30 ops a layer: RMSNorm by `F.rms_norm`, rotary embedding as `x*cos + roll(x)*sin'`
-with the sign folded into `sin'`, one mask per forward shared by every layer, SDPA with grouped-query heads
-(`enable_gqa`, no repeated keys), and decode attention in the row windows of `attention.row_windows`.
+`GrowingCache`, in about 30 ops a layer: RMSNorm by `F.rms_norm`, one call for q/k/v and one for gate/up where
+`packed_linear` packed the siblings together, rotary embedding of queries and keys at once as
+`x*cos + roll(x)*sin'` with rotate_half's sign folded into `sin'`, one mask per forward shared by every layer,
+SDPA with grouped-query heads (`enable_gqa`, no repeated keys), and decode attention in the row windows of
+`attention.row_windows`.
 
 `LeanForward.build` accepts only models it reproduces exactly: transformers' own Llama, Mistral (without a
 sliding window) and Qwen2 (without sliding-window layers) classes on a single device with no accelerate hooks,
@@ -104,7 +106,6 @@ class LeanForward:
         self.final_norm = decoder.norm.weight
         self.lm_head = model.lm_head.forward
         self.layers = [LeanLayer.of(layer) for layer in decoder.layers]
-        self.dtype = self.final_norm.dtype
 
     @classmethod
     def build(cls, model: Any) -> LeanForward | None:
@@ -139,7 +140,6 @@ class LeanForward:
             x = x[:, -1:]
         return self.lm_head(F.rms_norm(x, (self.hidden,), self.final_norm, self.eps))
 
-
     def _qkv(self, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int
              ) -> tuple[Tensor, Tensor, Tensor]:
         """Queries [rows, heads, new, head_dim] and keys, values [rows, kv_heads, new, head_dim], rotated."""
@@ -164,7 +164,7 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor, half: int) -> Tensor:
 def _attention_mask(attention_mask: Tensor, new: int) -> tuple[Tensor | None, bool]:
     """The SDPA mask [rows, 1, new, columns] (true where a query may attend), or (None, True) for a causal
     forward without padding. Every query also sees its own column, so a padding query never has an empty row."""
-    rows, columns = attention_mask.shape
+    columns = attention_mask.shape[1]
     if new == 1:
         return attention_mask[:, None, None, :], False
     if new == columns and bool(attention_mask.all()):
@@ -181,8 +181,7 @@ def _attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, causal
     if windows is None:
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
     assert mask is not None
-    parts = [F.scaled_dot_product_attention(q[start:stop], keys[start:stop, :, -columns:],
-                                            values[start:stop, :, -columns:], attn_mask=mask[start:stop, ..., -columns:],
-                                            enable_gqa=True)
-             for start, stop, columns in windows]
+    parts = [F.scaled_dot_product_attention(
+        q[start:stop], keys[start:stop, :, -columns:], values[start:stop, :, -columns:],
+        attn_mask=mask[start:stop, ..., -columns:], enable_gqa=True) for start, stop, columns in windows]
     return torch.cat(parts)

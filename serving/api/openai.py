@@ -17,7 +17,7 @@ from serving.api.protocol.completion import CompletionRequest, CompletionRespond
 from serving.api.protocol.validation import Limits
 from serving.api.streaming import stream
 from serving.api.wire import json_response
-from serving.messages import GenerateRequest
+from serving.messages import GenerateRequest, ModelInfo
 
 blueprint = Blueprint("openai", __name__)
 blueprint.before_request(use_openai_errors)
@@ -50,14 +50,20 @@ def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], l
                          headers=generation_headers(compute_type, characters, started, generations))
 
 
-def chat(body: ChatCompletionRequest) -> Response:
-    """A chat completion, or its stream of chunks."""
+def _begin() -> tuple[float, ModelInfo, Limits]:
+    """What both OpenAI routes do first: note the start, answer errors OpenAI's way, count the request; the
+    model's facts and the request limits."""
     started = time.monotonic()
     use_openai_errors()
     count_request()
     context = services()
     info = context.info()
-    limits = Limits.of(context.config, info)
+    return started, info, Limits.of(context.config, info)
+
+
+def chat(body: ChatCompletionRequest) -> Response:
+    """A chat completion, or its stream of chunks."""
+    started, info, limits = _begin()
     body.check_tools()
     request_id = new_id()
     responder = ChatResponder(body, f"chatcmpl-{request_id}", unix_now(), body.response_model(info.model_id))
@@ -67,12 +73,7 @@ def chat(body: ChatCompletionRequest) -> Response:
 
 def completions(body: CompletionRequest) -> Response:
     """Completions of one prompt or several (each its own engine request), or their interleaved stream."""
-    started = time.monotonic()
-    use_openai_errors()
-    count_request()
-    context = services()
-    info = context.info()
-    limits = Limits.of(context.config, info)
+    started, info, limits = _begin()
     body.check_batch(limits)
     request_id = new_id()
     responder = CompletionResponder(body, f"cmpl-{request_id}", unix_now(), info.model_id)

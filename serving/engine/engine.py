@@ -200,14 +200,13 @@ class LLMEngine:
     def step_parts(self) -> Iterator[list[EngineEvent]]:
         """One step in parts whose events the worker sends at once: the first tokens of each group prefilled
         (shortest prompts first), then the decode's tokens. Nothing runs between parts but the sending."""
-        self._run(self._start_step, [])
-        more = True
+        events: list[EngineEvent] = []
+        more = self._run(self._start_step, events)
         while more:
-            events: list[EngineEvent] = []
             more = self._run(self._prefill_next, events)
             if events:
                 yield events
-        events = []
+                events = []
         self._run(self._decode, events)
         yield events
 

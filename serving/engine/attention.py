@@ -11,7 +11,7 @@ Prefill, and any call without windows, is plain SDPA.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -31,13 +31,20 @@ def windowed_sdpa(module: Any, query: Tensor, key: Tensor, value: Tensor, attent
     """SDPA per `(start, stop, columns)` window of rows for a one-token step; plain SDPA otherwise."""
     if row_windows is None or query.shape[2] != 1 or len(row_windows) < 2:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    outputs = []
-    for start, stop, columns in row_windows:
-        mask = None if attention_mask is None else attention_mask[start:stop, ..., -columns:]
-        output, _ = sdpa_attention_forward(module, query[start:stop], key[start:stop, :, -columns:],
-                                           value[start:stop, :, -columns:], mask, **kwargs)
-        outputs.append(output)
-    return torch.cat(outputs), None
+
+    def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        return sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0]
+
+    return in_windows(attend, query, key, value, attention_mask, row_windows), None
+
+
+def in_windows(attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor], query: Tensor, key: Tensor,
+               value: Tensor, mask: Tensor | None, windows: Windows) -> Tensor:
+    """`attend(query, key, value, mask)` once per `(start, stop, columns)` window of rows, on the last `columns`
+    cache columns only; the outputs stacked back in row order."""
+    return torch.cat([attend(query[start:stop], key[start:stop, :, -columns:], value[start:stop, :, -columns:],
+                             None if mask is None else mask[start:stop, ..., -columns:])
+                      for start, stop, columns in windows])
 
 
 def row_windows(lengths: list[int]) -> Windows:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from serving.engine.attention import Windows
+from serving.engine.attention import Windows, in_windows
 from serving.engine.packed_linear import PackedSlice
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -180,8 +180,5 @@ def _attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, causal
     """SDPA over grouped-query heads; a decode step with `windows` runs once per row window on its columns."""
     if windows is None:
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
-    assert mask is not None
-    parts = [F.scaled_dot_product_attention(
-        q[start:stop], keys[start:stop, :, -columns:], values[start:stop, :, -columns:],
-        attn_mask=mask[start:stop, ..., -columns:], enable_gqa=True) for start, stop, columns in windows]
-    return torch.cat(parts)
+    return in_windows(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
+                      q, keys, values, mask, windows)

@@ -30,9 +30,9 @@ from serving.engine.batch import Batch
 from serving.engine.detokenizer import Detokenizer
 from serving.engine.limits import resolve_limits
 from serving.engine.loader import LoadedModel, load_model
-from serving.engine.model_runner import ModelRunner, length_groups
+from serving.engine.model_runner import ModelRunner
 from serving.engine.sampling import SampleOutput, SamplingState, sample
-from serving.engine.scheduler import Scheduler
+from serving.engine.scheduler import Scheduler, length_groups
 from serving.engine.sequence import Sequence, SequenceStatus
 from serving.engine.stopping import StopCriteria, eos_token_ids
 from serving.engine.validation import InputValidator, RequestError

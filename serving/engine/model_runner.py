@@ -22,24 +22,6 @@ from serving.engine.batch import Batch
 from serving.engine.lean_forward import LeanForward
 
 
-PAD_TOLERANCE = 1.25
-
-
-def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
-    """Row indices by increasing length, cut into groups whose padded tokens (rows x longest) stay within
-    `tolerance` times their real tokens."""
-    groups: list[list[int]] = []
-    real = 0
-    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if groups and lengths[row] * (len(groups[-1]) + 1) <= tolerance * (real + lengths[row]):
-            groups[-1].append(row)
-            real += lengths[row]
-        else:
-            groups.append([row])
-            real = lengths[row]
-    return groups
-
-
 class ModelRunner:
     """Runs the model for the engine; knows nothing about requests beyond their token ids."""
 

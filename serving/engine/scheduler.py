@@ -5,7 +5,8 @@ reservations (input_length + capped max_new_tokens) of running and admitted sequ
 MAX_BATCH_TOTAL_TOKENS, and (c) the padded prefill of the admitted group (rows x longest prompt) stays within
 MAX_BATCH_PREFILL_TOKENS. Admission stops at the first sequence that does not fit (no overtaking). An idle engine
 always admits the head, however large, so no valid request waits forever: a prompt over the prefill budget is then
-admitted alone and prefilled in chunks.
+admitted alone and prefilled in chunks. The engine prefills the admitted sequences in `length_groups` of similar
+prompt lengths, since padding is wasted work.
 """
 
 from __future__ import annotations
@@ -15,6 +16,23 @@ from typing import Sequence as Seq
 
 from serving.engine.limits import Limits
 from serving.engine.sequence import Sequence
+
+PAD_TOLERANCE = 1.25
+
+
+def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
+    """Row indices by increasing length, cut into groups whose padded tokens (rows x longest) stay within
+    `tolerance` times their real tokens."""
+    groups: list[list[int]] = []
+    real = 0
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and lengths[row] * (len(groups[-1]) + 1) <= tolerance * (real + lengths[row]):
+            groups[-1].append(row)
+            real += lengths[row]
+        else:
+            groups.append([row])
+            real = lengths[row]
+    return groups
 
 
 class Scheduler:

@@ -71,15 +71,6 @@ def test_selecting_no_rows_empties_the_batch(runner):
         assert len(batch) == 1 and batch.width == 2
 
 
-def test_length_groups_bound_the_padding():
-    from serving.engine.model_runner import length_groups
-
-    assert length_groups([5]) == [[0]]
-    assert length_groups([100, 4, 98, 5, 50]) == [[1, 3], [4], [2, 0]]
-    for groups in (length_groups([3, 300, 40, 41, 42, 299, 7]),):
-        assert sorted(row for group in groups for row in group) == list(range(7))
-
-
 def test_a_padded_prefill_of_mixed_lengths_matches_each_row_alone(runner):
     prompts = [[10 + i for i in range(40)], [20, 21], [30 + i for i in range(38)], [40, 41, 42]]
     with torch.inference_mode():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serving.engine.limits import Limits
-from serving.engine.scheduler import Scheduler
+from serving.engine.scheduler import Scheduler, length_groups
 from serving.engine.sequence import Sequence
 from serving.engine.stopping import StopCriteria
 from serving.messages import SamplingParams
@@ -69,3 +69,10 @@ def test_remove_takes_a_waiting_sequence_out():
     queue = scheduler(limits(), a, b)
     queue.remove(a)
     assert names(queue.admit([])) == ["b"]
+
+
+def test_length_groups_bound_the_padding():
+    assert length_groups([5]) == [[0]]
+    assert length_groups([100, 4, 98, 5, 50]) == [[1, 3], [4], [2, 0]]
+    for groups in (length_groups([3, 300, 40, 41, 42, 299, 7]),):
+        assert sorted(row for group in groups for row in group) == list(range(7))

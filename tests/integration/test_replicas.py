@@ -1,0 +1,83 @@
+"""ENGINE_REPLICAS=2 through the real server: two engine processes share the requests, answer as one engine would,
+and live and die with the launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from servers import ServerProcess, start_server
+
+PROMPTS = ["the model of", "deep learning is", "a server that", "water and the sun"]
+
+
+def engine_pids(proc: ServerProcess) -> list[int]:
+    """The launcher's engine processes."""
+    found = subprocess.run(["pgrep", "-f", "-P", str(proc.process.pid), "serving.engine.worker"],
+                           capture_output=True, text=True).stdout.split()
+    return sorted(int(pid) for pid in found)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of one process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def completions(url: str) -> list[str]:
+    """Greedy completions of PROMPTS, sent at once."""
+    def one(prompt: str) -> str:
+        response = requests.post(url + "/v1/completions", json={
+            "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["text"]
+
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        return list(pool.map(one, PROMPTS))
+
+
+@pytest.fixture
+def two_replicas(tiny_model_dir, tmp_path):
+    proc = start_server(tiny_model_dir, tmp_path, ENGINE_REPLICAS="2", MAX_TOTAL_TOKENS="256",
+                        MAX_CONCURRENT_REQUESTS="6")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_two_replicas_share_the_requests_and_answer_as_one_engine(two_replicas, server):
+    pids = engine_pids(two_replicas)
+    assert len(pids) == 2, two_replicas.log()
+    before = [cpu_seconds(pid) for pid in pids]
+    assert completions(two_replicas.url) == completions(server.url)
+    assert all(cpu_seconds(pid) - used > 0.05 for pid, used in zip(pids, before)), "both engines generated"
+    info = requests.get(two_replicas.url + "/info", timeout=10).json()
+    assert info["max_concurrent_requests"] == 6  # 3 per replica
+    metrics = requests.get(two_replicas.url + "/metrics", timeout=10).text
+    assert "tgi_queue_size 0" in metrics and "tgi_batch_current_size 0" in metrics
+
+
+def test_sigterm_stops_every_replica(two_replicas):
+    pids = engine_pids(two_replicas)
+    assert two_replicas.stop() == 0, two_replicas.log()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_one_replica_dying_stops_the_server_with_nonzero_exit(two_replicas):
+    pids = engine_pids(two_replicas)
+    os.kill(pids[1], signal.SIGKILL)
+    assert two_replicas.process.wait(30) != 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(two_replicas.url + "/ping", timeout=5)

@@ -147,18 +147,22 @@ def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, ve
     """Start every server, then for each round and level measure each server in turn (the order rotating), so
     that all servers see the machine in the same state; stop them all. Per server and level the round with the
     highest throughput is kept (the least disturbed by anything else running), every round goes to the JSON, and
-    so does the CPU time each server used while it waited (it must not steal the measured one's CPU)."""
+    so does the CPU time each server used while it waited (it must not steal the measured one's CPU). A server
+    left with requests unfinished at a level's deadline is restarted, since one that does not notice abandoned
+    requests (the naive one) would go on computing for them while the others are measured."""
     running = {}
     idle_cpu: dict[str, float] = {}
     try:
-        for name in servers:
-            if name == "raw":
-                continue
+        def start_or_fail(name: str) -> None:
             try:
                 running[name] = start(name, model_dir, venvs, workdir, threads, _log)
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 _log(f"[{name}] FAILED: {failures[name]}")
+
+        for name in servers:
+            if name != "raw":
+                start_or_fail(name)
         names = [n for n in servers if n in running or n == "raw"]
         all_rounds: list[dict[str, list[LevelSummary]]] = []
         for round_index in range(rounds):
@@ -181,6 +185,10 @@ def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, ve
                         _log(f"[{name}] FAILED: {failures[name]}")
                         continue
                     measured[name].append(level)
+                    if level.unfinished and name != "raw":  # it may go on computing for the requests left behind
+                        _log(f"[{name}] {level.unfinished} requests unfinished at the deadline: restarting it")
+                        running.pop(name).stop()
+                        start_or_fail(name)
                     for other, before in idle_before.items():
                         idle_cpu[other] = idle_cpu.get(other, 0.0) + (
                             load.tree_cpu_seconds(running[other].process.pid) - before)

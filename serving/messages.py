@@ -47,6 +47,7 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int | None = None
     top_n_tokens: int = 0
     logit_bias: dict[int, float] = msgspec.field(default_factory=dict)
+    logprobs: bool = True  # whether the chosen tokens' logprobs are read (TGI's routes always show them)
 
     @property
     def sampling(self) -> bool:

@@ -146,7 +146,8 @@ def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, ve
                 ) -> tuple[dict[str, list[LevelSummary]], list[dict[str, list[LevelSummary]]], dict[str, float]]:
     """Start every server, then for each round and level measure each server in turn (the order rotating), so
     that all servers see the machine in the same state; stop them all. Per server and level the round with the
-    highest throughput is kept (the least disturbed by anything else running), every round goes to the JSON, and
+    highest throughput is kept (the least disturbed by anything else running; each round sends other prompts, all
+    servers the same ones within a round), every round goes to the JSON, and
     so does the CPU time each server used while it waited (it must not steal the measured one's CPU). A server
     left with requests unfinished at a level's deadline is restarted, since one that does not notice abandoned
     requests (the naive one) would go on computing for them while the others are measured."""
@@ -166,6 +167,8 @@ def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, ve
         names = [n for n in servers if n in running or n == "raw"]
         all_rounds: list[dict[str, list[LevelSummary]]] = []
         for round_index in range(rounds):
+            # fresh prompts each round: a server with a prefix cache (vLLM) would find the last round's prompts
+            round_config = replace(config, seed=config.seed + round_index)
             measured: dict[str, list[LevelSummary]] = {name: [] for name in names}
             for concurrency in config.concurrency:
                 shift = round_index % max(len(names), 1)
@@ -176,10 +179,10 @@ def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, ve
                                    for other, server in running.items() if other != name}
                     try:
                         if name == "raw":
-                            level = bench_raw(model_dir, replace(config, concurrency=(concurrency,)), threads,
-                                              workdir, _log)[0]
+                            level = bench_raw(model_dir, replace(round_config, concurrency=(concurrency,)),
+                                              threads, workdir, _log)[0]
                         else:
-                            level = measure(name, running[name], config, concurrency)
+                            level = measure(name, running[name], round_config, concurrency)
                     except Exception as exc:
                         failures[name] = f"{type(exc).__name__}: {exc}"
                         _log(f"[{name}] FAILED: {failures[name]}")

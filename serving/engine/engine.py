@@ -294,7 +294,7 @@ class LLMEngine:
     def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> list[int]:
         """Append each row's token, emit its `TokenDelta` (and `Finished`); the indices of the rows that go on."""
         ids = output.ids.tolist()
-        logprobs = output.logprobs.tolist()
+        logprobs = output.logprobs.tolist() if output.logprobs is not None else [None] * len(ids)
         top_tokens = self._top_tokens(sequences, output)
         for sequence, token_id in zip(sequences, ids):
             sequence.token_ids.append(token_id)

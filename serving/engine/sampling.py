@@ -1,7 +1,8 @@
 """Per-request logits processing and sampling, vectorised over the batch.
 
 Each batch builds one `SamplingState` when its rows change: every parameter becomes a column tensor, and a stage
-runs only when some row needs it, so an all-greedy batch without penalties costs one argmax and one logsumexp.
+runs only when some row needs it, so an all-greedy batch without penalties costs one argmax, plus one logsumexp
+when some row's logprobs are read (TGI's routes always show them; OpenAI's only when asked).
 Order, per row: repetition penalty (transformers' rule, over prompt and generated tokens), frequency and presence
 penalties (OpenAI's rule, over generated tokens), logit bias, EOS suppression before `min_new_tokens`, temperature.
 The reported logprobs (chosen token and `top_n_tokens` alternatives) come from the log-softmax of those scores.
@@ -31,7 +32,7 @@ class SampleOutput:
     """The chosen token of each row, its logprob and, when asked for, the best alternatives."""
 
     ids: Tensor
-    logprobs: Tensor
+    logprobs: Tensor | None  # None when no row of the batch reads them
     top_ids: Tensor | None = None
     top_logprobs: Tensor | None = None
 
@@ -56,6 +57,7 @@ class SamplingState:
     generated: Tensor | None = None
     eos_ids: Tensor | None = None
     max_top_n: int = 0
+    logprobs: bool = True
 
     @classmethod
     def build(cls, sequences: Seq[Sequence], vocab_size: int, eos_ids: Collection[int],
@@ -72,6 +74,7 @@ class SamplingState:
             sample_rows=column(rows, torch.long) if rows else None,
             generators=[sequences[i].generator for i in rows],
             max_top_n=max((p.top_n_tokens for p in params), default=0),
+            logprobs=any(p.logprobs for p in params),
         )
         sampled = set(rows)
         if any(p.temperature != 1.0 for p in picked):
@@ -193,7 +196,6 @@ def _suppress(scores: Tensor, columns: Tensor, rows: Tensor) -> Tensor:
 def sample(logits: Tensor, state: SamplingState) -> SampleOutput:
     """Choose the next token of every row of `logits` [B, V]."""
     scores = process(logits, state)
-    normalizer = scores.logsumexp(dim=-1)
     ids = scores.argmax(dim=-1)
     if state.sample_rows is not None:
         warped = scores[state.sample_rows]
@@ -204,6 +206,9 @@ def sample(logits: Tensor, state: SamplingState) -> SampleOutput:
         if state.typical_p is not None:
             warped = typical_p_filter(warped, state.typical_p)
         ids[state.sample_rows] = draw(warped.softmax(dim=-1), state.generators)
+    if not state.logprobs and not state.max_top_n:
+        return SampleOutput(ids, None)
+    normalizer = scores.logsumexp(dim=-1)
     output = SampleOutput(ids, scores.gather(1, ids[:, None]).squeeze(1) - normalizer)
     if state.max_top_n:
         values, output.top_ids = scores.topk(min(state.max_top_n, scores.shape[-1]), dim=-1)

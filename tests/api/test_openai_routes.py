@@ -53,6 +53,23 @@ def test_chat_temperature(http, engine, temperature, do_sample, sent):
     assert (sampling.do_sample, sampling.temperature) == (do_sample, sent)
 
 
+@pytest.mark.parametrize("extra, read", [({}, False), ({"logprobs": False}, False), ({"logprobs": True}, True)])
+def test_chat_asks_the_engine_for_logprobs_only_when_they_are_shown(http, engine, extra, read):
+    chat(http, **extra)
+    assert engine.requests[-1].sampling.logprobs is read
+
+
+@pytest.mark.parametrize("extra, read", [({}, False), ({"logprobs": 0}, True), ({"logprobs": 2}, True)])
+def test_completion_asks_the_engine_for_logprobs_only_when_they_are_shown(http, engine, extra, read):
+    assert http.post("/v1/completions", json={"prompt": "a b", "max_tokens": 2, **extra}).status_code == 200
+    assert engine.requests[-1].sampling.logprobs is read
+
+
+def test_tgi_routes_always_read_logprobs(http, engine):
+    http.post("/generate", json={"inputs": "a b", "parameters": {"max_new_tokens": 2}})
+    assert engine.requests[-1].sampling.logprobs is True
+
+
 def test_chat_openai_parameters(http, engine):
     response = chat(http, presence_penalty=0.5, frequency_penalty=0.25, logit_bias={"50": -100, "7": 2.5},
                     stop="world", seed=3, top_p=1.0, max_completion_tokens=9)

@@ -52,6 +52,17 @@ def test_greedy_batch_is_argmax_with_logprobs():
     assert out.top_ids is None
 
 
+def test_logprobs_are_computed_only_when_some_row_reads_them():
+    scores = logits(2)
+    quiet = SamplingState.build([make_sequence(logprobs=False) for _ in range(2)], VOCAB, EOS)
+    out = sample(scores, quiet)
+    assert torch.equal(out.ids, scores.argmax(-1)) and out.logprobs is None
+    mixed = SamplingState.build([make_sequence(logprobs=False), make_sequence()], VOCAB, EOS)
+    assert torch.allclose(sample(scores, mixed).logprobs, scores.log_softmax(-1).max(-1).values, atol=1e-6)
+    asked_top = SamplingState.build([make_sequence(logprobs=False, top_n_tokens=2)], VOCAB, EOS)
+    assert sample(scores[:1], asked_top).logprobs is not None
+
+
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_top_k_matches_transformers(k):
     scores = logits(3)

@@ -151,7 +151,7 @@ class ChatCompletionRequest(BaseModel):
             max_new_tokens=self.max_tokens if self.max_tokens is not None else self.max_completion_tokens,
             stop=self.stop or (), seed=self.seed, top_n_tokens=self.top_logprobs,
             logit_bias=parse_logit_bias(self.logit_bias), n=self.choices(), ignore_eos=self.ignore_eos,
-            min_new_tokens=self.min_tokens,
+            min_new_tokens=self.min_tokens, logprobs=bool(self.logprobs),
         )
         knobs.check(limits)
         if self.response_format is not None:

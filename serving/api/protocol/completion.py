@@ -71,7 +71,7 @@ class CompletionRequest(BaseModel):
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, top_p=self.top_p,
             max_new_tokens=self.max_tokens, stop=self.stop or (), seed=self.seed, top_n_tokens=self.logprobs,
             logit_bias=parse_logit_bias(self.logit_bias), n=self.choices_per_prompt(), ignore_eos=self.ignore_eos,
-            min_new_tokens=self.min_tokens,
+            min_new_tokens=self.min_tokens, logprobs=self.logprobs is not None,
         )
         knobs.check(limits)
         n = knobs.n

@@ -51,6 +51,7 @@ class Knobs:
     n: int = 1
     ignore_eos: bool = False
     min_new_tokens: int | None = None
+    logprobs: bool = True  # False where the response shows no logprob (an OpenAI request that did not ask)
 
     def check(self, limits: Limits) -> None:
         """Raise the first of TGI's validation errors that applies, in TGI's order."""
@@ -102,6 +103,7 @@ class Knobs:
             seed=None if self.seed is None else (self.seed + seed_offset) % 2**64,
             top_n_tokens=self.top_n_tokens or 0,
             logit_bias=dict(self.logit_bias or {}),
+            logprobs=self.logprobs,
         )
 
     def stopping(self) -> StoppingParams:

@@ -193,12 +193,13 @@ class EngineClient:
         return self._call(request, timeout=CALL_TIMEOUT)
 
     def info(self) -> ModelInfo:
-        """The loaded model's facts, fetched once; `max_concurrent_requests` counts every replica's share."""
+        """The loaded model's facts, fetched once; the request and batch-token limits add up every replica's."""
         if self._info is None:
             infos = [self._call(InfoRequest(call_id=uuid.uuid4().hex), CALL_TIMEOUT, replica).info
                      for replica in self._replicas]
             self._info = msgspec.structs.replace(
-                infos[0], max_concurrent_requests=sum(info.max_concurrent_requests for info in infos))
+                infos[0], max_concurrent_requests=sum(info.max_concurrent_requests for info in infos),
+                max_batch_total_tokens=sum(info.max_batch_total_tokens for info in infos))
         return self._info
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:

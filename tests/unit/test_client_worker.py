@@ -254,6 +254,7 @@ def test_health_and_info_count_every_replica(two_replicas):
     health = client.health()
     assert health is not None and health.healthy and health.running == 1
     assert client.info().max_concurrent_requests == 2 * INFO.max_concurrent_requests
+    assert client.info().max_batch_total_tokens == 2 * INFO.max_batch_total_tokens
     stream.close()
     owner = next(engine for engine in engines if engine.seen)
     with gevent.Timeout(5):

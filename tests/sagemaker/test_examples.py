@@ -49,7 +49,10 @@ def test_deploy_py_local_then_predict_messages_py(standin_env, tiny_model_dir, t
     deploy = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "deploy.py"), "--image-uri", "serving:cpu", "--instance-type", "local",
          "--model-data", f"file://{tiny_model_dir}", "--port", str(port)],
-        cwd=EXAMPLES, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **standin_env})
+        cwd=EXAMPLES, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **standin_env},
+        # Ctrl-C must reach it even when the suite runs in the background, where the shell ignores SIGINT and
+        # children inherit that (Python then never raises KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 150
         while "is in service" not in (tmp_path / "deploy.log").read_text():

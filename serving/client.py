@@ -60,6 +60,26 @@ class EngineClientProtocol(Protocol):
         """The loaded model's facts and resolved limits (cached after the first call)."""
         ...
 
+    @staticmethod
+    def _health_answer(replica: _Replica, queue: "gevent.queue.Queue", started: float, timeout: float
+                       ) -> HealthResult | None:
+        """One replica's answer to the health call sent at `started`, its last healthy answer while it is busy
+        (see `health`), or None."""
+        import gevent.queue
+
+        try:
+            result = queue.get(timeout=max(0.0, started + min(timeout, HEALTH_ANSWER_WAIT) - time.monotonic()))
+        except gevent.queue.Empty:
+            last = replica.last_health
+            if last is not None and last.healthy and time.monotonic() - replica.last_message < BUSY_GRACE:
+                return last
+            try:
+                result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
+            except gevent.queue.Empty:
+                return None
+        replica.last_health = result
+        return result
+
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """The engine's health, or None when it did not answer within `timeout` seconds."""
         ...
@@ -209,32 +229,19 @@ class EngineClient:
         stands if it was healthy and the engine has sent this worker anything within BUSY_GRACE seconds (it is
         working, not gone); otherwise the call waits for the rest of `timeout`.
         """
-        import gevent.queue
-
         calls = [(replica, HealthRequest(call_id=uuid.uuid4().hex)) for replica in self._replicas]
         started = time.monotonic()
         queues = [self._open(call.call_id) for _, call in calls]
-        results = []
         try:
             for replica, call in calls:
                 self._send(call, replica)
-            for (replica, call), queue in zip(calls, queues):
-                try:
-                    result = queue.get(timeout=max(0.0, started + min(timeout, HEALTH_ANSWER_WAIT) - time.monotonic()))
-                except gevent.queue.Empty:
-                    last = replica.last_health
-                    if last is not None and last.healthy and time.monotonic() - replica.last_message < BUSY_GRACE:
-                        results.append(last)
-                        continue
-                    try:
-                        result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
-                    except gevent.queue.Empty:
-                        return None
-                replica.last_health = result
-                results.append(result)
+            results = [self._health_answer(replica, queue, started, timeout)
+                       for (replica, _), queue in zip(calls, queues)]
         finally:
             for _, call in calls:
                 self._queues.pop(call.call_id, None)
+        if None in results:
+            return None
         if len(results) == 1:
             return results[0]
         return HealthResult(call_id=calls[0][1].call_id, healthy=all(r.healthy for r in results),

@@ -101,6 +101,7 @@ class Launcher:
         self.config = config
         self.heartbeat = f"{metrics_dir}.heartbeat"
         self.drain_file = f"{metrics_dir}.draining"
+        self.heartbeats = [for_replica(self.heartbeat, r) for r in range(config.server.engine_replicas)]
         self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address,
                         PROMETHEUS_MULTIPROC_DIR=metrics_dir, SERVING_ENGINE_HEARTBEAT=self.heartbeat,
                         SERVING_DRAIN_FILE=self.drain_file)
@@ -136,9 +137,9 @@ class Launcher:
 
     def engine_stalled(self) -> bool:
         """Whether some engine's loop has not turned for ENGINE_STALL_TIMEOUT seconds."""
-        for replica in range(self.config.server.engine_replicas):
+        for heartbeat in self.heartbeats:
             try:
-                age = time.time() - os.path.getmtime(for_replica(self.heartbeat, replica))
+                age = time.time() - os.path.getmtime(heartbeat)
             except OSError:
                 continue  # not written yet
             if age > self.config.server.engine_stall_timeout:
@@ -150,8 +151,7 @@ class Launcher:
         try:
             return self._run()
         finally:
-            replicas = range(self.config.server.engine_replicas)
-            for path in [for_replica(self.heartbeat, r) for r in replicas] + [self.drain_file]:
+            for path in [*self.heartbeats, self.drain_file]:
                 if os.path.exists(path):
                     os.unlink(path)
 
@@ -168,11 +168,12 @@ class Launcher:
         logger.warning("ending the requests still in flight")
 
     def stop_engines(self, engines: list[subprocess.Popen]) -> int:
-        """Stop every engine (SIGTERM to all first, so they wind down together); the worst exit code."""
+        """Stop every engine (SIGTERM to all first, so they wind down together); the first non-zero exit code, or 0."""
         for engine in engines:
             if engine.poll() is None:
                 engine.send_signal(signal.SIGTERM)
-        return max(stop_process(engine, ENGINE_STOP_TIMEOUT, "engine") for engine in engines)
+        codes = [stop_process(engine, ENGINE_STOP_TIMEOUT, "engine") for engine in engines]
+        return next((code for code in codes if code != 0), 0)
 
     def _run(self) -> int:
         """Start the engines and gunicorn and supervise them."""

@@ -147,8 +147,8 @@ def interleaved(servers: list[str], model_dir: Path, config: load.LoadConfig, ve
     """Start every server, then for each round and level measure each server in turn (the order rotating), so
     that all servers see the machine in the same state; stop them all. Per server and level the round with the
     highest throughput is kept (the least disturbed by anything else running; each round sends other prompts, all
-    servers the same ones within a round), every round goes to the JSON, and
-    so does the CPU time each server used while it waited (it must not steal the measured one's CPU). A server
+    servers the same ones within a round), every round goes to the JSON, and so does the CPU time each server used
+    while it waited (it must not steal the measured one's CPU). A server
     left with requests unfinished at a level's deadline is restarted, since one that does not notice abandoned
     requests (the naive one) would go on computing for them while the others are measured."""
     running = {}

@@ -60,26 +60,6 @@ class EngineClientProtocol(Protocol):
         """The loaded model's facts and resolved limits (cached after the first call)."""
         ...
 
-    @staticmethod
-    def _health_answer(replica: _Replica, queue: "gevent.queue.Queue", started: float, timeout: float
-                       ) -> HealthResult | None:
-        """One replica's answer to the health call sent at `started`, its last healthy answer while it is busy
-        (see `health`), or None."""
-        import gevent.queue
-
-        try:
-            result = queue.get(timeout=max(0.0, started + min(timeout, HEALTH_ANSWER_WAIT) - time.monotonic()))
-        except gevent.queue.Empty:
-            last = replica.last_health
-            if last is not None and last.healthy and time.monotonic() - replica.last_message < BUSY_GRACE:
-                return last
-            try:
-                result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
-            except gevent.queue.Empty:
-                return None
-        replica.last_health = result
-        return result
-
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """The engine's health, or None when it did not answer within `timeout` seconds."""
         ...
@@ -221,6 +201,26 @@ class EngineClient:
                 infos[0], max_concurrent_requests=sum(info.max_concurrent_requests for info in infos),
                 max_batch_total_tokens=sum(info.max_batch_total_tokens for info in infos))
         return self._info
+
+    @staticmethod
+    def _health_answer(replica: _Replica, queue: "gevent.queue.Queue", started: float, timeout: float
+                       ) -> HealthResult | None:
+        """One replica's answer to the health call sent at `started`, its last healthy answer while it is busy
+        (see `health`), or None."""
+        import gevent.queue
+
+        try:
+            result = queue.get(timeout=max(0.0, started + min(timeout, HEALTH_ANSWER_WAIT) - time.monotonic()))
+        except gevent.queue.Empty:
+            last = replica.last_health
+            if last is not None and last.healthy and time.monotonic() - replica.last_message < BUSY_GRACE:
+                return last
+            try:
+                result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
+            except gevent.queue.Empty:
+                return None
+        replica.last_health = result
+        return result
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """Every engine's health, summed (healthy when all are), or None when one does not answer in time.

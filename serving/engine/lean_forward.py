@@ -5,11 +5,14 @@ transformers' Llama forward spends well over a hundred of them per layer on gene
 interfaces, kwargs plumbing, output dataclasses, `rotate_half` by slicing and concatenation). For a small model
 that overhead is most of a decode step: the tiny benchmark model took 16 ms per single-row step, of which its
 arithmetic is about 2 ms. `LeanForward` walks the same modules with the same weights (packed or not) and the same
-`GrowingCache`, in about 30 ops a layer: RMSNorm by `F.rms_norm`, one call for q/k/v and one for gate/up where
+`GrowingCache`, in about 30 ops a layer: RMSNorm in few ops, one call for q/k/v and one for gate/up where
 `packed_linear` packed the siblings together, rotary embedding of queries and keys at once as
-`x*cos + roll(x)*sin'` with rotate_half's sign folded into `sin'`, one mask per forward shared by every layer,
-SDPA with grouped-query heads (`enable_gqa`, no repeated keys), and decode attention in the row windows of
-`attention.row_windows`.
+`x*cos + roll(x)*sin'` with rotate_half's sign folded into `sin'`, one additive mask per forward (and its row
+windows' slices) shared by every layer, SDPA with grouped-query heads (`enable_gqa`, no repeated keys), and decode
+attention in the row windows of `attention.row_windows`. On the CPU in float32, where an op costs tens of
+microseconds inside a decode step (its code and data evicted by the GEMMs' weight streams), RMSNorm runs in five
+ops instead of `F.rms_norm`'s ten, and the residual adds after `o_proj` and `down_proj` ride on their oneDNN GEMMs
+as post-ops (`PackedLinear.add_to`): 3-5% of a decode step of 8-16 rows on the tiny benchmark model.
 
 `LeanForward.build` accepts only models it reproduces exactly: transformers' own Llama, Mistral (without a
 sliding window) and Qwen2 (without sliding-window layers) classes on a single device with no accelerate hooks,
@@ -26,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from serving.engine.attention import Windows, in_windows
-from serving.engine.packed_linear import PackedSlice
+from serving.engine.attention import Windows
+from serving.engine.packed_linear import PackedLinear, PackedSlice
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 Linear = Callable[[Tensor], Tensor]
+AddLinear = Callable[[Tensor, Tensor], Tensor]  # (residual, x) -> residual + linear(x)
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,12 @@ class LeanLayer:
     k: Linear
     v: Linear
     qkv: Linear | None
-    o: Linear
+    o: AddLinear
     post_norm: Tensor
     gate: Linear
     up: Linear
     gate_up: Linear | None
-    down: Linear
+    down: AddLinear
 
     @classmethod
     def of(cls, layer: Any) -> LeanLayer:
@@ -56,9 +60,17 @@ class LeanLayer:
         attention, mlp = layer.self_attn, layer.mlp
         return cls(input_norm=layer.input_layernorm.weight, q=attention.q_proj.forward, k=attention.k_proj.forward,
                    v=attention.v_proj.forward, qkv=_fused(attention.q_proj, attention.k_proj, attention.v_proj),
-                   o=attention.o_proj.forward, post_norm=layer.post_attention_layernorm.weight,
+                   o=_add_to(attention.o_proj), post_norm=layer.post_attention_layernorm.weight,
                    gate=mlp.gate_proj.forward, up=mlp.up_proj.forward, gate_up=_fused(mlp.gate_proj, mlp.up_proj),
-                   down=mlp.down_proj.forward)
+                   down=_add_to(mlp.down_proj))
+
+
+def _add_to(projection: Any) -> AddLinear:
+    """`(residual, x) -> residual + projection(x)`, in one oneDNN call for a float32 `PackedLinear`."""
+    if isinstance(projection, PackedLinear) and projection.packed_weight.dtype == torch.float32:
+        return projection.add_to
+    forward = projection.forward
+    return lambda residual, x: residual + forward(x)
 
 
 def _fused(*projections: Any) -> Linear | None:
@@ -104,6 +116,9 @@ class LeanForward:
         self.embed = decoder.embed_tokens.forward
         self.rotary = decoder.rotary_emb
         self.final_norm = decoder.norm.weight
+        self.norm: Callable[[Tensor, Tensor], Tensor] = (
+            _few_op_rms_norm(self.eps) if self.final_norm.device.type == "cpu"
+            and self.final_norm.dtype == torch.float32 else lambda x, w: F.rms_norm(x, (self.hidden,), w, self.eps))
         self.lm_head = model.lm_head.forward
         self.layers = [LeanLayer.of(layer) for layer in decoder.layers]
 
@@ -122,23 +137,21 @@ class LeanForward:
         half = self.head_dim // 2
         cos = cos[:, :, None, :]
         sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, :, None, :]  # rotate_half's sign
-        mask, causal = _attention_mask(attention_mask, new)
-        windows = row_windows if new == 1 and row_windows is not None and len(row_windows) > 1 else None
+        attend = _Attention.of(attention_mask, new, x.dtype, row_windows)
         for index, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (self.hidden,), layer.input_norm, self.eps)
-            q, k, v = self._qkv(layer, h, cos, sin, half)
+            q, k, v = self._qkv(layer, self.norm(x, layer.input_norm), cos, sin, half)
             keys, values = cache.update(k, v, index)  # [rows, kv_heads, columns, head_dim]
-            attended = _attend(q, keys, values, mask, causal, windows)  # [rows, heads, new, head_dim]
-            x = x + layer.o(attended.transpose(1, 2).reshape(rows, new, self.heads * self.head_dim))
-            h = F.rms_norm(x, (self.hidden,), layer.post_norm, self.eps)
+            attended = attend(q, keys, values)  # [rows, heads, new, head_dim]
+            x = layer.o(x, attended.transpose(1, 2).reshape(rows, new, self.heads * self.head_dim))
+            h = self.norm(x, layer.post_norm)
             if layer.gate_up is not None:
                 gate, up = layer.gate_up(h).chunk(2, dim=-1)
             else:
                 gate, up = layer.gate(h), layer.up(h)
-            x = x + layer.down(F.silu(gate) * up)
+            x = layer.down(x, F.silu(gate) * up)
         if not every_position:
             x = x[:, -1:]
-        return self.lm_head(F.rms_norm(x, (self.hidden,), self.final_norm, self.eps))
+        return self.lm_head(self.norm(x, self.final_norm))
 
     def _qkv(self, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int
              ) -> tuple[Tensor, Tensor, Tensor]:
@@ -161,24 +174,53 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor, half: int) -> Tensor:
     return torch.addcmul(x * cos, torch.roll(x, half, dims=-1), sin)
 
 
-def _attention_mask(attention_mask: Tensor, new: int) -> tuple[Tensor | None, bool]:
-    """The SDPA mask [rows, 1, new, columns] (true where a query may attend), or (None, True) for a causal
-    forward without padding. Every query also sees its own column, so a padding query never has an empty row."""
-    columns = attention_mask.shape[1]
-    if new == 1:
-        return attention_mask[:, None, None, :], False
-    if new == columns and bool(attention_mask.all()):
-        return None, True
-    positions = torch.arange(columns, device=attention_mask.device)
-    own = positions[columns - new:, None]  # [new, 1]: each query's own column
-    visible = attention_mask[:, None, None, :] & (positions[None, :] <= own)
-    return visible | (positions[None, :] == own), False
+def _few_op_rms_norm(eps: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """RMSNorm of float32 `x` [..., hidden] times `weight` in five ops (`F.rms_norm` runs about ten on the CPU:
+    `pow`, `mean`, casts, ...): `x * rsqrt(|x|^2 / hidden + eps) * weight`."""
+    epsilon = torch.tensor(eps, dtype=torch.float32)
+
+    def norm(x: Tensor, weight: Tensor) -> Tensor:
+        length = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return x * torch.rsqrt(torch.addcmul(epsilon, length, length, value=1 / x.shape[-1])) * weight
+
+    return norm
 
 
-def _attend(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, causal: bool,
-            windows: Windows | None) -> Tensor:
-    """SDPA over grouped-query heads; a decode step with `windows` runs once per row window on its columns."""
-    if windows is None:
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
-    return in_windows(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
-                      q, keys, values, mask, windows)
+@dataclass(frozen=True)
+class _Attention:
+    """How every layer of one forward attends: SDPA under the forward's additive mask (built once, not converted
+    from booleans in every layer), or for a decode step in row windows, once per window on its last `columns`
+    cache columns with its slice of the mask (sliced once per forward)."""
+
+    mask: Tensor | None  # [rows, 1, new, columns]: 0 where a query may attend, -inf elsewhere
+    causal: bool
+    windows: tuple[tuple[int, int, int, Tensor], ...] = ()  # (start, stop, columns, mask) per row window
+
+    @classmethod
+    def of(cls, attention_mask: Tensor, new: int, dtype: torch.dtype, row_windows: Windows | None) -> _Attention:
+        """The attention of a forward of `new` columns after the cache; `attention_mask` [rows, cached + new] is
+        true on real tokens. Every query also sees its own column, so a padding query never has an empty row."""
+        columns = attention_mask.shape[1]
+        if new == 1:
+            visible = attention_mask[:, None, None, :]
+        elif new == columns and bool(attention_mask.all()):
+            return cls(None, True)
+        else:
+            positions = torch.arange(columns, device=attention_mask.device)
+            own = positions[columns - new:, None]  # [new, 1]: each query's own column
+            visible = (attention_mask[:, None, None, :] & (positions[None, :] <= own)) | (positions[None, :] == own)
+        mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
+        if new == 1 and row_windows is not None and len(row_windows) > 1:
+            return cls(None, False, tuple((start, stop, width, mask[start:stop, ..., -width:])
+                                          for start, stop, width in row_windows))
+        return cls(mask, False)
+
+    def __call__(self, q: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """Attention of queries [rows, heads, new, head_dim] over the cache's keys and values."""
+        if not self.windows:
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, is_causal=self.causal,
+                                                  enable_gqa=True)
+        return torch.cat([F.scaled_dot_product_attention(q[start:stop], keys[start:stop, :, -width:],
+                                                         values[start:stop, :, -width:], attn_mask=mask,
+                                                         enable_gqa=True)
+                          for start, stop, width, mask in self.windows])

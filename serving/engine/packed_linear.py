@@ -45,6 +45,12 @@ class PackedLinear(nn.Module):
         """[..., in_features] -> [..., out_features]."""
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
+    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
+        """`residual + self(x)` in one call, oneDNN adding the residual as the GEMM's post-op (a decoder's residual
+        stream after o_proj and down_proj): one op fewer, and the output written once. `residual`, of the output's
+        shape, is only read."""
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed_weight, self.bias, "add")
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 

@@ -4,7 +4,8 @@ Each batch builds one `SamplingState` when its rows change: every parameter beco
 runs only when some row needs it, so an all-greedy batch without penalties costs one argmax, plus one logsumexp
 when some row's logprobs are read (TGI's routes always show them; OpenAI's only when asked).
 Order, per row: repetition penalty (transformers' rule, over prompt and generated tokens), frequency and presence
-penalties (OpenAI's rule, over generated tokens), logit bias, EOS suppression before `min_new_tokens`, temperature.
+penalties (OpenAI's rule, over generated tokens), logit bias, EOS suppression before `min_new_tokens` (not for
+`ignore_eos` rows, for which EOS ends nothing: vLLM's rule for `min_tokens`), temperature.
 The reported logprobs (chosen token and `top_n_tokens` alternatives) come from the log-softmax of those scores.
 Sampling rows then go through top-k, top-p and typical-p (transformers' warpers, in that order) and draw by
 inverse CDF with one uniform number from the row's own `torch.Generator`; greedy rows take the argmax.
@@ -98,8 +99,9 @@ class SamplingState:
                 for token, bias in p.logit_bias.items():
                     if 0 <= token < vocab_size:
                         state.logit_bias[i, token] = bias
-        if eos_ids and any(s.stop.min_new_tokens > 0 for s in sequences):
-            state.min_new_tokens = column([s.stop.min_new_tokens for s in sequences], torch.long)
+        minimums = [s.stop.min_new_tokens if s.stop.eos_ids else 0 for s in sequences]  # ignore_eos: EOS is a token
+        if eos_ids and any(minimums):
+            state.min_new_tokens = column(minimums, torch.long)
             state.generated = column([s.generated for s in sequences], torch.long)
             state.eos_ids = column(sorted(eos_ids), torch.long)
         return state

@@ -179,6 +179,9 @@ def test_min_new_tokens_and_ignore_eos(make_engine):
     events = generate_alone(engine, request("ign", PROMPTS[1], 4, ignore_eos=True, logit_bias={EOS: 100.0}))
     assert token_ids(events) == [EOS] * 4
     assert finished(events).finish_reason is FinishReason.LENGTH
+    events = generate_alone(engine, request("both", PROMPTS[1], 4, ignore_eos=True, min_new_tokens=4,
+                                            logit_bias={EOS: 100.0}))
+    assert token_ids(events) == [EOS] * 4  # min_new_tokens keeps EOS away only where EOS would end the request
 
 
 def test_last_allowed_token_being_eos_is_length(make_engine):

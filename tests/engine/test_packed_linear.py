@@ -23,6 +23,18 @@ def test_packed_linear_equals_linear(bias, shape):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_add_to_is_the_residual_plus_the_product(bias):
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 32, bias=bias)
+    x, residual = torch.randn(3, 2, 48), torch.randn(3, 2, 32)
+    before = residual.clone()
+    with torch.inference_mode():
+        got = PackedLinear(linear).add_to(residual, x)
+        torch.testing.assert_close(got, before + linear(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(residual, before)  # the residual is read, not written
+
+
 def test_packed_linear_takes_strided_input():
     linear = nn.Linear(32, 16)
     x = torch.randn(4, 9, 32)[:, 2:]

@@ -142,6 +142,15 @@ def test_eos_is_suppressed_before_min_new_tokens():
     assert sample(scores, state).ids.item() == 2
 
 
+def test_eos_is_not_suppressed_where_it_ends_nothing():
+    """With `ignore_eos` (no EOS ids in the row's stop criteria) EOS is a token like any other, as in vLLM."""
+    sequence = make_sequence(min_new_tokens=5, logit_bias={2: 100.0})
+    sequence.stop.eos_ids = frozenset()
+    state = SamplingState.build([sequence], VOCAB, EOS)
+    assert state.min_new_tokens is None
+    assert sample(logits(1), state).ids.item() == 2
+
+
 def test_same_seed_same_draws_and_other_seeds_differ():
     scores = logits(1).repeat(1, 1)
 

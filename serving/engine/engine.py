@@ -97,14 +97,13 @@ class LLMEngine:
     def _inject_faults(self) -> None:
         """Tests only (SERVING_FAULT_INJECTION): every forward whose batch holds a marked request raises."""
         logger.warning("fault injection is on: prompts containing %r make their steps fail", self._fault_marker)
-        for name in ("prefill", "decode", "decode_and_prefill"):  # the runner's forwards
+        for name in ("prefill", "decode"):  # the runner's forwards
             forward = getattr(self.runner, name)
 
-            def faulty(*args: object, forward=forward) -> object:
-                batches = [a for a in args if isinstance(a, Batch)]
-                if any(s.request_id in self._faulty for b in batches for s in b.sequences):
+            def faulty(batch: Batch, *args: object, forward=forward) -> torch.Tensor | None:
+                if any(s.request_id in self._faulty for s in batch.sequences):
                     raise RuntimeError("injected fault")
-                return forward(*args)
+                return forward(batch, *args)
 
             setattr(self.runner, name, faulty)
 
@@ -253,8 +252,6 @@ class LLMEngine:
             if not self._pending:
                 return False
             batch = self._prefilling = Batch.new(self._pending.pop(0), self.runner.device)
-        if not self._pending and len(self._batch) and self.runner.can_join(batch):
-            return False  # the last prefill of the step runs in the decode's forward (`_decode`)
         logits = self.runner.prefill(batch, self.limits.max_batch_prefill_tokens)
         if logits is None:
             return False  # a prompt longer than the budget goes on in the next step
@@ -264,19 +261,8 @@ class LLMEngine:
         return True
 
     def _decode(self, events: list[EngineEvent]) -> bool:
-        """Decode once and sample for every running row, then merge the groups prefilled in this step. A group
-        left in `_prefilling` by `_prefill_next` is prefilled in the same forward (its next chunk, when its
-        prompt is longer than the budget)."""
-        joining = self._prefilling
-        if joining is not None and len(self._batch) and self.runner.can_join(joining):
-            decoded, prefilled = self.runner.decode_and_prefill(self._batch, joining,
-                                                                self.limits.max_batch_prefill_tokens)
-            if prefilled is not None:  # newcomers' first tokens first, as when prefilled on their own
-                self._prefilling = None
-                self._prefilled.append(joining)
-                self._advance(joining, prefilled, events)
-            self._advance(self._batch, decoded, events)
-        elif len(self._batch):
+        """Decode once and sample for every running row, then merge the groups prefilled in this step."""
+        if len(self._batch):
             self._advance(self._batch, self.runner.decode(self._batch), events)
         if self._prefilled:
             joined = self._prefilled[0]

@@ -23,7 +23,6 @@ float rounding (tests compare both, and greedy outputs token for token).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any, Callable
 
 import torch
@@ -82,18 +81,6 @@ def _fused(*projections: Any) -> Linear | None:
     if any(p.start != stop for p, stop in zip(projections, stops)) or stops[-1] != projections[0].fused.out_features:
         return None
     return projections[0].fused.forward
-
-
-@dataclass(frozen=True)
-class Part:
-    """One batch's share of a joint forward: its new tokens, where they sit and the cache they extend."""
-
-    input_ids: Tensor  # [rows, new]
-    attention_mask: Tensor  # [rows, cached + new], true on real tokens
-    position_ids: Tensor  # [rows, new]
-    cache: Any
-    row_windows: Windows | None = None
-    logits: bool = True  # whether the part's last positions are scored
 
 
 def _supported(model: Any) -> bool:
@@ -165,42 +152,6 @@ class LeanForward:
         if not every_position:
             x = x[:, -1:]
         return self.lm_head(self.norm(x, self.final_norm))
-
-    def joint(self, parts: list[Part]) -> list[Tensor | None]:
-        """One forward over several batches at once, each with its own cache: their tokens flattened into one
-        sequence for every projection (one GEMM each for all parts, the weights streamed once), attention per
-        part. This is how a decode step and a prefill run together. Each part's logits of its rows' last
-        positions [rows, vocab], or None for a part that is not scored."""
-        sizes = [part.input_ids.numel() for part in parts]
-        x = self.embed(torch.cat([part.input_ids.reshape(-1) for part in parts]))[None]  # [1, tokens, hidden]
-        cos, sin = self.rotary(x, torch.cat([part.position_ids.reshape(-1) for part in parts])[None])
-        half = self.head_dim // 2
-        cos = cos[:, :, None, :]
-        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, :, None, :]  # rotate_half's sign
-        attends = [_Attention.of(part.attention_mask, part.input_ids.shape[1], x.dtype, part.row_windows)
-                   for part in parts]
-        for index, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, self.norm(x, layer.input_norm), cos, sin, half)  # [1, heads, tokens, dim]
-            attended = []
-            for part, attend, q_, k_, v_ in zip(parts, attends, *(t.split(sizes, dim=2) for t in (q, k, v))):
-                rows, new = part.input_ids.shape
-                q_, k_, v_ = (t.unflatten(2, (rows, new)).transpose(0, 2).squeeze(2) for t in (q_, k_, v_))
-                keys, values = part.cache.update(k_, v_, index)  # [rows, kv_heads, columns, head_dim]
-                attended.append(attend(q_, keys, values).transpose(1, 2).reshape(rows * new, -1))
-            x = layer.o(x, torch.cat(attended)[None])
-            h = self.norm(x, layer.post_norm)
-            if layer.gate_up is not None:
-                gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            else:
-                gate, up = layer.gate(h), layer.up(h)
-            x = layer.down(x, F.silu(gate) * up)
-        starts = accumulate(sizes[:-1], initial=0)
-        last = [torch.arange(start + part.input_ids.shape[1] - 1, start + size, part.input_ids.shape[1])
-                for start, size, part in zip(starts, sizes, parts)]  # each row's last position
-        scored = [rows for part, rows in zip(parts, last) if part.logits]
-        logits = self.lm_head(self.norm(x[0, torch.cat(scored)], self.final_norm)) if scored else None
-        pieces = iter(logits.split([len(rows) for rows in scored]) if logits is not None else ())
-        return [next(pieces) if part.logits else None for part in parts]
 
     def _qkv(self, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int
              ) -> tuple[Tensor, Tensor, Tensor]:

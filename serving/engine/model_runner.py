@@ -18,9 +18,8 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from serving.engine import attention
-from serving.engine.attention import Windows
 from serving.engine.batch import Batch
-from serving.engine.lean_forward import LeanForward, Part
+from serving.engine.lean_forward import LeanForward
 
 
 class ModelRunner:
@@ -44,79 +43,39 @@ class ModelRunner:
         padding is wasted work, and the scheduler kept them within `budget`); a single prompt goes `budget`
         tokens per call, continuing from what its cache already holds.
         """
-        input_ids, new_mask, complete = self._prefill_chunk(batch, budget)
+        prompts = [s.token_ids for s in batch.sequences]  # a retried sequence resumes
+        done = batch.width
+        start = 0 if len(prompts) > 1 else done
+        chunks = prompts if len(prompts) > 1 else [prompts[0][done:done + budget]]
+        width = max(map(len, chunks))
+        input_ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in chunks], device=self.device)
+        new_mask = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in chunks], device=self.device)
         asking = any(s.prompt_logprobs is not None for s in batch.sequences)
-        start = 0 if len(batch) > 1 else batch.width
         logits = self._forward(batch, input_ids, new_mask, every_position=asking)
         if asking:
-            self._record_prompt_logprobs(batch, logits, start, new_mask.sum(dim=1).tolist())
+            self._record_prompt_logprobs(batch, logits, start, [len(c) for c in chunks])
+        complete = len(prompts) > 1 or done + len(chunks[0]) == len(prompts[0])
         return logits[:, -1, :] if complete else None
 
     def decode(self, batch: Batch) -> Tensor:
         """One step for every row: feed its pending token, return the next logits [rows, vocab]."""
         new_mask = torch.ones(len(batch), 1, dtype=torch.bool, device=self.device)
-        extra = {"row_windows": self._row_windows(batch)} if self._windowed else {}
+        extra = {"row_windows": attention.row_windows([n + 1 for n in batch.lengths.tolist()])} \
+            if self._windowed else {}
         return self._forward(batch, batch.next_ids[:, None], new_mask, **extra)[:, -1, :]
-
-    def can_join(self, batch: Batch) -> bool:
-        """Whether the prefill of `batch` can run in the same forward as a decode step (`decode_and_prefill`):
-        on the lean forward, when no row asks for its prompt's logprobs (which need every position's logits)."""
-        return self.lean is not None and all(s.prompt_logprobs is None for s in batch.sequences)
-
-    def decode_and_prefill(self, running: Batch, prefilling: Batch, budget: int) -> tuple[Tensor, Tensor | None]:
-        """`decode(running)` and `prefill(prefilling, budget)` in one forward (`LeanForward.joint`): a decode step
-        on its own streams every weight for a few rows, and riding along with a prefill it costs little more
-        than its attention. The decode's logits, and the prefill's as `prefill` returns them."""
-        assert self.lean is not None
-        input_ids, new_mask, complete = self._prefill_chunk(prefilling, budget)
-        decode_mask = torch.ones(len(running), 1, dtype=torch.bool, device=self.device)
-        parts = [self._part(running, running.next_ids[:, None], decode_mask, self._row_windows(running)),
-                 self._part(prefilling, input_ids, new_mask, logits=complete)]
-        decoded, prefilled = self.lean.joint(parts)
-        for batch, mask in ((running, decode_mask), (prefilling, new_mask)):
-            batch.lengths = batch.lengths + mask.sum(dim=1)
-        assert decoded is not None
-        return decoded, prefilled
-
-    def _prefill_chunk(self, batch: Batch, budget: int) -> tuple[Tensor, Tensor, bool]:
-        """The next prefill forward's input ids and new-token mask [rows, width] (left-padded), and whether it
-        completes every prompt."""
-        prompts = [s.token_ids for s in batch.sequences]  # a retried sequence resumes
-        done = batch.width
-        chunks = prompts if len(prompts) > 1 else [prompts[0][done:done + budget]]
-        width = max(map(len, chunks))
-        input_ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in chunks], device=self.device)
-        new_mask = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in chunks], device=self.device)
-        complete = len(prompts) > 1 or done + len(chunks[0]) == len(prompts[0])
-        return input_ids, new_mask, complete
-
-    @staticmethod
-    def _row_windows(batch: Batch) -> Windows:
-        """The decode attention's row windows of `batch` (each row's columns after this step's token)."""
-        return attention.row_windows([n + 1 for n in batch.lengths.tolist()])
-
-    @staticmethod
-    def _part(batch: Batch, input_ids: Tensor, new_mask: Tensor, row_windows: Windows | None = None,
-              logits: bool = True) -> Part:
-        """The lean forward's view of feeding `input_ids` (real where `new_mask`) after the batch's cache: the
-        mask over cache and new columns, and position ids that count only each row's real tokens."""
-        attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
-        position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
-        return Part(input_ids, attention_mask, position_ids, batch.cache, row_windows, logits)
 
     def _forward(self, batch: Batch, input_ids: Tensor, new_mask: Tensor, every_position: bool = False,
                  **extra: Any) -> Tensor:
         """Append `input_ids` (real where `new_mask`) to the batch's cache; the logits [rows, columns, vocab] of the
         last column only, or of every column when `every_position`."""
-        part = self._part(batch, input_ids, new_mask)
+        attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
+        position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
         if self.lean is not None:
-            logits = self.lean(input_ids, part.attention_mask, part.position_ids, batch.cache, every_position,
-                               **extra)
+            logits = self.lean(input_ids, attention_mask, position_ids, batch.cache, every_position, **extra)
         else:
             keep = {"logits_to_keep": 0} if every_position and self._last_only else self._last_only
-            logits = self.model(input_ids=input_ids, attention_mask=part.attention_mask,
-                                position_ids=part.position_ids, use_cache=True,
-                                **{self._cache_argument: batch.cache}, **keep, **extra).logits
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                use_cache=True, **{self._cache_argument: batch.cache}, **keep, **extra).logits
         batch.lengths = batch.lengths + new_mask.sum(dim=1)
         return logits
 

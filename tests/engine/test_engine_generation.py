@@ -110,9 +110,8 @@ def test_top_n_tokens_come_from_the_same_distribution(make_engine):
         assert all(lp <= 0 for lp in logprobs)
 
 
-@pytest.mark.parametrize("lean", [True, False], ids=["lean", "transformers"])
-def test_a_step_comes_in_parts_first_tokens_of_each_length_group_then_the_decode(make_engine, lean):
-    engine = make_engine(lean_forward=lean)
+def test_a_step_comes_in_parts_first_tokens_of_each_length_group_then_the_decode(make_engine):
+    engine = make_engine()
     engine.add_request(request("early", PROMPTS[3], 10, ignore_eos=True))
     assert [[(e.request_id, type(e)) for e in part] for part in engine.step_parts()] == [[("early", TokenDelta)], []]
     long_prompt = " ".join(["word"] * 120)
@@ -121,11 +120,8 @@ def test_a_step_comes_in_parts_first_tokens_of_each_length_group_then_the_decode
     parts = engine.step_parts()
     assert [e.request_id for e in next(parts)] == ["short"]  # shortest prompts first
     assert engine.stats() == (3, 0)
-    if lean:  # the last group is prefilled in the decode's forward: its first tokens come with the decode's
-        assert [e.request_id for e in next(parts)] == ["long", "early"]
-    else:
-        assert [e.request_id for e in next(parts)] == ["long"]
-        assert [e.request_id for e in next(parts)] == ["early"]  # the decode of the running batch
+    assert [e.request_id for e in next(parts)] == ["long"]
+    assert [e.request_id for e in next(parts)] == ["early"]  # the decode of the running batch
     assert next(parts, None) is None
     assert engine.stats() == (3, 0)
     assert sorted(e.request_id for e in engine.step()) == ["early", "long", "short"]

@@ -71,43 +71,6 @@ def test_lean_logits_equal_transformers(config, packed):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"step {step}: {m}")
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
-@pytest.mark.parametrize(("joining", "budget"), [
-    ([list(range(20, 57))], 1000),  # one prompt, whole
-    ([list(range(20, 57))], 16),  # one prompt, a chunk of it (not scored yet)
-    ([list(range(20, 57)), [9, 10, 11]], 1000),  # a left-padded group
-], ids=["prompt", "chunk", "group"])
-def test_a_joint_decode_and_prefill_equals_both_alone(packed, joining, budget):
-    """`decode_and_prefill` gives the logits that `decode` and `prefill` give one after the other, and leaves both
-    batches as they would."""
-    model = _model(LlamaConfig(**SIZES))
-    if packed:
-        pack_linears(model)
-    runner = ModelRunner(model, pad_id=0, lean=True)
-
-    def batches() -> tuple[Batch, Batch]:
-        running = _batch(PROMPTS[:4], runner.device)
-        running.next_ids = runner.prefill(running, budget=1000).argmax(-1)
-        running.next_ids = runner.decode(running).argmax(-1)  # one step in: rows of different lengths
-        return running, _batch(joining, runner.device)
-
-    with torch.inference_mode():
-        running, late = batches()
-        expected = runner.decode(running), runner.prefill(late, budget)
-        joint_running, joint_late = batches()
-        got = runner.decode_and_prefill(joint_running, joint_late, budget)
-        assert (got[1] is None) == (expected[1] is None) == (budget < len(joining[0]))
-        for a, b in zip(got, expected):
-            if b is not None:
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-        for a, b in ((joint_running, running), (joint_late, late)):
-            assert torch.equal(a.lengths, b.lengths) and a.width == b.width
-            for layer_a, layer_b in zip(a.cache.layers, b.cache.layers):
-                torch.testing.assert_close(layer_a.keys, layer_b.keys, rtol=1e-4, atol=1e-4)
-        running.next_ids = joint_running.next_ids = expected[0].argmax(-1)
-        torch.testing.assert_close(runner.decode(joint_running), runner.decode(running), rtol=1e-4, atol=1e-4)
-
-
 def test_engine_on_the_lean_forward_matches_generate(make_engine, loaded):
     """Greedy continuations through the engine (lean) equal `generate` (transformers' forward)."""
     from engine_helpers import PROMPTS as TEXTS, drain, request, token_ids

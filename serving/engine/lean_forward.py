@@ -8,11 +8,11 @@ arithmetic is about 2 ms. `LeanForward` walks the same modules with the same wei
 `GrowingCache`, in about 30 ops a layer: RMSNorm in few ops, one call for q/k/v and one for gate/up where
 `packed_linear` packed the siblings together, rotary embedding of queries and keys at once as
 `x*cos + roll(x)*sin'` with rotate_half's sign folded into `sin'`, one additive mask per forward (and its row
-windows' slices) shared by every layer, SDPA with grouped-query heads (`enable_gqa`, no repeated keys), and decode
+windows) shared by every layer, SDPA with grouped-query heads (`enable_gqa`, no repeated keys), and decode
 attention in the row windows of `attention.row_windows`. On the CPU in float32, where an op costs tens of
 microseconds inside a decode step (its code and data evicted by the GEMMs' weight streams), RMSNorm runs in five
 ops instead of `F.rms_norm`'s ten, and the residual adds after `o_proj` and `down_proj` ride on their oneDNN GEMMs
-as post-ops (`PackedLinear.add_to`): 3-5% of a decode step of 8-16 rows on the tiny benchmark model.
+as post-ops (`PackedLinear.add_to`): 4-6% of a decode step of 8-32 rows on the tiny benchmark model.
 
 `LeanForward.build` accepts only models it reproduces exactly: transformers' own Llama, Mistral (without a
 sliding window) and Qwen2 (without sliding-window layers) classes on a single device with no accelerate hooks,
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from serving.engine.attention import Windows
+from serving.engine.attention import Windows, in_windows
 from serving.engine.packed_linear import PackedLinear, PackedSlice
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -189,12 +189,11 @@ def _few_op_rms_norm(eps: float) -> Callable[[Tensor, Tensor], Tensor]:
 @dataclass(frozen=True)
 class _Attention:
     """How every layer of one forward attends: SDPA under the forward's additive mask (built once, not converted
-    from booleans in every layer), or for a decode step in row windows, once per window on its last `columns`
-    cache columns with its slice of the mask (sliced once per forward)."""
+    from booleans in every layer), for a decode step once per row window (`attention.in_windows`)."""
 
     mask: Tensor | None  # [rows, 1, new, columns]: 0 where a query may attend, -inf elsewhere
     causal: bool
-    windows: tuple[tuple[int, int, int, Tensor], ...] = ()  # (start, stop, columns, mask) per row window
+    windows: Windows | None = None
 
     @classmethod
     def of(cls, attention_mask: Tensor, new: int, dtype: torch.dtype, row_windows: Windows | None) -> _Attention:
@@ -210,17 +209,13 @@ class _Attention:
             own = positions[columns - new:, None]  # [new, 1]: each query's own column
             visible = (attention_mask[:, None, None, :] & (positions[None, :] <= own)) | (positions[None, :] == own)
         mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
-        if new == 1 and row_windows is not None and len(row_windows) > 1:
-            return cls(None, False, tuple((start, stop, width, mask[start:stop, ..., -width:])
-                                          for start, stop, width in row_windows))
-        return cls(mask, False)
+        windowed = new == 1 and row_windows is not None and len(row_windows) > 1
+        return cls(mask, False, row_windows if windowed else None)
 
     def __call__(self, q: Tensor, keys: Tensor, values: Tensor) -> Tensor:
         """Attention of queries [rows, heads, new, head_dim] over the cache's keys and values."""
-        if not self.windows:
+        if self.windows is None:
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, is_causal=self.causal,
                                                   enable_gqa=True)
-        return torch.cat([F.scaled_dot_product_attention(q[start:stop], keys[start:stop, :, -width:],
-                                                         values[start:stop, :, -width:], attn_mask=mask,
-                                                         enable_gqa=True)
-                          for start, stop, width, mask in self.windows])
+        return in_windows(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
+                          q, keys, values, self.mask, self.windows)

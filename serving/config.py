@@ -24,7 +24,7 @@ IGNORED_SETTINGS = (
     "MESSAGES_API_ENABLED", "HF_TASK", "SAGEMAKER_PROGRAM", "SAGEMAKER_SUBMIT_DIRECTORY",
     "SAGEMAKER_CONTAINER_LOG_LEVEL", "SAGEMAKER_REGION", "SAGEMAKER_SAFE_PORT_RANGE", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
     "SPECULATE", "CUDA_GRAPHS", "MAX_WAITING_TOKENS", "WAITING_SERVED_RATIO", "VALIDATION_WORKERS",
-    "DISABLE_CUSTOM_KERNELS", "WEIGHTS_CACHE_OVERRIDE", "USAGE_STATS", "PREFIX_CACHING", "PREFILL_CHUNKING",
+    "DISABLE_CUSTOM_KERNELS", "WEIGHTS_CACHE_OVERRIDE", "USAGE_STATS", "PREFILL_CHUNKING",
     "ATTENTION", "USE_FLASH_ATTENTION", "SHARD_UDS_PATH", "MASTER_ADDR", "MASTER_PORT", "HF_HUB_ENABLE_HF_TRANSFER",
 )
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -62,6 +62,7 @@ class EngineConfig:
     fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
     packed_linear: bool = True  # CPU linear layers on oneDNN with prepacked weights (`engine/packed_linear.py`)
     lean_forward: bool = True  # Llama-family models run `engine/lean_forward.py` instead of transformers' forward
+    prefix_caching: bool = True  # KV cache blocks of prompts are kept and shared by later prompts (PREFIX_CACHING)
     replicas: int = 1  # engine processes, each with its own copy of the model (ENGINE_REPLICAS)
     replica: int = 0  # which of them this process is (set by the launcher for each)
 
@@ -315,6 +316,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         fault_marker=env.str("SERVING_FAULT_INJECTION"),
         packed_linear=env.bool("CPU_PACKED_LINEAR", default=True),
         lean_forward=env.bool("LEAN_FORWARD", default=True),
+        prefix_caching=env.bool("PREFIX_CACHING", default=True),
         replicas=replicas,
         replica=replica,
     )

@@ -216,6 +216,9 @@ class ModelInfo(msgspec.Struct, frozen=True):
     device_map: dict[str, str]
     has_chat_template: bool
     num_parameters: int
+    block_size: int = 0  # tokens per KV cache block
+    num_blocks: int = 0  # KV cache blocks in the pool
+    prefix_caching: bool = False
 
 
 class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):
@@ -226,14 +229,19 @@ class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):
 
 
 class HealthResult(msgspec.Struct, frozen=True, tag="health_result"):
-    """Reply to `HealthRequest`, with the scheduler's current load (`batch_tokens`: the running batch's reserved
-    tokens, prompt plus `max_new_tokens` of each sequence)."""
+    """Reply to `HealthRequest`, with the scheduler's current load (`batch_tokens`: the tokens that the KV cache
+    blocks in use hold) and the KV cache's counters since the start."""
 
     call_id: str
     healthy: bool
     running: int
     waiting: int
     batch_tokens: int = 0
+    blocks_used: int = 0
+    blocks_free: int = 0
+    prefix_queried_tokens: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_hit_tokens: int = 0  # of which found there
+    preemptions: int = 0
 
 
 EngineEvent = Union[Admitted, TokenDelta, Finished, Failed, TokenizeResult, InfoResult, HealthResult]

@@ -1,50 +1,30 @@
-"""Decode attention in row windows: each group of rows attends only to the cache columns its longest row uses.
+"""Attention over block tables: each `AttentionGroup` of a step gathers its keys and values from the paged cache
+by slot and runs one SDPA call; the outputs go back to the step's token order.
 
-The running batch is left-padded to its longest row, so one SDPA call over the whole batch also reads every
-shorter row's padding: with mixed prompt lengths that was most of the attention work. The batch keeps its rows
-sorted by length, longest first (`Batch.merge` sorts, `Batch.select` keeps the order, and every row grows by one
-column a step), so rows of similar lengths are neighbours. `row_windows` cuts them into a few contiguous groups
-(a new group where the length falls below a ratio of its group's longest) and the `serving_sdpa` attention,
-registered with transformers' `AttentionInterface`, runs SDPA once per group on the keys' last `columns` columns.
-Prefill, and any call without windows, is plain SDPA.
+`PagedAttention` is the interface the forwards call; `GatheredSdpa` is its torch-only implementation, which runs
+on the CPU (oneDNN's flash kernel under SDPA) and on CUDA (SDPA's fused kernels) alike: the gather costs one copy
+of the keys a group reads, far less than the projections on short contexts, and a later Triton kernel can read
+the blocks in place behind the same interface. Decode groups are cut by `row_windows`, so rows of similar context
+lengths read few padding columns. `install` registers it with transformers' `AttentionInterface`, so a model
+without a lean forward runs its own forward over the same cache (see `model_runner`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+if TYPE_CHECKING:
+    from serving.engine.batch import ForwardBatch
+    from serving.engine.kv_cache import PagedKVCache
 
 Windows = tuple[tuple[int, int, int], ...]  # (start, stop, columns) per group of rows
-NAME = "serving_sdpa"
+NAME = "serving_paged"
 MAX_GROUPS = 4
 GROUP_RATIO = 0.75
-
-
-def windowed_sdpa(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
-                  row_windows: Windows | None = None, **kwargs: Any
-                  ) -> tuple[Tensor, None]:
-    """SDPA per `(start, stop, columns)` window of rows for a one-token step; plain SDPA otherwise."""
-    if row_windows is None or query.shape[2] != 1 or len(row_windows) < 2:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-    def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        return sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0]
-
-    return in_windows(attend, query, key, value, attention_mask, row_windows), None
-
-
-def in_windows(attend: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor], query: Tensor, key: Tensor,
-               value: Tensor, mask: Tensor | None, windows: Windows) -> Tensor:
-    """`attend(query, key, value, mask)` once per `(start, stop, columns)` window of rows, on the last `columns`
-    cache columns only; the outputs stacked back in row order."""
-    return torch.cat([attend(query[start:stop], key[start:stop, :, -columns:], value[start:stop, :, -columns:],
-                             None if mask is None else mask[start:stop, ..., -columns:])
-                      for start, stop, columns in windows])
 
 
 def row_windows(lengths: list[int]) -> Windows:
@@ -66,15 +46,65 @@ def row_windows(lengths: list[int]) -> Windows:
     return tuple(windows)
 
 
-def install(model: Any) -> bool:
-    """Switch a model that runs transformers' SDPA attention to `serving_sdpa`; whether it did."""
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        return False
-    AttentionInterface.register(NAME, windowed_sdpa)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
-    try:
-        model.set_attn_implementation(NAME)
-    except Exception:  # a model that refuses custom attention keeps SDPA
-        return False
-    return getattr(model.config, "_attn_implementation", None) == NAME
+class PagedAttention(Protocol):
+    """Attention of a step's queries over the paged cache (after the step's own keys were written)."""
+
+    def __call__(self, q: Tensor, key_cache: Tensor, value_cache: Tensor, batch: ForwardBatch,
+                 scale: float | None = None) -> Tensor:
+        """Queries [tokens, heads, head_dim], one layer's cache [slots, kv_heads * head_dim] each; the output
+        [tokens, heads, head_dim]."""
+        ...
+
+
+class GatheredSdpa:
+    """`PagedAttention` in torch alone: gather each group's keys by slot, one SDPA call per group."""
+
+    def __call__(self, q: Tensor, key_cache: Tensor, value_cache: Tensor, batch: ForwardBatch,
+                 scale: float | None = None) -> Tensor:
+        tokens, heads, head_dim = q.shape
+        parts = []
+        for group in batch.groups:
+            queries = q.index_select(0, group.query_index).view(group.rows, group.width, heads, head_dim)
+            keys = key_cache.index_select(0, group.slots).view(group.rows, group.columns, -1, head_dim)
+            values = value_cache.index_select(0, group.slots).view(group.rows, group.columns, -1, head_dim)
+            out = F.scaled_dot_product_attention(  # [rows, heads, width, head_dim]
+                queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=group.mask,
+                is_causal=group.mask is None and group.width > 1, scale=scale, enable_gqa=True)
+            out = out.transpose(1, 2).reshape(group.rows * group.width, heads, head_dim)
+            parts.append(out if group.real is None else out.index_select(0, group.real))
+        joined = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if batch.query_order is None:
+            return joined
+        return torch.empty_like(joined).index_copy_(0, batch.query_order, joined)
+
+
+def paged_attention_forward(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                            scaling: float | None = None, serving_step: tuple[ForwardBatch, PagedKVCache] | None = None,
+                            **kwargs: Any) -> tuple[Tensor, None]:
+    """transformers' attention-function signature over the paged cache: query [1, heads, tokens, head_dim], key
+    and value [1, kv_heads, tokens, head_dim] of the step's tokens; the output [1, tokens, heads, head_dim]."""
+    if serving_step is None:
+        raise RuntimeError("the serving_paged attention runs only inside the engine's forward")
+    batch, cache = serving_step
+    layer = module.layer_idx
+    cache.write(layer, batch, key[0].transpose(0, 1), value[0].transpose(0, 1))
+    out = cache.attention(query[0].transpose(0, 1), cache.key_cache[layer], cache.value_cache[layer],
+                          cache.on_device(batch, query.device), scale=scaling)
+    return out[None], None
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    """The mask function of `serving_paged`: masks are the step's (`AttentionGroup.mask`)."""
+    return None
+
+
+def install(model: Any) -> None:
+    """Make `model`'s own forward attend through `paged_attention_forward` (raises when it refuses)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    AttentionInterface.register(NAME, paged_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, _no_mask)
+    model.set_attn_implementation(NAME)
+    if getattr(model.config, "_attn_implementation", None) != NAME:
+        raise ValueError("the model does not take a custom attention function")

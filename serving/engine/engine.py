@@ -1,38 +1,35 @@
 """`LLMEngine`: continuous batching over one model, synchronous and free of IO; the worker drives it.
 
-A step drops aborted rows, admits waiting sequences (FIFO, within the budgets) and cuts them into groups of
-similar prompt lengths (`length_groups`: padding is wasted work), then prefills the groups one after another,
-shortest first, each as its own mini-batch, which yields its first tokens; then it runs one decode forward for
-the running batch, samples, detokenizes and checks stops for every row, and merges the prefilled rows into the
-running batch. So each sequence gets one token per step and newcomers join between decode steps. The step comes
-in parts (`step_parts`), one per prefilled group and one for the decode, so that the worker sends each group's
-first tokens as soon as they exist: short prompts wait neither for the prefill of long ones nor for the decode.
-Everything runs under `torch.inference_mode()`.
+A step is one forward: the `Scheduler` plans a chunk for each sequence it schedules (one token for a decoding
+sequence, the next part of a prompt for a prefilling one, under one token budget; see `scheduler`), the
+`ModelRunner` runs them together over its paged KV cache, and every chunk that reaches its sequence's last token
+samples the next one; the engine then detokenizes, checks stops and emits each request's events. Sequences
+join and leave between steps without copying anyone's cache: each owns a block table. Everything runs under
+`torch.inference_mode()`.
 
 An exception inside a step (an out-of-memory, or a fault that one request causes) is isolated by retrying: the
-sequences of the running and prefilling batches go back to the head of the queue with what they generated so far
-(they are prefilled again and resume), and the batch is capped at half its size; a sequence whose step fails while
-it runs alone fails with a `generation` error. The cap is lifted once every retried sequence has ended. The engine
-is marked unhealthy until `check_health` has run a forward again; waiting requests and later ones are served.
-A row whose logits hold a NaN fails alone (`generation`); the others go on.
+running sequences go back to the head of the queue with what they generated so far (they are prefilled again
+and resume), and the batch is capped at half its size; a sequence whose step fails while it runs alone fails with
+a `generation` error. The cap is lifted once every retried sequence has ended. The engine is marked unhealthy
+until `check_health` has run a forward again; waiting requests and later ones are served. A row whose logits hold
+a NaN fails alone (`generation`); the others go on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterator
-
 import torch
 
 from serving.config import EngineConfig
-from serving.engine.batch import Batch
+from serving.engine.batch import ForwardBatch
+from serving.engine.block_manager import BlockManager
 from serving.engine.detokenizer import Detokenizer
 from serving.engine.limits import resolve_limits
 from serving.engine.loader import LoadedModel, load_model
 from serving.engine.model_runner import ModelRunner
 from serving.engine.sampling import SampleOutput, SamplingState, sample
-from serving.engine.scheduler import Scheduler, length_groups
+from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence, SequenceStatus
 from serving.engine.stopping import StopCriteria, eos_token_ids
 from serving.engine.validation import InputValidator, RequestError
@@ -44,6 +41,7 @@ from serving.messages import (
     Finished,
     FinishReason,
     GenerateRequest,
+    HealthResult,
     ModelInfo,
     TokenDelta,
     TokenInfo,
@@ -52,6 +50,8 @@ from serving.messages import (
 )
 
 logger = logging.getLogger(__name__)
+
+BLOCK_SIZE = 16  # tokens per KV cache block
 
 
 class LLMEngine:
@@ -62,9 +62,12 @@ class LLMEngine:
         tokenizer = loaded.tokenizer
         self.limits = resolve_limits(config, loaded.model, tokenizer)
         self.validator = InputValidator(tokenizer, self.limits)
-        self.scheduler = Scheduler(self.limits)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-        self.runner = ModelRunner(loaded.model, pad_id, lean=config.lean_forward)
+        pool = max(self.limits.max_batch_total_tokens, self.limits.max_total_tokens)  # one sequence always fits
+        blocks = BlockManager(-(-pool // BLOCK_SIZE) + 1, BLOCK_SIZE,
+                              prefix_caching=config.prefix_caching)
+        self.runner = ModelRunner(loaded.model, pad_id, blocks, lean=config.lean_forward)
+        self.scheduler = Scheduler(self.limits, blocks)
         self._fault_marker = config.fault_marker
         self._faulty: set[str] = set()
         if self._fault_marker:
@@ -72,10 +75,7 @@ class LLMEngine:
         self.detokenizer = Detokenizer(tokenizer)
         self.eos_ids = eos_token_ids(tokenizer, getattr(loaded.model, "generation_config", None))
         self._requests: dict[str, Sequence] = {}
-        self._batch = Batch.new([], self.runner.device)
-        self._prefilling: Batch | None = None
-        self._prefilled: list[Batch] = []  # groups prefilled in this step: merged after its decode
-        self._pending: list[list[Sequence]] = []  # admitted groups waiting for their prefill, shortest first
+        self._sampling: tuple[tuple[Sequence, ...], SamplingState] | None = None  # kept while the rows stay
         self._healthy = True
         self._retry_cap: int | None = None  # rows allowed while sequences of a failed step are retried
         self._retried: set[str] = set()
@@ -92,20 +92,22 @@ class LLMEngine:
             device_map=loaded.device_map,
             has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
             num_parameters=loaded.num_parameters,
+            block_size=BLOCK_SIZE,
+            num_blocks=blocks.num_blocks - 1,
+            prefix_caching=config.prefix_caching,
         )
 
     def _inject_faults(self) -> None:
-        """Tests only (SERVING_FAULT_INJECTION): every forward whose batch holds a marked request raises."""
+        """Tests only (SERVING_FAULT_INJECTION): every forward whose step holds a marked request raises."""
         logger.warning("fault injection is on: prompts containing %r make their steps fail", self._fault_marker)
-        for name in ("prefill", "decode"):  # the runner's forwards
-            forward = getattr(self.runner, name)
+        forward = self.runner.run
 
-            def faulty(batch: Batch, *args: object, forward=forward) -> torch.Tensor | None:
-                if any(s.request_id in self._faulty for s in batch.sequences):
-                    raise RuntimeError("injected fault")
-                return forward(batch, *args)
+        def faulty(batch: ForwardBatch) -> torch.Tensor:
+            if any(chunk.sequence.request_id in self._faulty for chunk in batch.chunks):
+                raise RuntimeError("injected fault")
+            return forward(batch)
 
-            setattr(self.runner, name, faulty)
+        self.runner.run = faulty  # type: ignore[method-assign]
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
@@ -163,21 +165,24 @@ class LLMEngine:
 
     def has_work(self) -> bool:
         """Whether `step()` has anything to do."""
-        return bool(self._requests) or bool(self._scheduled())
-
-    def _scheduled(self) -> list[Sequence]:
-        """The sequences out of the queue: running, prefilled in this step, being prefilled, or admitted and
-        waiting for their prefill."""
-        batches = [self._batch, *self._prefilled] + ([self._prefilling] if self._prefilling is not None else [])
-        return [s for batch in batches for s in batch.sequences] + [s for group in self._pending for s in group]
+        return bool(self._requests) or bool(self.scheduler.running)
 
     def stats(self) -> tuple[int, int]:
         """(running, waiting) sequences."""
-        return len(self._scheduled()), len(self.scheduler)
+        return len(self.scheduler.running), len(self.scheduler.waiting)
 
     def batch_tokens(self) -> int:
-        """The tokens reserved by the running and prefilling sequences (prompt plus `max_new_tokens` each)."""
-        return sum(sequence.reserved_tokens for sequence in self._scheduled())
+        """The tokens the KV cache blocks in use hold room for."""
+        return self.scheduler.blocks.used_blocks * BLOCK_SIZE
+
+    def health(self, call_id: str) -> HealthResult:
+        """Health (see `check_health`), load and KV cache usage."""
+        running, waiting = self.stats()
+        blocks = self.scheduler.blocks
+        return HealthResult(call_id=call_id, healthy=self.check_health(), running=running, waiting=waiting,
+                            batch_tokens=self.batch_tokens(), blocks_used=blocks.used_blocks,
+                            blocks_free=blocks.free_blocks, prefix_queried_tokens=blocks.stats.queried_tokens,
+                            prefix_hit_tokens=blocks.stats.hit_tokens, preemptions=self.scheduler.preemptions)
 
     def info(self) -> ModelInfo:
         """The loaded model's facts and the resolved limits."""
@@ -194,105 +199,54 @@ class LLMEngine:
                               templated_text=text if request.chat is not None else None)
 
     def step(self) -> list[EngineEvent]:
-        """One whole step: the `TokenDelta`, `Finished` and `Failed` events of all its parts, in order."""
-        return [event for part in self.step_parts() for event in part]
-
-    def step_parts(self) -> Iterator[list[EngineEvent]]:
-        """One step in parts whose events the worker sends at once: the first tokens of each group prefilled
-        (shortest prompts first), then the decode's tokens. Nothing runs between parts but the sending."""
+        """One step: a forward over the scheduled chunks; the `TokenDelta`, `Finished` and `Failed` events."""
         events: list[EngineEvent] = []
-        more = self._run(self._start_step, events)
-        while more:
-            more = self._run(self._prefill_next, events)
-            if events:
-                yield events
-                events = []
-        self._run(self._decode, events)
-        yield events
-
-    def _run(self, part: Callable[[list[EngineEvent]], bool], events: list[EngineEvent]) -> bool:
-        """Run a part of the step; after a failure (see `_fail_running`) the step goes on to its end: False."""
         with torch.inference_mode():
             try:
-                return part(events)
+                self._step(events)
             except Exception as exc:
                 self._fail_running(exc, events)
-                return False
+        return events
 
-    def _start_step(self, events: list[EngineEvent]) -> bool:
-        """Drop aborted sequences; admit waiting ones when no admitted group is still to be prefilled."""
-        for batch in (self._batch, self._prefilling):
-            if batch is not None:
-                batch.select([i for i, s in enumerate(batch.sequences) if s.status is SequenceStatus.RUNNING])
-        if self._prefilling is not None and not len(self._prefilling):
-            self._prefilling = None
-        groups = ([s for s in group if s.status is SequenceStatus.RUNNING] for group in self._pending)
-        self._pending = [group for group in groups if group]
-        if self._prefilling is None and not self._pending:
-            self._admit()
-        return True
-
-    def _admit(self) -> None:
-        """Take the sequences that join now out of the queue, in groups of similar prompt lengths."""
+    def _step(self, events: list[EngineEvent]) -> None:
+        """Schedule, run the forward, record what it computed and sample where a chunk ends its sequence."""
         self._retried &= self._requests.keys()
         if not self._retried:
             self._retry_cap = None
-        admitted = self.scheduler.admit(self._scheduled(), self._retry_cap)
-        for sequence in admitted:
-            sequence.mark_scheduled()
-        lengths = [len(sequence.token_ids) for sequence in admitted]  # a retried sequence resumes
-        self._pending = [[admitted[i] for i in group] for group in length_groups(lengths)]
+        chunks = self.scheduler.schedule(self._retry_cap)
+        if not chunks:
+            return
+        batch = self.runner.prepare(chunks)
+        logits = self.runner.run(batch)
+        self.scheduler.computed(chunks)
+        if any(rows for _, rows in batch.prompt_rows):
+            self.runner.record_prompt_logprobs(batch, logits)
+        if batch.sample_rows:
+            if len(batch.sample_rows) != logits.shape[0]:
+                logits = logits[torch.tensor(batch.sample_rows, device=logits.device)]
+            self._advance([chunk.sequence for chunk in chunks if chunk.samples], logits, events)
 
-    def _prefill_next(self, events: list[EngineEvent]) -> bool:
-        """Prefill the next admitted group, or the next chunk of a long prompt; whether a group completed (its
-        first tokens are in `events`; it joins the running batch after the decode, in `_prefilled` until then,
-        so that a failure later in the step fails it too)."""
-        batch = self._prefilling
-        if batch is None:
-            if not self._pending:
-                return False
-            batch = self._prefilling = Batch.new(self._pending.pop(0), self.runner.device)
-        logits = self.runner.prefill(batch, self.limits.max_batch_prefill_tokens)
-        if logits is None:
-            return False  # a prompt longer than the budget goes on in the next step
-        self._prefilling = None
-        self._prefilled.append(batch)
-        self._advance(batch, logits, events)
-        return True
-
-    def _decode(self, events: list[EngineEvent]) -> bool:
-        """Decode once and sample for every running row, then merge the groups prefilled in this step."""
-        if len(self._batch):
-            self._advance(self._batch, self.runner.decode(self._batch), events)
-        if self._prefilled:
-            joined = self._prefilled[0]
-            for batch in self._prefilled[1:]:
-                joined.merge(batch)  # the small batches first: merging copies every row of both
-            self._batch.merge(joined)
-            self._prefilled = []
-        return False
-
-    def _advance(self, batch: Batch, logits: torch.Tensor, events: list[EngineEvent]) -> None:
-        """Sample a token for every row, emit its events, and drop the rows that finished or failed."""
+    def _advance(self, sequences: list[Sequence], logits: torch.Tensor, events: list[EngineEvent]) -> None:
+        """Sample a token for every sequence (a row of `logits`) and emit its events."""
         broken = torch.isnan(logits.amax(dim=-1)).tolist()  # amax propagates NaN; 10x cheaper than isnan().any()
         if any(broken):
             keep = [row for row, bad in enumerate(broken) if not bad]
             for row in (row for row, bad in enumerate(broken) if bad):
-                self._fail_sequence(batch.sequences[row], "Request failed during generation: NaN in the logits", events)
-            batch.select(keep)
+                self._fail_sequence(sequences[row], "Request failed during generation: NaN in the logits", events)
             if not keep:
                 return
+            sequences = [sequences[row] for row in keep]
             logits = logits[torch.tensor(keep, device=logits.device)]
-        if batch.sampling is None:
-            batch.sampling = SamplingState.build(batch.sequences, logits.shape[-1], self.eos_ids, logits.device)
-        output = sample(logits, batch.sampling)
-        batch.next_ids = output.ids.to(batch.lengths.device)  # the head may sit on another GPU than the embeddings
-        batch.sampling.record(output.ids)
-        keep = self._emit(batch.sequences, output, events)
-        batch.select(keep)
+        rows = tuple(sequences)
+        if self._sampling is None or self._sampling[0] != rows:
+            self._sampling = rows, SamplingState.build(sequences, logits.shape[-1], self.eos_ids, logits.device)
+        state = self._sampling[1]
+        output = sample(logits, state)
+        state.record(output.ids)
+        self._emit(sequences, output, events)
 
-    def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> list[int]:
-        """Append each row's token, emit its `TokenDelta` (and `Finished`); the indices of the rows that go on."""
+    def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> None:
+        """Append each row's token, emit its `TokenDelta` (and `Finished`)."""
         ids = output.ids.tolist()
         logprobs = output.logprobs.tolist() if output.logprobs is not None else [None] * len(ids)
         top_tokens = self._top_tokens(sequences, output)
@@ -300,7 +254,6 @@ class LLMEngine:
             sequence.token_ids.append(token_id)
         texts = self.detokenizer.step([(s.token_ids, s.decode) for s in sequences])
         special = self.detokenizer.special_ids
-        keep = []
         for row, sequence in enumerate(sequences):
             token_id, text = ids[row], texts[row]
             reason = sequence.stop.check(token_id, sequence.generated, text)
@@ -308,11 +261,8 @@ class LLMEngine:
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
             token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
             events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
-            if reason is None:
-                keep.append(row)
-            else:
+            if reason is not None:
                 events.append(self._finish(sequence, reason))
-        return keep
 
     def _top_tokens(self, sequences: list[Sequence], output: SampleOutput) -> list[tuple[TokenInfo, ...]]:
         """Each row's `top_n_tokens` best alternatives (empty where not asked for)."""
@@ -332,6 +282,7 @@ class LLMEngine:
         """End a sequence normally and describe it."""
         sequence.status = SequenceStatus.FINISHED
         self._requests.pop(sequence.request_id, None)
+        self.scheduler.finish(sequence)
         now = time.monotonic()
         scheduled_at = sequence.scheduled_at if sequence.scheduled_at is not None else now
         return Finished(
@@ -359,6 +310,8 @@ class LLMEngine:
     def _fail_sequence(self, sequence: Sequence, message: str, events: list[EngineEvent]) -> None:
         """End one running sequence with a `generation` failure."""
         logger.warning("request %s failed: %s", sequence.request_id, message)
+        if sequence.status is SequenceStatus.RUNNING:
+            self.scheduler.finish(sequence)
         sequence.status = SequenceStatus.FINISHED
         self._requests.pop(sequence.request_id, None)
         self._faulty.discard(sequence.request_id)
@@ -367,19 +320,15 @@ class LLMEngine:
     def _fail_running(self, exc: Exception, events: list[EngineEvent]) -> None:
         """After a failed step: fail its sequence when it ran alone, else requeue them all at a smaller batch size."""
         logger.exception("generation step failed")
-        sequences = [s for s in self._scheduled() if s.status is SequenceStatus.RUNNING]
-        if len(sequences) == 1:
-            self._fail_sequence(sequences[0], f"Request failed during generation: {exc}", events)
-        elif sequences:
+        self._sampling = None
+        for sequence in [s for s in self.scheduler.running if s.status is not SequenceStatus.RUNNING]:
+            self.scheduler.finish(sequence)
+        running = self.scheduler.running
+        if len(running) == 1:
+            self._fail_sequence(running[0], f"Request failed during generation: {exc}", events)
+        elif running:
+            sequences = self.scheduler.requeue_running()
             self._retry_cap = max(1, len(sequences) // 2)
             self._retried.update(s.request_id for s in sequences)
             logger.warning("retrying %d sequences at most %d at a time", len(sequences), self._retry_cap)
-            for sequence in sequences:
-                sequence.status = SequenceStatus.WAITING
-                if sequence.prompt_logprobs is not None:
-                    sequence.prompt_logprobs = []  # recomputed by the new prefill
-            self.scheduler.requeue(sorted(sequences, key=lambda s: s.arrival))
-        self._batch = Batch.new([], self.runner.device)
-        self._prefilling = None
-        self._prefilled, self._pending = [], []
         self._healthy = False

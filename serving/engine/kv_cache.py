@@ -1,101 +1,78 @@
-"""A `DynamicCache` whose layers grow in place: no per-step concatenation of the whole cache.
+"""The paged KV cache: per layer, one tensor of slots for keys and one for values, and the `BlockManager` that
+hands out their blocks. The `ModelRunner` owns it; the `Scheduler` allocates and frees through its block manager.
 
-transformers' `DynamicLayer` appends each step's keys and values with `torch.cat`, which copies the whole cache of
-every layer at every step: at 64 rows of ~300 columns that was 14% of a decode step on the tiny model. A
-`GrowingLayer` keeps its keys and values in buffers with free columns on the right; `keys`/`values` are views of
-the used columns, an update writes the new columns in place, and a full buffer is reallocated with headroom
-(a quarter of its width, at least `MIN_HEADROOM` columns), so the copying is amortised to a few columns a step.
-Rows leave (`select`) and newly prefilled rows join (`merge`, in any row order) through the layer's own methods,
-which copy once into a fresh buffer with headroom. Attention reads the views directly (SDPA takes strided
-keys and values).
+Each layer's keys are `[num_blocks * block_size, kv_heads * head_dim]` (a slot per row, the layout a gather by
+slot reads in one copy), on the device of that layer (a model split over several GPUs keeps each layer's cache
+next to it). Block 0 is the null block: zeros that padding reads. The tensors are allocated empty: on the CPU
+their pages are touched only as tokens are written.
 """
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import torch
 from torch import Tensor
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
-MIN_HEADROOM = 32
-
-
-def _capacity(width: int) -> int:
-    """Buffer columns for `width` used ones."""
-    return width + max(MIN_HEADROOM, width // 4)
+from serving.engine import batch as forward_batch
+from serving.engine.attention import GatheredSdpa, PagedAttention
+from serving.engine.batch import Chunk, ForwardBatch
+from serving.engine.block_manager import BlockManager
 
 
-class GrowingLayer(DynamicLayer):
-    """A cache layer with spare columns on the right; `keys`/`values` are views [batch, heads, width, dim]."""
-
-    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self._key_buffer: Tensor | None = None
-        self._value_buffer: Tensor | None = None
-
-    def _adopt(self, keys: Tensor, values: Tensor, extra: int = 0) -> None:
-        """Copy `keys`/`values` into fresh buffers with room for `extra` more columns plus headroom."""
-        batch, heads, width, dim = keys.shape
-        capacity = _capacity(width + extra)
-        self._key_buffer = keys.new_empty(batch, heads, capacity, dim)
-        self._value_buffer = values.new_empty(batch, values.shape[1], capacity, values.shape[3])
-        self._key_buffer[:, :, :width].copy_(keys)
-        self._value_buffer[:, :, :width].copy_(values)
-        self.keys = self._key_buffer[:, :, :width]
-        self.values = self._value_buffer[:, :, :width]
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        """Write the new columns after the used ones (reallocating when full); the views of all used columns."""
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        width = self.get_seq_length()
-        new = key_states.shape[-2]
-        buffer = self._key_buffer
-        if width == 0:
-            self._adopt(key_states, value_states)
-            return self.keys, self.values
-        if buffer is None or buffer.shape[0] != key_states.shape[0] or width + new > buffer.shape[-2] \
-                or self.keys.data_ptr() != buffer.data_ptr():  # keys were replaced from outside: adopt them
-            self._adopt(self.keys, self.values, new)
-        self._key_buffer[:, :, width:width + new].copy_(key_states)
-        self._value_buffer[:, :, width:width + new].copy_(value_states)
-        self.keys = self._key_buffer[:, :, :width + new]
-        self.values = self._value_buffer[:, :, :width + new]
-        return self.keys, self.values
-
-    def select(self, index: Tensor, drop_left: int) -> None:
-        """Keep the rows at `index` and drop the `drop_left` leading columns (one copy)."""
-        if self.get_seq_length() == 0:
-            return
-        index = index.to(self.keys.device)
-        self._adopt(self.keys.index_select(0, index)[:, :, drop_left:],
-                    self.values.index_select(0, index)[:, :, drop_left:])
-
-    def batch_select_indices(self, indices: Tensor) -> None:
-        self.select(indices, 0)
-
-    def merge(self, other: DynamicLayer, width: int, order: Tensor | None = None) -> None:
-        """Add `other`'s rows after these, both left-padded with zeros to `width` columns (one copy); with
-        `order`, new row i is row `order[i]` of that concatenation."""
-        mine, theirs = self.keys.shape[0], other.keys.shape[0]
-        rows = mine + theirs
-        capacity = _capacity(width)
-        keys = self.keys.new_zeros(rows, self.keys.shape[1], capacity, self.keys.shape[3])
-        values = self.values.new_zeros(rows, self.values.shape[1], capacity, self.values.shape[3])
-        position = torch.empty(rows, dtype=torch.long)
-        position[order if order is not None else torch.arange(rows)] = torch.arange(rows)
-        position = position.to(keys.device)
-        for source, where in ((self, position[:mine]), (other, position[mine:])):
-            columns = source.keys.shape[-2]
-            keys[:, :, width - columns:width].index_copy_(0, where, source.keys)
-            values[:, :, width - columns:width].index_copy_(0, where, source.values)
-        self._key_buffer, self._value_buffer = keys, values
-        self.keys, self.values = keys[:, :, :width], values[:, :, :width]
+def layer_devices(model: Any) -> list[torch.device]:
+    """The device of each decoder layer's attention, in layer order."""
+    devices: dict[int, torch.device] = {}
+    for module in model.modules():
+        index = getattr(module, "layer_idx", None)
+        weight = next(itertools.chain(module.parameters(), module.buffers()), None)
+        if isinstance(index, int) and index not in devices and weight is not None:
+            devices[index] = weight.device
+    layers = model.config.get_text_config().num_hidden_layers
+    if sorted(devices) != list(range(layers)):
+        raise ValueError("its attention layers do not carry their layer index")
+    return [devices[i] for i in range(layers)]
 
 
-class GrowingCache(DynamicCache):
-    """A `DynamicCache` of `GrowingLayer`s (created lazily, one per model layer, as `DynamicCache` does)."""
+class PagedKVCache:
+    """The slots of every layer and the block bookkeeping over them."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer_class_to_replicate = GrowingLayer
+    def __init__(self, devices: list[torch.device], kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 blocks: BlockManager, attention: PagedAttention | None = None) -> None:
+        self.blocks = blocks
+        self.block_size = blocks.block_size
+        self.dtype = dtype
+        self.device = devices[0]
+        self.attention: PagedAttention = attention or GatheredSdpa()
+        slots = blocks.num_blocks * blocks.block_size
+        self.key_cache: list[Tensor] = []  # per layer: [slots, kv_heads * head_dim]
+        self.value_cache: list[Tensor] = []
+        for device in devices:
+            for store in (self.key_cache, self.value_cache):
+                tensor = torch.empty(slots, kv_heads * head_dim, dtype=dtype, device=device)
+                tensor[:self.block_size].zero_()  # the null block
+                store.append(tensor)
+        self._moved: tuple[int, dict[torch.device, ForwardBatch]] = (0, {})
+
+    def prepare(self, chunks: list[Chunk]) -> ForwardBatch:
+        """The forward inputs of a step (every chunk's blocks allocated)."""
+        return forward_batch.build(chunks, self.block_size, self.dtype, self.device)
+
+    def write(self, layer: int, batch: ForwardBatch, keys: Tensor, values: Tensor) -> None:
+        """Store the step's keys and values [tokens, kv_heads, head_dim] of a layer in their slots."""
+        slots = self.on_device(batch, keys.device).slots
+        self.key_cache[layer].index_copy_(0, slots, keys.reshape(keys.shape[0], -1))
+        self.value_cache[layer].index_copy_(0, slots, values.reshape(values.shape[0], -1))
+
+    def on_device(self, batch: ForwardBatch, device: torch.device) -> ForwardBatch:
+        """The batch with its index tensors on `device` (moved once per step and device)."""
+        if device == self.device:
+            return batch
+        key, moved = self._moved
+        if key != id(batch):
+            moved = {}
+            self._moved = (id(batch), moved)
+        if device not in moved:
+            moved[device] = forward_batch.to_device(batch, device)
+        return moved[device]

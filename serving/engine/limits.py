@@ -4,12 +4,13 @@
   synonyms) and the tokenizer's `model_max_length` when that is a real value (< 1e6); else 4096. When only
   MAX_INPUT_TOKENS is configured it is raised to at least MAX_INPUT_TOKENS + 1.
 - MAX_INPUT_TOKENS: configured, else MAX_TOTAL_TOKENS - 1.
-- MAX_BATCH_PREFILL_TOKENS: configured, else 4096 (TGI's default). Counted as padded tokens (rows x longest prompt)
-  per step; a prompt longer than that is prefilled alone, in chunks of that size over successive steps.
-- MAX_BATCH_TOTAL_TOKENS: configured, else 40% of the free memory of the model's devices (available RAM on CPU)
-  divided by the KV-cache bytes per token, and at least MAX_TOTAL_TOKENS. A running sequence counts its
-  reservation, input_length + its capped max_new_tokens, so admission never over-commits the cache; the rest of
-  the memory is headroom for activations and for the padding of the left-padded batch.
+- MAX_BATCH_PREFILL_TOKENS: configured, else 4096 (TGI's default). The token budget of a step: decoding rows count
+  one token each, prefill chunks the tokens they feed (a longer prompt is prefilled in chunks over several steps).
+- MAX_BATCH_TOTAL_TOKENS: the KV cache's size in tokens (its block pool). Configured, else, on the CPU, 40% of
+  the available RAM divided among ENGINE_REPLICAS; on GPUs, CUDA_MEMORY_FRACTION of their memory less what is
+  allocated (the weights) and the activations of a step of MAX_BATCH_PREFILL_TOKENS tokens; divided by the KV
+  bytes per token, and at least MAX_TOTAL_TOKENS (so that one sequence always fits). Blocks are taken as tokens
+  are made; when they run out the newest sequences are preempted (see `scheduler`).
 - MAX_BATCH_SIZE: configured, else unlimited (MAX_CONCURRENT_REQUESTS bounds it anyway).
 """
 
@@ -71,12 +72,31 @@ def kv_bytes_per_token(model_config: Any, dtype: torch.dtype) -> int | None:
     return 2 * layers * kv_heads * head_dim * dtype.itemsize
 
 
+def activation_bytes(model_config: Any, dtype: torch.dtype, tokens: int) -> int:
+    """A bound on the activations of a forward of `tokens` tokens: the widest MLP and the logits, twice over."""
+    config = _text_config(model_config)
+    hidden = getattr(config, "hidden_size", 0) or 0
+    width = 4 * hidden + 3 * (getattr(config, "intermediate_size", 0) or 4 * hidden)
+    return 2 * tokens * (width + (getattr(config, "vocab_size", 0) or 0)) * dtype.itemsize
+
+
 def free_memory_bytes(devices: set[torch.device]) -> int:
     """Free memory summed over the CUDA devices in `devices`, or the machine's available RAM."""
     cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
     if cuda:
         return sum(torch.cuda.mem_get_info(i)[0] for i in cuda)
     return int(psutil.virtual_memory().available)
+
+
+def kv_memory_bytes(devices: set[torch.device], config: EngineConfig, activations: int) -> int:
+    """The memory the KV cache may take: on GPUs their memory times CUDA_MEMORY_FRACTION less what is allocated
+    and `activations`; on the CPU a share of the available RAM, divided among the replicas."""
+    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+    if cuda:
+        total = sum(torch.cuda.mem_get_info(i)[1] * config.memory_fraction - torch.cuda.memory_allocated(i)
+                    for i in cuda)
+        return max(0, int(total) - activations)
+    return int(free_memory_bytes(devices) * KV_CACHE_MEMORY_FRACTION) // max(1, config.replicas)
 
 
 def resolve_limits(config: EngineConfig, model: Any, tokenizer: Any) -> Limits:
@@ -87,17 +107,19 @@ def resolve_limits(config: EngineConfig, model: Any, tokenizer: Any) -> Limits:
         if config.max_input_tokens is not None:
             max_total = max(max_total, config.max_input_tokens + 1)
     max_input = config.max_input_tokens or max_total - 1
+    prefill = config.max_batch_prefill_tokens or DEFAULT_MAX_BATCH_PREFILL_TOKENS
     batch_total = config.max_batch_total_tokens
     if batch_total is None:
         per_token = kv_bytes_per_token(model.config, model.dtype)
         devices = {p.device for p in model.parameters()}
-        budget = (int(free_memory_bytes(devices) * KV_CACHE_MEMORY_FRACTION) // per_token if per_token
+        activations = activation_bytes(model.config, model.dtype, prefill)
+        budget = (kv_memory_bytes(devices, config, activations) // per_token if per_token
                   else FALLBACK_MAX_BATCH_TOTAL_TOKENS)
         batch_total = max(max_total, budget)
     return Limits(
         max_input_tokens=max_input,
         max_total_tokens=max_total,
-        max_batch_prefill_tokens=config.max_batch_prefill_tokens or DEFAULT_MAX_BATCH_PREFILL_TOKENS,
+        max_batch_prefill_tokens=prefill,
         max_batch_total_tokens=batch_total,
         max_batch_size=config.max_batch_size,
         max_concurrent_requests=config.max_concurrent_requests,

@@ -1,11 +1,12 @@
-"""Forward passes over a `Batch`: prefill of new prompts (chunked when alone and long) and one decode step.
+"""Forward passes over the paged KV cache, which the runner owns: one forward per step for all its chunks.
 
-Every forward gets the 2-D attention mask (cache columns plus the new ones), explicit position ids (each row
-counts only its real tokens) and the batch's `DynamicCache`, and keeps only the last position's logits when the
-model supports `logits_to_keep`, except for a prefill in which some row asked for its prompt's logprobs: that
-forward keeps every position, and each asking row's logprobs are gathered from its raw logits (position i scores
-prompt token i + 1, so a chunk's last position scores the first token of the next chunk). Callers hold
-`torch.inference_mode()`.
+A supported Llama-family model runs `LeanForward`; any other model runs its own transformers forward on the
+flattened step (`[1, tokens]` with explicit positions) with the `serving_paged` attention function installed, which
+writes and reads the same cache. Models whose attention that cannot reproduce are refused at start-up with one
+line (`unsupported_reason`): sliding-window or hybrid layers, logit soft-capping, encoder-decoders, remote code.
+Logits are computed only for the rows the engine reads: the last token of each chunk that samples, and every
+position of a chunk whose request asked for its prompt's logprobs (position i scores prompt token i + 1).
+Callers hold `torch.inference_mode()`.
 """
 
 from __future__ import annotations
@@ -15,94 +16,107 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache
 
 from serving.engine import attention
-from serving.engine.batch import Batch
+from serving.engine.batch import Chunk, ForwardBatch
+from serving.engine.block_manager import BlockManager
+from serving.engine.kv_cache import PagedKVCache, layer_devices
 from serving.engine.lean_forward import LeanForward
+from serving.engine.loader import ModelLoadError
+from serving.engine.sequence import Sequence
+from serving.engine.stopping import StopCriteria
+from serving.messages import SamplingParams
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """Why the paged cache cannot serve `model` through its own forward, or None when it can."""
+    config = model.config.get_text_config()
+    if type(model).__module__.split(".")[:2] != ["transformers", "models"]:
+        return "remote code (its attention cannot be checked)"
+    if getattr(model.config, "is_encoder_decoder", False):
+        return "an encoder-decoder"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return "sliding-window attention"
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return "hybrid layers (" + ", ".join(sorted(set(config.layer_types) - {"full_attention"})) + ")"
+    if getattr(config, "attn_logit_softcapping", None):
+        return "attention logit soft-capping"
+    return None
+
+
+def kv_shape(model: Any) -> tuple[int, int]:
+    """(kv_heads, head_dim) of the model's attention."""
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    return (getattr(config, "num_key_value_heads", None) or heads,
+            getattr(config, "head_dim", None) or config.hidden_size // heads)
 
 
 class ModelRunner:
-    """Runs the model for the engine; knows nothing about requests beyond their token ids."""
+    """Runs the model for the engine over its paged KV cache; knows nothing about requests beyond token ids."""
 
-    def __init__(self, model: Any, pad_id: int, lean: bool = True) -> None:
+    def __init__(self, model: Any, pad_id: int, blocks: BlockManager, lean: bool = True) -> None:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = model.get_input_embeddings().weight.device
-        parameters = inspect.signature(model.forward).parameters
-        self._last_only: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"  # remote code: older name
         self.lean = LeanForward.build(model) if lean else None  # Llama-family models: the same forward, fewer ops
-        # decode attention per group of similar-length rows (the lean forward does it itself)
-        self._windowed = self.lean is not None or attention.install(model)
-
-    def prefill(self, batch: Batch, budget: int) -> Tensor | None:
-        """Feed the next prompt tokens of a batch being prefilled; the last logits once all prompts are in.
-
-        Several prompts go in one left-padded forward (the engine groups prompts of similar lengths, since
-        padding is wasted work, and the scheduler kept them within `budget`); a single prompt goes `budget`
-        tokens per call, continuing from what its cache already holds.
-        """
-        prompts = [s.token_ids for s in batch.sequences]  # a retried sequence resumes
-        done = batch.width
-        start = 0 if len(prompts) > 1 else done
-        chunks = prompts if len(prompts) > 1 else [prompts[0][done:done + budget]]
-        width = max(map(len, chunks))
-        input_ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in chunks], device=self.device)
-        new_mask = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in chunks], device=self.device)
-        asking = any(s.prompt_logprobs is not None for s in batch.sequences)
-        logits = self._forward(batch, input_ids, new_mask, every_position=asking)
-        if asking:
-            self._record_prompt_logprobs(batch, logits, start, [len(c) for c in chunks])
-        complete = len(prompts) > 1 or done + len(chunks[0]) == len(prompts[0])
-        return logits[:, -1, :] if complete else None
-
-    def decode(self, batch: Batch) -> Tensor:
-        """One step for every row: feed its pending token, return the next logits [rows, vocab]."""
-        new_mask = torch.ones(len(batch), 1, dtype=torch.bool, device=self.device)
-        extra = {"row_windows": attention.row_windows([n + 1 for n in batch.lengths.tolist()])} \
-            if self._windowed else {}
-        return self._forward(batch, batch.next_ids[:, None], new_mask, **extra)[:, -1, :]
-
-    def _forward(self, batch: Batch, input_ids: Tensor, new_mask: Tensor, every_position: bool = False,
-                 **extra: Any) -> Tensor:
-        """Append `input_ids` (real where `new_mask`) to the batch's cache; the logits [rows, columns, vocab] of the
-        last column only, or of every column when `every_position`."""
-        attention_mask = torch.cat([batch.cache_mask(), new_mask], dim=1)
-        position_ids = (batch.lengths[:, None] + new_mask.cumsum(dim=1) - 1).clamp(min=0)
-        if self.lean is not None:
-            logits = self.lean(input_ids, attention_mask, position_ids, batch.cache, every_position, **extra)
+        if self.lean is None:
+            reason = unsupported_reason(model)
+            try:
+                if reason is None:
+                    attention.install(model)
+                    devices = layer_devices(model)
+            except (ValueError, AttributeError) as error:
+                reason = str(error)
+            if reason is not None:
+                raise ModelLoadError(f"the paged KV cache cannot serve this model: {reason}")
         else:
-            keep = {"logits_to_keep": 0} if every_position and self._last_only else self._last_only
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                use_cache=True, **{self._cache_argument: batch.cache}, **keep, **extra).logits
-        batch.lengths = batch.lengths + new_mask.sum(dim=1)
-        return logits
+            devices = [self.device] * len(self.lean.layers)
+        parameters = inspect.signature(model.forward).parameters
+        self._keep_argument = "logits_to_keep" in parameters
+        kv_heads, head_dim = kv_shape(model)
+        self.cache = PagedKVCache(devices, kv_heads, head_dim, model.dtype, blocks)
+
+    def prepare(self, chunks: list[Chunk]) -> ForwardBatch:
+        """The forward inputs of a step's chunks."""
+        return self.cache.prepare(chunks)
+
+    def run(self, batch: ForwardBatch) -> Tensor:
+        """One forward of the step: writes every chunk's keys and values; the logits [logit rows, vocab]."""
+        if self.lean is not None:
+            return self.lean(batch, self.cache)
+        keep = {"logits_to_keep": batch.logits_index} if self._keep_argument else {}
+        logits = self.model(input_ids=batch.input_ids[None], position_ids=batch.positions[None], use_cache=False,
+                            serving_step=(batch, self.cache), **keep).logits[0]
+        return logits if self._keep_argument else logits.index_select(0, batch.logits_index.to(logits.device))
 
     @staticmethod
-    def _record_prompt_logprobs(batch: Batch, logits: Tensor, start: int, lengths: list[int]) -> None:
-        """Append to each asking row's `prompt_logprobs` the logprobs of the prompt tokens its chunk's positions
-        predict; `start` is where the chunks begin in their prompts, `lengths` their real token counts."""
-        width = logits.shape[1]
-        for row, (sequence, length) in enumerate(zip(batch.sequences, lengths)):
-            if sequence.prompt_logprobs is None:
+    def record_prompt_logprobs(batch: ForwardBatch, logits: Tensor) -> None:
+        """Append to each asking sequence's `prompt_logprobs` those of the prompt tokens its chunk's positions
+        score, in order (positions scored before, by a forward that was then undone, are skipped)."""
+        for chunk, (first, rows) in zip(batch.chunks, batch.prompt_rows):
+            if not rows:
                 continue
-            targets = sequence.prompt_ids[start + 1:start + length + 1]
-            if start == 0:
-                sequence.prompt_logprobs.append(None)
-            if not targets:
+            sequence = chunk.sequence
+            recorded = sequence.prompt_logprobs
+            assert recorded is not None
+            if not recorded:
+                recorded.append(None)
+            low = max(chunk.start, len(recorded) - 1)
+            high = min(chunk.start + chunk.count, sequence.input_length - 1)
+            if high <= low:
                 continue
-            scores = logits[row, width - length:width - length + len(targets)].float()
-            index = torch.tensor(targets, device=scores.device)[:, None]
+            scores = logits[first + low - chunk.start:first + high - chunk.start].float()
+            index = torch.tensor(sequence.token_ids[low + 1:high + 1], device=scores.device)[:, None]
             values = scores.gather(1, index).squeeze(1) - scores.logsumexp(dim=-1)
-            sequence.prompt_logprobs.extend(values.tolist())
+            recorded.extend(values.tolist())
 
     def warmup(self) -> None:
-        """One forward of a single token, which proves the model runs and primes its kernels."""
-        input_ids = torch.tensor([[self.pad_id]], device=self.device)
-        if self.lean is not None:
-            mask = torch.ones_like(input_ids, dtype=torch.bool)
-            self.lean(input_ids, mask, torch.zeros_like(input_ids), DynamicCache())
-        else:
-            self.model(input_ids=input_ids, use_cache=True, **{self._cache_argument: DynamicCache()},
-                       **self._last_only)
+        """One forward of a single token in a block of its own, which proves the model runs."""
+        blocks = self.cache.blocks
+        sequence = Sequence.create("warmup", [self.pad_id], SamplingParams(), StopCriteria(1, frozenset()))
+        sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+        try:
+            self.run(self.prepare([Chunk(sequence, 0, 1)]))
+        finally:
+            blocks.free(sequence.block_table)

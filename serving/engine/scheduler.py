@@ -1,83 +1,151 @@
-"""FIFO admission of waiting sequences into the running batch, within the token and size budgets.
+"""The scheduler owns the waiting queue and the running sequences, and plans each step's chunks.
 
-Between decode steps the head of the queue joins while (a) the batch stays within MAX_BATCH_SIZE, (b) the
-reservations (input_length + capped max_new_tokens) of running and admitted sequences stay within
-MAX_BATCH_TOTAL_TOKENS, and (c) the padded prefill of the admitted group (rows x longest prompt) stays within
-MAX_BATCH_PREFILL_TOKENS. Admission stops at the first sequence that does not fit (no overtaking). An idle engine
-always admits the head, however large, so no valid request waits forever: a prompt over the prefill budget is then
-admitted alone and prefilled in chunks. The engine prefills the admitted sequences in `length_groups` of similar
-prompt lengths, since padding is wasted work.
+A step feeds one chunk per scheduled sequence, decode rows and prefill chunks in one forward, under one token
+budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
+
+1. Every running sequence that decodes gets its token, oldest first. When its next token needs a block and none
+   is free, the newest running sequence is preempted (its blocks freed, back at the head of the queue, recomputed
+   when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself.
+2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left (at
+   least `min(budget, block_size)` tokens a step, so that a prompt always progresses).
+3. Waiting sequences are admitted, first come first served (no overtaking), while the budget lasts, the batch
+   stays within MAX_BATCH_SIZE (and the retry cap), and the pool has blocks for the prompt beyond the cached
+   prefix plus one free block per running sequence (headroom to decode before anyone is preempted). An idle
+   engine always admits the head: the pool holds at least MAX_TOTAL_TOKENS, so one sequence always fits.
+
+A prefill chunk first skips the leading blocks of its prompt that are cached and computed. It stops before a
+shared block that another chunk of the same step is computing: a sequence whose prefix is being computed by
+another waits a step and then skips it, so identical prefixes arriving together are computed once.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence as Seq
 
+from serving.engine.batch import Chunk
+from serving.engine.block_manager import BlockManager
 from serving.engine.limits import Limits
-from serving.engine.sequence import Sequence
-
-PAD_TOLERANCE = 1.25
-
-
-def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
-    """Row indices by increasing length, cut into groups whose padded tokens (rows x longest) stay within
-    `tolerance` times their real tokens."""
-    groups: list[list[int]] = []
-    real = 0
-    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if groups and lengths[row] * (len(groups[-1]) + 1) <= tolerance * (real + lengths[row]):
-            groups[-1].append(row)
-            real += lengths[row]
-        else:
-            groups.append([row])
-            real = lengths[row]
-    return groups
+from serving.engine.sequence import Sequence, SequenceStatus
 
 
 class Scheduler:
-    """The waiting queue and the admission rule."""
+    """The waiting queue, the running sequences and the plan of each step."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, blocks: BlockManager) -> None:
         self.limits = limits
+        self.blocks = blocks
         self.waiting: deque[Sequence] = deque()
-
-    def __len__(self) -> int:
-        return len(self.waiting)
+        self.running: list[Sequence] = []  # admitted, oldest first: prefilling or decoding
+        self.preemptions = 0
 
     def add(self, sequence: Sequence) -> None:
         """Queue a validated sequence."""
         self.waiting.append(sequence)
 
-    def requeue(self, sequences: list[Sequence]) -> None:
-        """Put sequences back at the head of the queue, in order (their step failed; they are retried)."""
-        self.waiting.extendleft(reversed(sequences))
-
     def remove(self, sequence: Sequence) -> None:
         """Take a sequence out of the queue (it was aborted before it ran)."""
         self.waiting.remove(sequence)
 
-    def admit(self, running: Seq[Sequence], cap: int | None = None) -> list[Sequence]:
-        """Pop the sequences that join the batch now, in arrival order; `cap` lowers MAX_BATCH_SIZE."""
-        limits = self.limits
-        caps = [c for c in (limits.max_batch_size, cap) if c is not None]
+    def finish(self, sequence: Sequence) -> None:
+        """A running sequence ended (finished or failed): its blocks go back to the pool."""
+        self.running.remove(sequence)
+        self.blocks.free(sequence.block_table)
+
+    def requeue_running(self) -> list[Sequence]:
+        """Put every running sequence back at the head of the queue in arrival order, its blocks freed (its step
+        failed; it is retried from scratch); the sequences requeued."""
+        sequences = sorted(self.running, key=lambda s: s.arrival)
+        for sequence in sequences:
+            self._release(sequence)
+        self.running = []
+        self.waiting.extendleft(reversed(sequences))
+        return sequences
+
+    def schedule(self, cap: int | None = None) -> list[Chunk]:
+        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE); their blocks are allocated."""
+        for sequence in [s for s in self.running if s.status is not SequenceStatus.RUNNING]:
+            self.finish(sequence)  # aborted since the last step
+        budget = self.limits.max_batch_prefill_tokens
+        chunks = self._decodes()
+        room = max(budget - len(chunks), min(budget, self.blocks.block_size))
+        filling: set[int] = set()  # blocks that this step's prefill chunks compute
+        for sequence in self.running:
+            if room <= 0:
+                break
+            if sequence.uncomputed > 1:
+                count = self._prefill_count(sequence, room, filling)
+                if count:
+                    chunks.append(Chunk(sequence, sequence.computed, count))
+                    room -= count
+        caps = [c for c in (self.limits.max_batch_size, cap) if c is not None]
         max_rows = min(caps) if caps else None
-        admitted: list[Sequence] = []
-        reserved = sum(s.reserved_tokens for s in running)
-        longest = 0
-        while self.waiting:
+        while self.waiting and room > 0 and (max_rows is None or len(self.running) < max_rows):
             head = self.waiting[0]
-            rows = len(running) + len(admitted)
-            if max_rows is not None and rows >= max_rows:
+            if not self.blocks.can_allocate(head.token_ids, len(self.running), head.uses_prefix_cache):
                 break
-            if rows and reserved + head.reserved_tokens > limits.max_batch_total_tokens:
+            self.waiting.popleft()
+            head.block_table, _ = self.blocks.allocate(head.token_ids, head.uses_prefix_cache)
+            head.computed = 0
+            head.mark_scheduled()
+            self.running.append(head)
+            count = self._prefill_count(head, room, filling)
+            if count:
+                chunks.append(Chunk(head, head.computed, count))
+                room -= count
+        return chunks
+
+    def computed(self, chunks: list[Chunk]) -> None:
+        """The step's forward ran: each chunk's tokens are in the cache."""
+        for chunk in chunks:
+            sequence = chunk.sequence
+            sequence.computed = chunk.start + chunk.count
+            self.blocks.mark_computed(sequence.block_table, sequence.token_ids, chunk.start, sequence.computed)
+
+    def _decodes(self) -> list[Chunk]:
+        """A one-token chunk for every decoding sequence, preempting the newest ones while blocks are short."""
+        chunks = []
+        index = 0
+        while index < len(self.running):
+            sequence = self.running[index]
+            if sequence.uncomputed == 1:
+                while not self.blocks.can_grow(sequence.block_table, len(sequence.token_ids)):
+                    victim = self.running[-1]
+                    self._preempt(victim)
+                    if victim is sequence:
+                        return chunks
+                self.blocks.grow(sequence.block_table, len(sequence.token_ids))
+                chunks.append(Chunk(sequence, sequence.computed, 1))
+            index += 1
+        return chunks
+
+    def _prefill_count(self, sequence: Sequence, room: int, filling: set[int]) -> int:
+        """How many tokens of its prompt a prefilling sequence feeds now (0: it waits for a block another chunk
+        computes); first skips the cached blocks that are computed."""
+        size = self.blocks.block_size
+        table = sequence.block_table
+        if sequence.uses_prefix_cache:
+            while sequence.computed % size == 0 and sequence.computed + size < len(sequence.token_ids) \
+                    and self.blocks.is_ready(table[sequence.computed // size]):
+                sequence.computed += size
+        count = min(sequence.uncomputed, room)
+        first = sequence.computed // size
+        for index in range(first, (sequence.computed + count - 1) // size + 1):
+            if table[index] in filling:
+                count = index * size - sequence.computed
                 break
-            width = max(longest, head.input_length)
-            if admitted and width * (len(admitted) + 1) > limits.max_batch_prefill_tokens:
-                break
-            admitted.append(self.waiting.popleft())
-            reserved += head.reserved_tokens
-            longest = width
-            if width > limits.max_batch_prefill_tokens:
-                break
-        return admitted
+        if count > 0:
+            filling.update(table[first:(sequence.computed + count - 1) // size + 1])
+        return max(count, 0)
+
+    def _preempt(self, sequence: Sequence) -> None:
+        """Free a running sequence's blocks and put it back at the head of the queue, to be recomputed."""
+        self.running.remove(sequence)
+        self._release(sequence)
+        self.waiting.appendleft(sequence)
+        self.preemptions += 1
+
+    def _release(self, sequence: Sequence) -> None:
+        """Free a sequence's blocks; it waits again and recomputes its tokens when admitted."""
+        self.blocks.free(sequence.block_table)
+        sequence.computed = 0
+        sequence.status = SequenceStatus.WAITING

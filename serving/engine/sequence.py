@@ -1,4 +1,5 @@
-"""One request inside the engine: its token ids, parameters, random generator, decoding state and timings."""
+"""One request inside the engine: its token ids, parameters, random generator, decoding state, timings and its
+place in the paged KV cache (block table, tokens computed)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     scheduled_at: float | None = None
     prompt_logprobs: list[float | None] | None = None
+    block_table: list[int] = field(default_factory=list)  # the KV cache blocks of its tokens, in order
+    computed: int = 0  # leading tokens whose keys and values are in the cache
 
     @classmethod
     def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria,
@@ -76,11 +79,17 @@ class Sequence:
         return len(self.token_ids) - self.input_length
 
     @property
-    def reserved_tokens(self) -> int:
-        """The most cache this sequence can ever hold: the scheduler's unit for MAX_BATCH_TOTAL_TOKENS."""
-        return self.input_length + self.stop.max_new_tokens
+    def uncomputed(self) -> int:
+        """Tokens still to feed before the next one can be sampled (1 while decoding)."""
+        return len(self.token_ids) - self.computed
+
+    @property
+    def uses_prefix_cache(self) -> bool:
+        """Whether its prompt may skip cached blocks: not while prompt logprobs are still to be computed."""
+        return self.prompt_logprobs is None or len(self.prompt_logprobs) >= self.input_length
 
     def mark_scheduled(self) -> None:
-        """The sequence left the queue for its prefill."""
+        """The sequence left the queue for its prefill (the first time counts for its timings)."""
         self.status = SequenceStatus.RUNNING
-        self.scheduled_at = time.monotonic()
+        if self.scheduled_at is None:
+            self.scheduled_at = time.monotonic()

@@ -1,8 +1,7 @@
 """The engine process main: a ZeroMQ ROUTER in front of `LLMEngine`, the only IO on the engine side.
 
 Each loop turn drains every message waiting on the socket (new requests, aborts, calls), runs one engine
-step when there is work, and sends each HTTP worker one `EventBatch` per part of the step (each prefilled group's
-first tokens, then the decode's tokens) with everything that part made for it.
+step when there is work, and sends each HTTP worker one `EventBatch` with everything the step made for it.
 When idle it blocks on the socket, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
 the heartbeat file, whose age tells the launcher when the engine is stuck in a step. On SIGTERM every request
 still queued or running ends with an `unavailable` failure, which its HTTP worker reports.
@@ -33,7 +32,6 @@ from serving.messages import (
     Finished,
     GenerateRequest,
     HealthRequest,
-    HealthResult,
     InfoRequest,
     InfoResult,
     TokenizeRequest,
@@ -82,9 +80,7 @@ class EngineWorker:
             if poller.poll(timeout):
                 self._drain()
             if self.engine.has_work():
-                for events in self.engine.step_parts():
-                    self._route(events)
-                    self._flush()  # first tokens go out before the next group's prefill and the decode
+                self._route(self.engine.step())
             self._log_state()
             self._flush()
             self._beat()
@@ -145,10 +141,7 @@ class EngineWorker:
         elif isinstance(message, InfoRequest):
             self.outbox[identity].append(InfoResult(call_id=message.call_id, info=self.engine.info()))
         elif isinstance(message, HealthRequest):
-            running, waiting = self.engine.stats()
-            self.outbox[identity].append(
-                HealthResult(call_id=message.call_id, healthy=self.engine.check_health(), running=running,
-                             waiting=waiting, batch_tokens=self.engine.batch_tokens()))
+            self.outbox[identity].append(self.engine.health(message.call_id))
 
     def _route(self, events: list[EngineEvent]) -> None:
         """Queue each request event for the worker that owns the request; forget finished requests."""

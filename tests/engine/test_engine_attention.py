@@ -1,10 +1,19 @@
-"""Windowed decode attention: row groups, and the same logits as one SDPA call over the padded batch."""
+"""Attention over block tables: row windows, and the same output as SDPA over each sequence's contiguous keys."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from serving.engine.attention import MAX_GROUPS, row_windows, windowed_sdpa
+from serving.engine.attention import MAX_GROUPS, GatheredSdpa, row_windows
+from serving.engine.batch import Chunk
+from serving.engine.block_manager import BlockManager
+from serving.engine.kv_cache import PagedKVCache
+from serving.engine.sequence import Sequence
+from serving.engine.stopping import StopCriteria
+from serving.messages import SamplingParams
+
+HEADS, KV_HEADS, DIM = 4, 2, 8
 
 
 def test_row_windows_cover_every_row_with_its_group_longest():
@@ -20,20 +29,41 @@ def test_row_windows_cover_every_row_with_its_group_longest():
         assert stop == following[0] and all(lengths[row] <= columns for row in range(start, stop))
 
 
-class _Module:
-    num_key_value_groups = 2
-    is_causal = True
-
-
-def test_windowed_attention_equals_one_padded_call():
+def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
+    """Decode rows of very different lengths and prefill chunks (one from the start, one after cached tokens)
+    in one step, over block tables that interleave in the pool."""
     torch.manual_seed(0)
-    lengths = [12, 11, 5, 2]
-    width = 12
-    query = torch.randn(4, 4, 1, 8)
-    key, value = torch.randn(4, 2, width, 8), torch.randn(4, 2, width, 8)
-    mask = (torch.arange(width)[None, :] >= (width - torch.tensor(lengths))[:, None])[:, None, None, :]
-    whole, _ = windowed_sdpa(_Module(), query, key, value, mask, scaling=8 ** -0.5)
-    windows = row_windows(lengths)
-    assert len(windows) > 1
-    parts, _ = windowed_sdpa(_Module(), query, key, value, mask, row_windows=windows, scaling=8 ** -0.5)
-    assert torch.allclose(whole, parts, atol=1e-6)
+    blocks = BlockManager(num_blocks=40, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    lengths = [30, 3, 17, 12, 9]  # tokens in each sequence
+    sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
+    for position in range(max(lengths)):  # grow the tables in turns: each one's blocks are scattered
+        for sequence in sequences:
+            if position < len(sequence.token_ids):
+                blocks.grow(sequence.block_table, position + 1)
+    keys = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    values = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    chunks = [Chunk(sequences[0], 29, 1), Chunk(sequences[1], 2, 1), Chunk(sequences[2], 0, 17),
+              Chunk(sequences[3], 11, 1), Chunk(sequences[4], 4, 5)]
+    batch = cache.prepare(chunks)
+    cached = [list(range(chunk.start)) for chunk in chunks]
+    for chunk, key, value, earlier in zip(chunks, keys, values, cached):
+        if earlier:  # what earlier steps wrote
+            slots = torch.tensor([chunk.sequence.block_table[p // 4] * 4 + p % 4 for p in earlier])
+            cache.key_cache[0][slots] = key[:chunk.start].reshape(chunk.start, -1)
+            cache.value_cache[0][slots] = value[:chunk.start].reshape(chunk.start, -1)
+    step_keys = torch.cat([k[c.start:c.start + c.count] for c, k in zip(chunks, keys)])
+    step_values = torch.cat([v[c.start:c.start + c.count] for c, v in zip(chunks, values)])
+    cache.write(0, batch, step_keys, step_values)
+    queries = [torch.randn(c.count, HEADS, DIM) for c in chunks]
+    out = GatheredSdpa()(torch.cat(queries), cache.key_cache[0], cache.value_cache[0], batch)
+    assert len(batch.groups) > 2  # decode rows in windows, and prefill rows
+    expected = []
+    for chunk, query, key, value in zip(chunks, queries, keys, values):
+        length = chunk.start + chunk.count
+        mask = torch.arange(length)[None, :] <= torch.arange(chunk.start, length)[:, None]
+        expected.append(F.scaled_dot_product_attention(
+            query.transpose(0, 1), key[:length].transpose(0, 1), value[:length].transpose(0, 1), attn_mask=mask,
+            enable_gqa=True).transpose(0, 1))
+    torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-5)

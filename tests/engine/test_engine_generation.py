@@ -51,12 +51,12 @@ def test_late_request_joins_while_an_earlier_one_decodes(make_engine):
         engine.step()
     engine.add_request(request("late", PROMPTS[2], 5, ignore_eos=True))
     step_events = engine.step()
-    assert [(e.request_id, type(e)) for e in step_events] == [("late", TokenDelta), ("early", TokenDelta)]
+    assert sorted((e.request_id, type(e)) for e in step_events) == [("early", TokenDelta), ("late", TokenDelta)]
     assert engine.stats() == (2, 0)
     rest = drain(engine)
     assert finished(rest["late"]).finish_reason is FinishReason.LENGTH
     assert len(token_ids(rest["early"])) == 30 - 4
-    late = [step_events[0].token.id] + token_ids(rest["late"])
+    late = [e.token.id for e in step_events if e.request_id == "late"] + token_ids(rest["late"])
     assert late == token_ids(generate_alone(make_engine(), request("x", PROMPTS[2], 5, ignore_eos=True)))
 
 
@@ -110,21 +110,32 @@ def test_top_n_tokens_come_from_the_same_distribution(make_engine):
         assert all(lp <= 0 for lp in logprobs)
 
 
-def test_a_step_comes_in_parts_first_tokens_of_each_length_group_then_the_decode(make_engine):
+def test_a_step_mixes_the_decode_of_running_rows_with_new_prefills(make_engine):
     engine = make_engine()
     engine.add_request(request("early", PROMPTS[3], 10, ignore_eos=True))
-    assert [[(e.request_id, type(e)) for e in part] for part in engine.step_parts()] == [[("early", TokenDelta)], []]
+    assert [e.request_id for e in engine.step()] == ["early"]
     long_prompt = " ".join(["word"] * 120)
     engine.add_request(request("long", long_prompt, 10, ignore_eos=True))
     engine.add_request(request("short", PROMPTS[1], 10, ignore_eos=True))
-    parts = engine.step_parts()
-    assert [e.request_id for e in next(parts)] == ["short"]  # shortest prompts first
+    assert sorted(e.request_id for e in engine.step()) == ["early", "long", "short"]  # one forward
     assert engine.stats() == (3, 0)
-    assert [e.request_id for e in next(parts)] == ["long"]
-    assert [e.request_id for e in next(parts)] == ["early"]  # the decode of the running batch
-    assert next(parts, None) is None
-    assert engine.stats() == (3, 0)
-    assert sorted(e.request_id for e in engine.step()) == ["early", "long", "short"]
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_others_decode(make_engine):
+    engine = make_engine(max_batch_prefill_tokens=40)
+    engine.add_request(request("early", PROMPTS[3], 12, ignore_eos=True))
+    engine.step()
+    long_prompt = " ".join(["word"] * 120)
+    engine.add_request(request("long", long_prompt, 4, ignore_eos=True))
+    steps = [engine.step()]
+    while not any(e.request_id == "long" for e in steps[-1]):
+        steps.append(engine.step())
+    assert len(steps) >= 3  # the prompt took several steps
+    assert all(any(e.request_id == "early" for e in events) for events in steps)  # the decode never paused
+    events = drain(engine)
+    alone = generate_alone(make_engine(), request("x", long_prompt, 4, ignore_eos=True))
+    assert [e.token.id for events in steps for e in events if e.request_id == "long"] + \
+        token_ids(events["long"]) == token_ids(alone)
 
 
 def test_groups_prefilled_in_one_step_decode_as_if_alone(make_engine):

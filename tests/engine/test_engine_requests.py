@@ -59,13 +59,13 @@ def test_a_step_that_fails_once_is_retried_and_every_request_completes(make_engi
     for _ in range(3):
         for event in engine.step():
             events[event.request_id].append(event)
-    decode = engine.runner.decode
+    run = engine.runner.run
 
     def broken(batch):
-        engine.runner.decode = decode
+        engine.runner.run = run
         raise RuntimeError("CUDA out of memory")
 
-    engine.runner.decode = broken
+    engine.runner.run = broken
     engine.add_request(request("c", PROMPTS[4], 12, ignore_eos=True))
     for name, got in drain(engine).items():
         events[name].extend(got)
@@ -85,14 +85,14 @@ def test_a_request_that_makes_every_step_fail_fails_alone(make_engine, phase):
     engine = make_engine()
     expected = {name: token_ids(generate_alone(engine, request("ref", PROMPTS[i], 10, ignore_eos=True)))
                 for name, i in (("a", 1), ("b", 3), ("c", 4))}
-    original = getattr(engine.runner, phase)
+    original = engine.runner.run
 
-    def faulty(batch, *args):
-        if any(s.request_id == "bad" for s in batch.sequences):
+    def faulty(batch):
+        if any(c.sequence.request_id == "bad" and (c.count == 1) == (phase == "decode") for c in batch.chunks):
             raise RuntimeError("boom")
-        return original(batch, *args)
+        return original(batch)
 
-    setattr(engine.runner, phase, faulty)
+    engine.runner.run = faulty
     for name, i in (("a", 1), ("bad", 2), ("b", 3), ("c", 4)):
         engine.add_request(request(name, PROMPTS[i], 10, ignore_eos=True))
     events = drain(engine)
@@ -236,17 +236,17 @@ def test_info_reports_the_resolved_limits(make_engine):
 def test_a_row_with_nan_logits_fails_alone_and_the_others_go_on(make_engine, phase):
     engine = make_engine()
     expected = token_ids(generate_alone(engine, request("ref", PROMPTS[3], 8, ignore_eos=True)))
-    original = getattr(engine.runner, phase)
+    original = engine.runner.run
 
-    def poisoned(batch, *args):
-        logits = original(batch, *args)
-        if logits is not None:
-            for row, sequence in enumerate(batch.sequences):
-                if sequence.request_id == "bad":
-                    logits[row] = float("nan")
+    def poisoned(batch):
+        logits = original(batch)
+        sampling = [c for c in batch.chunks if c.samples]
+        for row, chunk in zip(batch.sample_rows, sampling):
+            if chunk.sequence.request_id == "bad" and (chunk.count == 1) == (phase == "decode"):
+                logits[row] = float("nan")
         return logits
 
-    setattr(engine.runner, phase, poisoned)
+    engine.runner.run = poisoned
     engine.add_request(request("bad", PROMPTS[1], 8, ignore_eos=True))
     engine.add_request(request("good", PROMPTS[3], 8, ignore_eos=True))
     events = drain(engine)

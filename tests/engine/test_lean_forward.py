@@ -7,8 +7,10 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
-from serving.engine.batch import Batch
+from serving.engine.batch import Chunk
+from serving.engine.block_manager import BlockManager
 from serving.engine.lean_forward import LeanForward
+from serving.engine.loader import ModelLoadError
 from serving.engine.model_runner import ModelRunner
 from serving.engine.packed_linear import pack_linears
 from serving.engine.sequence import Sequence
@@ -26,27 +28,40 @@ def _model(config) -> nn.Module:
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
 
 
-def _batch(prompts: list[list[int]], device: torch.device, logprobs: bool = False) -> Batch:
-    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
-    return Batch.new([Sequence.create(str(i), p, SamplingParams(), stop, prompt_logprobs=logprobs)
-                      for i, p in enumerate(prompts)], device)
+def _runner(model: nn.Module, lean: bool) -> ModelRunner:
+    return ModelRunner(model, pad_id=0, blocks=BlockManager(num_blocks=64, block_size=16), lean=lean)
+
+
+def _forward(runner: ModelRunner, chunks: list[Chunk]) -> torch.Tensor:
+    """One step over `chunks`; each sampling chunk's sequence takes its greedy token. The sampled logits."""
+    for chunk in chunks:
+        runner.cache.blocks.grow(chunk.sequence.block_table, chunk.start + chunk.count)
+    batch = runner.prepare(chunks)
+    logits = runner.run(batch)
+    runner.record_prompt_logprobs(batch, logits)
+    sampled = logits[batch.sample_rows]
+    for chunk in chunks:
+        chunk.sequence.computed = chunk.start + chunk.count
+    for chunk, row in zip([c for c in chunks if c.samples], sampled):
+        chunk.sequence.token_ids.append(int(row.argmax()))
+    return sampled
 
 
 def _run(runner: ModelRunner, steps: int = 6) -> list[torch.Tensor]:
-    """Prefill PROMPTS (one late joiner merged after two steps) and decode greedily: every step's logits."""
-    batch = _batch(PROMPTS[:-1], runner.device, logprobs=True)
-    logits = [runner.prefill(batch, budget=1000)]
-    batch.next_ids = logits[-1].argmax(-1)
+    """Prefill PROMPTS but the last in one forward and decode them greedily; from the third step the last prompt
+    is prefilled alongside, 16 tokens a step (mixed steps), then decodes too. Every step's sampled logits, and the
+    prompt logprobs."""
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    sequences = [Sequence.create(str(i), p, SamplingParams(), stop, prompt_logprobs=True)
+                 for i, p in enumerate(PROMPTS)]
+    early, late = sequences[:-1], sequences[-1]
+    logits = [_forward(runner, [Chunk(s, 0, len(s.token_ids)) for s in early])]
     for step in range(steps):
-        logits.append(runner.decode(batch))
-        batch.next_ids = logits[-1].argmax(-1)
-        if step == 1:
-            late = _batch(PROMPTS[-1:], runner.device)
-            while (first := runner.prefill(late, budget=16)) is None:  # chunked: 16 tokens a forward
-                pass
-            late.next_ids = first.argmax(-1)
-            batch.merge(late)
-    logits.append(torch.tensor([v for s in batch.sequences if s.prompt_logprobs for v in s.prompt_logprobs[1:]]))
+        chunks = [Chunk(s, s.computed, 1) for s in early]
+        if step >= 2:
+            chunks.append(Chunk(late, late.computed, min(16, late.uncomputed)))
+        logits.append(_forward(runner, chunks))
+    logits.append(torch.tensor([v for s in sequences for v in s.prompt_logprobs[1:]]))
     return logits
 
 
@@ -61,7 +76,7 @@ def test_lean_logits_equal_transformers(config, packed):
     model = _model(config)
     if packed:
         pack_linears(model)
-    lean, reference = ModelRunner(model, pad_id=0, lean=True), ModelRunner(model, pad_id=0, lean=False)
+    lean, reference = _runner(model, lean=True), _runner(model, lean=False)
     assert lean.lean is not None and reference.lean is None
     assert all(layer.qkv is not None and layer.gate_up is not None for layer in lean.lean.layers) is packed
     with torch.inference_mode():
@@ -93,7 +108,13 @@ def test_engine_on_the_lean_forward_matches_generate(make_engine, loaded):
     LlamaConfig(**SIZES, hidden_act="gelu"),
 ], ids=["mistral-sliding-window", "qwen2-sliding-window", "gelu"])
 def test_models_it_does_not_reproduce_keep_transformers_forward(config):
-    assert LeanForward.build(_model(config)) is None
+    model = _model(config)
+    assert LeanForward.build(model) is None
+    if config.hidden_act == "gelu":
+        assert _runner(model, lean=True).lean is None  # served by its own forward over the paged cache
+    else:
+        with pytest.raises(ModelLoadError, match="^the paged KV cache cannot serve this model: sliding-window"):
+            _runner(model, lean=True)
 
 
 def test_a_hooked_or_split_model_keeps_transformers_forward():
@@ -101,4 +122,4 @@ def test_a_hooked_or_split_model_keeps_transformers_forward():
     assert LeanForward.build(model) is not None
     model.model.layers[1]._hf_hook = object()  # accelerate moves this layer's weights at run time
     assert LeanForward.build(model) is None
-    assert ModelRunner(model, pad_id=0).lean is None
+    assert _runner(model, lean=True).lean is None

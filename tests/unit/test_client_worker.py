@@ -18,6 +18,7 @@ from serving.messages import (
     Finished,
     FinishReason,
     GenerateRequest,
+    HealthResult,
     ModelInfo,
     SamplingParams,
     StoppingParams,
@@ -53,9 +54,6 @@ class ScriptedEngine:
     def has_work(self) -> bool:
         return bool(self.running)
 
-    def step_parts(self):
-        yield self.step()
-
     def step(self):
         events = []
         for request_id, state in list(self.running.items()):
@@ -73,8 +71,8 @@ class ScriptedEngine:
     def info(self) -> ModelInfo:
         return INFO
 
-    def check_health(self) -> bool:
-        return True
+    def health(self, call_id: str) -> HealthResult:
+        return HealthResult(call_id=call_id, healthy=True, running=len(self.running), waiting=0)
 
     def stats(self) -> tuple[int, int]:
         return len(self.running), 0

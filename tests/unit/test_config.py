@@ -35,6 +35,8 @@ BASE = {"HF_MODEL_ID": "org/model"}
     ({"CPU_PACKED_LINEAR": "false"}, "engine.packed_linear", False),
     ({}, "engine.lean_forward", True),
     ({"LEAN_FORWARD": "0"}, "engine.lean_forward", False),
+    ({}, "engine.prefix_caching", True),
+    ({"PREFIX_CACHING": "false"}, "engine.prefix_caching", False),
     ({}, "engine.max_concurrent_requests", 128),
     ({}, "engine.replicas", 1),
     ({"ENGINE_REPLICAS": "2"}, "engine.replicas", 2),

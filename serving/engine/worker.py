@@ -131,6 +131,7 @@ class EngineWorker:
     def _handle(self, identity: bytes, message: ClientMessage) -> None:
         """Dispatch one client message to the engine."""
         if isinstance(message, GenerateRequest):
+            logger.debug("request %s received", message.request_id)
             self.owners[message.request_id] = identity
             self._route(self.engine.add_request(message))
         elif isinstance(message, AbortRequest):

@@ -83,7 +83,8 @@ class ScriptedEngine:
         return INFO
 
     def health(self, call_id: str) -> HealthResult:
-        return HealthResult(call_id=call_id, healthy=True, running=len(self.running), waiting=0)
+        running, waiting = self.stats()
+        return HealthResult(call_id=call_id, healthy=True, running=running, waiting=waiting)
 
     def stats(self) -> tuple[int, int]:
         return len(self.running) + len(self.held), 0

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -34,6 +35,8 @@ CALL_TIMEOUT = 30.0
 # /ping must answer within SageMaker's 2 s even while the engine is in a long step (a big prefill on a slow device):
 # a health call that is not answered within HEALTH_ANSWER_WAIT is judged by the engine's recent activity instead.
 HEALTH_ANSWER_WAIT = 0.5
+PREFIX_ROUTE_CHARS = 64  # about an engine KV cache block of tokens: the text that names a request's first block
+ROUTE_SLACK = 2
 BUSY_GRACE = 30.0  # the engine counts as alive while it sent this worker something within this many seconds
 _CANCELLED = object()  # put on a request's queue by `abort`: its generator ends and aborts the request
 
@@ -85,8 +88,11 @@ class EngineClient:
 
     The sockets and their reader greenlets are created on first use, so a client built before gunicorn forks
     never shares a socket between processes. A reader greenlet per socket routes each event of each `EventBatch`
-    to the queue of the request (or call) it belongs to; nothing here blocks the gevent hub. Each generation goes
-    to the replica with the fewest of this worker's requests in flight; tokenize and info calls go to the first.
+    to the queue of the request (or call) it belongs to; nothing here blocks the gevent hub. A generation whose
+    text starts with at least PREFIX_ROUTE_CHARS characters goes to the replica that a hash of them names (requests
+    that share a prefix meet the KV cache blocks it left there), unless that replica has more than ROUTE_SLACK
+    requests of this worker in flight beyond the least busy one; any other goes to the least busy replica.
+    Tokenize and info calls go to the first.
     """
 
     def __init__(self, addresses: str | Sequence[str]) -> None:
@@ -162,10 +168,22 @@ class EngineClient:
         count = len(self._replicas)
         return min((self._replicas[(self._turn + i) % count] for i in range(count)), key=lambda r: r.in_flight)
 
+    def _route(self, request: GenerateRequest) -> _Replica:
+        """The replica for a generation: by the hash of its text's first characters, then by load."""
+        least = self._least_busy()
+        if len(self._replicas) == 1:
+            return least
+        text = request.prompt or "".join(f"{m.role}:{m.content}\n" for m in request.chat.messages) \
+            if request.prompt or request.chat else ""
+        if len(text) < PREFIX_ROUTE_CHARS:
+            return least
+        preferred = self._replicas[zlib.crc32(text[:PREFIX_ROUTE_CHARS].encode()) % len(self._replicas)]
+        return preferred if preferred.in_flight <= least.in_flight + ROUTE_SLACK else least
+
     def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
         """Yield the request's events until `Finished` or `Failed`; closing early aborts it in the engine."""
         queue = self._open(request.request_id)
-        replica = self._least_busy()
+        replica = self._route(request)
         replica.in_flight += 1
         done = False
         try:
@@ -199,7 +217,8 @@ class EngineClient:
                      for replica in self._replicas]
             self._info = msgspec.structs.replace(
                 infos[0], max_concurrent_requests=sum(info.max_concurrent_requests for info in infos),
-                max_batch_total_tokens=sum(info.max_batch_total_tokens for info in infos))
+                max_batch_total_tokens=sum(info.max_batch_total_tokens for info in infos),
+                num_blocks=sum(info.num_blocks for info in infos))
         return self._info
 
     @staticmethod
@@ -246,4 +265,9 @@ class EngineClient:
             return results[0]
         return HealthResult(call_id=calls[0][1].call_id, healthy=all(r.healthy for r in results),
                             running=sum(r.running for r in results), waiting=sum(r.waiting for r in results),
-                            batch_tokens=sum(r.batch_tokens for r in results))
+                            batch_tokens=sum(r.batch_tokens for r in results),
+                            blocks_used=sum(r.blocks_used for r in results),
+                            blocks_free=sum(r.blocks_free for r in results),
+                            prefix_queried_tokens=sum(r.prefix_queried_tokens for r in results),
+                            prefix_hit_tokens=sum(r.prefix_hit_tokens for r in results),
+                            preemptions=sum(r.preemptions for r in results))

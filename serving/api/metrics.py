@@ -54,7 +54,11 @@ HELP = {
     "tgi_batch_current_size": "Current batch size",
     "tgi_batch_current_max_tokens": "Maximum tokens for the current batch",
     "tgi_batch_max_total_tokens": "Maximum tokens of a batch",
-    "serving_kv_cache_usage": "Share of the KV cache budget (MAX_BATCH_TOTAL_TOKENS) reserved by the running sequences",
+    "serving_kv_cache_usage": "Share of the KV cache (MAX_BATCH_TOTAL_TOKENS) in the blocks the sequences use",
+    "serving_kv_cache_blocks_used": "KV cache blocks in use by sequences",
+    "serving_kv_cache_blocks_free": "KV cache blocks free (those that keep a cached prefix included)",
+    "serving_prefix_cache_hit_ratio": "Share of prompt tokens found in the prefix cache since the start",
+    "serving_preemptions": "Sequences preempted for lack of KV cache blocks since the start (recomputed later)",
 }
 
 # TGI's `err` label for each error type; anything else keeps its own type.
@@ -154,7 +158,12 @@ class Metrics:
         if health is not None:
             gauges.update(tgi_queue_size=health.waiting, tgi_batch_current_size=health.running,
                           tgi_batch_current_max_tokens=health.batch_tokens,
-                          serving_kv_cache_usage=health.batch_tokens / max(1, info.max_batch_total_tokens))
+                          serving_kv_cache_usage=health.batch_tokens / max(1, info.max_batch_total_tokens),
+                          serving_kv_cache_blocks_used=health.blocks_used,
+                          serving_kv_cache_blocks_free=health.blocks_free,
+                          serving_prefix_cache_hit_ratio=health.prefix_hit_tokens
+                          / max(1, health.prefix_queried_tokens),
+                          serving_preemptions=health.preemptions)
         for name, value in sorted(gauges.items()):
             lines += _family_lines(name, "gauge", HELP[name], [(name, {}, float(value))])
         return "".join(line + "\n" for line in lines)

@@ -96,7 +96,7 @@ def generate_stream_route() -> Response:
 @blueprint.get("/info")
 def info() -> Response:
     """TGI's `Info`, with its key set and order, then the dtype, device type and device map summary (module ranges
-    to devices) of the loaded model."""
+    to devices) of the loaded model and its KV cache: block size, blocks (over every replica), prefix caching."""
     context = services()
     model = context.info()
     config = context.config
@@ -118,6 +118,9 @@ def info() -> Response:
         "model_dtype": f"torch.{model.dtype}",
         "model_device_type": model.device,
         "device_map": model.device_map,
+        "kv_cache_block_size": model.block_size,
+        "kv_cache_blocks": model.num_blocks,
+        "prefix_caching": model.prefix_caching,
     })
 
 

@@ -32,6 +32,9 @@ def test_nothing_recorded_yet_shows_only_the_engine_gauges(http):
     assert value(text, "tgi_batch_current_max_tokens") == 0
     assert value(text, "tgi_batch_max_total_tokens") == 4096
     assert "# TYPE tgi_queue_size gauge" in text
+    for gauge in ("serving_kv_cache_blocks_used", "serving_kv_cache_blocks_free", "serving_prefix_cache_hit_ratio",
+                  "serving_preemptions"):
+        assert value(text, gauge) == 0, gauge
 
 
 def test_a_generation_is_counted_with_tgi_names_and_buckets(http):

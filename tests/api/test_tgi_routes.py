@@ -163,7 +163,8 @@ def test_info_keys_in_order(http):
         "model_id", "model_sha", "model_pipeline_tag", "max_concurrent_requests", "max_best_of",
         "max_stop_sequences", "max_input_tokens", "max_total_tokens", "validation_workers",
         "max_client_batch_size", "router", "version", "sha", "docker_label",
-        "model_dtype", "model_device_type", "device_map"]
+        "model_dtype", "model_device_type", "device_map", "kv_cache_block_size", "kv_cache_blocks",
+        "prefix_caching"]
     assert body["model_id"] == "test-org/tiny-model"
     assert (body["model_dtype"], body["model_device_type"], body["device_map"]) == ("torch.float32", "cpu", {})
     assert body["router"] == "text-generation-router"

@@ -38,8 +38,8 @@ INFO = ModelInfo(model_id="scripted", model_sha=None, model_pipeline_tag=None, m
 class ScriptedEngine:
     """Emits one token per step per request, `max_new_tokens` of them; fails prompts that say 'fail'.
 
-    A request whose prompt is 'hold' is admitted but makes no token until `release` is set, so a test can look at
-    it while it is surely still running, however fast the machine is.
+    A request whose prompt starts with 'hold' is admitted but makes no token until `release` is set, so a test can
+    look at it while it is surely still running, however fast the machine is.
     """
 
     running: dict[str, list] = field(default_factory=dict)
@@ -51,7 +51,7 @@ class ScriptedEngine:
         if request.prompt == "fail":
             return [Failed(request.request_id, ErrorKind.VALIDATION, "Input validation error: no")]
         state = [request.stopping.max_new_tokens, 0]
-        (self.held if request.prompt == "hold" else self.running)[request.request_id] = state
+        (self.held if (request.prompt or "").startswith("hold") else self.running)[request.request_id] = state
         return [Admitted(request.request_id, input_length=1, seed=None)]
 
     def abort(self, request_id: str) -> None:
@@ -261,6 +261,24 @@ def test_generations_spread_over_the_replicas(two_replicas):
         engine.release.set()
     gevent.joinall(jobs, timeout=20)
     assert [len(job.value) for job in jobs] == [52, 53, 54, 55]
+
+
+def test_requests_sharing_a_long_prefix_go_to_one_replica_until_it_is_busier(two_replicas):
+    engines, client = two_replicas
+    prefix = "hold " + "You are a helpful assistant. " * 3  # longer than PREFIX_ROUTE_CHARS
+    jobs = [gevent.spawn(lambda n=n: list(client.generate(request(f"{prefix}question {n}", 5)))) for n in range(3)]
+    with gevent.Timeout(5):
+        while sum(len(engine.seen) for engine in engines) < 3:
+            gevent.sleep(0.01)
+    assert sorted(len(engine.seen) for engine in engines) == [0, 3]  # in flight 0, 1, 2: within the slack
+    late = gevent.spawn(lambda: list(client.generate(request(f"{prefix}question 9", 5))))
+    with gevent.Timeout(5):
+        while sum(len(engine.seen) for engine in engines) < 4:
+            gevent.sleep(0.01)
+    assert sorted(len(engine.seen) for engine in engines) == [1, 3]  # 3 beyond 0 exceeds the slack: by load
+    for engine in engines:
+        engine.release.set()
+    gevent.joinall([*jobs, late], timeout=20)
 
 
 def test_health_and_info_count_every_replica(two_replicas):

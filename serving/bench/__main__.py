@@ -66,6 +66,8 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--prompt-words", type=_ints, default=load.DEFAULT_PROMPT_WORDS,
                         help="prompt lengths in words, cycled")
+    parser.add_argument("--shared-prefix-words", type=int, default=0,
+                        help="words of text that every prompt starts with (the prefix-cache workload)")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
@@ -74,7 +76,8 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_config(args: argparse.Namespace, url: str = "") -> load.LoadConfig:
     return load.LoadConfig(url=url, concurrency=args.concurrency, requests=args.requests,
-                           output_tokens=args.output_tokens, prompt_words=args.prompt_words, deadline=args.deadline,
+                           output_tokens=args.output_tokens, prompt_words=args.prompt_words,
+                           shared_prefix_words=args.shared_prefix_words, deadline=args.deadline,
                            seed=args.seed, progress=not args.quiet)
 
 
@@ -107,7 +110,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
     config = _load_config(args)
     info = {"command": shlex.join(["python", "-m", "serving.bench", *sys.argv[1:]]), "machine": machine(),
             "model_dir": str(model_dir), "parameters": parameter_count(model_dir),
-            "output_tokens": args.output_tokens, "prompt_words": args.prompt_words, "threads": args.threads}
+            "output_tokens": args.output_tokens, "prompt_words": args.prompt_words,
+            "shared_prefix_words": args.shared_prefix_words, "threads": args.threads}
     _log(f"model {model_dir} ({info['parameters']:,} parameters), servers: {', '.join(servers)}")
     results: dict[str, list[LevelSummary]] = {}
     failures: dict[str, str] = {}
@@ -132,7 +136,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
     info["machine"]["load_average_end"] = os.getloadavg()
     ours = args.reference if args.reference in results else next(iter(results), args.reference)
     print(f"\n{model_dir.name}: {info['parameters']:,} parameters, {args.output_tokens} output tokens per request, "
-          f"prompts of {'/'.join(map(str, args.prompt_words))} words\n")
+          f"prompts of {'/'.join(map(str, args.prompt_words))} words"
+          f"{f' after a shared prefix of {args.shared_prefix_words} words' if args.shared_prefix_words else ''}\n")
     print(report.comparison_table(results, ours))
     for name, error in failures.items():
         print(f"\n{name}: failed: {error}")

@@ -44,11 +44,11 @@ class LoopResult:
 
 
 def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
-              seed: int) -> LoopResult:
+              seed: int, shared_prefix_words: int = 0) -> LoopResult:
     """Keep `concurrency` requests in the engine until `total` have finished."""
     from serving.messages import Finished, GenerateRequest, SamplingParams, StoppingParams, TokenDelta
 
-    prompts = make_prompts(total, words, seed=seed * 1000 + concurrency)
+    prompts = make_prompts(total, words, seed=seed * 1000 + concurrency, shared_prefix_words=shared_prefix_words)
     submitted = finished = tokens = steps = 0
 
     def submit() -> None:
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="per level (default 2 x concurrency, >= 8)")
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
+    parser.add_argument("--shared-prefix-words", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
-        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed)
+        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed,
+                           args.shared_prefix_words)
         results.append(result)
         print(f"c={concurrency}: {result.output_tokens} tokens, {result.tokens_per_second:,.0f} tok/s, "
               f"{result.tokens_per_cpu_second:,.0f} tok/CPU-s, {result.steps} steps, "

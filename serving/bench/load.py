@@ -5,7 +5,8 @@ are cancelled (their streamed tokens still count towards throughput, see `stats`
 `output_tokens` tokens: `max_tokens` plus vLLM's `ignore_eos`/`min_tokens` extras on OpenAI routes (servers that
 reject unknown fields get `extra_body={}`, and the generated counts are reported), `max_new_tokens` on TGI routes.
 Prompts are made-up sentences of mixed lengths, different for every request of every level, so that no server
-gains from a prefix cache between requests.
+gains from a prefix cache between requests; with `shared_prefix_words` every prompt starts with the same text of
+that many words (a system prompt, a shared document) before its own sentence: the prefix-cache workload.
 """
 
 from __future__ import annotations
@@ -36,14 +37,25 @@ WORDS = (
 DEFAULT_PROMPT_WORDS = (16, 64, 128, 256)
 
 
-def make_prompts(count: int, prompt_words: tuple[int, ...], seed: int) -> list[str]:
-    """`count` distinct prompts cycling through the word counts in `prompt_words` (a mix of lengths)."""
+SHARED_PREFIX_SEED = 20261206
+
+
+def shared_prefix(words: int) -> str:
+    """The same made-up text of `words` words for every request and level (empty for 0)."""
+    rng = random.Random(SHARED_PREFIX_SEED)
+    return " ".join(rng.choice(WORDS) for _ in range(words)) + "\n" if words else ""
+
+
+def make_prompts(count: int, prompt_words: tuple[int, ...], seed: int, shared_prefix_words: int = 0) -> list[str]:
+    """`count` distinct prompts cycling through the word counts in `prompt_words` (a mix of lengths), each after
+    the shared prefix of `shared_prefix_words` words."""
     rng = random.Random(seed)
+    prefix = shared_prefix(shared_prefix_words)
     prompts = []
     for index in range(count):
         words = prompt_words[index % len(prompt_words)]
         body = " ".join(rng.choice(WORDS) for _ in range(max(words - 2, 1)))
-        prompts.append(f"{seed}-{index}: {body}")
+        prompts.append(f"{prefix}{seed}-{index}: {body}")
     return prompts
 
 
@@ -58,6 +70,7 @@ class LoadConfig:
     requests: int | None = None  # per level; None: max(8, 2 x concurrency)
     output_tokens: int = 64
     prompt_words: tuple[int, ...] = DEFAULT_PROMPT_WORDS
+    shared_prefix_words: int = 0  # every prompt starts with the same text of this many words
     deadline: float = 120.0  # seconds per level
     request_timeout: float = 600.0
     seed: int = 0
@@ -262,7 +275,8 @@ class Progress:
 async def run_level(session: Any, config: LoadConfig, concurrency: int, label: str = "") -> LevelSummary:
     """Run one concurrency level and summarise it."""
     total = config.level_requests(concurrency)
-    prompts = make_prompts(total, config.prompt_words, seed=config.seed * 1000 + concurrency)
+    prompts = make_prompts(total, config.prompt_words, seed=config.seed * 1000 + concurrency,
+                           shared_prefix_words=config.shared_prefix_words)
     records = [RequestRecord() for _ in prompts]
     progress = Progress(f"{label}c={concurrency}", total, config.progress)
     next_index = 0

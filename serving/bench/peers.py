@@ -198,7 +198,8 @@ def bench_raw(model_dir: Path, config: load.LoadConfig, threads: int, workdir: P
     command = [sys.executable, "-m", "serving.bench.raw", "--model-dir", str(model_dir),
                "--concurrency", ",".join(map(str, config.concurrency)),
                "--output-tokens", str(config.output_tokens), "--prompt-words", ",".join(map(str, config.prompt_words)),
-               "--seed", str(config.seed), "--threads", str(threads)]
+               "--seed", str(config.seed), "--threads", str(threads),
+               "--shared-prefix-words", str(config.shared_prefix_words)]
     if config.requests is not None:
         command += ["--requests", str(config.requests)]
     log(f"[raw] {' '.join(command)}")

@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
+    parser.add_argument("--shared-prefix-words", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-batches", type=int, default=4, help="padded batches timed per level at most")
@@ -52,7 +53,8 @@ def main() -> None:
     generate(make_prompts(1, (8,), seed=-1), 4)  # warm-up
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
-        prompts = make_prompts(total, words, seed=args.seed * 1000 + concurrency)
+        prompts = make_prompts(total, words, seed=args.seed * 1000 + concurrency,
+                               shared_prefix_words=args.shared_prefix_words)
         batches = [prompts[i:i + concurrency] for i in range(0, total, concurrency)][:args.max_batches]
         prefill, full, itl = [], [], []
         for batch in batches:

@@ -2,9 +2,12 @@
 by slot and runs one SDPA call; the outputs go back to the step's token order.
 
 `PagedAttention` is the interface the forwards call; `GatheredSdpa` is its torch-only implementation, which runs
-on the CPU (oneDNN's flash kernel under SDPA) and on CUDA (SDPA's fused kernels) alike: the gather costs one copy
-of the keys a group reads, far less than the projections on short contexts, and a later Triton kernel can read
-the blocks in place behind the same interface. Decode groups are cut by `row_windows`, so rows of similar context
+on the CPU (the flash kernel under SDPA) and on CUDA (SDPA's fused kernels) alike: the gather costs one copy of
+the keys a group reads, far less than the projections on short contexts, and a later Triton kernel can read the
+blocks in place behind the same interface. Decoding rows that share a long prefix of blocks (a system prompt)
+read it once for all of them: their queries against the shared keys in one product, then each against its own
+blocks, the two softmax parts merged by their maxima and sums (cascade attention); 16 rows after a 1,100-token
+system prompt then read 1/16 of the keys they would read apart. Decode groups are cut by `row_windows`, so rows of similar context
 lengths read few padding columns. `install` registers it with transformers' `AttentionInterface`, so a model
 without a lean forward runs its own forward over the same cache (see `model_runner`).
 """
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from serving.engine.batch import ForwardBatch
+    from serving.engine.batch import AttentionGroup, ForwardBatch
     from serving.engine.kv_cache import PagedKVCache
 
 Windows = tuple[tuple[int, int, int], ...]  # (start, stop, columns) per group of rows
@@ -57,25 +60,69 @@ class PagedAttention(Protocol):
 
 
 class GatheredSdpa:
-    """`PagedAttention` in torch alone: gather each group's keys by slot, one SDPA call per group."""
+    """`PagedAttention` in torch alone: gather each group's keys block by block, one SDPA call per group; rows
+    that share leading blocks attend to them once together (`_cascade`)."""
 
     def __call__(self, q: Tensor, key_cache: Tensor, value_cache: Tensor, batch: ForwardBatch,
                  scale: float | None = None) -> Tensor:
         tokens, heads, head_dim = q.shape
+        blocks = batch.block_count
+        key_blocks = key_cache.view(blocks, -1)  # [blocks, block_size * kv_heads * head_dim]
+        value_blocks = value_cache.view(blocks, -1)
         parts = []
         for group in batch.groups:
-            queries = q.index_select(0, group.query_index).view(group.rows, group.width, heads, head_dim)
-            keys = key_cache.index_select(0, group.slots).view(group.rows, group.columns, -1, head_dim)
-            values = value_cache.index_select(0, group.slots).view(group.rows, group.columns, -1, head_dim)
-            out = F.scaled_dot_product_attention(  # [rows, heads, width, head_dim]
-                queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=group.mask,
-                is_causal=group.mask is None and group.width > 1, scale=scale, enable_gqa=True)
-            out = out.transpose(1, 2).reshape(group.rows * group.width, heads, head_dim)
+            queries = (q.index_select(0, group.query_index) if group.query_start is None
+                       else q[group.query_start:group.query_start + group.rows * group.width]
+                       ).view(group.rows, group.width, heads, head_dim)
+            keys = key_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
+            values = value_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
+            if group.shared_blocks is not None:
+                out = _cascade(queries[:, 0], keys, values, group, key_blocks, value_blocks,
+                               scale or head_dim ** -0.5)
+            else:
+                out = F.scaled_dot_product_attention(  # [rows, heads, width, head_dim]
+                    queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=group.mask,
+                    is_causal=group.mask is None and group.width > 1, scale=scale, enable_gqa=True)
+                out = out.transpose(1, 2).reshape(group.rows * group.width, heads, head_dim)
             parts.append(out if group.real is None else out.index_select(0, group.real))
         joined = parts[0] if len(parts) == 1 else torch.cat(parts)
         if batch.query_order is None:
             return joined
         return torch.empty_like(joined).index_copy_(0, batch.query_order, joined)
+
+
+def _partial(scores: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Softmax attention over a part of the keys, unnormalised: (max score, sum of exp, exp-weighted values)."""
+    high = scores.amax(dim=-1, keepdim=True)
+    weights = (scores - high).exp()
+    return high, weights.sum(dim=-1, keepdim=True), torch.matmul(weights.to(values.dtype), values).float()
+
+
+def _cascade(queries: Tensor, keys: Tensor, values: Tensor, group: AttentionGroup, key_blocks: Tensor,
+             value_blocks: Tensor, scale: float) -> Tensor:
+    """One-token rows over the blocks they share (read once: all their queries against them in one product)
+    and then each over its own blocks, the two softmax parts merged by their maxima and sums. Queries [rows,
+    heads, head_dim], own keys and values [rows, columns, kv_heads, head_dim]; the output [rows, heads,
+    head_dim]."""
+    rows, heads, head_dim = queries.shape
+    kv_heads = keys.shape[2]
+    per_kv = heads // kv_heads
+    assert group.shared_blocks is not None
+    shared_keys = key_blocks.index_select(0, group.shared_blocks).view(-1, kv_heads, head_dim).transpose(0, 1)
+    shared_values = value_blocks.index_select(0, group.shared_blocks).view(-1, kv_heads, head_dim).transpose(0, 1)
+    stacked = queries.view(rows, kv_heads, per_kv, head_dim).transpose(0, 1).reshape(kv_heads, rows * per_kv, -1)
+    scores = torch.matmul(stacked, shared_keys.contiguous().transpose(1, 2)).float() * scale  # [kv, rows*g, shared]
+    high, total, weighted = _partial(scores, shared_values.contiguous())
+    high, total, weighted = (t.view(kv_heads, rows, per_kv, -1).transpose(0, 1) for t in (high, total, weighted))
+    own = queries.view(rows, kv_heads, per_kv, head_dim)
+    own_scores = torch.matmul(own, keys.permute(0, 2, 3, 1)).float() * scale  # [rows, kv, g, columns]
+    if group.mask is not None:
+        own_scores = own_scores + group.mask
+    own_high, own_total, own_weighted = _partial(own_scores, values.transpose(1, 2))
+    top = torch.maximum(high, own_high)
+    first, second = (high - top).exp(), (own_high - top).exp()
+    out = (weighted * first + own_weighted * second) / (total * first + own_total * second)
+    return out.to(queries.dtype).reshape(rows, heads, head_dim)
 
 
 def paged_attention_forward(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,

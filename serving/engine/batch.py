@@ -3,10 +3,13 @@
 A step feeds a chunk of each scheduled sequence (one token for a decoding sequence, up to the budget for a prompt
 being prefilled), all in one forward: every projection runs on the `[tokens, hidden]` matrix of all chunks, with
 no padding. Each token's keys and values are written to its slot (`slots`), then attention runs per
-`AttentionGroup`: rows whose queries go in one SDPA call over keys gathered from the cache by slot. Decoding rows
-are grouped by context length (longest first, cut by `attention.row_windows`, so a short row does not read a long
-row's padding); prefilling rows by chunk length (`length_groups`). Every group's gather index and additive mask
-are built once here and shared by every layer. Padding reads the null slot 0, which holds zeros, and is masked.
+`AttentionGroup`: rows whose queries attend together over keys gathered from the cache block by block (a gather
+of whole blocks copies 12x faster than one by slot on these CPUs). Decoding rows that share a long prefix of
+blocks (a system prompt) attend to it once together; the other decoding rows are grouped by context length
+(longest first, cut by `attention.row_windows`, so a short row does not read a long row's padding); prefilling
+rows by chunk length (`length_groups`). Every group's block index and additive mask are built once here and
+shared by every layer. Padding reads the null block, and the columns past a row's length are masked (a block is
+zeroed when it is handed out, so that they hold finite numbers).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from serving.engine.attention import row_windows
 from serving.engine.sequence import Sequence
 
 PAD_TOLERANCE = 1.25
+CASCADE_BLOCKS = 4  # leading blocks that one-token rows must share to attend to them once together
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,18 @@ class Chunk:
 
 @dataclass(frozen=True)
 class AttentionGroup:
-    """Rows attending in one SDPA call: queries `[rows, width]`, keys `[rows, columns]` gathered by slot."""
+    """Rows attending together: queries `[rows, width]`, keys `[rows, columns]` gathered block by block (and,
+    for rows that share leading blocks, those blocks gathered once for all rows)."""
 
     rows: int
     width: int
-    columns: int
+    columns: int  # a whole number of blocks
     query_index: Tensor  # [rows * width]: the step token of each query (padding repeats a real one)
-    slots: Tensor  # [rows * columns]: the cache slot of each key column (padding: the null slot)
-    mask: Tensor | None  # [rows, 1, width, columns] additive: 0 where visible, -inf elsewhere; None: all visible
+    blocks: Tensor  # [rows * columns / block_size]: each row's blocks (after the shared ones; padding: null block)
+    mask: Tensor | None  # [rows, 1, width, columns] additive: 0 where visible, -inf elsewhere; None: causal or all
     real: Tensor | None  # [queries]: positions in [rows * width] that are not padding (None: all are)
+    shared_blocks: Tensor | None = None  # [blocks]: leading blocks every row attends to (one-token rows only)
+    query_start: int | None = None  # the first step token when the queries are consecutive ones (no gather)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class ForwardBatch:
     input_ids: Tensor  # [tokens]
     positions: Tensor  # [tokens]
     slots: Tensor  # [tokens]: where each token's keys and values are written
+    block_count: int  # blocks in the pool (the cache's rows when viewed block by block)
     groups: list[AttentionGroup]
     query_order: Tensor | None  # [tokens]: the step tokens of the groups' real queries, in order (None: 0, 1, ...)
     logits_index: Tensor  # [logit rows]: the step tokens whose logits are computed
@@ -76,13 +84,10 @@ class ForwardBatch:
         return int(self.input_ids.shape[0])
 
 
-def slot_table(tables: list[list[int]], lengths: list[int], block_size: int, columns: int) -> Tensor:
-    """The slots of each row's first `lengths[row]` positions, padded with the null slot to `columns`: [rows,
-    columns]."""
-    width = -(-columns // block_size)
-    padded = torch.tensor([table[:width] + [0] * (width - len(table[:width])) for table in tables], dtype=torch.long)
-    slots = (padded[:, :, None] * block_size + torch.arange(block_size)).view(len(tables), -1)[:, :columns]
-    return slots.masked_fill(torch.arange(columns)[None, :] >= torch.tensor(lengths)[:, None], 0)
+def block_rows(tables: list[list[int]], first: int, count: int) -> Tensor:
+    """Blocks [first, first + count) of each table, the null block past a table's end: [rows * count]."""
+    return torch.tensor([(table[first:first + count] + [0] * count)[:count] for table in tables],
+                        dtype=torch.long).reshape(-1)
 
 
 def _additive(visible: Tensor, dtype: torch.dtype) -> Tensor:
@@ -90,23 +95,55 @@ def _additive(visible: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, float("-inf"))
 
 
+def _common_blocks(tables: list[list[int]], limit: int) -> int:
+    """How many leading blocks all `tables` share (at most `limit`)."""
+    count = 0
+    while count < limit and all(table[count] == tables[0][count] for table in tables[1:]):
+        count += 1
+    return count
+
+
+def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int,
+                  dtype: torch.dtype, shared: int = 0) -> AttentionGroup:
+    """One-token rows attending together: each reads its blocks after the `shared` leading ones they all share
+    (read once for all of them), padded to the longest row."""
+    tables = [chunks[row].sequence.block_table for row in members]
+    lengths = torch.tensor([chunks[row].start + 1 - shared * block_size for row in members])
+    blocks = -(-int(lengths.max()) // block_size)
+    columns = blocks * block_size
+    visible = torch.arange(columns)[None, :] < lengths[:, None]
+    tokens = [offsets[row] for row in members]
+    return AttentionGroup(
+        rows=len(members), width=1, columns=columns, query_index=torch.tensor(tokens, dtype=torch.long),
+        blocks=block_rows(tables, shared, blocks),
+        mask=None if bool(visible.all()) else _additive(visible[:, None, None, :], dtype), real=None,
+        shared_blocks=torch.tensor(tables[0][:shared], dtype=torch.long) if shared else None,
+        query_start=tokens[0] if tokens == list(range(tokens[0], tokens[0] + len(tokens))) else None)
+
+
 def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], block_size: int,
                    dtype: torch.dtype) -> list[AttentionGroup]:
-    """Groups of one-token rows, longest context first, each reading only its longest row's columns."""
-    order = sorted(rows, key=lambda row: -(chunks[row].start + 1))
-    lengths = [chunks[row].start + 1 for row in order]
-    groups = []
-    for begin, end, columns in row_windows(lengths):
-        members = order[begin:end]
-        slots = slot_table([chunks[row].sequence.block_table for row in members], lengths[begin:end], block_size,
-                           columns)
-        ragged = min(lengths[begin:end]) < columns
-        visible = torch.arange(columns)[None, :] < torch.tensor(lengths[begin:end])[:, None]
-        groups.append(AttentionGroup(
-            rows=len(members), width=1, columns=columns,
-            query_index=torch.tensor([offsets[row] for row in members], dtype=torch.long),
-            slots=slots.reshape(-1), mask=_additive(visible[:, None, None, :], dtype) if ragged else None,
-            real=None))
+    """Groups of one-token rows. Rows that share at least `CASCADE_BLOCKS` leading blocks attend to them once
+    together (a system prompt read once, not once per row); the others go longest context first, in the windows
+    of `row_windows`, each window reading only its longest row's blocks."""
+    by_first: dict[int, list[int]] = {}
+    for row in rows:
+        by_first.setdefault(chunks[row].sequence.block_table[0], []).append(row)
+    groups, alone = [], []
+    for members in by_first.values():
+        limit = min(chunks[row].start for row in members) // block_size  # blocks before every row's own token
+        shared = _common_blocks([chunks[row].sequence.block_table for row in members], limit) \
+            if len(members) > 1 else 0
+        if shared >= CASCADE_BLOCKS:
+            groups.append(_decode_group(chunks, members, offsets, block_size, dtype, shared))
+        else:
+            alone.extend(members)
+    order = sorted(alone, key=lambda row: -(chunks[row].start + 1))
+    windows = row_windows([chunks[row].start + 1 for row in order])
+    if len(windows) == 1:  # one group: the step's order, so that its queries need no gather
+        windows, order = ((0, len(alone), 0),), alone
+    for begin, end, _ in windows:
+        groups.append(_decode_group(chunks, order[begin:end], offsets, block_size, dtype))
     return groups
 
 
@@ -115,8 +152,8 @@ def _prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int], 
     """One group of multi-token rows: queries padded to the longest chunk, keys to the longest context."""
     width = max(chunks[row].count for row in members)
     lengths = [chunks[row].start + chunks[row].count for row in members]
-    columns = max(lengths)
-    slots = slot_table([chunks[row].sequence.block_table for row in members], lengths, block_size, columns)
+    blocks = -(-max(lengths) // block_size)
+    columns = blocks * block_size
     counts = torch.tensor([chunks[row].count for row in members])
     starts = torch.tensor([chunks[row].start for row in members])
     query = torch.arange(width)
@@ -126,11 +163,13 @@ def _prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int], 
     own = (starts[:, None] + query[None, :])[:, :, None]  # [rows, width, 1]: each query's position
     keys = torch.arange(columns)[None, None, :]
     visible = (keys <= own) & real[:, :, None] | (keys == 0) & ~real[:, :, None]  # padding queries see one key
-    causal_only = len(members) == 1 and int(starts[0]) == 0
+    causal_only = len(members) == 1 and int(starts[0]) == 0  # SDPA's causal mask (top left) is the same
     return AttentionGroup(
         rows=len(members), width=width, columns=columns, query_index=query_index.reshape(-1),
-        slots=slots.reshape(-1), mask=None if causal_only else _additive(visible[:, None], dtype),
-        real=None if bool(real.all()) else real.reshape(-1).nonzero().squeeze(1))
+        blocks=block_rows([chunks[row].sequence.block_table for row in members], 0, blocks),
+        mask=None if causal_only else _additive(visible[:, None], dtype),
+        real=None if bool(real.all()) else real.reshape(-1).nonzero().squeeze(1),
+        query_start=offsets[members[0]] if len(members) == 1 else None)
 
 
 def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
@@ -148,7 +187,8 @@ def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[
     return groups
 
 
-def build(chunks: list[Chunk], block_size: int, dtype: torch.dtype, device: torch.device) -> ForwardBatch:
+def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.dtype,
+          device: torch.device) -> ForwardBatch:
     """The forward inputs of a step's chunks (each sequence's `block_table` already covers its chunk)."""
     ids: list[int] = []
     positions: list[int] = []
@@ -156,13 +196,15 @@ def build(chunks: list[Chunk], block_size: int, dtype: torch.dtype, device: torc
     logits_index: list[int] = []
     sample_rows: list[int] = []
     prompt_rows: list[tuple[int, int]] = []
-    tables: list[list[int]] = []
+    slots: list[int] = []
     for chunk in chunks:
         sequence = chunk.sequence
+        table = sequence.block_table
         offsets.append(len(ids))
         ids.extend(sequence.token_ids[chunk.start:chunk.start + chunk.count])
-        positions.extend(range(chunk.start, chunk.start + chunk.count))
-        tables.append(sequence.block_table)
+        span = range(chunk.start, chunk.start + chunk.count)
+        positions.extend(span)
+        slots.extend(table[p // block_size] * block_size + p % block_size for p in span)
         if chunk.scores_prompt:
             prompt_rows.append((len(logits_index), chunk.count))
             logits_index.extend(range(offsets[-1], offsets[-1] + chunk.count))
@@ -172,25 +214,22 @@ def build(chunks: list[Chunk], block_size: int, dtype: torch.dtype, device: torc
                 logits_index.append(offsets[-1] + chunk.count - 1)
         if chunk.samples:
             sample_rows.append(len(logits_index) - 1)
-    position_tensor = torch.tensor(positions, dtype=torch.long)
-    token_row = torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor([c.count for c in chunks]))
-    width = max(len(table) for table in tables)
-    padded = torch.tensor([table + [0] * (width - len(table)) for table in tables], dtype=torch.long)
-    slots = padded[token_row, position_tensor // block_size] * block_size + position_tensor % block_size
     decoding = [row for row, chunk in enumerate(chunks) if chunk.count == 1]
     prefilling = [row for row, chunk in enumerate(chunks) if chunk.count > 1]
     groups = _decode_groups(chunks, decoding, offsets, block_size, dtype) if decoding else []
     for members in length_groups([chunks[row].count for row in prefilling]):
         groups.append(_prefill_group(chunks, [prefilling[i] for i in members], offsets, block_size, dtype))
-    order = torch.cat([g.query_index if g.real is None else g.query_index[g.real] for g in groups])
-    in_order = bool(torch.equal(order, torch.arange(len(ids))))
+    in_order = len(groups) == 1 and groups[0].query_start == 0 and groups[0].real is None
+    order = None if in_order else torch.cat([g.query_index if g.real is None else g.query_index[g.real]
+                                             for g in groups])
     return ForwardBatch(
         chunks=chunks,
         input_ids=torch.tensor(ids, dtype=torch.long, device=device),
-        positions=position_tensor.to(device),
-        slots=slots.to(device),
+        positions=torch.tensor(positions, dtype=torch.long, device=device),
+        slots=torch.tensor(slots, dtype=torch.long, device=device),
+        block_count=block_count,
         groups=[_on(group, device) for group in groups],
-        query_order=None if in_order else order.to(device),
+        query_order=None if order is None else order.to(device),
         logits_index=torch.tensor(logits_index, dtype=torch.long, device=device),
         sample_rows=sample_rows,
         prompt_rows=prompt_rows,
@@ -201,9 +240,9 @@ def _on(group: AttentionGroup, device: torch.device) -> AttentionGroup:
     """The group with its tensors on `device`."""
     if device.type == "cpu":
         return group
-    return AttentionGroup(group.rows, group.width, group.columns, group.query_index.to(device),
-                          group.slots.to(device), None if group.mask is None else group.mask.to(device),
-                          None if group.real is None else group.real.to(device))
+    move = lambda tensor: None if tensor is None else tensor.to(device)  # noqa: E731
+    return dataclasses.replace(group, query_index=group.query_index.to(device), blocks=group.blocks.to(device),
+                               mask=move(group.mask), real=move(group.real), shared_blocks=move(group.shared_blocks))
 
 
 def to_device(batch: ForwardBatch, device: torch.device) -> ForwardBatch:

@@ -56,6 +56,7 @@ class BlockManager:
     _clean: list[int] = field(init=False)  # free blocks without a name
     _cached: OrderedDict[int, None] = field(init=False)  # free blocks with a name, least recently freed first
     _by_hash: dict[int, int] = field(init=False)
+    _fresh_ids: list[int] = field(init=False)  # handed out since the last `take_fresh`
 
     def __post_init__(self) -> None:
         if self.num_blocks < 2:
@@ -64,6 +65,7 @@ class BlockManager:
         self._clean = list(range(self.num_blocks - 1, NULL_BLOCK, -1))
         self._cached = OrderedDict()
         self._by_hash = {}
+        self._fresh_ids = []
 
     @property
     def free_blocks(self) -> int:
@@ -151,6 +153,11 @@ class BlockManager:
         while len(table) * self.block_size < tokens:
             table.append(self._fresh())
 
+    def take_fresh(self) -> list[int]:
+        """The blocks handed out unnamed since the last call (their slots hold what an earlier owner wrote)."""
+        fresh, self._fresh_ids = self._fresh_ids, []
+        return fresh
+
     def is_ready(self, block_id: int) -> bool:
         """Whether the block's slots are computed."""
         return self.blocks[block_id].ready
@@ -204,6 +211,7 @@ class BlockManager:
             self._forget(self.blocks[block_id])
         block = self.blocks[block_id]
         block.ref_count, block.ready = 1, False
+        self._fresh_ids.append(block_id)
         return block_id
 
     def _name(self, block_id: int, name: int, tokens: tuple[int, ...]) -> None:

@@ -56,8 +56,13 @@ class PagedKVCache:
         self._moved: tuple[int, dict[torch.device, ForwardBatch]] = (0, {})
 
     def prepare(self, chunks: list[Chunk]) -> ForwardBatch:
-        """The forward inputs of a step (every chunk's blocks allocated)."""
-        return forward_batch.build(chunks, self.block_size, self.dtype, self.device)
+        """The forward inputs of a step (every chunk's blocks allocated); the blocks handed out since the last
+        step are zeroed first, so that their unwritten slots, which attention reads under the mask, are finite."""
+        fresh = self.blocks.take_fresh()
+        if fresh:
+            for store in (*self.key_cache, *self.value_cache):
+                store.view(self.blocks.num_blocks, -1).index_fill_(0, torch.tensor(fresh, device=store.device), 0)
+        return forward_batch.build(chunks, self.block_size, self.blocks.num_blocks, self.dtype, self.device)
 
     def write(self, layer: int, batch: ForwardBatch, keys: Tensor, values: Tensor) -> None:
         """Store the step's keys and values [tokens, kv_heads, head_dim] of a layer in their slots."""

@@ -91,6 +91,15 @@ def test_prompts_are_distinct_deterministic_and_mixed_in_length():
     assert lengths[0] < lengths[1] and lengths[0] == lengths[2]
 
 
+def test_prompts_after_a_shared_prefix_start_alike_and_end_as_without_it():
+    plain = make_prompts(4, (4, 16), seed=3)
+    shared = make_prompts(4, (4, 16), seed=3, shared_prefix_words=100)
+    prefix = shared[0].split("\n")[0]
+    assert len(prefix.split()) == 100 and all(p.startswith(prefix + "\n") for p in shared)
+    assert [p.split("\n", 1)[1] for p in shared] == plain
+    assert make_prompts(2, (4,), seed=9, shared_prefix_words=100)[0].startswith(prefix)  # the same for every level
+
+
 def test_tables_show_ratios_against_ours():
     ours = summarise(16, [RequestRecord(ok=True, output_tokens=64, ttft=0.5, latency=1.0)], duration=1.0)
     theirs = summarise(16, [RequestRecord(ok=True, output_tokens=32, ttft=1.0, latency=1.0)], duration=1.0)

@@ -67,3 +67,37 @@ def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
             query.transpose(0, 1), key[:length].transpose(0, 1), value[:length].transpose(0, 1), attn_mask=mask,
             enable_gqa=True).transpose(0, 1))
     torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():
+    """Decode rows after a shared prefix of blocks (cascade: one product for all rows over the shared keys, merged
+    with each row's own part) give what SDPA gives each row over its whole context."""
+    torch.manual_seed(1)
+    blocks = BlockManager(num_blocks=60, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    shared = blocks.allocate(list(range(24)))[0][:5]  # five full blocks every row starts with
+    lengths = [27, 23, 33, 21]
+    sequences = []
+    for i, length in enumerate(lengths):
+        sequence = Sequence.create(str(i), list(range(length)), SamplingParams(), stop)
+        sequence.block_table = list(shared)
+        blocks.grow(sequence.block_table, length)
+        sequences.append(sequence)
+    chunks = [Chunk(sequence, length - 1, 1) for sequence, length in zip(sequences, lengths)]
+    batch = cache.prepare(chunks)
+    assert [g.shared_blocks.tolist() for g in batch.groups if g.shared_blocks is not None] == [shared]
+    prefix_keys, prefix_values = torch.randn(20, KV_HEADS, DIM), torch.randn(20, KV_HEADS, DIM)
+    keys = [torch.cat([prefix_keys, torch.randn(n - 20, KV_HEADS, DIM)]) for n in lengths]
+    values = [torch.cat([prefix_values, torch.randn(n - 20, KV_HEADS, DIM)]) for n in lengths]
+    for sequence, key, value in zip(sequences, keys, values):
+        slots = torch.tensor([sequence.block_table[p // 4] * 4 + p % 4 for p in range(len(key) - 1)])
+        cache.key_cache[0][slots] = key[:-1].reshape(len(key) - 1, -1)
+        cache.value_cache[0][slots] = value[:-1].reshape(len(key) - 1, -1)
+    cache.write(0, batch, torch.stack([k[-1] for k in keys]), torch.stack([v[-1] for v in values]))
+    queries = torch.randn(len(lengths), HEADS, DIM)
+    out = GatheredSdpa()(queries, cache.key_cache[0], cache.value_cache[0], batch)
+    expected = torch.cat([F.scaled_dot_product_attention(
+        query[:, None], key.transpose(0, 1), value.transpose(0, 1), enable_gqa=True).transpose(0, 1)
+        for query, key, value in zip(queries, keys, values)])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ NULL_BLOCK = 0
 ROOT = 0  # the parent name of a first block
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     """One block of `block_size` slots: who uses it and, when full, its name and tokens."""
 
@@ -51,9 +51,10 @@ class BlockManager:
     num_blocks: int
     block_size: int
     prefix_caching: bool = True
-    blocks: list[Block] = field(init=False)
+    blocks: dict[int, Block] = field(init=False)  # every block handed out so far (made on first use)
     stats: CacheStats = field(default_factory=CacheStats)
-    _clean: list[int] = field(init=False)  # free blocks without a name
+    _unused: int = field(init=False)  # blocks from this id on were never handed out
+    _clean: list[int] = field(init=False)  # free blocks without a name, handed out before
     _cached: OrderedDict[int, None] = field(init=False)  # free blocks with a name, least recently freed first
     _by_hash: dict[int, int] = field(init=False)
     _fresh_ids: list[int] = field(init=False)  # handed out since the last `take_fresh`
@@ -61,8 +62,9 @@ class BlockManager:
     def __post_init__(self) -> None:
         if self.num_blocks < 2:
             raise ValueError("a block pool needs at least one block besides the null block")
-        self.blocks = [Block(i) for i in range(self.num_blocks)]
-        self._clean = list(range(self.num_blocks - 1, NULL_BLOCK, -1))
+        self.blocks = {}
+        self._unused = NULL_BLOCK + 1
+        self._clean = []
         self._cached = OrderedDict()
         self._by_hash = {}
         self._fresh_ids = []
@@ -70,7 +72,7 @@ class BlockManager:
     @property
     def free_blocks(self) -> int:
         """Blocks no sequence uses (named ones included: they are reusable)."""
-        return len(self._clean) + len(self._cached)
+        return self.num_blocks - self._unused + len(self._clean) + len(self._cached)
 
     @property
     def used_blocks(self) -> int:
@@ -203,9 +205,14 @@ class BlockManager:
         return block_id
 
     def _fresh(self) -> int:
-        """An unnamed block with one reference: a clean one, else the least recently freed cached one."""
+        """An unnamed block with one reference: a clean one (freed, else never used), else the least recently freed
+        cached one."""
         if self._clean:
             block_id = self._clean.pop()
+        elif self._unused < self.num_blocks:
+            block_id = self._unused
+            self._unused += 1
+            self.blocks[block_id] = Block(block_id)
         else:
             block_id, _ = self._cached.popitem(last=False)
             self._forget(self.blocks[block_id])

@@ -28,6 +28,7 @@ from serving.engine.detokenizer import Detokenizer
 from serving.engine.limits import resolve_limits
 from serving.engine.loader import LoadedModel, load_model
 from serving.engine.model_runner import ModelRunner
+from serving.engine.pacer import StepPacer
 from serving.engine.sampling import SampleOutput, SamplingState, sample
 from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence, SequenceStatus
@@ -77,6 +78,7 @@ class LLMEngine:
         self._requests: dict[str, Sequence] = {}
         self._sampling: tuple[tuple[Sequence, ...], SamplingState] | None = None  # kept while the rows stay
         self._healthy = True
+        self._pacer = StepPacer()
         self._retry_cap: int | None = None  # rows allowed while sequences of a failed step are retried
         self._retried: set[str] = set()
         self._info = ModelInfo(
@@ -213,12 +215,15 @@ class LLMEngine:
         self._retried &= self._requests.keys()
         if not self._retried:
             self._retry_cap = None
-        chunks = self.scheduler.schedule(self._retry_cap)
+        chunks = self.scheduler.schedule(self._retry_cap, self._pacer.prompt_tokens())
         if not chunks:
             return
+        started = time.perf_counter()
         batch = self.runner.prepare(chunks)
         logits = self.runner.run(batch)
         self.scheduler.computed(chunks)
+        decodes = sum(1 for chunk in chunks if chunk.count == 1)
+        self._pacer.record(decodes, batch.tokens - decodes, time.perf_counter() - started)
         if any(rows for _, rows in batch.prompt_rows):
             self.runner.record_prompt_logprobs(batch, logits)
         if batch.sample_rows:

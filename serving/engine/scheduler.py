@@ -6,8 +6,9 @@ budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
 1. Every running sequence that decodes gets its token, oldest first. When its next token needs a block and none
    is free, the newest running sequence is preempted (its blocks freed, back at the head of the queue, recomputed
    when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself.
-2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left (at
-   least `min(budget, block_size)` tokens a step, so that a prompt always progresses).
+2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left and,
+   while sequences decode, what the `StepPacer` allows (at least `min(budget, block_size)` tokens a step, so that
+   a prompt always progresses).
 3. Waiting sequences are admitted, first come first served (no overtaking), while the budget lasts, the batch
    stays within MAX_BATCH_SIZE (and the retry cap), and the pool has blocks for the prompt beyond the cached
    prefix plus one free block per running sequence (headroom to decode before anyone is preempted). An idle
@@ -61,13 +62,17 @@ class Scheduler:
         self.waiting.extendleft(reversed(sequences))
         return sequences
 
-    def schedule(self, cap: int | None = None) -> list[Chunk]:
-        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE); their blocks are allocated."""
+    def schedule(self, cap: int | None = None, paced: int | None = None) -> list[Chunk]:
+        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE; `paced` bounds the prompt tokens of a step
+        that decodes, see `pacer`); their blocks are allocated."""
         for sequence in [s for s in self.running if s.status is not SequenceStatus.RUNNING]:
             self.finish(sequence)  # aborted since the last step
         budget = self.limits.max_batch_prefill_tokens
         chunks = self._decodes()
-        room = max(budget - len(chunks), min(budget, self.blocks.block_size))
+        room = budget - len(chunks)
+        if chunks and paced is not None:
+            room = min(room, paced)
+        room = max(room, min(budget, self.blocks.block_size))
         filling: set[int] = set()  # blocks that this step's prefill chunks compute
         for sequence in self.running:
             if room <= 0:

@@ -119,3 +119,16 @@ def test_requeue_running_puts_everything_back_in_arrival_order():
     requeued = queue.requeue_running()
     assert [s.request_id for s in requeued] == ["a", "b"] == [s.request_id for s in queue.waiting]
     assert queue.running == [] and queue.blocks.used_blocks == 0
+
+
+def test_64_sequences_of_1000_tokens_hold_at_most_their_tokens_plus_a_block_each():
+    budget = Limits(max_input_tokens=2000, max_total_tokens=2048, max_batch_prefill_tokens=4096,
+                    max_batch_total_tokens=100_000, max_batch_size=None, max_concurrent_requests=128)
+    queue = Scheduler(budget, BlockManager(num_blocks=100_000 // 16 + 1, block_size=16))
+    for i in range(64):
+        queue.add(seq(f"s{i}", 1000 + i))
+    for _ in range(40):
+        run(queue, queue.schedule())
+    assert len(queue.running) == 64 and all(s.generated > 0 for s in queue.running)
+    tokens = sum(len(s.token_ids) for s in queue.running)
+    assert queue.blocks.used_blocks * 16 <= tokens + 64 * 16

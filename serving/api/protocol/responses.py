@@ -140,7 +140,7 @@ class VertexResponse(TypedDict):
 
 
 class Info(TypedDict):
-    """`GET /info`, TGI's key set."""
+    """`GET /info`: TGI's key set, then the model's dtype, device and device map, then its KV cache."""
 
     __pydantic_config__ = EXACT
     model_id: str
@@ -160,6 +160,9 @@ class Info(TypedDict):
     model_dtype: str
     model_device_type: str
     device_map: dict[str, str]
+    kv_cache_block_size: int
+    kv_cache_blocks: int
+    prefix_caching: bool
 
 
 class SimpleToken(TypedDict):

@@ -91,37 +91,48 @@ class GatheredSdpa:
         return torch.empty_like(joined).index_copy_(0, batch.query_order, joined)
 
 
-def _partial(scores: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Softmax attention over a part of the keys, unnormalised: (max score, sum of exp, exp-weighted values)."""
-    high = scores.amax(dim=-1, keepdim=True)
-    weights = (scores - high).exp()
-    return high, weights.sum(dim=-1, keepdim=True), torch.matmul(weights.to(values.dtype), values).float()
+def _attend_with_lse(queries: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None, scale: float,
+                     fused: bool | None = None) -> tuple[Tensor, Tensor]:
+    """Attention of queries [batch, kv_heads, queries, head_dim] over keys and values [batch, kv_heads, columns,
+    head_dim] (strided is fine) under an additive mask: the output and the log-sum-exp of each query's scores. On
+    the CPU (`fused` by default there) the flash kernel under SDPA returns both; elsewhere a few ops compute them."""
+    if fused if fused is not None else queries.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            queries, keys, values, 0.0, False, attn_mask=mask, scale=scale)
+        return out, lse
+    scores = torch.matmul(queries, keys.transpose(-1, -2)).float() * scale
+    if mask is not None:
+        scores = scores + mask
+    lse = scores.logsumexp(dim=-1)
+    weights = (scores - lse[..., None]).exp()
+    return torch.matmul(weights.to(values.dtype), values), lse
 
 
 def _cascade(queries: Tensor, keys: Tensor, values: Tensor, group: AttentionGroup, key_blocks: Tensor,
              value_blocks: Tensor, scale: float) -> Tensor:
-    """One-token rows over the blocks they share (read once: all their queries against them in one product)
-    and then each over its own blocks, the two softmax parts merged by their maxima and sums. Queries [rows,
-    heads, head_dim], own keys and values [rows, columns, kv_heads, head_dim]; the output [rows, heads,
-    head_dim]."""
+    """One-token rows over the blocks they share (read once: all their queries against them in one call) and then
+    each over its own blocks, the two softmax parts merged by their log-sum-exps. Queries [rows, heads, head_dim],
+    own keys and values [rows, columns, kv_heads, head_dim]; the output [rows, heads, head_dim]."""
     rows, heads, head_dim = queries.shape
     kv_heads = keys.shape[2]
     per_kv = heads // kv_heads
     assert group.shared_blocks is not None
-    shared_keys = key_blocks.index_select(0, group.shared_blocks).view(-1, kv_heads, head_dim).transpose(0, 1)
-    shared_values = value_blocks.index_select(0, group.shared_blocks).view(-1, kv_heads, head_dim).transpose(0, 1)
-    stacked = queries.view(rows, kv_heads, per_kv, head_dim).transpose(0, 1).reshape(kv_heads, rows * per_kv, -1)
-    scores = torch.matmul(stacked, shared_keys.contiguous().transpose(1, 2)).float() * scale  # [kv, rows*g, shared]
-    high, total, weighted = _partial(scores, shared_values.contiguous())
-    high, total, weighted = (t.view(kv_heads, rows, per_kv, -1).transpose(0, 1) for t in (high, total, weighted))
+    if group.shared_span is not None:  # consecutive blocks: a view, no copy
+        first, count = group.shared_span
+        shared_keys, shared_values = key_blocks[first:first + count], value_blocks[first:first + count]
+    else:
+        shared_keys = key_blocks.index_select(0, group.shared_blocks)
+        shared_values = value_blocks.index_select(0, group.shared_blocks)
+    shared_keys = shared_keys.view(-1, kv_heads, head_dim).transpose(0, 1)  # [kv_heads, shared, head_dim]
+    shared_values = shared_values.view(-1, kv_heads, head_dim).transpose(0, 1)
     own = queries.view(rows, kv_heads, per_kv, head_dim)
-    own_scores = torch.matmul(own, keys.permute(0, 2, 3, 1)).float() * scale  # [rows, kv, g, columns]
-    if group.mask is not None:
-        own_scores = own_scores + group.mask
-    own_high, own_total, own_weighted = _partial(own_scores, values.transpose(1, 2))
-    top = torch.maximum(high, own_high)
-    first, second = (high - top).exp(), (own_high - top).exp()
-    out = (weighted * first + own_weighted * second) / (total * first + own_total * second)
+    stacked = own.transpose(0, 1).reshape(1, kv_heads, rows * per_kv, head_dim)  # every row's queries, per kv head
+    shared_out, shared_lse = _attend_with_lse(stacked, shared_keys[None], shared_values[None], None, scale)
+    shared_out = shared_out.view(kv_heads, rows, per_kv, head_dim).transpose(0, 1)  # [rows, kv, g, head_dim]
+    shared_lse = shared_lse.view(kv_heads, rows, per_kv).transpose(0, 1)
+    own_out, own_lse = _attend_with_lse(own, keys.transpose(1, 2), values.transpose(1, 2), group.mask, scale)
+    lse = torch.logaddexp(shared_lse, own_lse)
+    out = shared_out * (shared_lse - lse).exp()[..., None] + own_out * (own_lse - lse).exp()[..., None]
     return out.to(queries.dtype).reshape(rows, heads, head_dim)
 
 

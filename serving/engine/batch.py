@@ -60,6 +60,7 @@ class AttentionGroup:
     mask: Tensor | None  # [rows, 1, width, columns] additive: 0 where visible, -inf elsewhere; None: causal or all
     real: Tensor | None  # [queries]: positions in [rows * width] that are not padding (None: all are)
     shared_blocks: Tensor | None = None  # [blocks]: leading blocks every row attends to (one-token rows only)
+    shared_span: tuple[int, int] | None = None  # (first, count) when the shared blocks are consecutive (no gather)
     query_start: int | None = None  # the first step token when the queries are consecutive ones (no gather)
 
 
@@ -118,6 +119,8 @@ def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], b
         blocks=block_rows(tables, shared, blocks),
         mask=None if bool(visible.all()) else _additive(visible[:, None, None, :], dtype), real=None,
         shared_blocks=torch.tensor(tables[0][:shared], dtype=torch.long) if shared else None,
+        shared_span=(tables[0][0], shared) if shared and tables[0][:shared] == list(
+            range(tables[0][0], tables[0][0] + shared)) else None,
         query_start=tokens[0] if tokens == list(range(tokens[0], tokens[0] + len(tokens))) else None)
 
 

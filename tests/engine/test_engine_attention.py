@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from serving.engine.attention import MAX_GROUPS, GatheredSdpa, row_windows
+from serving.engine.attention import MAX_GROUPS, GatheredSdpa, _attend_with_lse, row_windows
 from serving.engine.batch import Chunk
 from serving.engine.block_manager import BlockManager
 from serving.engine.kv_cache import PagedKVCache
@@ -101,3 +101,16 @@ def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():
         query[:, None], key.transpose(0, 1), value.transpose(0, 1), enable_gqa=True).transpose(0, 1)
         for query, key, value in zip(queries, keys, values)])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_with_log_sum_exp_is_the_same_fused_and_in_plain_ops():
+    torch.manual_seed(2)
+    queries, keys, values = torch.randn(3, 2, 4, DIM), torch.randn(3, 2, 9, DIM), torch.randn(3, 2, 9, DIM)
+    mask = torch.zeros(3, 1, 1, 9)
+    mask[1, ..., 5:] = float("-inf")
+    fused = _attend_with_lse(queries, keys, values, mask, 0.3, fused=True)
+    plain = _attend_with_lse(queries, keys, values, mask, 0.3, fused=False)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    expected = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=0.3)
+    torch.testing.assert_close(plain[0], expected, rtol=1e-5, atol=1e-5)

@@ -7,8 +7,9 @@ budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
    is free, the newest running sequence is preempted (its blocks freed, back at the head of the queue, recomputed
    when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself.
 2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left and,
-   while sequences decode, what the `StepPacer` allows (at least `min(budget, block_size)` tokens a step, so that
-   a prompt always progresses).
+   while sequences decode, what the `StepPacer` allows for each prompt in line (one long prompt arriving costs
+   the streams at most about one more decode step per step; many queued prompts get proportionally more, so that
+   they are not starved), and at least `min(budget, block_size)` tokens a step, so that a prompt progresses.
 3. Waiting sequences are admitted, first come first served (no overtaking), while the budget lasts, the batch
    stays within MAX_BATCH_SIZE (and the retry cap), and the pool has blocks for the prompt beyond the cached
    prefix plus one free block per running sequence (headroom to decode before anyone is preempted). An idle
@@ -70,8 +71,9 @@ class Scheduler:
         budget = self.limits.max_batch_prefill_tokens
         chunks = self._decodes()
         room = budget - len(chunks)
-        if chunks and paced is not None:
-            room = min(room, paced)
+        if chunks and paced is not None:  # a decode step's worth of prompt tokens for each prompt in line
+            prompts = len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1)
+            room = min(room, paced * max(1, prompts))
         room = max(room, min(budget, self.blocks.block_size))
         filling: set[int] = set()  # blocks that this step's prefill chunks compute
         for sequence in self.running:

@@ -132,3 +132,15 @@ def test_64_sequences_of_1000_tokens_hold_at_most_their_tokens_plus_a_block_each
     assert len(queue.running) == 64 and all(s.generated > 0 for s in queue.running)
     tokens = sum(len(s.token_ids) for s in queue.running)
     assert queue.blocks.used_blocks * 16 <= tokens + 64 * 16
+
+
+def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_per_prompt_in_line():
+    queue = scheduler(limits(prefill=1000), seq("a", 2))
+    run(queue, queue.schedule())
+    queue.add(seq("long", 300))
+    assert plan(queue.schedule(paced=40)) == [("a", 2, 1), ("long", 0, 40)]
+    queue = scheduler(limits(prefill=1000), seq("a", 2))
+    run(queue, queue.schedule())
+    queue.add(seq("long", 300))
+    queue.add(seq("other", 300))
+    assert plan(queue.schedule(paced=40)) == [("a", 2, 1), ("long", 0, 80)]  # two in line: twice the tokens

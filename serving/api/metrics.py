@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from serving.api.catalogue import Error
 from serving.client import EngineClientProtocol
 from serving.messages import (
     Admitted,
@@ -56,20 +57,6 @@ HELP = {
     "tgi_batch_max_total_tokens": "Maximum tokens of a batch",
     "serving_kv_cache_usage": "Share of the KV cache budget (MAX_BATCH_TOTAL_TOKENS) reserved by the running sequences",
 }
-
-# TGI's `err` label for each error type; anything else keeps its own type.
-FAILURE_LABELS = {
-    "validation": "validation",
-    "overloaded": "overloaded",
-    "generation": "generation",
-    "incomplete_generation": "incomplete",
-    "incomplete_generation_stream": "incomplete",
-    "template_error": "template",
-    "tool_error": "validation",
-    "suffix not supported": "validation",
-    "batch size exceeded": "validation",
-}
-
 
 def duration_buckets() -> list[float]:
     """TGI's 35 geometric buckets for every `*_duration`: 0.0001 s times 1.5, 1.5², ... (computed as TGI does)."""
@@ -109,10 +96,9 @@ class Metrics:
         """Count requests (`tgi_request_count`)."""
         self._get(Counter, "tgi_request_count").inc(count)
 
-    def failure(self, error_type: str) -> None:
-        """Count a failed request under TGI's `err` label for `error_type`."""
-        label = FAILURE_LABELS.get(error_type, error_type)
-        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=label).inc()
+    def failure(self, error: Error) -> None:
+        """Count a failed request under the catalogue's `err` label for its kind."""
+        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=error.spec.metric).inc()
 
     def admitted(self, input_length: int, max_new_tokens: int | None, info: ModelInfo) -> None:
         """Record a validated generation's input length and `max_new_tokens` (null: the room left)."""
@@ -218,10 +204,10 @@ class MeteredClient:
                 ended = isinstance(event, (Finished, Failed))
                 yield event
             if not ended:  # ended early by `abort`
-                self._metrics.failure("dropped")
+                self._metrics.failure(Error.DROPPED)
         except GeneratorExit:
             if not ended:
-                self._metrics.failure("dropped")
+                self._metrics.failure(Error.DROPPED)
             raise
         finally:
             getattr(events, "close", lambda: None)()

@@ -92,7 +92,7 @@ def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateReques
     metrics = services().metrics
 
     def render_counted_error(error: ApiError) -> Mapping[str, Any]:
-        metrics.failure(error.error_type)
+        metrics.failure(error.kind)
         return render_error(error)
 
     try:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask import Request
 from pydantic import BaseModel, ValidationError
 
+from serving.api.catalogue import Error
 from serving.api.errors import BodyError
 
 READ_CHUNK = 64 * 1024
@@ -42,8 +43,8 @@ def _reject_constant(name: str) -> Any:
 def read_json(request: Request, limit: int) -> tuple[Any, str]:
     """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 400 on bad JSON."""
     if not _JSON_CONTENT_TYPE.match(request.headers.get("Content-Type", "")):
-        raise BodyError(415, "Expected request with `Content-Type: application/json`")
-    too_large = BodyError(413, "Failed to buffer the request body: length limit exceeded")
+        raise BodyError(Error.UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`")
+    too_large = BodyError(Error.PAYLOAD_TOO_LARGE, "Failed to buffer the request body: length limit exceeded")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks: list[bytes] = []
@@ -57,16 +58,16 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
         text = b"".join(chunks).decode("utf-8")
         data = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        raise BodyError(400, RECURSION_ERROR) from None
+        raise BodyError(Error.BAD_JSON, RECURSION_ERROR) from None
     except UnicodeDecodeError as exc:
-        raise BodyError(400, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
+        raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
-        raise BodyError(400, "Failed to parse the request body as JSON: "
+        raise BodyError(Error.BAD_JSON, "Failed to parse the request body as JSON: "
                              f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
-        raise BodyError(400, f"Failed to parse the request body as JSON: {exc}") from None
+        raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: {exc}") from None
     if _too_deep(data):
-        raise BodyError(400, RECURSION_ERROR)
+        raise BodyError(Error.BAD_JSON, RECURSION_ERROR)
     return data, text
 
 
@@ -95,7 +96,7 @@ def deserialize(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BodyError(422, DESERIALIZE_PREFIX + _describe(exc.errors(include_url=False)[0])) from None
+        raise BodyError(Error.WRONG_SHAPE, DESERIALIZE_PREFIX + _describe(exc.errors(include_url=False)[0])) from None
 
 
 def parse_body(request: Request, limit: int, model: type[M]) -> M:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -83,8 +84,9 @@ def gunicorn_command(config: Config) -> list[str]:
     server = config.server
     return [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gevent",
+        "--worker-class", "serving.api.http_worker.HttpWorker",
         "--workers", str(server.workers),
+        "--worker-connections", str(server.max_connections),
         "--bind", f"{server.host}:{server.port}",
         "--graceful-timeout", str(int(server.shutdown_grace_seconds)),
         "--keep-alive", "75",
@@ -92,6 +94,16 @@ def gunicorn_command(config: Config) -> list[str]:
         "--error-logfile", "-",
         "serving.api.wsgi:app_from_env()",
     ]
+
+
+def raise_open_file_limit(config: Config) -> None:
+    """Let every HTTP worker hold its MAX_CONNECTIONS sockets: the soft limit of open files, up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.server.max_connections * config.server.workers + 1024
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class Launcher:
@@ -230,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         logger.info("ignoring arguments %s", " ".join(unknown))
     log_model_choice(config)
+    raise_open_file_limit(config)
     with tempfile.TemporaryDirectory(prefix="serving-metrics-") as metrics_dir:  # the HTTP workers' metrics files
         return Launcher(config, metrics_dir).run()
 

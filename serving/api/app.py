@@ -18,6 +18,7 @@ from serving.config import ServerConfig
 def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
     """An app serving TGI's, OpenAI's and SageMaker's routes in front of `client`."""
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # `/v1//chat/completions` is a 404 like TGI's, not a redirect past the key check
     metrics = Metrics(config.metrics_dir)
     app.extensions[EXTENSION] = Services(config, MeteredClient(client, metrics), metrics)
     for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, vertex.blueprint, docs.blueprint):

@@ -41,7 +41,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def read_json(request: Request, limit: int) -> tuple[Any, str]:
-    """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 400 on bad JSON."""
+    """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 408 when the body
+    does not arrive in time (see `http_worker`), 400 on bad JSON."""
     if not _JSON_CONTENT_TYPE.match(request.headers.get("Content-Type", "")):
         raise BodyError(Error.UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`")
     too_large = BodyError(Error.PAYLOAD_TOO_LARGE, "Failed to buffer the request body: length limit exceeded")
@@ -49,7 +50,7 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while chunk := request.stream.read(READ_CHUNK):
+    while chunk := request.stream.read(READ_CHUNK):  # under gunicorn, within the body's deadline (`http_worker`)
         size += len(chunk)
         if size > limit:
             raise too_large

@@ -60,7 +60,7 @@ def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 def test_a_flood_of_half_sent_requests_leaves_ping_answering_and_ends_in_408(hardened):
     head = (b"POST /chat_tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"messages\": [")
+            b"Authorization: Bearer the-key\r\nContent-Length: 1000\r\n\r\n{\"messages\": [")
     flood: list[socket.socket] = []
     try:
         for _ in range(FLOOD):

@@ -149,6 +149,7 @@ class EngineWorker:
     def _handle(self, identity: bytes, message: ClientMessage) -> None:
         """Dispatch one client message to the engine."""
         if isinstance(message, GenerateRequest):
+            logger.debug("request %s received", message.request_id)
             self.owners[message.request_id] = identity
             if self.tokenizer is None:
                 self._route(self.engine.add_request(message))

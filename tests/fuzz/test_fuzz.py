@@ -158,6 +158,20 @@ NASTIES: list[tuple[str, bytes]] = [
     ("/vertex", encode({"instances": [{"inputs": 5}] * 50})),
     ("/tokenize", encode({"inputs": "a" * 1_000_000})),
     ("/chat_tokenize", encode({"messages": [{"role": "user", "content": "hi"}] * 10_000})),
+    # Lone surrogates (JSON's `\ud800` escapes), which no UTF-8 encoder takes: a 400, not a 500.
+    *[(route, encode(body)) for route, body in [
+        ("/generate", {"inputs": "a\ud800"}),
+        ("/generate_stream", {"inputs": "a", "parameters": {"stop": ["\udfff"]}}),
+        ("/", {"inputs": "\udc00 b"}),
+        ("/tokenize", {"inputs": "\ud83d"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]}),
+        ("/v1/completions", {"prompt": ["ok", "\udbff"]}),
+        ("/invocations", {"messages": [{"role": "\ud800", "content": "hi"}]}),
+        ("/chat_tokenize", {"messages": [{"role": "user", "content": "\ud800"}]}),
+        ("/vertex", {"instances": [{"inputs": "\ud800"}]}),
+        ("/generate", {"inputs": "a", "\ud800": 1}),
+    ]],
 ]
 
 

@@ -19,6 +19,8 @@ _JSON_CONTENT_TYPE = re.compile(r"^application/([^;\s]+\+)?json\s*(;.*)?$", re.I
 M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 128  # serde_json's recursion limit
 RECURSION_ERROR = "Failed to parse the request body as JSON: recursion limit exceeded"
+LONE_SURROGATE = "Failed to parse the request body as JSON: lone surrogate in hex escape"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _too_deep(value: Any) -> bool:
@@ -35,6 +37,25 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string (or key) anywhere in `value` holds a lone surrogate, which JSON's `\\uD800` escapes can
+    make and which no UTF-8 encoder accepts (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _reject_constant(name: str) -> Any:
     """JSON has no NaN or Infinity, which Python's parser would accept."""
     raise ValueError(f"invalid number `{name}`")
@@ -42,7 +63,7 @@ def _reject_constant(name: str) -> Any:
 
 def read_json(request: Request, limit: int) -> tuple[Any, str]:
     """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 408 when the body
-    does not arrive in time (see `http_worker`), 400 on bad JSON."""
+    does not arrive in time (see `http_worker`), 400 on bad JSON (a lone surrogate included, as serde_json)."""
     if not _JSON_CONTENT_TYPE.match(request.headers.get("Content-Type", "")):
         raise BodyError(Error.UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`")
     too_large = BodyError(Error.PAYLOAD_TOO_LARGE, "Failed to buffer the request body: length limit exceeded")
@@ -69,6 +90,8 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
         raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: {exc}") from None
     if _too_deep(data):
         raise BodyError(Error.BAD_JSON, RECURSION_ERROR)
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(data):
+        raise BodyError(Error.BAD_JSON, LONE_SURROGATE)
     return data, text
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from serving.engine.limits import Limits
 from serving.engine.validation import InputValidator, RequestError
+from serving.lifeline import die_with_parent
 from serving.messages import ErrorKind, Failed, GenerateRequest, TokenizeRequest, TokenizeResult
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,10 @@ START_TIMEOUT = 300.0
 _validator: InputValidator | None = None  # in the tokenizer process
 
 
-def _start(tokenizer: Any, limits: Limits) -> None:
-    """The tokenizer process's initializer: one tokenizer thread (the engine keeps its cores), signals left to
-    the engine, which ends this process when it stops."""
+def _start(tokenizer: Any, limits: Limits, engine_pid: int) -> None:
+    """The tokenizer process's initializer: it dies with the engine, runs one tokenizer thread (the engine keeps
+    its cores) and leaves signals to the engine, which ends this process when it stops."""
+    die_with_parent(engine_pid)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -73,7 +75,7 @@ class TokenizerProcess:
     """The engine worker's tokenizer process and the jobs it holds."""
 
     def __init__(self, tokenizer: Any, limits: Limits) -> None:
-        self._initargs = (tokenizer, limits)
+        self._initargs = (tokenizer, limits, os.getpid())
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self._jobs: dict[str, Job] = {}

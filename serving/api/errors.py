@@ -15,7 +15,7 @@ from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
 from serving.api.catalogue import Error
-from serving.api.context import services
+from serving.api.context import failure_tally
 from serving.api.wire import json_response
 from serving.client import EngineUnavailable
 from serving.messages import Failed
@@ -55,6 +55,11 @@ class ApiError(Exception):
         if streaming:
             return cls(Error.INCOMPLETE_STREAM, "Incomplete generation stream")
         return cls(Error.INCOMPLETE, "Incomplete generation")
+
+    @classmethod
+    def dropped(cls) -> "ApiError":
+        """The HTTP client went away before its generations ended (the answer goes nowhere; it is counted)."""
+        return cls(Error.DROPPED, "The client went away")
 
     @classmethod
     def serialization(cls) -> "ApiError":
@@ -105,8 +110,9 @@ def use_openai_errors() -> None:
 def error_response(error: ApiError) -> Response:
     """The JSON response for `error` in the shape of the route that is serving the request (a counted failure
     when the route counts its requests)."""
-    if g.get("count_failures"):
-        services().metrics.failure(error.kind)
+    tally = failure_tally()
+    if tally is not None:
+        tally.fail(error.kind)
     openai = bool(g.get("openai_errors"))
     return json_response(error.openai_body() if openai else error.tgi_body(), error.status(openai))
 

@@ -9,7 +9,7 @@ appears only once something was recorded. The exposition is written here rather 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request, labelled with TGI's `err` values, and `dropped` for a generation whose client went away. The queue and
+request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The queue and
 batch gauges are asked of the engine at scrape time.
 """
 
@@ -28,7 +28,6 @@ from serving.client import EngineClientProtocol
 from serving.messages import (
     Admitted,
     EngineEvent,
-    Failed,
     Finished,
     GenerateRequest,
     HealthResult,
@@ -180,11 +179,8 @@ def _escape(value: str) -> str:
 
 
 class MeteredClient:
-    """An engine client that records each generation's metrics from the events that pass through it.
-
-    A generation closed before its `Finished` or `Failed` (the HTTP client went away) counts as `dropped`;
-    failures that reach the HTTP client are counted where they are answered, once per request.
-    """
+    """An engine client that records each generation's metrics from the events that pass through it; failures
+    are counted per HTTP request where they are answered (`context.FailureTally`), once."""
 
     def __init__(self, client: EngineClientProtocol, metrics: Metrics) -> None:
         self._client = client
@@ -194,21 +190,13 @@ class MeteredClient:
         """The engine's events for `request`, recorded on the way."""
         started = time.monotonic()
         events = self._client.generate(request)
-        ended = False
         try:
             for event in events:
                 if isinstance(event, Admitted):
                     self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
                 elif isinstance(event, Finished):
                     self._metrics.finished(event, time.monotonic() - started, self.info())
-                ended = isinstance(event, (Finished, Failed))
                 yield event
-            if not ended:  # ended early by `abort`
-                self._metrics.failure(Error.DROPPED)
-        except GeneratorExit:
-            if not ended:
-                self._metrics.failure(Error.DROPPED)
-            raise
         finally:
             getattr(events, "close", lambda: None)()
 

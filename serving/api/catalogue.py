@@ -62,7 +62,6 @@ class Error(Enum):
     URI_TOO_LONG = _same("uri_too_long", 414)
     HEADERS_TOO_LARGE = _same("request_header_fields_too_large", 431)
     EXPECTATION_FAILED = _same("expectation_failed", 417)
-    NOT_IMPLEMENTED = _same("not_implemented", 501)
     NOT_FOUND = _same("not_found", 404)
     METHOD_NOT_ALLOWED = _same("method_not_allowed", 405)
 

@@ -29,15 +29,15 @@ from serving.config import ServerConfig, from_env
 DRAIN_CHUNK = 64 * 1024
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
-# gunicorn's request-parsing errors with their own status; every other parse error is a 400.
+# gunicorn's request-parsing errors with their own status; every other parse error (an unknown transfer coding
+# included, which gunicorn answers 501: a caller's mistake is never a 5xx here) is a 400.
 PARSE_ERRORS: tuple[tuple[type[Exception], Error], ...] = (
     (http_errors.LimitRequestLine, Error.URI_TOO_LONG),
     (http_errors.LimitRequestHeaders, Error.HEADERS_TOO_LARGE),
-    (http_errors.UnsupportedTransferCoding, Error.NOT_IMPLEMENTED),
     (http_errors.ExpectationFailed, Error.EXPECTATION_FAILED),
 )
 REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long", 417: "Expectation Failed",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
+           431: "Request Header Fields Too Large", 500: "Internal Server Error"}
 
 
 class DeadlineReader:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.api.catalogue import Error
-from serving.client import EngineClientProtocol
+from serving.client import EngineClientProtocol, Sink
 from serving.messages import (
     Admitted,
     EngineEvent,
@@ -178,6 +178,26 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+class _RecordingSink:
+    """A generation's sink that records its admission and its success as the events pass."""
+
+    def __init__(self, sink: Sink, request: GenerateRequest, metrics: Metrics, info: ModelInfo) -> None:
+        self._sink = sink
+        self._request = request
+        self._metrics = metrics
+        self._info = info
+        self._started = time.monotonic()
+
+    def put(self, item: tuple[int, EngineEvent]) -> None:
+        """Record the event, then pass it on (in the engine client's reader: nothing here may wait)."""
+        event = item[1]
+        if isinstance(event, Admitted):
+            self._metrics.admitted(event.input_length, self._request.stopping.max_new_tokens, self._info)
+        elif isinstance(event, Finished):
+            self._metrics.finished(event, time.monotonic() - self._started, self._info)
+        self._sink.put(item)
+
+
 class MeteredClient:
     """An engine client that records each generation's metrics from the events that pass through it; failures
     are counted per HTTP request where they are answered (`context.FailureTally`), once."""
@@ -186,23 +206,13 @@ class MeteredClient:
         self._client = client
         self._metrics = metrics
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """The engine's events for `request`, recorded on the way."""
-        started = time.monotonic()
-        events = self._client.generate(request)
-        try:
-            for event in events:
-                if isinstance(event, Admitted):
-                    self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
-                elif isinstance(event, Finished):
-                    self._metrics.finished(event, time.monotonic() - started, self.info())
-                yield event
-        finally:
-            getattr(events, "close", lambda: None)()
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Start a generation whose events are recorded on their way to `sink`."""
+        self._client.open(request, _RecordingSink(sink, request, self._metrics, self.info()), tag)
 
-    def abort(self, request_id: str) -> None:
-        """End a generation now."""
-        self._client.abort(request_id)
+    def close(self, request_id: str) -> None:
+        """Stop a generation (aborting it unless it ended)."""
+        self._client.close(request_id)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize in the engine."""

@@ -42,9 +42,10 @@ class FakeEngineClient:
     """Echoes the prompt's words (the last chat message's, for chats) as tokens, then EOS; each word is also a
     prefill token (logprob -1.5, the first null) when the request asks for `prefill_logprobs`.
 
-    Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate` raises
-    inside the iterator; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
-    request whose iterator was closed before its end in `aborted`, every `abort` call in `cancelled`.
+    `open` runs the script (`generate`) in a thread that relays its events to the sink until it ends or is
+    closed. Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate`
+    raises inside the script; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
+    request closed before its end in `aborted`, every `close` of a running request in `cancelled`.
     """
 
     pipeline_tag: str | None = None
@@ -58,12 +59,31 @@ class FakeEngineClient:
     requests: list[GenerateRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    closed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def abort(self, request_id: str) -> None:
-        """Record the call (the fake's iterators never block, so they end at their next event)."""
+    def open(self, request: GenerateRequest, sink, tag: int) -> None:
+        """Relay the script's events for `request` to `sink` from a thread."""
+        threading.Thread(target=self._relay, args=(request, sink, tag), daemon=True).start()
+
+    def _relay(self, request: GenerateRequest, sink, tag: int) -> None:
+        """Put each event on `sink` until the script ends or the request is closed; an exception goes on too."""
+        events = self.generate(request)
+        try:
+            for event in events:
+                if request.request_id in self.closed:
+                    return
+                sink.put((tag, event))
+        except Exception as exc:
+            sink.put((tag, exc))
+        finally:
+            events.close()
+
+    def close(self, request_id: str) -> None:
+        """Record the call; the script stops at its next event."""
         with self.lock:
             self.cancelled.append(request_id)
+            self.closed.add(request_id)
 
     def info(self) -> ModelInfo:
         """The facts of a tiny model without a pipeline tag (unless set)."""

@@ -50,6 +50,7 @@ class Error(Enum):
     VERTEX_INCOMPLETE = _same("Incomplete generation", 500)  # /vertex when an instance fails
     HEALTHCHECK = _same("healthcheck", 503)
     SHUTTING_DOWN = _same("shutting_down", 503)
+    TOO_MANY_CONNECTIONS = _same("too_many_connections", 503)  # a reserved connection asked for more than health
     INTERNAL = _same("internal_error", 500)
     DROPPED = _same("dropped", 499)  # the client went away: only counted, never answered
     # Framework errors about the request itself, raised before a route's own checks.

@@ -48,5 +48,6 @@ def invocations() -> Response:
         except BodyError:
             continue
         return handle(body)
-    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
-                         f"at {_end_position(text)}")
+    raise BodyError(Error.WRONG_SHAPE,
+                    f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
+                    f"at {_end_position(text)}")

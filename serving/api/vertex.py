@@ -56,8 +56,8 @@ def _instance(data: Any, index: int) -> GenerateInstance | ChatCompletionRequest
             return deserialize(model, data)
         except BodyError:
             continue
-    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
-                         "VertexInstance")
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of "
+                                       "untagged enum VertexInstance")
 
 
 def _engine_request(instance: GenerateInstance | ChatCompletionRequest, request_id: str,

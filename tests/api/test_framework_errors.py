@@ -112,4 +112,5 @@ def test_a_lone_surrogate_is_400(http, path, body):
 
 
 def test_a_surrogate_pair_is_fine(http):
-    assert http.post("/generate", data='{"inputs": "\\ud83d\\ude00"}', content_type="application/json").status_code == 200
+    response = http.post("/generate", data='{"inputs": "\\ud83d\\ude00"}', content_type="application/json")
+    assert response.status_code == 200

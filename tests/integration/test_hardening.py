@@ -134,8 +134,8 @@ def test_a_malformed_header_under_v1_is_an_openai_error(hardened):
 
 def test_a_malformed_chunked_body_is_a_400_not_a_500(hardened):
     code, headers, body = parse(exchange(hardened, b"POST /tokenize HTTP/1.1\r\nHost: x\r\n"
-                                                   b"Content-Type: application/json\r\nAuthorization: Bearer the-key\r\n"
-                                                   b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"))
+                                         b"Content-Type: application/json\r\nAuthorization: Bearer the-key\r\n"
+                                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"))
     assert (code, headers["connection"]) == (400, "close")
     assert body.startswith(b"Failed to buffer the request body: ")
 

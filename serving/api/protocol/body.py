@@ -82,7 +82,8 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
     except RecursionError:
         raise BodyError(Error.BAD_JSON, RECURSION_ERROR) from None
     except UnicodeDecodeError as exc:
-        raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
+        raise BodyError(Error.BAD_JSON,
+                        f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise BodyError(Error.BAD_JSON, "Failed to parse the request body as JSON: "
                              f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None

@@ -175,12 +175,16 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     prefill: tuple[TokenInfo, ...] = ()
 
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's `error.code` for a prompt or budget too long
+
+
 class Failed(msgspec.Struct, frozen=True, tag="failed"):
     """The request ended with an error; `message` is the full user-facing text."""
 
     request_id: str
     kind: ErrorKind
     message: str
+    code: str | None = None  # OpenAI's `error.code`, where it has one
 
 
 class TokenSpan(msgspec.Struct, frozen=True):

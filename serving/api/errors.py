@@ -1,9 +1,12 @@
 """Every error the HTTP layer sends, declared once: the engine's kinds, their statuses and the body shapes.
 
-TGI routes answer `{"error": msg, "error_type": type}`. OpenAI routes answer OpenAI's shape
-`{"error": {"message", "type", "param", "code"}}` (the `openai` client reads `error.message`/`type`), with TGI's
-`error_type` kept beside it so that TGI's own Python client still classifies the error. Framework errors (bad
-Content-Type, bad JSON, wrong shape, body too large) are plain text on every route, as axum sends them.
+TGI routes answer `{"error": msg, "error_type": type}`. OpenAI routes (`/v1/*`, and `/invocations` with `messages`
+or `prompt`) answer OpenAI's shape `{"error": {"message", "type", "param", "code"}}` (the `openai` client reads
+`error.message`/`type`/`code`), with TGI's `error_type` kept beside it so that TGI's own Python client still
+classifies the error; a user's mistake is a 400 `invalid_request_error` there, as OpenAI answers it, and an error
+after a stream opened is that same body as one SSE event, then `[DONE]`. Framework errors about the body (bad
+Content-Type, bad JSON, wrong shape, body too large) are plain text on TGI's routes, as axum sends them, and the
+OpenAI JSON body on the OpenAI routes.
 """
 
 from __future__ import annotations
@@ -40,14 +43,21 @@ STATUS: dict[str, int] = {
     "internal_error": 500,
 }
 
+# A user's mistake: the OpenAI routes answer it with 400, OpenAI's `invalid_request_error` (other kinds keep their
+# status, and their `error_type` as OpenAI's `type`), and no route ever answers it with a 5xx.
+INVALID_REQUEST = "invalid_request_error"
+USERS_MISTAKES = frozenset({ErrorKind.VALIDATION.value, ErrorKind.TEMPLATE.value, "tool_error",
+                                "suffix not supported", "batch size exceeded"})
+
 
 class ApiError(Exception):
     """An error reported as JSON: its `error_type` fixes the HTTP status through `STATUS`."""
 
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(self, error_type: str, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+        self.code = code
         self.status = STATUS[error_type]
 
     @classmethod
@@ -57,8 +67,8 @@ class ApiError(Exception):
 
     @classmethod
     def from_failed(cls, failed: Failed) -> "ApiError":
-        """The engine's `Failed` event, whose message is already the user-facing text."""
-        return cls(failed.kind.value, failed.message)
+        """The engine's `Failed` event, whose message is already the user-facing text (and its code, if any)."""
+        return cls(failed.kind.value, failed.message, failed.code)
 
     @classmethod
     def incomplete(cls, streaming: bool) -> "ApiError":
@@ -84,23 +94,38 @@ class ApiError(Exception):
         """TGI's error body, also its SSE error event."""
         return {"error": self.message, "error_type": self.error_type}
 
-    def openai_body(self) -> dict[str, Any]:
-        """OpenAI's error body, plus TGI's `error_type` for TGI's client."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": None, "code": None},
-                "error_type": self.error_type}
+    def users_mistake(self) -> bool:
+        """Whether the request itself is at fault (bad parameters, a prompt too long, a tool or template error)."""
+        return self.error_type in USERS_MISTAKES
 
-    def openai_event(self) -> dict[str, Any]:
-        """TGI's SSE error event on OpenAI routes, with the real status (TGI always says 422)."""
-        return {"error": {"message": self.message, "http_status_code": self.status}}
+    def openai_status(self) -> int:
+        """The status on the OpenAI routes: 400 for a user's mistake."""
+        return 400 if self.users_mistake() else self.status
+
+    def openai_body(self) -> dict[str, Any]:
+        """OpenAI's error body, plus TGI's `error_type` for TGI's client; also the error event of OpenAI streams."""
+        kind = INVALID_REQUEST if self.users_mistake() else self.error_type
+        return {"error": {"message": self.message, "type": kind, "param": None, "code": self.code},
+                "error_type": self.error_type}
 
 
 class BodyError(Exception):
-    """A framework error about the request body: a plain-text answer, as axum's extractors give."""
+    """A framework error about the request body: a plain-text answer, as axum's extractors give; on the OpenAI
+    routes OpenAI's JSON body (bad JSON and a wrong shape are 400 there)."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, param: str | None = None) -> None:
         super().__init__(text)
         self.status = status
         self.text = text
+        self.param = param  # the field at fault, for OpenAI's `error.param`
+
+    def response(self) -> Response:
+        """The answer in the shape of the route that is serving the request."""
+        if not g.get("openai_errors"):
+            return Response(self.text, self.status, content_type="text/plain; charset=utf-8")
+        status = 400 if self.status == 422 else self.status
+        return json_response({"error": {"message": self.text, "type": INVALID_REQUEST, "param": self.param,
+                                        "code": None}, "error_type": INVALID_REQUEST}, status)
 
 
 def use_openai_errors() -> None:
@@ -113,8 +138,9 @@ def error_response(error: ApiError) -> Response:
     when the route counts its requests)."""
     if g.get("count_failures"):
         services().metrics.failure(error.error_type)
-    body = error.openai_body() if g.get("openai_errors") else error.tgi_body()
-    return json_response(body, error.status)
+    if g.get("openai_errors"):
+        return json_response(error.openai_body(), error.openai_status())
+    return json_response(error.tgi_body(), error.status)
 
 
 def _http_exception(exc: HTTPException) -> Response:
@@ -128,7 +154,6 @@ def _http_exception(exc: HTTPException) -> Response:
 def register(app: Flask) -> None:
     """Install the handlers that turn every exception into the right answer, never an HTML page."""
     app.register_error_handler(ApiError, error_response)
-    app.register_error_handler(
-        BodyError, lambda exc: Response(exc.text, exc.status, content_type="text/plain; charset=utf-8"))
+    app.register_error_handler(BodyError, BodyError.response)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, lambda exc: error_response(ApiError.from_exception(exc)))

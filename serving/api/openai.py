@@ -24,8 +24,8 @@ blueprint.before_request(use_openai_errors)
 
 
 def _openai_error(error: ApiError) -> dict[str, Any]:
-    """The SSE error event of OpenAI routes."""
-    return error.openai_event()
+    """The SSE error event of OpenAI routes: OpenAI's error body."""
+    return error.openai_body()
 
 
 def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], list[GenerateRequest]],
@@ -44,7 +44,7 @@ def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], l
 
     if streaming:
         return stream(context.client, counted_build, stream_headers(compute_type, characters), responder.chunks,
-                      _openai_error, done=True, trailer=responder.trailer)
+                      _openai_error, done=True, trailer=responder.trailer, http_errors=True)
     generations = EventFeed(context.client, counted_build()).collect()
     return json_response(responder.completion(generations),
                          headers=generation_headers(compute_type, characters, started, generations))

@@ -136,7 +136,7 @@ class LLMEngine:
         try:
             prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
-            return [Failed(request.request_id, error.kind, error.message)]
+            return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
         sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         self._requests[request.request_id] = sequence
@@ -189,7 +189,8 @@ class LLMEngine:
             text, add_special_tokens = self.validator.text_of(request.text, request.chat, request.add_special_tokens)
             spans = self.validator.token_spans(text, add_special_tokens)
         except RequestError as error:
-            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message))
+            return TokenizeResult(request.call_id,
+                                  error=Failed(request.call_id, error.kind, error.message, error.code))
         return TokenizeResult(request.call_id, tokens=spans,
                               templated_text=text if request.chat is not None else None)
 
@@ -306,7 +307,8 @@ class LLMEngine:
             reason = sequence.stop.check(token_id, sequence.generated, text)
             if reason is not None and text == "":
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
-            token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
+            token = TokenInfo(id=token_id, text=sequence.stop.cut(text), logprob=logprobs[row],
+                              special=token_id in special)
             events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
             if reason is None:
                 keep.append(row)
@@ -338,13 +340,19 @@ class LLMEngine:
             request_id=sequence.request_id,
             finish_reason=reason,
             generated_tokens=sequence.generated,
-            generated_text=self.detokenizer.final_text(sequence.output_ids),
+            generated_text=self._generated_text(sequence),
             input_length=sequence.input_length,
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
             prefill=self._prefill_tokens(sequence),
         )
+
+    def _generated_text(self, sequence: Sequence) -> str:
+        """The output with special tokens skipped, ending where a stop string ended it (a special token's text,
+        in which a stop string may also end, is not part of it)."""
+        text = self.detokenizer.final_text(sequence.output_ids)
+        return text if sequence.token_ids[-1] in self.detokenizer.special_ids else sequence.stop.cut(text)
 
     def _prefill_tokens(self, sequence: Sequence) -> tuple[TokenInfo, ...]:
         """The prompt's tokens with their logprobs, when the request asked for them."""

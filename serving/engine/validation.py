@@ -12,7 +12,7 @@ from itertools import accumulate
 from typing import Any
 
 from serving.engine.limits import Limits
-from serving.messages import ChatPrompt, ErrorKind, GenerateRequest, TokenSpan
+from serving.messages import CONTEXT_LENGTH_EXCEEDED, ChatPrompt, ErrorKind, GenerateRequest, TokenSpan
 
 VALIDATION_PREFIX = "Input validation error: "
 BUDGET_CHUNK = 1024
@@ -21,15 +21,16 @@ BUDGET_CHUNK = 1024
 class RequestError(Exception):
     """A request the engine refuses, with the error kind and the full user-facing message."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code
 
 
-def invalid(message: str) -> RequestError:
+def invalid(message: str, code: str | None = None) -> RequestError:
     """A validation failure with TGI's prefix."""
-    return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message)
+    return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message, code)
 
 
 class InputValidator:
@@ -40,10 +41,15 @@ class InputValidator:
         self.limits = limits
 
     def render_chat(self, chat: ChatPrompt) -> str:
-        """The conversation rendered by the chat template, ready for generation or continuing the last message."""
-        if getattr(self.tokenizer, "chat_template", None) is None:
+        """The conversation rendered by the chat template, ready for generation or continuing the last message.
+
+        OpenAI's `developer` role is passed on as `system` to a template that never mentions it."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if template is None:
             raise RequestError(ErrorKind.TEMPLATE, "Template error: template not found")
-        messages = [{"role": m.role, "content": m.content} for m in chat.messages]
+        knows_developer = "developer" in str(template)
+        messages = [{"role": "system" if m.role == "developer" and not knows_developer else m.role,
+                     "content": m.content} for m in chat.messages]
         try:
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=not chat.continue_final_message,
@@ -83,9 +89,11 @@ class InputValidator:
         chunk = min(max_new if max_new is not None else max(max_total - input_length, 0), BUDGET_CHUNK)
         if input_length + chunk > max_total:
             raise invalid(f"`inputs` tokens + `max_new_tokens` must be <= {max_total}. "
-                          f"Given: {input_length} `inputs` tokens and {chunk} `max_new_tokens`")
+                          f"Given: {input_length} `inputs` tokens and {chunk} `max_new_tokens`",
+                          CONTEXT_LENGTH_EXCEEDED)
         if input_length > max_input:
-            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {input_length}")
+            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {input_length}",
+                          CONTEXT_LENGTH_EXCEEDED)
         return ids
 
     def token_spans(self, text: str, add_special_tokens: bool) -> tuple[TokenSpan, ...]:

@@ -42,7 +42,8 @@ class FakeEngineClient:
     """Echoes the prompt's words (the last chat message's, for chats) as tokens, then EOS; each word is also a
     prefill token (logprob -1.5, the first null) when the request asks for `prefill_logprobs`.
 
-    Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate` raises
+    Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind` (and `fail_code`, at admission);
+    `raise_on_generate` raises
     inside the iterator; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
     request whose iterator was closed before its end in `aborted`, every `abort` call in `cancelled`.
     """
@@ -53,6 +54,7 @@ class FakeEngineClient:
     fail_after: int | None = None
     fail_kind: ErrorKind = ErrorKind.VALIDATION
     fail_message: str = "Input validation error: scripted failure"
+    fail_code: str | None = None
     raise_on_generate: bool = False
     token_delay: float = 0.0
     requests: list[GenerateRequest] = field(default_factory=list)
@@ -108,7 +110,8 @@ class FakeEngineClient:
                 raise RuntimeError("scripted client crash")
             if self.fail_at_admission:
                 done = True
-                yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message)
+                yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message,
+                             code=self.fail_code)
                 return
             words = self.words(request)
             seed = request.sampling.seed if request.sampling.sampling else None

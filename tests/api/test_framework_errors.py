@@ -18,7 +18,7 @@ def assert_plain(response, status, text):
     assert response.get_data(as_text=True) == text
 
 
-@pytest.mark.parametrize("path", ["/generate", "/v1/chat/completions", "/invocations", "/tokenize"])
+@pytest.mark.parametrize("path", ["/generate", "/invocations", "/tokenize"])
 def test_wrong_content_type_is_415(http, path):
     assert_plain(http.post(path, data="{}", content_type="text/plain"), 415,
                  "Expected request with `Content-Type: application/json`")

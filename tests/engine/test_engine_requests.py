@@ -155,6 +155,27 @@ def test_stop_sequence_ends_the_generation_and_stays_in_the_text(make_engine):
     assert done.generated_tokens < 12
 
 
+def test_a_stop_string_ending_inside_a_token_cuts_that_token_text(make_engine):
+    engine = make_engine()
+    events = generate_alone(engine, request("full", PROMPTS[5], 12, ignore_eos=True))
+    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    texts = [d.token.text for d in deltas]
+    # A stop string that starts in one token's text and ends inside the next one, before its end.
+    k = next(k for k in range(1, len(texts)) if len(texts[k]) >= 2 and texts[k - 1]
+             and texts[k - 1][-1] + texts[k][0] not in "".join(texts[:k]))
+    stop = texts[k - 1][-1] + texts[k][0]
+    cut_events = generate_alone(engine, request("cut", PROMPTS[5], 12, ignore_eos=True, stop=(stop,)))
+    cut_deltas = [e for e in cut_events if isinstance(e, TokenDelta)]
+    done = finished(cut_events)
+    assert done.finish_reason is FinishReason.STOP_SEQUENCE
+    assert done.generated_text == "".join(texts[:k]) + texts[k][0]
+    assert done.generated_text.endswith(stop) and done.generated_tokens == k + 1
+    last = cut_deltas[-1]
+    assert (last.token.id, last.token.logprob, last.token.text) == (deltas[k].token.id, deltas[k].token.logprob,
+                                                                    texts[k][0])
+    assert "".join(d.token.text for d in cut_deltas) == done.generated_text
+
+
 def test_context_full_finishes_with_length(make_engine):
     engine = make_engine(max_total_tokens=24, max_input_tokens=16)
     [admitted] = engine.add_request(request("fill", PROMPTS[2], None, ignore_eos=True))
@@ -190,23 +211,26 @@ def test_last_allowed_token_being_eos_is_length(make_engine):
     assert (done.finish_reason, done.generated_tokens) == (FinishReason.LENGTH, 1)
 
 
-@pytest.mark.parametrize(("overrides", "req", "message"), [
-    ({}, request("r", ""), "Input validation error: `inputs` cannot be empty"),
+LONG = "context_length_exceeded"
+
+
+@pytest.mark.parametrize(("overrides", "req", "message", "code"), [
+    ({}, request("r", ""), "Input validation error: `inputs` cannot be empty", None),
     ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", PROMPTS[2], 2),
-     "Input validation error: `inputs` must have less than 8 tokens. Given: 11"),
+     "Input validation error: `inputs` must have less than 8 tokens. Given: 11", LONG),
     ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", PROMPTS[2], 5),
      "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 14. Given: 11 `inputs` tokens and 5 "
-     "`max_new_tokens`"),
+     "`max_new_tokens`", LONG),
     ({"max_total_tokens": 1030}, request("r", PROMPTS[2], 5000),
      "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 1030. Given: 11 `inputs` tokens and "
-     "1024 `max_new_tokens`"),
+     "1024 `max_new_tokens`", LONG),
     ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", "hi", 5, truncate=9),
-     "Input validation error: `truncate` must be strictly positive and less than 8. Given: 9"),
+     "Input validation error: `truncate` must be strictly positive and less than 8. Given: 9", None),
 ])
-def test_validation_failures_come_back_as_events(make_engine, overrides, req, message, loaded):
+def test_validation_failures_come_back_as_events(make_engine, overrides, req, message, code, loaded):
     assert len(loaded.tokenizer.encode(PROMPTS[2])) == 11
     engine = make_engine(**overrides)
-    assert engine.add_request(req) == [Failed("r", ErrorKind.VALIDATION, message)]
+    assert engine.add_request(req) == [Failed("r", ErrorKind.VALIDATION, message, code)]
     assert not engine.has_work()
 
 

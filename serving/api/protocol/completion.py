@@ -11,6 +11,7 @@ from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.chat import StopSequences, StreamOptions, openai_finish_reason, usage
 from serving.api.protocol.generate import STRICT, U32, U64
+from serving.api.protocol.stop_text import StopHoldback, without_stop
 from serving.api.protocol.tokens import logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
@@ -100,6 +101,8 @@ class CompletionResponder:
         self.choices_per_prompt = request.choices_per_prompt()
         self._offsets: dict[int, int] = {}
         self._usage = (0, 0)
+        self.stops = tuple(request.stop or ())
+        self._holdbacks: dict[int, StopHoldback] = {}
 
     def _logprobs(self, deltas: list[messages.TokenDelta], offset: int) -> dict[str, Any] | None:
         """OpenAI's legacy `logprobs` of `deltas`, whose text starts at `offset` in the choice's text."""
@@ -123,7 +126,8 @@ class CompletionResponder:
     def completion(self, generations: list[Generation]) -> dict[str, Any]:
         """The non-streaming response; EOS is reported as `stop`; usage counts each prompt once."""
         choices = [
-            {"index": index, "text": generation.finished.generated_text,
+            {"index": index, "text": without_stop(generation.finished.generated_text,
+                                                  generation.finished.finish_reason, self.stops),
              "logprobs": self._logprobs(generation.deltas, 0),
              "finish_reason": openai_finish_reason(generation.finished.finish_reason)}
             for index, generation in enumerate(generations)
@@ -132,16 +136,20 @@ class CompletionResponder:
                                           sum(g.finished.generated_tokens for g in generations)))
 
     def chunks(self, step: Step) -> list[dict[str, Any]]:
-        """One token's chunk (`finish_reason: ""`); a prompt's last token is a final with the raw reason."""
+        """One token's chunk (`finish_reason: null`); a prompt's last token is a final with its usage. Text that
+        could still become a stop string waits for a later chunk, and the stop string is never sent."""
         offset = self._offsets.get(step.index, 0)
-        choice = {"index": step.index, "text": step.delta.token.text,
-                  "logprobs": self._logprobs([step.delta], offset), "finish_reason": ""}
-        self._offsets[step.index] = offset + len(step.delta.token.text)
         finished = step.finished
+        holdback = self._holdbacks.setdefault(step.index, StopHoldback(self.stops))
+        text = holdback.release("" if step.delta.token.special else step.delta.token.text,
+                                None if finished is None else finished.finish_reason)
+        choice = {"index": step.index, "text": text,
+                  "logprobs": self._logprobs([step.delta], offset), "finish_reason": None}
+        self._offsets[step.index] = offset + len(step.delta.token.text)
         if finished is None:
             return [{"object": "text_completion", "id": self.completion_id, "created": self.created,
                      "choices": [choice], "model": self.model, "system_fingerprint": SYSTEM_FINGERPRINT}]
-        choice["finish_reason"] = finished.finish_reason.value
+        choice["finish_reason"] = openai_finish_reason(finished.finish_reason)
         prompt_tokens, completion_tokens = self._usage
         first_choice = step.index % self.choices_per_prompt == 0  # a prompt's tokens count once
         self._usage = (prompt_tokens + (finished.input_length if first_choice else 0),

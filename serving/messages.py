@@ -85,7 +85,8 @@ class ChatPrompt(msgspec.Struct, frozen=True):
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
-    """Generate from `prompt` (plain text) or `chat` (templated in the engine); exactly one is set."""
+    """Generate from `prompt` (plain text), `prompt_ids` (token ids, used as they are) or `chat` (templated in the
+    engine); exactly one is set. With `echo`, `Finished.prompt_text` is the decoded prompt."""
 
     request_id: str
     sampling: SamplingParams
@@ -95,6 +96,8 @@ class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     add_special_tokens: bool = True
     truncate: int | None = None
     prefill_logprobs: bool = False
+    prompt_ids: tuple[int, ...] | None = None
+    echo: bool = False
 
 
 class AbortRequest(msgspec.Struct, frozen=True, tag="abort"):
@@ -173,6 +176,7 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     queue_time: float
     inference_time: float
     prefill: tuple[TokenInfo, ...] = ()
+    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
 
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's `error.code` for a prompt or budget too long

@@ -30,8 +30,8 @@ REQUESTS: tuple[type[BaseModel], ...] = (GenerateRequest, CompatGenerateRequest,
                                          CompletionRequest, GenerateInstance)
 RESPONSES = (
     responses.GenerateResponse, responses.StreamResponse, responses.ErrorResponse, responses.OpenAIErrorResponse,
-    responses.OpenAIStreamError, responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
-    responses.ModelList, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
+    responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
+    responses.ModelList, responses.Model, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
     responses.VertexResponse,
 )
 TGI_TAG = "Text Generation Inference"
@@ -152,6 +152,12 @@ def _paths() -> dict[str, Any]:
         "/metrics": _get(TGI_TAG, "Prometheus metrics", {"200": {
             "description": "Prometheus text exposition", "content": _content("text/plain", {"type": "string"})}}),
         "/v1/models": _get(OPENAI_TAG, "The served model", {"200": _json_answer("Models", _ref("ModelList"))}),
+        "/v1/models/{model_id}": {"get": {
+            "tags": [OPENAI_TAG], "summary": "The served model, by its id",
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json_answer("Model", _ref("Model")),
+                          "404": {"description": "Not the served model's id",
+                                  "content": _content("application/json", _ref("OpenAIErrorResponse"))}}}},
         "/docs": _get(TGI_TAG, "This document in Swagger UI", {"200": {
             "description": "HTML page", "content": _content("text/html", {"type": "string"})}}),
         "/api-doc/openapi.json": _get(TGI_TAG, "This document", {"200": {

@@ -41,6 +41,7 @@ STATUS: dict[str, int] = {
     "healthcheck": 503,
     "shutting_down": 503,
     "internal_error": 500,
+    "model_not_found": 404,
 }
 
 # A user's mistake: the OpenAI routes answer it with 400, OpenAI's `invalid_request_error` (other kinds keep their
@@ -48,6 +49,7 @@ STATUS: dict[str, int] = {
 INVALID_REQUEST = "invalid_request_error"
 USERS_MISTAKES = frozenset({ErrorKind.VALIDATION.value, ErrorKind.TEMPLATE.value, "tool_error",
                                 "suffix not supported", "batch size exceeded"})
+INVALID_REQUESTS = USERS_MISTAKES | {"model_not_found"}  # OpenAI's `type` of these is `invalid_request_error`
 
 
 class ApiError(Exception):
@@ -104,7 +106,7 @@ class ApiError(Exception):
 
     def openai_body(self) -> dict[str, Any]:
         """OpenAI's error body, plus TGI's `error_type` for TGI's client; also the error event of OpenAI streams."""
-        kind = INVALID_REQUEST if self.users_mistake() else self.error_type
+        kind = INVALID_REQUEST if self.error_type in INVALID_REQUESTS else self.error_type
         return {"error": {"message": self.message, "type": kind, "param": None, "code": self.code},
                 "error_type": self.error_type}
 

@@ -78,7 +78,7 @@ def completions(body: CompletionRequest) -> Response:
     request_id = new_id()
     responder = CompletionResponder(body, f"cmpl-{request_id}", unix_now(), info.model_id)
     return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
-                  sum(len(prompt) for prompt in body.prompt), started)
+                  body.characters(), started)
 
 
 @blueprint.post("/v1/chat/completions")
@@ -93,9 +93,21 @@ def completions_route() -> Response:
     return completions(parse_body(request, services().config.payload_limit, CompletionRequest))
 
 
+def _model(model_id: str) -> dict[str, Any]:
+    """OpenAI's model object of the served model."""
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": model_id}
+
+
 @blueprint.get("/v1/models")
 def models() -> Response:
     """The one served model."""
-    model_id = services().info().model_id
-    return json_response({"object": "list",
-                          "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": model_id}]})
+    return json_response({"object": "list", "data": [_model(services().info().model_id)]})
+
+
+@blueprint.get("/v1/models/<path:model_id>")
+def model(model_id: str) -> Response:
+    """The served model, asked for by its id; any other id is OpenAI's 404 `model_not_found`."""
+    served = services().info().model_id
+    if model_id != served:
+        raise ApiError("model_not_found", f"The model `{model_id}` does not exist", code="model_not_found")
+    return json_response(_model(served))

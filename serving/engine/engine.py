@@ -138,7 +138,8 @@ class LLMEngine:
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs,
+                                   request.echo)
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
@@ -346,6 +347,7 @@ class LLMEngine:
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
             prefill=self._prefill_tokens(sequence),
+            prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
         )
 
     def _generated_text(self, sequence: Sequence) -> str:

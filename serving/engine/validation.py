@@ -70,16 +70,24 @@ class InputValidator:
         except Exception as exc:
             raise invalid(f"tokenizer error {exc}") from exc
 
+    def given_ids(self, ids: tuple[int, ...]) -> list[int]:
+        """A prompt given as token ids, each checked to be one of the tokenizer's."""
+        vocabulary = len(self.tokenizer)
+        unknown = [token_id for token_id in ids if not 0 <= token_id < vocabulary]
+        if unknown:
+            raise invalid(f"token ids must be >= 0 and < {vocabulary}. Given: {unknown[0]}")
+        return list(ids)
+
     def prompt_ids(self, request: GenerateRequest) -> list[int]:
         """The checked (and truncated) prompt ids of a generate request."""
         text, add_special_tokens = self.text_of(request.prompt, request.chat, request.add_special_tokens)
-        if not text:
+        if not text and not request.prompt_ids:
             raise invalid("`inputs` cannot be empty")
         max_input, max_total = self.limits.max_input_tokens, self.limits.max_total_tokens
         truncate = request.truncate
         if truncate is not None and not 0 < truncate <= max_input:
             raise invalid(f"`truncate` must be strictly positive and less than {max_input}. Given: {truncate}")
-        ids = self.encode(text, add_special_tokens)
+        ids = self.given_ids(request.prompt_ids) if request.prompt_ids else self.encode(text, add_special_tokens)
         if truncate is not None:
             ids = ids[-truncate:]
         if not ids:

@@ -96,7 +96,9 @@ class FakeEngineClient:
 
     @staticmethod
     def words(request: GenerateRequest) -> list[str]:
-        """The words the fake echoes: the prompt's, or the last chat message's."""
+        """The words the fake echoes: the prompt's (its token ids as words), or the last chat message's."""
+        if request.prompt_ids is not None:
+            return [f"t{token_id}" for token_id in request.prompt_ids]
         text = request.prompt if request.prompt is not None else request.chat.messages[-1].content
         return text.split()
 
@@ -149,7 +151,8 @@ class FakeEngineClient:
                             for i, word in enumerate(words)) if request.prefill_logprobs else ()
             yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,
                            generated_text=text, input_length=len(words), seed=seed, queue_time=0.001,
-                           inference_time=0.002, prefill=prefill)
+                           inference_time=0.002, prefill=prefill,
+                           prompt_text=" ".join(words) if request.echo else None)
         finally:
             if not done:
                 with self.lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 from serving.api.protocol.chat import ChatCompletionRequest
@@ -28,7 +29,8 @@ def test_the_document_is_openapi_3_with_every_route(app, http):
     document = response.get_json()
     assert document["openapi"].startswith("3.")
     assert document["info"]["title"] and document["info"]["version"]
-    routes = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, operations in document["paths"].items() for method in operations}
     assert routes - {("/docs/", "get")} == documented

@@ -279,17 +279,41 @@ def test_completion_stream(http):
     events = sse_events(response.data)
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    intermediate = [chunk for chunk in chunks if "usage" not in chunk]
-    finals = [chunk for chunk in chunks if "usage" in chunk]
-    assert list(intermediate[0]) == ["object", "id", "created", "choices", "model", "system_fingerprint"]
-    assert all(chunk["choices"][0]["finish_reason"] is None for chunk in intermediate)
+    assert all(list(chunk) == ["object", "id", "created", "model", "system_fingerprint", "choices"]
+               for chunk in chunks)
+    finals = [chunk for chunk in chunks if chunk["choices"][0]["finish_reason"] is not None]
     assert sorted((f["choices"][0]["index"], f["choices"][0]["text"], f["choices"][0]["finish_reason"])
                   for f in finals) == [(0, "", "stop"), (1, "", "stop")]
-    assert list(finals[0]) == CHAT_KEYS
     texts = {0: "", 1: ""}
     for chunk in chunks:
         texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["text"]
     assert texts == {0: "a b", 1: "c"}
+
+
+def test_completion_stream_sends_usage_once_with_include_usage(http):
+    events = sse_events(http.post("/v1/completions", json={
+        "prompt": ["a b", "c"], "stream": True, "stream_options": {"include_usage": True}}).data)
+    with_usage = [event for event in events[:-1] if event["usage"] is not None]
+    assert with_usage == [events[-2]] and events[-2]["choices"] == []
+    assert events[-2]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+
+
+def test_completion_echo_and_token_id_prompts(http, engine):
+    body = http.post("/v1/completions", json={"prompt": "a b", "echo": True}).get_json()
+    assert body["choices"][0]["text"] == "a ba b"
+    events = sse_events(http.post("/v1/completions", json={"prompt": "a b", "echo": True, "stream": True}).data)
+    assert "".join(event["choices"][0]["text"] for event in events[:-1]) == "a ba b"
+    for prompt, sent in [([5, 6], [(5, 6)]), ([[5], [7, 8]], [(5,), (7, 8)])]:
+        engine.requests.clear()
+        assert http.post("/v1/completions", json={"prompt": prompt}).status_code == 200
+        assert [request.prompt_ids for request in engine.requests] == sent
+        assert all(request.prompt is None and not request.echo for request in engine.requests)
+    body = http.post("/v1/completions", json={"prompt": [5, 6], "echo": True}).get_json()
+    assert engine.requests[-1].echo is True and body["choices"][0]["text"] == "t5 t6t5 t6"
+    for bad in ([[]], [-1], [[1, -2]], [1.5], [True]):
+        assert http.post("/v1/completions", json={"prompt": bad}).status_code == 400
+    response = http.post("/v1/completions", json={"prompt": [5], "echo": True, "stream": True})
+    assert response.status_code == 400 and "token ids" in response.get_json()["error"]["message"]
 
 
 def test_completion_logprobs(http, engine):
@@ -328,3 +352,12 @@ def test_completion_n(http, engine):
 def test_models(http):
     assert http.get("/v1/models").get_json() == {"object": "list", "data": [
         {"id": "test-org/tiny-model", "object": "model", "created": 0, "owned_by": "test-org/tiny-model"}]}
+
+
+def test_model_by_id(http):
+    assert http.get("/v1/models/test-org/tiny-model").get_json() == {
+        "id": "test-org/tiny-model", "object": "model", "created": 0, "owned_by": "test-org/tiny-model"}
+    response = http.get("/v1/models/gpt-4")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == {"message": "The model `gpt-4` does not exist",
+                                            "type": "invalid_request_error", "param": None, "code": "model_not_found"}

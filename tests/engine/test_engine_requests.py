@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from engine_helpers import PROMPTS, drain, engine_config, finished, generate_alone, request, token_ids
@@ -174,6 +175,22 @@ def test_a_stop_string_ending_inside_a_token_cuts_that_token_text(make_engine):
     assert (last.token.id, last.token.logprob, last.token.text) == (deltas[k].token.id, deltas[k].token.logprob,
                                                                     texts[k][0])
     assert "".join(d.token.text for d in cut_deltas) == done.generated_text
+
+
+def test_a_prompt_of_token_ids_and_its_echo(make_engine, loaded):
+    engine = make_engine()
+    ids = loaded.tokenizer.encode(PROMPTS[6])
+    from_text = finished(generate_alone(engine, request("text", PROMPTS[6], 6)))
+    given = msgspec.structs.replace(request("ids", None, 6), prompt_ids=tuple(ids), echo=True)
+    from_ids = finished(generate_alone(engine, given))
+    assert from_ids.generated_text == from_text.generated_text and from_ids.input_length == len(ids)
+    assert from_ids.prompt_text == loaded.tokenizer.decode(ids, skip_special_tokens=True)
+    assert from_text.prompt_text is None
+    unknown = msgspec.structs.replace(request("bad", None, 6), prompt_ids=(1, len(loaded.tokenizer)))
+    [failed] = engine.add_request(unknown)
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.VALIDATION
+    assert failed.message == (f"Input validation error: token ids must be >= 0 and < {len(loaded.tokenizer)}. "
+                              f"Given: {len(loaded.tokenizer)}")
 
 
 def test_context_full_finishes_with_length(make_engine):

@@ -110,26 +110,12 @@ class OpenAIErrorDetail(TypedDict):
 
 
 class OpenAIErrorResponse(TypedDict):
-    """The error body of the OpenAI routes: OpenAI's shape, plus TGI's `error_type`."""
+    """The error body of the OpenAI routes: OpenAI's shape, plus TGI's `error_type`; also the error event of their
+    streams (then `[DONE]`)."""
 
     __pydantic_config__ = EXACT
     error: OpenAIErrorDetail
     error_type: str
-
-
-class StreamErrorDetail(TypedDict):
-    """The `error` of an OpenAI route's stream error event."""
-
-    __pydantic_config__ = EXACT
-    message: str
-    http_status_code: int
-
-
-class OpenAIStreamError(TypedDict):
-    """An error event in an OpenAI route's stream (then `[DONE]`)."""
-
-    __pydantic_config__ = EXACT
-    error: StreamErrorDetail
 
 
 class VertexResponse(TypedDict):

@@ -224,6 +224,7 @@ class ModelInfo(msgspec.Struct, frozen=True):
     device_map: dict[str, str]
     has_chat_template: bool
     num_parameters: int
+    vocab_size: int = 0  # the tokenizer's: a prompt given as token ids must use ids below it
 
 
 class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):

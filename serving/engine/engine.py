@@ -92,6 +92,7 @@ class LLMEngine:
             device_map=loaded.device_map,
             has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
             num_parameters=loaded.num_parameters,
+            vocab_size=len(tokenizer),
         )
 
     def _inject_faults(self) -> None:

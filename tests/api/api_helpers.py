@@ -72,7 +72,7 @@ class FakeEngineClient:
         return ModelInfo(model_id="test-org/tiny-model", model_sha=None, model_pipeline_tag=self.pipeline_tag,
                          max_input_tokens=100, max_total_tokens=128, max_batch_total_tokens=4096,
                          max_concurrent_requests=128, dtype="float32", device="cpu", device_map={},
-                         has_chat_template=True, num_parameters=1000)
+                         has_chat_template=True, num_parameters=1000, vocab_size=320)
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """`healthy`, or no answer when it is None."""

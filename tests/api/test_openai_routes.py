@@ -361,3 +361,20 @@ def test_model_by_id(http):
     assert response.status_code == 404
     assert response.get_json()["error"] == {"message": "The model `gpt-4` does not exist",
                                             "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+
+
+def test_logit_bias_ids_past_64_bits_are_ignored_like_any_id_outside_the_vocabulary(http, engine):
+    assert chat(http, logit_bias={"24087575759079036519": 1.0, "7": 2.0}).status_code == 200
+    assert engine.requests[-1].sampling.logit_bias == {7: 2.0}
+
+
+def test_tools_must_have_openais_shape(http):
+    response = chat(http, tools=[{"type": "function"}], tool_choice="none")
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "tools[0].function"
+    assert chat(http, tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="none").status_code == 200
+
+
+def test_whole_numbers_written_as_floats_are_integers(http, engine):
+    assert chat(http, max_tokens=3.0, seed=1e3).status_code == 200
+    assert (engine.requests[-1].stopping.max_new_tokens, engine.requests[-1].sampling.seed) == (3, 1000)
+    assert chat(http, max_tokens=2.5).status_code == 400

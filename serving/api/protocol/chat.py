@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from serving import messages
 from serving.api.errors import ApiError
@@ -64,7 +64,10 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]  # OpenAI's; 
 class ChatMessage(BaseModel):
     """One message: `content` (a string or parts), or `tool_calls` from an earlier assistant turn."""
 
-    model_config = STRICT
+    model_config = ConfigDict(**STRICT, json_schema_extra={"anyOf": [
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+    ]})
 
     role: Role
     content: Annotated[str | None, BeforeValidator(_content_text), WithJsonSchema(_CONTENT_SCHEMA)] = None
@@ -81,6 +84,25 @@ class ChatMessage(BaseModel):
     def text(self) -> str:
         """What the chat template sees: the content, or the JSON of the tool calls."""
         return self.content if self.content is not None else dumps(self.tool_calls)
+
+
+class FunctionDefinition(BaseModel):
+    """A tool's function: its name, and optionally a description and a JSON schema of its arguments."""
+
+    model_config = STRICT
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    """One of the `tools`: OpenAI's function tool."""
+
+    model_config = STRICT
+
+    type: Literal["function"]
+    function: FunctionDefinition
 
 
 class StreamOptions(BaseModel):
@@ -112,7 +134,7 @@ class ChatCompletionRequest(BaseModel):
     seed: U64 | None = None
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = None
     tool_choice: Any = None
     tool_prompt: str | None = None
     response_format: dict[str, Any] | None = None
@@ -127,8 +149,7 @@ class ChatCompletionRequest(BaseModel):
             raise ApiError("tool_error", "Tool error: Grammar and tools are mutually exclusive")
         if tools_active:
             name = self._chosen_function()
-            names = [tool["function"].get("name") for tool in self.tools
-                     if isinstance(tool, dict) and isinstance(tool.get("function"), dict)]
+            names = [tool.function.name for tool in self.tools]
             if name is not None and name not in names:
                 raise ApiError("tool_error", f"Tool error: Tool with name {name} not found")
             raise ApiError.validation(GRAMMAR_UNSUPPORTED)

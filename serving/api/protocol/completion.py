@@ -14,7 +14,7 @@ from serving import messages
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.chat import StopSequences, StreamOptions, openai_finish_reason, usage
-from serving.api.protocol.generate import STRICT, U32, U64
+from serving.api.protocol.generate import STRICT, U32, U64, whole_number
 from serving.api.protocol.stop_text import StopHoldback, without_stop
 from serving.api.protocol.tokens import logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
@@ -27,12 +27,12 @@ def _prompt_list(value: Any) -> Any:
         return [value]
     if value == []:
         raise ValueError("Empty array detected. Do not use an empty array for the prompt.")
-    if isinstance(value, list) and all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+    if isinstance(value, list) and all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value):
         return [value]
     return value
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), BeforeValidator(whole_number)]], Field(min_length=1)]
 Prompt = str | TokenIds
 _PROMPT_SCHEMA = {"anyOf": [
     {"type": "string"},

@@ -9,7 +9,7 @@ appears only once something was recorded. The exposition is written here rather 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request, labelled with TGI's `err` values, and `dropped` for a generation whose client went away. The queue and
+request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The queue and
 batch gauges are asked of the engine at scrape time.
 """
 
@@ -23,11 +23,11 @@ from typing import Any, Iterable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from serving.api.catalogue import Error
 from serving.client import EngineClientProtocol
 from serving.messages import (
     Admitted,
     EngineEvent,
-    Failed,
     Finished,
     GenerateRequest,
     HealthResult,
@@ -56,20 +56,6 @@ HELP = {
     "tgi_batch_max_total_tokens": "Maximum tokens of a batch",
     "serving_kv_cache_usage": "Share of the KV cache budget (MAX_BATCH_TOTAL_TOKENS) reserved by the running sequences",
 }
-
-# TGI's `err` label for each error type; anything else keeps its own type.
-FAILURE_LABELS = {
-    "validation": "validation",
-    "overloaded": "overloaded",
-    "generation": "generation",
-    "incomplete_generation": "incomplete",
-    "incomplete_generation_stream": "incomplete",
-    "template_error": "template",
-    "tool_error": "validation",
-    "suffix not supported": "validation",
-    "batch size exceeded": "validation",
-}
-
 
 def duration_buckets() -> list[float]:
     """TGI's 35 geometric buckets for every `*_duration`: 0.0001 s times 1.5, 1.5², ... (computed as TGI does)."""
@@ -109,10 +95,9 @@ class Metrics:
         """Count requests (`tgi_request_count`)."""
         self._get(Counter, "tgi_request_count").inc(count)
 
-    def failure(self, error_type: str) -> None:
-        """Count a failed request under TGI's `err` label for `error_type`."""
-        label = FAILURE_LABELS.get(error_type, error_type)
-        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=label).inc()
+    def failure(self, error: Error) -> None:
+        """Count a failed request under the catalogue's `err` label for its kind."""
+        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=error.spec.metric).inc()
 
     def admitted(self, input_length: int, max_new_tokens: int | None, info: ModelInfo) -> None:
         """Record a validated generation's input length and `max_new_tokens` (null: the room left)."""
@@ -194,11 +179,8 @@ def _escape(value: str) -> str:
 
 
 class MeteredClient:
-    """An engine client that records each generation's metrics from the events that pass through it.
-
-    A generation closed before its `Finished` or `Failed` (the HTTP client went away) counts as `dropped`;
-    failures that reach the HTTP client are counted where they are answered, once per request.
-    """
+    """An engine client that records each generation's metrics from the events that pass through it; failures
+    are counted per HTTP request where they are answered (`context.FailureTally`), once."""
 
     def __init__(self, client: EngineClientProtocol, metrics: Metrics) -> None:
         self._client = client
@@ -208,21 +190,13 @@ class MeteredClient:
         """The engine's events for `request`, recorded on the way."""
         started = time.monotonic()
         events = self._client.generate(request)
-        ended = False
         try:
             for event in events:
                 if isinstance(event, Admitted):
                     self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
                 elif isinstance(event, Finished):
                     self._metrics.finished(event, time.monotonic() - started, self.info())
-                ended = isinstance(event, (Finished, Failed))
                 yield event
-            if not ended:  # ended early by `abort`
-                self._metrics.failure("dropped")
-        except GeneratorExit:
-            if not ended:
-                self._metrics.failure("dropped")
-            raise
         finally:
             getattr(events, "close", lambda: None)()
 

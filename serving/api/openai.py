@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, request
 
+from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services, unix_now
 from serving.api.errors import ApiError, use_openai_errors
 from serving.api.feed import EventFeed
@@ -109,5 +110,5 @@ def model(model_id: str) -> Response:
     """The served model, asked for by its id; any other id is OpenAI's 404 `model_not_found`."""
     served = services().info().model_id
     if model_id != served:
-        raise ApiError("model_not_found", f"The model `{model_id}` does not exist", code="model_not_found")
+        raise ApiError(Error.MODEL_NOT_FOUND, f"The model `{model_id}` does not exist", code="model_not_found")
     return json_response(_model(served))

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
 from serving.api import openai, tgi
+from serving.api.catalogue import Error
 from serving.api.context import services
 from serving.api.errors import BodyError, use_openai_errors
 from serving.api.protocol.body import DESERIALIZE_PREFIX, deserialize, read_json
@@ -55,5 +56,5 @@ def invocations() -> Response:
             if key in data:
                 use_openai_errors()
                 deserialize(model, data)
-    raise BodyError(422, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
-                         f"at {_end_position(text)}")
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum "
+                                       f"SagemakerRequest at {_end_position(text)}")

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services
 from serving.api.errors import ApiError, BodyError
 from serving.api.feed import EventFeed
@@ -56,7 +57,7 @@ def _instance(data: Any, index: int) -> GenerateInstance | ChatCompletionRequest
             return deserialize(model, data)
         except BodyError:
             continue
-    raise BodyError(422, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
                          "VertexInstance")
 
 
@@ -70,7 +71,7 @@ def _engine_request(instance: GenerateInstance | ChatCompletionRequest, request_
 
 def _incomplete() -> ApiError:
     """TGI's answer when any instance fails."""
-    return ApiError("Incomplete generation", "Incomplete generation")
+    return ApiError(Error.VERTEX_INCOMPLETE, "Incomplete generation")
 
 
 @blueprint.post("/vertex")
@@ -82,7 +83,7 @@ def vertex() -> Response:
     instances = [_instance(item, index) for index, item in enumerate(body.instances)]
     count_request()
     if not instances:
-        raise ApiError("Input validation error", "Input validation error")
+        raise ApiError(Error.VERTEX_VALIDATION, "Input validation error")
     for instance in instances:
         if isinstance(instance, ChatCompletionRequest):
             instance.check_tools()
@@ -94,7 +95,7 @@ def vertex() -> Response:
     try:
         generations = EventFeed(context.client, requests).collect()
     except ApiError as error:
-        if error.users_mistake():  # a prompt too long, a template error: never a 5xx
+        if error.kind.users_mistake:  # a prompt too long, a template error: never a 5xx
             raise
         raise _incomplete() from None
     return json_response({"predictions": [generation.finished.generated_text for generation in generations]})

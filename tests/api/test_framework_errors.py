@@ -98,3 +98,22 @@ def test_unreachable_engine_is_503(http, engine, monkeypatch):
     assert response.status_code == 503
     assert response.get_json() == {"error": "Engine unavailable: the engine did not answer within 30 s",
                                    "error_type": "unavailable"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/generate", '{"inputs": "a\\ud800"}'),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\udfff"}]}'),
+    ("/invocations", '{"prompt": "\\ud83d"}'),
+    ("/tokenize", '{"inputs": "x", "parameters": {"stop": ["\\ud800"]}}'),
+])
+def test_a_lone_surrogate_is_400(http, path, body):
+    message = "Failed to parse the request body as JSON: lone surrogate in hex escape"
+    response = http.post(path, data=body, content_type="application/json")
+    if path.startswith("/v1/"):  # OpenAI's JSON body there
+        assert response.status_code == 400 and response.get_json()["error"]["message"] == message
+    else:
+        assert_plain(response, 400, message)
+
+
+def test_a_surrogate_pair_is_fine(http):
+    assert http.post("/generate", data='{"inputs": "\\ud83d\\ude00"}', content_type="application/json").status_code == 200

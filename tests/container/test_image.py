@@ -183,7 +183,7 @@ def test_ping_stays_fast_under_load(container):
             latencies.append(time.monotonic() - started)
             time.sleep(0.05)
         assert [future.result() for future in futures] == [200] * 48
-    assert len(latencies) >= 3 and max(latencies) < 1.5, latencies
+    assert len(latencies) >= 3 and max(latencies) < 2.0, latencies  # SageMaker's limit
     print(f"\n/ping under load: {len(latencies)} pings, max {max(latencies) * 1000:.0f} ms")
 
 

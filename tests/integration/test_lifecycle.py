@@ -19,18 +19,18 @@ from servers import REPO_ROOT, start_server
 pytestmark = pytest.mark.integration
 
 
-def long_stream_body(tokens: int = 200) -> dict:
-    """A /generate_stream body that decodes for a while."""
-    return {"inputs": "The model", "parameters": {"max_new_tokens": tokens}}
+# Outlasts any test that holds it open, however fast the engine: 99,000 tokens with EOS ignored (the tiny model
+# decodes about 3,000 tokens a second on one idle core).
+ENDLESS_STREAM = {"prompt": "The model", "max_tokens": 99000, "ignore_eos": True, "stream": True}
 
 
-def open_stream(url: str, body: dict) -> tuple[socket.socket, bytes]:
+def open_stream(url: str, body: dict, path: str = "/v1/completions") -> tuple[socket.socket, bytes]:
     """Start a streaming request on a raw socket and read until the first event arrived."""
     payload = json.dumps(body).encode()
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=60)
     sock.sendall(
-        b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
         + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
     received = b""
     while b"data:" not in received:
@@ -44,7 +44,7 @@ def open_stream(url: str, body: dict) -> tuple[socket.socket, bytes]:
 def small_server(tiny_model_dir, tmp_path_factory):
     """A server that admits two requests at a time."""
     proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("small"), MAX_CONCURRENT_REQUESTS="2",
-                        MAX_TOTAL_TOKENS="512")
+                        MAX_TOTAL_TOKENS="100000")
     try:
         proc.wait_ready()
         yield proc
@@ -53,8 +53,8 @@ def small_server(tiny_model_dir, tmp_path_factory):
 
 
 def test_overload_is_429_and_a_disconnect_frees_the_slot(small_server):
-    first, _ = open_stream(small_server.url, long_stream_body(400))
-    second, _ = open_stream(small_server.url, long_stream_body(400))
+    first, _ = open_stream(small_server.url, ENDLESS_STREAM)
+    second, _ = open_stream(small_server.url, ENDLESS_STREAM)
     third = requests.post(small_server.url + "/generate", json={
         "inputs": "hi", "parameters": {"max_new_tokens": 2}}, timeout=30)
     assert third.status_code == 429

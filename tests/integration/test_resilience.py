@@ -55,7 +55,7 @@ def send(url: str, path: str, body: dict) -> socket.socket:
 def one_row_server(tiny_model_dir, tmp_path_factory):
     """A server that runs one sequence at a time, so the others queue."""
     proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("one-row"), MAX_BATCH_SIZE="1",
-                        MAX_TOTAL_TOKENS="4096", MAX_INPUT_TOKENS="64")
+                        MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64")
     try:
         proc.wait_ready()
         yield proc
@@ -65,7 +65,9 @@ def one_row_server(tiny_model_dir, tmp_path_factory):
 
 def test_a_queued_request_whose_client_hangs_up_leaves_the_queue_at_once(one_row_server):
     url = one_row_server.url
-    running = send(url, "/generate_stream", {"inputs": "The", "parameters": {"max_new_tokens": 4000}})
+    # runs until the test hangs up, however fast the engine (see ENDLESS_STREAM in test_lifecycle.py)
+    running = send(url, "/v1/completions", {"prompt": "The", "max_tokens": 99000, "ignore_eos": True,
+                                            "stream": True})
     try:
         assert wait_for(url, {"tgi_batch_current_size": 1}, 10)["tgi_batch_current_size"] == 1
         queued = [send(url, path, {"inputs": "Hello", "parameters": {"max_new_tokens": 5}})
@@ -74,10 +76,10 @@ def test_a_queued_request_whose_client_hangs_up_leaves_the_queue_at_once(one_row
         for sock in queued:
             sock.close()
         # the long stream is still running: the queued ones left because their clients went away
-        assert wait_for(url, {"tgi_queue_size": 0}, 3) == {"tgi_queue_size": 0, "tgi_batch_current_size": 1}
+        assert wait_for(url, {"tgi_queue_size": 0}, 10) == {"tgi_queue_size": 0, "tgi_batch_current_size": 1}
     finally:
         running.close()
-    assert wait_for(url, {"tgi_batch_current_size": 0}, 5)["tgi_batch_current_size"] == 0
+    assert wait_for(url, {"tgi_batch_current_size": 0}, 15)["tgi_batch_current_size"] == 0
 
 
 def test_a_storm_of_cut_connections_leaks_no_sequence(server):

@@ -87,5 +87,5 @@ def test_ping_answers_fast_under_full_load(sagemaker_server):
             time.sleep(0.05)
         assert [future.result() for future in futures] == [200] * 48
     assert len(latencies) >= 5, "the load lasted long enough to measure"
-    assert max(latencies) < 1.5, sorted(latencies)[-5:]  # SageMaker's limit is 2 s; typical here: 20-250 ms
+    assert max(latencies) < 2.0, sorted(latencies)[-5:]  # SageMaker's limit; typical here: 20-250 ms
     print(f"\n/ping under load: {len(latencies)} pings, ms: {sorted(int(x * 1000) for x in latencies)}")

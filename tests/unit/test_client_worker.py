@@ -35,22 +35,33 @@ INFO = ModelInfo(model_id="scripted", model_sha=None, model_pipeline_tag=None, m
 
 @dataclass
 class ScriptedEngine:
-    """Emits one token per step per request, `max_new_tokens` of them; fails prompts that say 'fail'."""
+    """Emits one token per step per request, `max_new_tokens` of them; fails prompts that say 'fail'.
+
+    A request whose prompt is 'hold' is admitted but makes no token until `release` is set, so a test can look at
+    it while it is surely still running, however fast the machine is.
+    """
 
     running: dict[str, list] = field(default_factory=dict)
+    held: dict[str, list] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def add_request(self, request: GenerateRequest):
         if request.prompt == "fail":
             return [Failed(request.request_id, ErrorKind.VALIDATION, "Input validation error: no")]
-        self.running[request.request_id] = [request.stopping.max_new_tokens, 0]
+        state = [request.stopping.max_new_tokens, 0]
+        (self.held if request.prompt == "hold" else self.running)[request.request_id] = state
         return [Admitted(request.request_id, input_length=1, seed=None)]
 
     def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
         self.running.pop(request_id, None)
+        self.held.pop(request_id, None)
 
     def has_work(self) -> bool:
+        if self.held and self.release.is_set():
+            self.running.update(self.held)
+            self.held.clear()
         return bool(self.running)
 
     def step_parts(self):
@@ -77,14 +88,15 @@ class ScriptedEngine:
         return True
 
     def stats(self) -> tuple[int, int]:
-        return len(self.running), 0
+        return len(self.running) + len(self.held), 0
 
     def batch_tokens(self) -> int:
         return 0
 
     def fail_all(self, kind: ErrorKind, message: str) -> list:
-        failed = [Failed(request_id, kind, message) for request_id in self.running]
+        failed = [Failed(request_id, kind, message) for request_id in [*self.running, *self.held]]
         self.running.clear()
+        self.held.clear()
         return failed
 
 
@@ -152,64 +164,64 @@ def test_health_is_none_when_no_engine_answers(tmp_path):
     assert client.health(timeout=0.2) is None
 
 
-class SlowEngine(ScriptedEngine):
-    """A ScriptedEngine whose every step takes `step_seconds`: a long prefill on a slow device."""
+class StuckEngine(ScriptedEngine):
+    """A ScriptedEngine whose steps block until `unstick` is set: a long prefill on a slow device."""
 
-    step_seconds: float = 1.0
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_step = threading.Event()
+        self.unstick = threading.Event()
 
     def step(self):
-        import time
-
-        time.sleep(self.step_seconds)
+        self.in_step.set()
+        self.unstick.wait(30)
         return super().step()
 
 
-def test_health_answers_fast_while_the_engine_is_busy(tmp_path):
-    import time
-
-    address = f"ipc://{tmp_path}/slow.sock"
-    engine = SlowEngine()
+@pytest.fixture
+def stuck_engine_and_client(tmp_path):
+    """A StuckEngine served by a worker thread, a client, and an idle health call already answered."""
+    address = f"ipc://{tmp_path}/stuck.sock"
+    engine = StuckEngine()
     worker = EngineWorker(engine, address)
     thread = threading.Thread(target=worker.serve, daemon=True)
     thread.start()
     client = EngineClient(address)
     try:
         assert client.health().healthy, "an idle engine answers itself"
-        stream = gevent.spawn(lambda: list(client.generate(request("hi", 3))))
-        gevent.sleep(0.2)  # the engine is inside its first slow step now
-        for _ in range(3):
-            started = time.monotonic()
-            health = client.health()
-            assert health is not None and health.healthy
-            assert time.monotonic() - started < 1.0, "well under SageMaker's 2 s"
-            gevent.sleep(0.3)
-        stream.join(20)
-        assert len(stream.value) == 5
+        yield engine, client
     finally:
+        engine.unstick.set()
         worker.running = False
         thread.join(5)
 
 
-def test_a_silent_engine_is_unhealthy_after_the_grace(tmp_path, monkeypatch):
+def test_health_answers_while_the_engine_is_inside_a_step(stuck_engine_and_client):
+    engine, client = stuck_engine_and_client
+    stream = gevent.spawn(lambda: list(client.generate(request("hi", 3))))
+    while not engine.in_step.is_set():
+        gevent.sleep(0.01)
+    for _ in range(3):
+        health = client.health()  # answered from the engine's last answer: it waits HEALTH_ANSWER_WAIT, not the step
+        assert health is not None and health.healthy
+    assert not engine.unstick.is_set() and not stream.ready(), "the step was still running"
+    engine.unstick.set()
+    stream.join(20)
+    assert len(stream.value) == 5
+
+
+def test_a_silent_engine_is_unhealthy_after_the_grace(stuck_engine_and_client, monkeypatch):
     import serving.client as client_module
 
-    address = f"ipc://{tmp_path}/slow.sock"
-    engine = SlowEngine()
-    engine.step_seconds = 2.0
-    worker = EngineWorker(engine, address)
-    thread = threading.Thread(target=worker.serve, daemon=True)
-    thread.start()
-    client = EngineClient(address)
-    monkeypatch.setattr(client_module, "BUSY_GRACE", 0.1)
-    try:
-        assert client.health().healthy
-        stream = gevent.spawn(lambda: list(client.generate(request("hi", 1))))
-        gevent.sleep(0.3)
-        assert client.health(timeout=0.8) is None, "no answer and nothing heard for longer than the grace"
-        stream.join(20)
-    finally:
-        worker.running = False
-        thread.join(5)
+    engine, client = stuck_engine_and_client
+    monkeypatch.setattr(client_module, "BUSY_GRACE", 0.0)
+    stream = gevent.spawn(lambda: list(client.generate(request("hi", 1))))
+    while not engine.in_step.is_set():
+        gevent.sleep(0.01)
+    assert client.health(timeout=0.8) is None, "no answer and nothing heard for longer than the grace"
+    engine.unstick.set()
+    stream.join(20)
+    assert len(stream.value) == 3
 
 
 class CountingEngine(ScriptedEngine):
@@ -241,15 +253,20 @@ def two_replicas(tmp_path):
 
 def test_generations_spread_over_the_replicas(two_replicas):
     engines, client = two_replicas
-    jobs = [gevent.spawn(lambda n=n: list(client.generate(request("hi", 50 + n)))) for n in range(4)]
+    jobs = [gevent.spawn(lambda n=n: list(client.generate(request("hold", 50 + n)))) for n in range(4)]
+    with gevent.Timeout(5):
+        while sum(len(engine.seen) for engine in engines) < 4:
+            gevent.sleep(0.01)
+    assert [len(engine.seen) for engine in engines] == [2, 2], "all four in flight at once: two each"
+    for engine in engines:
+        engine.release.set()
     gevent.joinall(jobs, timeout=20)
     assert [len(job.value) for job in jobs] == [52, 53, 54, 55]
-    assert [len(engine.seen) for engine in engines] == [2, 2]
 
 
 def test_health_and_info_count_every_replica(two_replicas):
     engines, client = two_replicas
-    stream = client.generate(request("hi", 1000))
+    stream = client.generate(request("hold", 1000))
     next(stream)
     health = client.health()
     assert health is not None and health.healthy and health.running == 1

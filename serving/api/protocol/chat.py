@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.generate import GRAMMAR_UNSUPPORTED, STRICT, U32, U64
@@ -146,12 +147,12 @@ class ChatCompletionRequest(BaseModel):
         built in, TGI's answer with grammar support disabled (`tool_choice: "none"` ignores the tools)."""
         tools_active = self.tools is not None and self.tool_choice != "none"
         if tools_active and self.response_format is not None:
-            raise ApiError("tool_error", "Tool error: Grammar and tools are mutually exclusive")
+            raise ApiError(Error.TOOL, "Tool error: Grammar and tools are mutually exclusive")
         if tools_active:
             name = self._chosen_function()
             names = [tool.function.name for tool in self.tools]
             if name is not None and name not in names:
-                raise ApiError("tool_error", f"Tool error: Tool with name {name} not found")
+                raise ApiError(Error.TOOL, f"Tool error: Tool with name {name} not found")
             raise ApiError.validation(GRAMMAR_UNSUPPORTED)
 
     def _chosen_function(self) -> str | None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.chat import StopSequences, StreamOptions, openai_finish_reason, usage
@@ -74,10 +75,10 @@ class CompletionRequest(BaseModel):
         if self.echo and self.stream and not all(isinstance(prompt, str) for prompt in self.prompt):
             raise ApiError.validation("`echo` of a prompt given as token ids is not supported when streaming")
         if self.suffix is not None:
-            raise ApiError("suffix not supported",
+            raise ApiError(Error.SUFFIX_UNSUPPORTED,
                            "Suffix is not supported and can be achieved by preprocessing the prompt.")
         if len(self.prompt) > limits.max_client_batch_size:
-            raise ApiError("batch size exceeded", "Number of prompts exceeds the maximum allowed batch size of "
+            raise ApiError(Error.BATCH_SIZE, "Number of prompts exceeds the maximum allowed batch size of "
                                                   f"{limits.max_client_batch_size}")
 
     def choices_per_prompt(self) -> int:

@@ -119,15 +119,16 @@ class EventFeed:
             if self._closed.wait(wait):
                 return
 
-    def first(self) -> None:
+    def first(self, every_failure: bool = False) -> None:
         """Wait for the first event and keep it; raise what must be an HTTP error rather than a stream event.
 
         TGI renders the chat template before it starts streaming, so a template failure is an HTTP 422; an
-        exception in the engine client before anything was sent is an HTTP 500.
+        exception in the engine client before anything was sent is an HTTP 500. With `every_failure` (OpenAI's
+        routes) any failure that comes first, a validation error at admission included, is an HTTP error.
         """
         self._first = self._next()
         event = self._first[1]
-        if isinstance(event, Failed) and event.kind == ErrorKind.TEMPLATE:
+        if isinstance(event, Failed) and (every_failure or event.kind == ErrorKind.TEMPLATE):
             self.close()
             raise ApiError.from_failed(event)
         if isinstance(event, Exception):

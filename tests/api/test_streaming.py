@@ -96,7 +96,8 @@ def test_exception_after_the_stream_opened_is_an_error_event(http, engine, monke
     monkeypatch.setattr(engine, "generate", crashing)
     events = sse_events(http.post("/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "a b c"}], "stream": True}).data)
-    assert events[-2:] == [{"error": {"message": "Internal server error", "http_status_code": 500}}, "[DONE]"]
+    assert events[-2:] == [{"error": {"message": "Internal server error", "type": "internal_error", "param": None,
+                                      "code": None}, "error_type": "internal_error"}, "[DONE]"]
     assert http.get("/health").status_code == 200
 
 

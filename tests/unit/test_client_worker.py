@@ -128,6 +128,11 @@ def generate(client: EngineClient, req: GenerateRequest):
         client.close(req.request_id)
 
 
+# A health call that tests what the engine answers, not how fast, waits this long: a loaded machine can take
+# longer than the product's 1.5 s to schedule the engine threads.
+SLOW_MACHINE = 30.0
+
+
 def request(prompt: str, tokens: int) -> GenerateRequest:
     return GenerateRequest(request_id=uuid.uuid4().hex, sampling=SamplingParams(),
                            stopping=StoppingParams(max_new_tokens=tokens), prompt=prompt)
@@ -169,7 +174,7 @@ def test_closing_the_iterator_aborts_in_the_engine(engine_and_client):
 def test_calls_info_health_tokenize(engine_and_client):
     _, client = engine_and_client
     assert client.info() == INFO
-    health = client.health()
+    health = client.health(timeout=SLOW_MACHINE)
     assert health is not None and health.healthy
     result = client.tokenize(TokenizeRequest(call_id="c1", text="abc"))
     assert result.tokens[0].stop == 3
@@ -204,7 +209,7 @@ def stuck_engine_and_client(tmp_path):
     thread.start()
     client = EngineClient(address)
     try:
-        assert client.health().healthy, "an idle engine answers itself"
+        assert client.health(timeout=SLOW_MACHINE).healthy, "an idle engine answers itself"
         yield engine, client
     finally:
         engine.unstick.set()
@@ -284,7 +289,7 @@ def test_health_and_info_count_every_replica(two_replicas):
     engines, client = two_replicas
     stream = generate(client, request("hold", 1000))
     next(stream)
-    health = client.health()
+    health = client.health(timeout=SLOW_MACHINE)
     assert health is not None and health.healthy and health.running == 1
     assert client.info().max_concurrent_requests == 2 * INFO.max_concurrent_requests
     assert client.info().max_batch_total_tokens == 2 * INFO.max_batch_total_tokens

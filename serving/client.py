@@ -8,7 +8,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import msgspec
 import msgspec.structs
@@ -16,6 +16,7 @@ import msgspec.structs
 from serving.messages import (
     AbortRequest,
     EngineEvent,
+    ErrorKind,
     Failed,
     Finished,
     GenerateRequest,
@@ -36,23 +37,32 @@ CALL_TIMEOUT = 30.0
 # a health call that is not answered within HEALTH_ANSWER_WAIT is judged by the engine's recent activity instead.
 HEALTH_ANSWER_WAIT = 0.5
 PREFIX_ROUTE_CHARS = 64  # about an engine KV cache block of tokens: the text that names a request's first block
+PREFIX_ROUTE_TOKENS = 16  # an engine KV cache block, for prompts given as token ids
 ROUTE_SLACK = 2
 BUSY_GRACE = 30.0  # the engine counts as alive while it sent this worker something within this many seconds
-_CANCELLED = object()  # put on a request's queue by `abort`: its generator ends and aborts the request
+ENGINE_WATCH_INTERVAL = 0.25  # how often a worker looks for the launcher's engine-down file
+ENGINE_DOWN_MESSAGE = "The engine stopped"
+_ENGINE_DOWN = object()  # put on every call's queue when the engine is down: each call raises
+
+
+class Sink(Protocol):
+    """Where a generation's events go: a queue of `(tag, event)` pairs."""
+
+    def put(self, item: tuple[int, EngineEvent]) -> None:
+        """Add one item."""
+        ...
 
 
 class EngineClientProtocol(Protocol):
     """What the API layer needs from the engine; tests substitute a fake with the same methods."""
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """Yield `Admitted`, then `TokenDelta`s, then one `Finished`; or a `Failed` at any point, which ends it.
-
-        Closing the iterator early (the HTTP client went away) aborts the request in the engine.
-        """
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Start a generation: `(tag, event)` goes onto `sink` for each of its events, `Admitted`, then
+        `TokenDelta`s, then one `Finished`, or a `Failed` at any point, which ends it."""
         ...
 
-    def abort(self, request_id: str) -> None:
-        """End the generation of `request_id` now, even while it waits for its next event, aborting it in the engine."""
+    def close(self, request_id: str) -> None:
+        """Stop relaying a generation; one that has not ended is aborted in the engine (a queued one never runs)."""
         ...
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
@@ -69,7 +79,7 @@ class EngineClientProtocol(Protocol):
 
 
 class EngineUnavailable(RuntimeError):
-    """The engine did not answer a call in time."""
+    """The engine did not answer a call in time, or it is down."""
 
 
 @dataclass
@@ -83,22 +93,40 @@ class _Replica:
     in_flight: int = 0
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where the events of one generation go, and which replica runs it."""
+
+    sink: Sink
+    tag: int
+    replica: _Replica
+
+
 class EngineClient:
     """`EngineClientProtocol` over ZeroMQ DEALER sockets, one per engine replica, for one gevent worker process.
 
     The sockets and their reader greenlets are created on first use, so a client built before gunicorn forks
-    never shares a socket between processes. A reader greenlet per socket routes each event of each `EventBatch`
-    to the queue of the request (or call) it belongs to; nothing here blocks the gevent hub. A generation whose
-    text starts with at least PREFIX_ROUTE_CHARS characters goes to the replica that a hash of them names (requests
-    that share a prefix meet the KV cache blocks it left there), unless that replica has more than ROUTE_SLACK
-    requests of this worker in flight beyond the least busy one; any other goes to the least busy replica.
-    Tokenize and info calls go to the first.
+    never shares a socket between processes. A reader greenlet per socket puts each event of each `EventBatch`
+    straight onto the sink of the generation it belongs to (or the queue of the call waiting for it): one relay
+    per request, no greenlet of its own; nothing here blocks the gevent hub. A generation whose text starts with
+    at least PREFIX_ROUTE_CHARS characters (or whose token ids fill a KV cache block) goes to the replica that a
+    hash of them names (requests that share a prefix meet the cache blocks it left there), unless that replica has
+    more than ROUTE_SLACK requests of this worker in flight beyond the least busy one; any other goes to the least
+    busy replica. Tokenize and info calls go to the first.
+
+    When the launcher finds an engine dead or frozen it creates `down_path`; a watcher greenlet sees it within
+    ENGINE_WATCH_INTERVAL and from then on every generation in flight and every later one fails (`unavailable`),
+    every call raises `EngineUnavailable` and `health` answers None, so streams end with an error event at once
+    and `/ping` turns 503.
     """
 
-    def __init__(self, addresses: str | Sequence[str]) -> None:
+    def __init__(self, addresses: str | Sequence[str], down_path: str | None = None) -> None:
         self._replicas = [_Replica(address) for address in ([addresses] if isinstance(addresses, str) else addresses)]
+        self._down_path = down_path
+        self._down = False
         self._pid: int | None = None
         self._queues: dict[str, "gevent.queue.Queue"] = {}
+        self._routes: dict[str, _Route] = {}
         self._info: ModelInfo | None = None
         self._turn = 0
 
@@ -111,7 +139,7 @@ class EngineClient:
 
         context = zmq.Context()
         self._pid = os.getpid()
-        self._queues = {}
+        self._queues, self._routes = {}, {}
         for replica in self._replicas:
             sock = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -119,9 +147,30 @@ class EngineClient:
             sock.connect(replica.address)
             replica.socket, replica.in_flight = sock, 0
             gevent.spawn(self._read_loop, replica)
+        if self._down_path is not None:
+            gevent.spawn(self._watch_engine, self._down_path)
+
+    def _watch_engine(self, down_path: str) -> None:
+        """Wait for the launcher's engine-down file, then fail everything in flight."""
+        import gevent
+
+        while not os.path.exists(down_path):
+            gevent.sleep(ENGINE_WATCH_INTERVAL)
+        logger.error("the engine is down: failing %d generations and %d calls in flight", len(self._routes),
+                     len(self._queues))
+        self._down = True
+        for request_id in list(self._routes):
+            self._fail_down(request_id, self._end(request_id))
+        for queue in list(self._queues.values()):
+            queue.put(_ENGINE_DOWN)
+
+    @staticmethod
+    def _fail_down(request_id: str, route: _Route) -> None:
+        """End a generation with the engine-down failure."""
+        route.sink.put((route.tag, Failed(request_id, ErrorKind.UNAVAILABLE, ENGINE_DOWN_MESSAGE)))
 
     def _read_loop(self, replica: _Replica) -> None:
-        """Route every incoming event to the queue waiting for it; events for nobody are dropped."""
+        """Put every incoming event onto the sink or queue waiting for it; events for nobody are dropped."""
         while True:
             try:
                 batch = decode_event_batch(replica.socket.recv())
@@ -130,8 +179,14 @@ class EngineClient:
                 continue
             replica.last_message = time.monotonic()
             for event in batch.events:
-                key = getattr(event, "request_id", None) or getattr(event, "call_id")
-                queue = self._queues.get(key)
+                request_id = getattr(event, "request_id", None)
+                route = self._routes.get(request_id) if request_id is not None else None
+                if route is not None:
+                    if isinstance(event, (Finished, Failed)):
+                        self._end(request_id)
+                    route.sink.put((route.tag, event))
+                    continue
+                queue = self._queues.get(getattr(event, "call_id", None) or request_id)
                 if queue is not None:
                     queue.put(event)
 
@@ -141,7 +196,7 @@ class EngineClient:
         (replica or self._replicas[0]).socket.send(encode(message))
 
     def _open(self, key: str) -> "gevent.queue.Queue":
-        """Register a queue for the events of one request or call."""
+        """Register a queue for the reply to one call."""
         import gevent.queue
 
         self._ensure_connected()
@@ -153,10 +208,15 @@ class EngineClient:
         """Send a request that has exactly one reply and wait for it."""
         import gevent.queue
 
+        if self._down:
+            raise EngineUnavailable(ENGINE_DOWN_MESSAGE.lower())
         queue = self._open(message.call_id)
         try:
             self._send(message, replica)
-            return queue.get(timeout=timeout)
+            result = queue.get(timeout=timeout)
+            if result is _ENGINE_DOWN:
+                raise EngineUnavailable(ENGINE_DOWN_MESSAGE.lower())
+            return result
         except gevent.queue.Empty:
             raise EngineUnavailable(f"the engine did not answer within {timeout:g} s") from None
         finally:
@@ -169,42 +229,44 @@ class EngineClient:
         return min((self._replicas[(self._turn + i) % count] for i in range(count)), key=lambda r: r.in_flight)
 
     def _route(self, request: GenerateRequest) -> _Replica:
-        """The replica for a generation: by the hash of its text's first characters, then by load."""
+        """The replica for a generation: by the hash of its prompt's beginning, then by load."""
         least = self._least_busy()
         if len(self._replicas) == 1:
             return least
-        text = request.prompt or "".join(f"{m.role}:{m.content}\n" for m in request.chat.messages) \
-            if request.prompt or request.chat else ""
-        if len(text) < PREFIX_ROUTE_CHARS:
+        if request.prompt_ids is not None:
+            ids = request.prompt_ids[:PREFIX_ROUTE_TOKENS]
+            key = ",".join(map(str, ids)).encode() if len(ids) == PREFIX_ROUTE_TOKENS else None
+        else:
+            text = request.prompt or "".join(f"{m.role}:{m.content}\n" for m in
+                                             (request.chat.messages if request.chat is not None else ()))
+            key = text[:PREFIX_ROUTE_CHARS].encode() if len(text) >= PREFIX_ROUTE_CHARS else None
+        if key is None:
             return least
-        preferred = self._replicas[zlib.crc32(text[:PREFIX_ROUTE_CHARS].encode()) % len(self._replicas)]
+        preferred = self._replicas[zlib.crc32(key) % len(self._replicas)]
         return preferred if preferred.in_flight <= least.in_flight + ROUTE_SLACK else least
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """Yield the request's events until `Finished` or `Failed`; closing early aborts it in the engine."""
-        queue = self._open(request.request_id)
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Send a generation to its replica (`_route`); its events go onto `sink` as `(tag, event)`."""
+        if self._down:
+            self._fail_down(request.request_id, _Route(sink, tag, self._replicas[0]))
+            return
+        self._ensure_connected()
         replica = self._route(request)
         replica.in_flight += 1
-        done = False
-        try:
-            self._send(request, replica)
-            while not done:
-                event = queue.get()
-                if event is _CANCELLED:
-                    return
-                done = isinstance(event, (Finished, Failed))
-                yield event
-        finally:
-            replica.in_flight -= 1
-            self._queues.pop(request.request_id, None)
-            if not done:
-                self._send(AbortRequest(request_id=request.request_id), replica)
+        self._routes[request.request_id] = _Route(sink, tag, replica)
+        self._send(request, replica)
 
-    def abort(self, request_id: str) -> None:
-        """Wake the request's generator, which ends and sends `AbortRequest` (a request still queued is never run)."""
-        queue = self._queues.get(request_id)
-        if queue is not None:
-            queue.put(_CANCELLED)
+    def _end(self, request_id: str) -> _Route:
+        """Forget a generation that ended (or is being closed)."""
+        route = self._routes.pop(request_id)
+        route.replica.in_flight -= 1
+        return route
+
+    def close(self, request_id: str) -> None:
+        """Stop relaying a generation, aborting it in the engine unless it already ended."""
+        if request_id in self._routes:
+            route = self._end(request_id)
+            self._send(AbortRequest(request_id=request_id), route.replica)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize text or a chat in the engine."""
@@ -238,16 +300,21 @@ class EngineClient:
                 result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
             except gevent.queue.Empty:
                 return None
+        if result is _ENGINE_DOWN:
+            return None
         replica.last_health = result
         return result
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
-        """Every engine's health, summed (healthy when all are), or None when one does not answer in time.
+        """Every engine's health, summed (healthy when all are), or None when one does not answer in time (or
+        the engine is down).
 
         A busy engine answers only between steps. When no answer came within HEALTH_ANSWER_WAIT, its last answer
         stands if it was healthy and the engine has sent this worker anything within BUSY_GRACE seconds (it is
         working, not gone); otherwise the call waits for the rest of `timeout`.
         """
+        if self._down:
+            return None
         calls = [(replica, HealthRequest(call_id=uuid.uuid4().hex)) for replica in self._replicas]
         started = time.monotonic()
         queues = [self._open(call.call_id) for _, call in calls]

@@ -85,7 +85,8 @@ class ChatPrompt(msgspec.Struct, frozen=True):
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
-    """Generate from `prompt` (plain text) or `chat` (templated in the engine); exactly one is set."""
+    """Generate from `prompt` (plain text), `prompt_ids` (token ids, used as they are) or `chat` (templated in the
+    engine); exactly one is set. With `echo`, `Finished.prompt_text` is the decoded prompt."""
 
     request_id: str
     sampling: SamplingParams
@@ -95,6 +96,8 @@ class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     add_special_tokens: bool = True
     truncate: int | None = None
     prefill_logprobs: bool = False
+    prompt_ids: tuple[int, ...] | None = None
+    echo: bool = False
 
 
 class AbortRequest(msgspec.Struct, frozen=True, tag="abort"):
@@ -173,6 +176,10 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     queue_time: float
     inference_time: float
     prefill: tuple[TokenInfo, ...] = ()
+    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
+
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's `error.code` for a prompt or budget too long
 
 
 class Failed(msgspec.Struct, frozen=True, tag="failed"):
@@ -181,6 +188,7 @@ class Failed(msgspec.Struct, frozen=True, tag="failed"):
     request_id: str
     kind: ErrorKind
     message: str
+    code: str | None = None  # OpenAI's `error.code`, where it has one
 
 
 class TokenSpan(msgspec.Struct, frozen=True):
@@ -216,6 +224,7 @@ class ModelInfo(msgspec.Struct, frozen=True):
     device_map: dict[str, str]
     has_chat_template: bool
     num_parameters: int
+    vocab_size: int = 0  # the tokenizer's: a prompt given as token ids must use ids below it
     block_size: int = 0  # tokens per KV cache block
     num_blocks: int = 0  # KV cache blocks in the pool
     prefix_caching: bool = False

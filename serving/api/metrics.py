@@ -9,8 +9,8 @@ appears only once something was recorded. The exposition is written here rather 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request, labelled with TGI's `err` values, and `dropped` for a generation whose client went away. The queue and
-batch gauges are asked of the engine at scrape time.
+request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
+queue and batch gauges are asked of the engine at scrape time.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from serving.client import EngineClientProtocol
+from serving.api.catalogue import Error
+from serving.client import EngineClientProtocol, Sink
 from serving.messages import (
     Admitted,
     EngineEvent,
-    Failed,
     Finished,
     GenerateRequest,
     HealthResult,
@@ -60,20 +60,6 @@ HELP = {
     "serving_prefix_cache_hit_ratio": "Share of prompt tokens found in the prefix cache since the start",
     "serving_preemptions": "Sequences preempted for lack of KV cache blocks since the start (recomputed later)",
 }
-
-# TGI's `err` label for each error type; anything else keeps its own type.
-FAILURE_LABELS = {
-    "validation": "validation",
-    "overloaded": "overloaded",
-    "generation": "generation",
-    "incomplete_generation": "incomplete",
-    "incomplete_generation_stream": "incomplete",
-    "template_error": "template",
-    "tool_error": "validation",
-    "suffix not supported": "validation",
-    "batch size exceeded": "validation",
-}
-
 
 def duration_buckets() -> list[float]:
     """TGI's 35 geometric buckets for every `*_duration`: 0.0001 s times 1.5, 1.5², ... (computed as TGI does)."""
@@ -113,10 +99,9 @@ class Metrics:
         """Count requests (`tgi_request_count`)."""
         self._get(Counter, "tgi_request_count").inc(count)
 
-    def failure(self, error_type: str) -> None:
-        """Count a failed request under TGI's `err` label for `error_type`."""
-        label = FAILURE_LABELS.get(error_type, error_type)
-        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=label).inc()
+    def failure(self, error: Error) -> None:
+        """Count a failed request under the catalogue's `err` label for its kind."""
+        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=error.spec.metric).inc()
 
     def admitted(self, input_length: int, max_new_tokens: int | None, info: ModelInfo) -> None:
         """Record a validated generation's input length and `max_new_tokens` (null: the room left)."""
@@ -202,42 +187,41 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-class MeteredClient:
-    """An engine client that records each generation's metrics from the events that pass through it.
+class _RecordingSink:
+    """A generation's sink that records its admission and its success as the events pass."""
 
-    A generation closed before its `Finished` or `Failed` (the HTTP client went away) counts as `dropped`;
-    failures that reach the HTTP client are counted where they are answered, once per request.
-    """
+    def __init__(self, sink: Sink, request: GenerateRequest, metrics: Metrics, info: ModelInfo) -> None:
+        self._sink = sink
+        self._request = request
+        self._metrics = metrics
+        self._info = info
+        self._started = time.monotonic()
+
+    def put(self, item: tuple[int, EngineEvent]) -> None:
+        """Record the event, then pass it on (in the engine client's reader: nothing here may wait)."""
+        event = item[1]
+        if isinstance(event, Admitted):
+            self._metrics.admitted(event.input_length, self._request.stopping.max_new_tokens, self._info)
+        elif isinstance(event, Finished):
+            self._metrics.finished(event, time.monotonic() - self._started, self._info)
+        self._sink.put(item)
+
+
+class MeteredClient:
+    """An engine client that records each generation's metrics from the events that pass through it; failures
+    are counted per HTTP request where they are answered (`context.FailureTally`), once."""
 
     def __init__(self, client: EngineClientProtocol, metrics: Metrics) -> None:
         self._client = client
         self._metrics = metrics
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """The engine's events for `request`, recorded on the way."""
-        started = time.monotonic()
-        events = self._client.generate(request)
-        ended = False
-        try:
-            for event in events:
-                if isinstance(event, Admitted):
-                    self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
-                elif isinstance(event, Finished):
-                    self._metrics.finished(event, time.monotonic() - started, self.info())
-                ended = isinstance(event, (Finished, Failed))
-                yield event
-            if not ended:  # ended early by `abort`
-                self._metrics.failure("dropped")
-        except GeneratorExit:
-            if not ended:
-                self._metrics.failure("dropped")
-            raise
-        finally:
-            getattr(events, "close", lambda: None)()
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Start a generation whose events are recorded on their way to `sink`."""
+        self._client.open(request, _RecordingSink(sink, request, self._metrics, self.info()), tag)
 
-    def abort(self, request_id: str) -> None:
-        """End a generation now."""
-        self._client.abort(request_id)
+    def close(self, request_id: str) -> None:
+        """Stop a generation (aborting it unless it ended)."""
+        self._client.close(request_id)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize in the engine."""

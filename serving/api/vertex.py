@@ -1,8 +1,9 @@
 """`POST /vertex`, TGI's Google Vertex AI route: `{"instances": [...]}` in, `{"predictions": [text, ...]}` out.
 
 Each instance is a generate instance (`inputs`, with only `max_new_tokens` and `seed` taken from `parameters`,
-always sampling) or a chat request; all run side by side. As in TGI, no instances is a 422 and any failure of a
-generation is a 500 `Incomplete generation`; a chat's tool or template error keeps its own answer.
+always sampling) or a chat request; all run side by side. As in TGI, no instances is a 422 and a failure during
+generation is a 500 `Incomplete generation`; an instance's own mistake (a parameter out of range, a prompt too
+long, a tool or template error) keeps its own 4xx answer, since bad input is never a 5xx.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services
 from serving.api.errors import ApiError, BodyError
 from serving.api.feed import EventFeed
@@ -55,24 +57,21 @@ def _instance(data: Any, index: int) -> GenerateInstance | ChatCompletionRequest
             return deserialize(model, data)
         except BodyError:
             continue
-    raise BodyError(422, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
-                         "VertexInstance")
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of "
+                                       "untagged enum VertexInstance")
 
 
 def _engine_request(instance: GenerateInstance | ChatCompletionRequest, request_id: str,
                     limits: Limits) -> messages.GenerateRequest:
-    """One engine request for an instance (a chat's first choice); a validation failure is TGI's 500."""
-    try:
-        if isinstance(instance, ChatCompletionRequest):
-            return instance.to_engine_requests(request_id, limits)[0]
-        return instance.generate_request().to_engine_requests(request_id, limits, streaming=False)[0]
-    except ApiError:
-        raise _incomplete() from None
+    """One engine request for an instance (a chat's first choice); a validation failure is its own 422."""
+    if isinstance(instance, ChatCompletionRequest):
+        return instance.to_engine_requests(request_id, limits)[0]
+    return instance.generate_request().to_engine_requests(request_id, limits, streaming=False)[0]
 
 
 def _incomplete() -> ApiError:
     """TGI's answer when any instance fails."""
-    return ApiError("Incomplete generation", "Incomplete generation")
+    return ApiError(Error.VERTEX_INCOMPLETE, "Incomplete generation")
 
 
 @blueprint.post("/vertex")
@@ -84,7 +83,7 @@ def vertex() -> Response:
     instances = [_instance(item, index) for index, item in enumerate(body.instances)]
     count_request()
     if not instances:
-        raise ApiError("Input validation error", "Input validation error")
+        raise ApiError(Error.VERTEX_VALIDATION, "Input validation error")
     for instance in instances:
         if isinstance(instance, ChatCompletionRequest):
             instance.check_tools()
@@ -95,6 +94,8 @@ def vertex() -> Response:
     context.metrics.request(len(requests))  # TGI counts each instance's generation too
     try:
         generations = EventFeed(context.client, requests).collect()
-    except ApiError:
+    except ApiError as error:
+        if error.kind.users_mistake:  # a prompt too long, a template error: never a 5xx
+            raise
         raise _incomplete() from None
     return json_response({"predictions": [generation.finished.generated_text for generation in generations]})

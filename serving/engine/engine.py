@@ -94,6 +94,7 @@ class LLMEngine:
             device_map=loaded.device_map,
             has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
             num_parameters=loaded.num_parameters,
+            vocab_size=len(tokenizer),
             block_size=BLOCK_SIZE,
             num_blocks=blocks.num_blocks - 1,
             prefix_caching=config.prefix_caching,
@@ -133,16 +134,19 @@ class LLMEngine:
                 logger.exception("health check forward failed")
         return self._healthy
 
-    def add_request(self, request: GenerateRequest) -> list[EngineEvent]:
-        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message."""
+    def add_request(self, request: GenerateRequest, prompt_ids: list[int] | None = None) -> list[EngineEvent]:
+        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message; `prompt_ids` are its
+        checked ids when they were made elsewhere (the worker's tokenizer process)."""
         if len(self._requests) >= self.limits.max_concurrent_requests:
             return [Failed(request.request_id, ErrorKind.OVERLOADED, "Model is overloaded")]
         try:
-            prompt_ids = self.validator.prompt_ids(request)
+            if prompt_ids is None:
+                prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
-            return [Failed(request.request_id, error.kind, error.message)]
+            return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs,
+                                   request.echo)
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
@@ -192,13 +196,7 @@ class LLMEngine:
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize text, or a chat rendered by the template, with each token's byte offsets."""
-        try:
-            text, add_special_tokens = self.validator.text_of(request.text, request.chat, request.add_special_tokens)
-            spans = self.validator.token_spans(text, add_special_tokens)
-        except RequestError as error:
-            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message))
-        return TokenizeResult(request.call_id, tokens=spans,
-                              templated_text=text if request.chat is not None else None)
+        return self.validator.tokenize(request)
 
     def step(self) -> list[EngineEvent]:
         """One step: a forward over the scheduled chunks; the `TokenDelta`, `Finished` and `Failed` events."""
@@ -264,7 +262,8 @@ class LLMEngine:
             reason = sequence.stop.check(token_id, sequence.generated, text)
             if reason is not None and text == "":
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
-            token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
+            token = TokenInfo(id=token_id, text=sequence.stop.cut(text), logprob=logprobs[row],
+                              special=token_id in special)
             events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
             if reason is not None:
                 events.append(self._finish(sequence, reason))
@@ -294,13 +293,20 @@ class LLMEngine:
             request_id=sequence.request_id,
             finish_reason=reason,
             generated_tokens=sequence.generated,
-            generated_text=self.detokenizer.final_text(sequence.output_ids),
+            generated_text=self._generated_text(sequence),
             input_length=sequence.input_length,
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
             prefill=self._prefill_tokens(sequence),
+            prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
         )
+
+    def _generated_text(self, sequence: Sequence) -> str:
+        """The output with special tokens skipped, ending where a stop string ended it (a special token's text,
+        in which a stop string may also end, is not part of it)."""
+        text = self.detokenizer.final_text(sequence.output_ids)
+        return text if sequence.token_ids[-1] in self.detokenizer.special_ids else sequence.stop.cut(text)
 
     def _prefill_tokens(self, sequence: Sequence) -> tuple[TokenInfo, ...]:
         """The prompt's tokens with their logprobs, when the request asked for them."""

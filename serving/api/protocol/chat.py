@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.generate import GRAMMAR_UNSUPPORTED, STRICT, U32, U64
+from serving.api.protocol.stop_text import StopHoldback, without_stop
 from serving.api.protocol.tokens import openai_logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
@@ -57,12 +59,18 @@ def _content_text(value: Any) -> Any:
     raise ValueError("data did not match any variant of untagged enum MessageContent")
 
 
+Role = Literal["system", "developer", "user", "assistant", "tool"]  # OpenAI's; `developer` is a newer `system`
+
+
 class ChatMessage(BaseModel):
     """One message: `content` (a string or parts), or `tool_calls` from an earlier assistant turn."""
 
-    model_config = STRICT
+    model_config = ConfigDict(**STRICT, json_schema_extra={"anyOf": [
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+    ]})
 
-    role: str
+    role: Role
     content: Annotated[str | None, BeforeValidator(_content_text), WithJsonSchema(_CONTENT_SCHEMA)] = None
     tool_calls: list[dict[str, Any]] | None = None
     name: str | None = None
@@ -79,6 +87,25 @@ class ChatMessage(BaseModel):
         return self.content if self.content is not None else dumps(self.tool_calls)
 
 
+class FunctionDefinition(BaseModel):
+    """A tool's function: its name, and optionally a description and a JSON schema of its arguments."""
+
+    model_config = STRICT
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    """One of the `tools`: OpenAI's function tool."""
+
+    model_config = STRICT
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
 class StreamOptions(BaseModel):
     """`stream_options`: only `include_usage` exists."""
 
@@ -93,7 +120,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = STRICT
 
     model: str | None = None
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = Field(min_length=1)
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logit_bias: dict[str, float] | list[float] | None = None
@@ -108,7 +135,7 @@ class ChatCompletionRequest(BaseModel):
     seed: U64 | None = None
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = None
     tool_choice: Any = None
     tool_prompt: str | None = None
     response_format: dict[str, Any] | None = None
@@ -120,13 +147,12 @@ class ChatCompletionRequest(BaseModel):
         built in, TGI's answer with grammar support disabled (`tool_choice: "none"` ignores the tools)."""
         tools_active = self.tools is not None and self.tool_choice != "none"
         if tools_active and self.response_format is not None:
-            raise ApiError("tool_error", "Tool error: Grammar and tools are mutually exclusive")
+            raise ApiError(Error.TOOL, "Tool error: Grammar and tools are mutually exclusive")
         if tools_active:
             name = self._chosen_function()
-            names = [tool["function"].get("name") for tool in self.tools
-                     if isinstance(tool, dict) and isinstance(tool.get("function"), dict)]
+            names = [tool.function.name for tool in self.tools]
             if name is not None and name not in names:
-                raise ApiError("tool_error", f"Tool error: Tool with name {name} not found")
+                raise ApiError(Error.TOOL, f"Tool error: Tool with name {name} not found")
             raise ApiError.validation(GRAMMAR_UNSUPPORTED)
 
     def _chosen_function(self) -> str | None:
@@ -180,8 +206,8 @@ class ChatCompletionRequest(BaseModel):
 
 
 def openai_finish_reason(reason: FinishReason) -> str:
-    """TGI maps EOS to OpenAI's `stop` and leaves `length` and `stop_sequence` as they are."""
-    return "stop" if reason == FinishReason.EOS_TOKEN else reason.value
+    """OpenAI's reason: `length`, or `stop` for EOS and for a stop string alike (TGI says `stop_sequence`)."""
+    return "length" if reason == FinishReason.LENGTH else "stop"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -199,6 +225,8 @@ class ChatResponder:
                      "system_fingerprint": SYSTEM_FINGERPRINT}
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.stops = tuple(request.stop or ())
+        self._holdbacks: dict[int, StopHoldback] = {}
 
     def _logprobs(self, deltas: list[messages.TokenDelta]) -> dict[str, Any] | None:
         """`logprobs.content`, when asked for."""
@@ -210,7 +238,8 @@ class ChatResponder:
         """The non-streaming `chat.completion`; the prompt is counted once however many choices."""
         choices = [
             {"index": index,
-             "message": {"role": "assistant", "content": generation.finished.generated_text},
+             "message": {"role": "assistant", "content": without_stop(
+                 generation.finished.generated_text, generation.finished.finish_reason, self.stops)},
              "logprobs": self._logprobs(generation.deltas),
              "finish_reason": openai_finish_reason(generation.finished.finish_reason)}
             for index, generation in enumerate(generations)
@@ -224,15 +253,19 @@ class ChatResponder:
         return {"object": "chat.completion.chunk", **self.head, "choices": choices, "usage": chunk_usage}
 
     def chunks(self, step: Step) -> list[dict[str, Any]]:
-        """The chunk of one token: the role in every delta, "" for special tokens, the reason on the last."""
+        """The chunk of one token: the role in every delta, "" for special tokens, the reason on the last; text
+        that could still become a stop string waits for a later chunk, and the stop string is never sent."""
         delta = step.delta
         finished = step.finished
         if finished is not None:
             self.prompt_tokens = finished.input_length
             self.completion_tokens += finished.generated_tokens
+        holdback = self._holdbacks.setdefault(step.index, StopHoldback(self.stops))
+        text = holdback.release("" if delta.token.special else delta.token.text,
+                                None if finished is None else finished.finish_reason)
         choice = {
             "index": step.index,
-            "delta": {"role": "assistant", "content": "" if delta.token.special else delta.token.text},
+            "delta": {"role": "assistant", "content": text},
             "logprobs": self._logprobs([delta]),
             "finish_reason": None if finished is None else openai_finish_reason(finished.finish_reason),
         }

@@ -148,20 +148,17 @@ class Admitted(msgspec.Struct, frozen=True, tag="admitted"):
 
 
 class TokenDelta(msgspec.Struct, frozen=True, tag="token"):
-    """One generated token; `token.text` is its incremental decode (never a broken UTF-8 sequence).
-
-    `last` is set on the request's final token, whose `Finished` follows in the same batch, so a stream can
-    send every other token the moment it arrives.
-    """
+    """One generated token but the last (which `Finished` carries); `token.text` is its incremental decode (never
+    a broken UTF-8 sequence)."""
 
     request_id: str
     token: TokenInfo
     top_tokens: tuple[TokenInfo, ...] = ()
-    last: bool = False
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
-    """The request ended normally; `generated_text` is decoded with special tokens skipped.
+    """The request ended normally with its last token (`token`, `top_tokens`: TGI's `End { token }`);
+    `generated_text` is decoded with special tokens skipped.
 
     `prefill` holds one entry per prompt token (the first one's logprob is None) when the request asked for
     `prefill_logprobs`, else it is empty.
@@ -175,7 +172,9 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     seed: int | None
     queue_time: float
     inference_time: float
+    token: TokenInfo
     prefill: tuple[TokenInfo, ...] = ()
+    top_tokens: tuple[TokenInfo, ...] = ()
     prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
 
 

@@ -140,15 +140,11 @@ class EventFeed:
         self._running -= 1
         self._live.discard(self._ids[index])
 
-    def steps(self, keepalive: float | None, streaming: bool) -> Iterator[Step | ApiError | None]:
-        """Each token as it arrives; None after each `keepalive` seconds without one.
-
-        A request's last token (`TokenDelta.last`) is held until its `Finished`, which the engine sends in the
-        same batch, so that the two go out as one step. An `ApiError` (a `Failed` event, an exception, or a
-        `Finished` without its last token, or `dropped` when the hang-up watcher closed the feed) is the last
-        item, after the failing request's held token.
+    def steps(self, keepalive: float | None) -> Iterator[Step | ApiError | None]:
+        """Each token as it arrives (a request's last one with its `Finished`, which carries it); None after each
+        `keepalive` seconds without one. An `ApiError` (a `Failed` event, an exception, or `dropped` when the
+        hang-up watcher closed the feed) is the last item.
         """
-        held: dict[int, TokenDelta] = {}
         if keepalive is not None:
             threading.Thread(target=self._tick, args=(keepalive,), daemon=True, name="feed-tick").start()
         while self._running:
@@ -166,23 +162,15 @@ class EventFeed:
                 self._ended(index)
                 error = ApiError.from_failed(event)
             elif isinstance(event, TokenDelta):
-                if event.last:
-                    held[index] = event
-                else:
-                    yield Step(index, event)
+                yield Step(index, event)
             elif isinstance(event, Finished):
                 self._ended(index)
                 if self._record is not None:
                     self._record.finished.append(event)
-                if index in held:
-                    yield Step(index, held.pop(index), event)
-                else:
-                    error = ApiError.incomplete(streaming)
+                yield Step(index, TokenDelta(event.request_id, event.token, event.top_tokens), event)
             if error is not None:
                 if self._record is not None:
                     self._record.error_type = error.error_type
-                if index in held:
-                    yield Step(index, held.pop(index))
                 yield error
                 return
 
@@ -191,7 +179,7 @@ class EventFeed:
         deltas: dict[int, list[TokenDelta]] = {}
         finished: dict[int, Finished] = {}
         try:
-            for step in self.steps(None, streaming=False):
+            for step in self.steps(None):
                 if isinstance(step, ApiError):
                     raise step
                 assert step is not None

@@ -290,7 +290,8 @@ class LLMEngine:
         batch.select(keep)
 
     def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> list[int]:
-        """Append each row's token, emit its `TokenDelta` (and `Finished`); the indices of the rows that go on."""
+        """Append each row's token, emit its `TokenDelta` (or `Finished`, with the last token); the indices of the
+        rows that go on."""
         ids = output.ids.tolist()
         logprobs = output.logprobs.tolist() if output.logprobs is not None else [None] * len(ids)
         top_tokens = self._top_tokens(sequences, output)
@@ -306,11 +307,11 @@ class LLMEngine:
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
             token = TokenInfo(id=token_id, text=sequence.stop.cut(text), logprob=logprobs[row],
                               special=token_id in special)
-            events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
             if reason is None:
+                events.append(TokenDelta(sequence.request_id, token, top_tokens[row]))
                 keep.append(row)
             else:
-                events.append(self._finish(sequence, reason))
+                events.append(self._finish(sequence, reason, token, top_tokens[row]))
         return keep
 
     def _top_tokens(self, sequences: list[Sequence], output: SampleOutput) -> list[tuple[TokenInfo, ...]]:
@@ -327,8 +328,9 @@ class LLMEngine:
             result.append(tuple(infos[:sequence.sampling.top_n_tokens]))
         return result
 
-    def _finish(self, sequence: Sequence, reason: FinishReason) -> Finished:
-        """End a sequence normally and describe it."""
+    def _finish(self, sequence: Sequence, reason: FinishReason, token: TokenInfo,
+                top_tokens: tuple[TokenInfo, ...]) -> Finished:
+        """End a sequence normally with its last token, and describe it."""
         sequence.status = SequenceStatus.FINISHED
         self._requests.pop(sequence.request_id, None)
         now = time.monotonic()
@@ -342,8 +344,10 @@ class LLMEngine:
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
+            token=token,
             prefill=self._prefill_tokens(sequence),
             prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
+            top_tokens=top_tokens,
         )
 
     def _generated_text(self, sequence: Sequence) -> str:

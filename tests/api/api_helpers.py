@@ -161,17 +161,16 @@ class FakeEngineClient:
                     ending = FinishReason.EOS_TOKEN
                 elif any(text.endswith(stop) for stop in request.stopping.stop):
                     ending = FinishReason.STOP_SEQUENCE
-                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top,
-                                 last=ending is not None)
                 if ending is not None:
-                    reason = ending
+                    reason, last, last_top = ending, token, top
                     break
+                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top)
             done = True
             prefill = tuple(TokenInfo(id=100 + i, text=word, logprob=None if i == 0 else -1.5)
                             for i, word in enumerate(words)) if request.prefill_logprobs else ()
             yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,
                            generated_text=text, input_length=len(words), seed=seed, queue_time=0.001,
-                           inference_time=0.002, prefill=prefill,
+                           inference_time=0.002, token=last, prefill=prefill, top_tokens=last_top,
                            prompt_text=" ".join(words) if request.echo else None)
         finally:
             if not done:

@@ -204,9 +204,9 @@ def test_context_full_finishes_with_length(make_engine):
 def test_eos_finishes_with_eos_token_and_its_text_is_kept_in_the_stream(make_engine):
     engine = make_engine()
     events = generate_alone(engine, request("eos", PROMPTS[1], 10, logit_bias={EOS: 100.0}))
-    [delta] = [e for e in events if isinstance(e, TokenDelta)]
-    assert delta.token.id == EOS and delta.token.special and delta.token.text == "</s>"
-    done = finished(events)
+    assert not [e for e in events if isinstance(e, TokenDelta)]
+    done = finished(events)  # the EOS token rides on the `Finished`
+    assert done.token.id == EOS and done.token.special and done.token.text == "</s>"
     assert (done.finish_reason, done.generated_tokens, done.generated_text) == (FinishReason.EOS_TOKEN, 1, "")
 
 

@@ -171,10 +171,9 @@ def test_a_stop_string_ending_inside_a_token_cuts_that_token_text(make_engine):
     assert done.finish_reason is FinishReason.STOP_SEQUENCE
     assert done.generated_text == "".join(texts[:k]) + texts[k][0]
     assert done.generated_text.endswith(stop) and done.generated_tokens == k + 1
-    last = cut_deltas[-1]
-    assert (last.token.id, last.token.logprob, last.token.text) == (deltas[k].token.id, deltas[k].token.logprob,
-                                                                    texts[k][0])
-    assert "".join(d.token.text for d in cut_deltas) == done.generated_text
+    last = done.token  # the last token comes with Finished
+    assert (last.id, last.logprob, last.text) == (deltas[k].token.id, deltas[k].token.logprob, texts[k][0])
+    assert "".join(d.token.text for d in cut_deltas) + last.text == done.generated_text
 
 
 def test_a_prompt_of_token_ids_and_its_echo(make_engine, loaded):

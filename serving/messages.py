@@ -86,7 +86,7 @@ class ChatPrompt(msgspec.Struct, frozen=True):
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     """Generate from `prompt` (plain text), `prompt_ids` (token ids, used as they are) or `chat` (templated in the
-    engine); exactly one is set. With `echo`, `Finished.prompt_text` is the decoded prompt."""
+    engine); exactly one is set. With `echo`, `Admitted.prompt_text` is the decoded prompt."""
 
     request_id: str
     sampling: SamplingParams
@@ -145,6 +145,7 @@ class Admitted(msgspec.Struct, frozen=True, tag="admitted"):
     request_id: str
     input_length: int
     seed: int | None
+    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
 
 
 class TokenDelta(msgspec.Struct, frozen=True, tag="token"):
@@ -175,7 +176,6 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     token: TokenInfo
     prefill: tuple[TokenInfo, ...] = ()
     top_tokens: tuple[TokenInfo, ...] = ()
-    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
 
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's `error.code` for a prompt or budget too long

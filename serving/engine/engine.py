@@ -141,13 +141,13 @@ class LLMEngine:
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs,
-                                   request.echo)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
         self.scheduler.add(sequence)
-        return [Admitted(request.request_id, sequence.input_length, sequence.seed)]
+        prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
+        return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text)]
 
     def abort(self, request_id: str) -> None:
         """Forget a request: it leaves the queue now, or its row at the next step; it emits nothing more."""
@@ -346,7 +346,6 @@ class LLMEngine:
             inference_time=now - scheduled_at,
             token=token,
             prefill=self._prefill_tokens(sequence),
-            prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
             top_tokens=top_tokens,
         )
 

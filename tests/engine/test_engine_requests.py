@@ -179,12 +179,14 @@ def test_a_stop_string_ending_inside_a_token_cuts_that_token_text(make_engine):
 def test_a_prompt_of_token_ids_and_its_echo(make_engine, loaded):
     engine = make_engine()
     ids = loaded.tokenizer.encode(PROMPTS[6])
-    from_text = finished(generate_alone(engine, request("text", PROMPTS[6], 6)))
+    text = request("text", PROMPTS[6], 6)
     given = msgspec.structs.replace(request("ids", None, 6), prompt_ids=tuple(ids), echo=True)
-    from_ids = finished(generate_alone(engine, given))
+    admitted = engine.add_request(given) + engine.add_request(text)
+    assert [event.prompt_text for event in admitted] == [loaded.tokenizer.decode(ids, skip_special_tokens=True),
+                                                          None]
+    events = drain(engine)
+    from_text, from_ids = finished(events[text.request_id]), finished(events[given.request_id])
     assert from_ids.generated_text == from_text.generated_text and from_ids.input_length == len(ids)
-    assert from_ids.prompt_text == loaded.tokenizer.decode(ids, skip_special_tokens=True)
-    assert from_text.prompt_text is None
     unknown = msgspec.structs.replace(request("bad", None, 6), prompt_ids=(1, len(loaded.tokenizer)))
     [failed] = engine.add_request(unknown)
     assert isinstance(failed, Failed) and failed.kind is ErrorKind.VALIDATION

@@ -145,13 +145,13 @@ class LLMEngine:
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs,
-                                   request.echo)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
         self.scheduler.add(sequence)
-        return [Admitted(request.request_id, sequence.input_length, sequence.seed)]
+        prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
+        return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text)]
 
     def abort(self, request_id: str) -> None:
         """Forget a request: it leaves the queue now, or its row at the next step; it emits nothing more."""
@@ -249,7 +249,7 @@ class LLMEngine:
         self._emit(sequences, output, events)
 
     def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> None:
-        """Append each row's token, emit its `TokenDelta` (and `Finished`)."""
+        """Append each row's token, emit its `TokenDelta` (or `Finished`, with the last token)."""
         ids = output.ids.tolist()
         logprobs = output.logprobs.tolist() if output.logprobs is not None else [None] * len(ids)
         top_tokens = self._top_tokens(sequences, output)
@@ -264,9 +264,10 @@ class LLMEngine:
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
             token = TokenInfo(id=token_id, text=sequence.stop.cut(text), logprob=logprobs[row],
                               special=token_id in special)
-            events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
-            if reason is not None:
-                events.append(self._finish(sequence, reason))
+            if reason is None:
+                events.append(TokenDelta(sequence.request_id, token, top_tokens[row]))
+            else:
+                events.append(self._finish(sequence, reason, token, top_tokens[row]))
 
     def _top_tokens(self, sequences: list[Sequence], output: SampleOutput) -> list[tuple[TokenInfo, ...]]:
         """Each row's `top_n_tokens` best alternatives (empty where not asked for)."""
@@ -282,8 +283,9 @@ class LLMEngine:
             result.append(tuple(infos[:sequence.sampling.top_n_tokens]))
         return result
 
-    def _finish(self, sequence: Sequence, reason: FinishReason) -> Finished:
-        """End a sequence normally and describe it."""
+    def _finish(self, sequence: Sequence, reason: FinishReason, token: TokenInfo,
+                top_tokens: tuple[TokenInfo, ...]) -> Finished:
+        """End a sequence normally with its last token, and describe it."""
         sequence.status = SequenceStatus.FINISHED
         self._requests.pop(sequence.request_id, None)
         self.scheduler.finish(sequence)
@@ -298,8 +300,9 @@ class LLMEngine:
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
+            token=token,
             prefill=self._prefill_tokens(sequence),
-            prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
+            top_tokens=top_tokens,
         )
 
     def _generated_text(self, sequence: Sequence) -> str:

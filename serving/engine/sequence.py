@@ -10,6 +10,7 @@ from enum import Enum
 import torch
 
 from serving.engine.detokenizer import DecodeState
+from serving.engine.grammar import Constraint
 from serving.engine.stopping import StopCriteria
 from serving.messages import SamplingParams
 
@@ -48,6 +49,7 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     scheduled_at: float | None = None
     prompt_logprobs: list[float | None] | None = None
+    constraint: Constraint | None = None  # the request's grammar, when it has one
 
     @classmethod
     def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria,

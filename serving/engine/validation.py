@@ -11,6 +11,9 @@ from __future__ import annotations
 from itertools import accumulate
 from typing import Any
 
+import msgspec.structs
+
+from serving.constraints import GRAMMAR_WITH_MIN_TOKENS
 from serving.engine.limits import Limits
 from serving.messages import ChatPrompt, ErrorKind, GenerateRequest, TokenSpan
 
@@ -32,6 +35,29 @@ def invalid(message: str) -> RequestError:
     return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message)
 
 
+def template_text(tokenizer: Any) -> str | None:
+    """The chat template that renders conversations (of several named ones, the tool-use one)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        return template.get("tool_use") or template.get("default")
+    return template
+
+
+def special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Every special token of the tokenizer (a grammar names them as `<token>`), sorted."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    names = set(getattr(tokenizer, "all_special_tokens", ())) | {t.content for t in added.values() if t.special}
+    return tuple(sorted(names))
+
+
+def check_grammar(request: GenerateRequest) -> None:
+    """A grammar allows EOS exactly when its text is complete, so it cannot go with `min_new_tokens` or `ignore_eos`,
+    which forbid that EOS."""
+    stopping = request.stopping
+    if request.sampling.grammar is not None and (stopping.ignore_eos or stopping.min_new_tokens > 0):
+        raise invalid(GRAMMAR_WITH_MIN_TOKENS)
+
+
 class InputValidator:
     """Turns a request's prompt or chat into checked token ids."""
 
@@ -43,10 +69,15 @@ class InputValidator:
         """The conversation rendered by the chat template, ready for generation or continuing the last message."""
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise RequestError(ErrorKind.TEMPLATE, "Template error: template not found")
-        messages = [{"role": m.role, "content": m.content} for m in chat.messages]
+        messages = [msgspec.structs.asdict(m) for m in chat.messages]
+        for message in messages:  # the template sees only the fields a message has
+            for key in ("tool_calls", "tool_call_id", "name"):
+                if message[key] is None:
+                    del message[key]
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=not chat.continue_final_message,
+                messages, tools=list(chat.tools) if chat.tools else None, tokenize=False,
+                add_generation_prompt=not chat.continue_final_message,
                 continue_final_message=chat.continue_final_message)
         except Exception as exc:  # the template is the model author's code: any error in it is a template error
             raise RequestError(ErrorKind.TEMPLATE, f"Template error: {exc}") from exc

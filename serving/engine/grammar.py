@@ -1,0 +1,179 @@
+"""Grammar-constrained decoding: a small backend interface, its llguidance implementation, and the compile cache.
+
+A request's `Grammar` is compiled once per distinct grammar into a template matcher (`GrammarCache`, an LRU of
+futures, compiled in one worker thread so that a large grammar never stalls the running batch: the sequence waits
+outside the queue meanwhile); each sequence gets its own copy. Every step `GrammarMasks` fills a bitmask for the
+constrained rows only (one int32 word per 32 tokens, bit set = allowed, llguidance's layout) and turns it into a
+boolean mask over the logits; after sampling each constrained row's matcher consumes its token. The tokenizer is
+built with every EOS id of the engine, so the mask allows EOS exactly when the grammar is complete and nothing but
+EOS once it cannot go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Collection, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from serving.constraints import llguidance_grammar
+from serving.messages import Grammar
+
+logger = logging.getLogger(__name__)
+
+CACHE_SIZE = 256
+
+
+class GrammarError(Exception):
+    """A grammar that cannot be compiled for this tokenizer; the message is the compiler's."""
+
+
+class Matcher(Protocol):
+    """One sequence's position in its grammar."""
+
+    def consume_token(self, token: int) -> bool:
+        """Advance by a sampled token; False when the grammar refuses it."""
+        ...
+
+    def is_stopped(self) -> bool:
+        """Whether nothing but EOS can follow (or the matcher failed)."""
+        ...
+
+
+class GrammarBackend(Protocol):
+    """What the engine needs of a grammar library."""
+
+    vocab_size: int
+
+    def compile(self, grammar: Grammar) -> Any:
+        """A template matcher for `grammar` (raises `GrammarError`); may run in a worker thread."""
+        ...
+
+    def matcher(self, template: Any) -> Matcher:
+        """A fresh matcher of a compiled template, for one sequence."""
+        ...
+
+    def fill(self, matchers: list[Matcher], bitmask: Tensor) -> None:
+        """Write each matcher's allowed tokens into the rows of `bitmask` [len(matchers), words] (int32)."""
+        ...
+
+
+class LLGuidanceBackend:
+    """llguidance (`LLMatcher`): compiles in about a millisecond at any vocabulary size and imports no torch."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int]) -> None:
+        import llguidance.hf
+
+        self.vocab_size = vocab_size
+        self._tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(eos_ids))
+
+    def compile(self, grammar: Grammar) -> Any:
+        """Build and check the template matcher."""
+        from llguidance import LLMatcher
+
+        try:
+            text = llguidance_grammar(grammar)
+        except ValueError as exc:
+            raise GrammarError(str(exc)) from None
+        error = LLMatcher.validate_grammar(text, self._tokenizer)
+        if error:
+            raise GrammarError(error.strip())
+        template = LLMatcher(self._tokenizer, text, log_level=0)
+        if template.is_error():
+            raise GrammarError(template.get_error())
+        return template
+
+    def matcher(self, template: Any) -> Matcher:
+        """A copy of the template (about a microsecond)."""
+        return template.deep_copy()
+
+    def fill(self, matchers: list[Matcher], bitmask: Tensor) -> None:
+        """One mask row per matcher, computed by llguidance without the GIL."""
+        words = bitmask.shape[1]
+        for row, matcher in enumerate(matchers):
+            view = bitmask[row]
+            matcher.unsafe_compute_mask_ptr(view.data_ptr(), words * 4)  # type: ignore[attr-defined]
+
+
+class GrammarCache:
+    """Compiled templates by grammar, least recently used evicted; each compiles once, in a worker thread."""
+
+    def __init__(self, backend: GrammarBackend, size: int = CACHE_SIZE) -> None:
+        self.backend = backend
+        self._size = size
+        self._futures: OrderedDict[Grammar, Future] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
+
+    def submit(self, grammar: Grammar) -> Future:
+        """The future template of `grammar` (shared by every request with the same grammar)."""
+        future = self._futures.get(grammar)
+        if future is not None:
+            self._futures.move_to_end(grammar)
+            return future
+        future = self._pool.submit(self.backend.compile, grammar)
+        self._futures[grammar] = future
+        while len(self._futures) > self._size:
+            self._futures.popitem(last=False)
+        return future
+
+
+@dataclass
+class Constraint:
+    """A sequence's grammar: its template while it compiles, then its own matcher."""
+
+    template: Future
+    backend: GrammarBackend
+    matcher: Matcher | None = None
+
+    def start(self) -> None:
+        """Take a matcher of the compiled template (raises `GrammarError` when it did not compile)."""
+        if self.matcher is None:
+            self.matcher = self.backend.matcher(self.template.result())
+
+
+@dataclass
+class GrammarMasks:
+    """The constrained rows of one batch, their matchers and the bitmask reused every step."""
+
+    rows: Tensor
+    matchers: list[Matcher]
+    backend: GrammarBackend
+    bitmask: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bitmask = torch.zeros(len(self.matchers), (self.backend.vocab_size + 31) // 32, dtype=torch.int32)
+
+    @classmethod
+    def build(cls, constraints: list[Constraint | None]) -> GrammarMasks | None:
+        """The masks of a batch whose rows have these constraints (None when no row has one)."""
+        active = [(row, c) for row, c in enumerate(constraints) if c is not None and c.matcher is not None]
+        if not active:
+            return None
+        return cls(torch.tensor([row for row, _ in active], dtype=torch.long),
+                   [c.matcher for _, c in active], active[0][1].backend)  # type: ignore[misc]
+
+    def apply(self, scores: Tensor) -> Tensor:
+        """`scores` with every token the grammar of its row does not allow set to -inf (other rows untouched)."""
+        self.backend.fill(self.matchers, self.bitmask)
+        bits = np.unpackbits(self.bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
+        vocab = scores.shape[-1]
+        allowed = torch.from_numpy(bits[:, :vocab]).to(device=scores.device, dtype=torch.bool)
+        if allowed.shape[1] < vocab:  # logits wider than the grammar's vocabulary: those tokens are never allowed
+            allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
+        rows = self.rows.to(scores.device)
+        scores = scores.clone()
+        scores[rows] = scores[rows].masked_fill(~allowed, float("-inf"))
+        return scores
+
+    def consume(self, ids: Tensor) -> None:
+        """Advance each constrained row's matcher by its chosen token."""
+        for row, matcher in zip(self.rows.tolist(), self.matchers):
+            token = int(ids[row])
+            if not matcher.consume_token(token):
+                logger.error("grammar refused sampled token %d: %s", token,
+                             getattr(matcher, "get_error", lambda: "")())

@@ -89,6 +89,7 @@ class ServerConfig:
     engine_stall_timeout: float = 120.0
     drain_path: str | None = None  # created by the launcher on SIGTERM: the HTTP workers refuse new requests
     engine_replicas: int = 1
+    grammar_max_bytes: int = 100_000  # the largest `grammar`, `response_format` schema or tool list accepted
 
     @property
     def engine_addresses(self) -> tuple[str, ...]:
@@ -338,6 +339,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         engine_stall_timeout=env.float("ENGINE_STALL_TIMEOUT", default=120.0, minimum=0.1),
         drain_path=env.str("SERVING_DRAIN_FILE"),
         engine_replicas=replicas,
+        grammar_max_bytes=env.int("GRAMMAR_MAX_BYTES", default=100_000),
     )
     ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
     return Config(server=server, engine=engine, ignored=ignored)

@@ -9,6 +9,7 @@ compiler over it without a tokenizer, so a bad schema or regex is refused before
 from __future__ import annotations
 
 import json
+import re
 
 from llguidance import LLMatcher
 
@@ -34,7 +35,13 @@ def grammar_error(grammar: Grammar) -> str | None:
         error = LLMatcher.validate_grammar(llguidance_grammar(grammar))
     except ValueError as exc:
         return str(exc)
-    return error.strip() or None
+    return clean(error) or None
+
+
+def clean(message: str) -> str:
+    """A compiler message on one line, without the source excerpts and caret lines it quotes."""
+    lines = [line.strip() for line in message.splitlines()]
+    return " ".join(line for line in lines if line and set(line) != {"^"} and not re.match(r"\d+ \|", line))
 
 
 def json_schema_grammar(schema: object) -> Grammar:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from serving.constraints import llguidance_grammar
+from serving.constraints import clean, llguidance_grammar
 from serving.messages import Grammar
 
 logger = logging.getLogger(__name__)
@@ -82,10 +82,10 @@ class LLGuidanceBackend:
             raise GrammarError(str(exc)) from None
         error = LLMatcher.validate_grammar(text, self._tokenizer)
         if error:
-            raise GrammarError(error.strip())
+            raise GrammarError(clean(error))
         template = LLMatcher(self._tokenizer, text, log_level=0)
         if template.is_error():
-            raise GrammarError(template.get_error())
+            raise GrammarError(clean(template.get_error()))
         return template
 
     def matcher(self, template: Any) -> Matcher:

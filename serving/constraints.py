@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Mapping
 
 from llguidance import LLMatcher
 
@@ -47,3 +48,11 @@ def clean(message: str) -> str:
 def json_schema_grammar(schema: object) -> Grammar:
     """A grammar for the JSON values that validate against `schema` (compact JSON text, key order kept)."""
     return Grammar(kind=GrammarKind.JSON_SCHEMA, value=json.dumps(schema, separators=(",", ":"), ensure_ascii=False))
+
+
+def lark_items(added_tokens: Mapping[str, int], text: str) -> str:
+    """`text` as Lark items: the tokenizer's added tokens by id (`<[id]>`), the rest as string literals."""
+    markers = [token for token in added_tokens if token in text]
+    parts = re.split("(" + "|".join(map(re.escape, markers)) + ")", text) if markers else [text]
+    return " ".join(f"<[{added_tokens[part]}]>" if part in added_tokens else json.dumps(part)
+                    for part in parts if part)

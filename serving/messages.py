@@ -240,7 +240,7 @@ class ModelInfo(msgspec.Struct, frozen=True):
     has_chat_template: bool
     num_parameters: int
     tool_format: str | None = None  # the chat template's native tool-call format (`serving.tool_formats`)
-    special_tokens: tuple[str, ...] = ()  # the tokenizer's special tokens, which a grammar names as `<token>`
+    added_tokens: dict[str, int] = {}  # the tokenizer's added tokens (special ones, tool markers) by text
     reasoning: bool = False  # the chat template writes or expects a <think>...</think> section
 
 

@@ -32,6 +32,7 @@ FORMATS = {
     "mistral": ToolFormat("mistral", "[TOOL_CALLS]", "[", ", ", "]", "arguments"),
 }
 FALLBACK = FORMATS["hermes"]
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # a reasoning model's thinking section
 
 
 def detect(template: str | None) -> str | None:
@@ -50,4 +51,4 @@ def detect(template: str | None) -> str | None:
 
 def has_thinking(template: str | None) -> bool:
     """Whether a chat template writes or expects a `<think>...</think>` section."""
-    return bool(template) and "</think>" in template  # type: ignore[operator]
+    return bool(template) and THINK_CLOSE in template  # type: ignore[operator]

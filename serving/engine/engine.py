@@ -43,7 +43,7 @@ from serving.engine.validation import (
     RequestError,
     check_grammar,
     invalid,
-    special_tokens,
+    added_tokens,
     template_text,
 )
 from serving.messages import (
@@ -107,7 +107,7 @@ class LLMEngine:
             has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
             num_parameters=loaded.num_parameters,
             tool_format=tool_formats.detect(template_text(tokenizer)),
-            special_tokens=special_tokens(tokenizer),
+            added_tokens=added_tokens(tokenizer),
             reasoning=tool_formats.has_thinking(template_text(tokenizer)),
         )
 

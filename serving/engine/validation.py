@@ -43,11 +43,11 @@ def template_text(tokenizer: Any) -> str | None:
     return template
 
 
-def special_tokens(tokenizer: Any) -> tuple[str, ...]:
-    """Every special token of the tokenizer (a grammar names them as `<token>`), sorted."""
+def added_tokens(tokenizer: Any) -> dict[str, int]:
+    """The tokenizer's added tokens (special tokens, tool markers) by text: a grammar names them by id, since a
+    grammar library reads every added token as special, never as its text."""
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    names = set(getattr(tokenizer, "all_special_tokens", ())) | {t.content for t in added.values() if t.special}
-    return tuple(sorted(names))
+    return {token.content: token_id for token_id, token in sorted(added.items())}
 
 
 def check_grammar(request: GenerateRequest) -> None:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.api.protocol.tools import CallScanner, ToolPlan
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from serving.tool_formats import THINK_CLOSE, THINK_OPEN
 
 
 @dataclass
@@ -25,7 +24,8 @@ class AssistantReader:
     reasoning: bool
     scanner: CallScanner | None = None
     _pending: str = ""
-    _phase: str = "start"  # start -> (thinking ->) content -> calls
+    _phase: str = "start"  # start -> (thinking -> start ->) content -> calls
+    _thought: bool = False  # a thinking section was read
     reasoning_text: list[str] = field(default_factory=list)
     content_text: list[str] = field(default_factory=list)
 
@@ -48,7 +48,8 @@ class AssistantReader:
                 stripped = self._pending.lstrip()
                 if not stripped:
                     return delta
-                if self.reasoning and (stripped.startswith(THINK_OPEN) or THINK_OPEN.startswith(stripped)):
+                if self.reasoning and not self._thought and (stripped.startswith(THINK_OPEN)
+                                                             or THINK_OPEN.startswith(stripped)):
                     if len(stripped) < len(THINK_OPEN):
                         return delta
                     self._pending, self._phase = stripped[len(THINK_OPEN):], "thinking"
@@ -57,6 +58,8 @@ class AssistantReader:
                     self._pending = stripped
                 else:
                     self._phase = "content"
+                    if self._thought:  # the answer after a thinking section starts at its first visible character
+                        self._pending = stripped
                 continue
             if self._phase == "calls":
                 return self._calls(delta, self._pending)
@@ -68,7 +71,7 @@ class AssistantReader:
                 rest = self._pending[at + len(marker):]
                 self._pending = ""
                 if self._phase == "thinking":
-                    self._phase, self._pending = "content", rest.lstrip("\n")
+                    self._phase, self._pending, self._thought = "start", rest, True  # the answer starts afresh
                 else:
                     self._phase = "calls"
                     return self._calls(delta, rest)
@@ -119,7 +122,7 @@ class AssistantReader:
         message: dict[str, Any] = {"role": "assistant", "content": None if calls and not content.strip() else content}
         if calls:
             message["tool_calls"] = calls
-        if self.reasoning_text:
+        if self._thought or self.reasoning_text:
             message["reasoning_content"] = "".join(self.reasoning_text)
         return message
 

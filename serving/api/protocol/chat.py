@@ -11,7 +11,7 @@ from serving import messages
 from serving.api.feed import Generation, Step
 from serving.api.protocol.assistant import AssistantReader
 from serving.api.protocol.generate import STRICT, U32, U64
-from serving.api.protocol.structured import response_format_grammar
+from serving.api.protocol.structured import after_thinking, response_format_grammar
 from serving.api.protocol.tools import ToolPlan, arguments_object, render_calls, tool_error
 from serving.tool_formats import FALLBACK
 from serving.api.protocol.tokens import openai_logprob
@@ -137,7 +137,14 @@ class ChatCompletionRequest(BaseModel):
 
     def grammar(self, plan: ToolPlan | None, limits: Limits) -> messages.Grammar | None:
         """The grammar of the answer: the tools' (with `response_format`'s schema as the text alternative), or
-        `response_format`'s, or none."""
+        `response_format`'s, or none; a reasoning model may think first, unconstrained."""
+        grammar = self._answer_grammar(plan, limits)
+        if limits.reasoning:
+            return None if grammar is None else after_thinking(grammar, limits.added_tokens, limits.grammar_max_bytes)
+        return grammar
+
+    def _answer_grammar(self, plan: ToolPlan | None, limits: Limits) -> messages.Grammar | None:
+        """The grammar of the answer itself (after a thinking section)."""
         if plan is None:
             if self.response_format is None:
                 return None
@@ -148,7 +155,7 @@ class ChatCompletionRequest(BaseModel):
             if answer_grammar is not None and answer_grammar.kind is not messages.GrammarKind.JSON_SCHEMA:
                 raise tool_error("with tools, `response_format` must be a JSON schema")
             answer = json.loads(answer_grammar.value) if answer_grammar is not None else None
-        return plan.grammar(limits.special_tokens, answer, limits.grammar_max_bytes)
+        return plan.grammar(limits.added_tokens, answer, limits.grammar_max_bytes)
 
     def choices(self) -> int:
         """How many choices (`n`) to generate, each its own engine request."""

@@ -20,11 +20,12 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Mapping
 
 from serving.api.errors import ApiError
 from serving.api.protocol.structured import checked, closed
-from serving.constraints import JSON_OPTIONS
+from serving.constraints import JSON_OPTIONS, lark_items
 from serving.messages import Grammar, GrammarKind
 from serving.tool_formats import FALLBACK, FORMATS, ToolFormat
 
@@ -88,15 +89,11 @@ class ToolPlan:
         schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
         return {**schema, "x-guidance": JSON_OPTIONS}
 
-    def grammar(self, special_tokens: tuple[str, ...], answer_schema: Any | None, max_bytes: int) -> Grammar:
+    def grammar(self, added_tokens: Mapping[str, int], answer_schema: Any | None, max_bytes: int) -> Grammar:
         """The checked Lark grammar of the answer (`answer_schema`: `response_format`'s schema, the alternative
         to calls under `auto`)."""
         fmt = self.format
-
-        def lit(text: str) -> str:
-            """`text` as Lark items: special tokens by reference, the rest as string literals."""
-            parts = re.split("(" + "|".join(map(re.escape, special_tokens)) + ")", text) if special_tokens else [text]
-            return " ".join(f"<{part}>" if part in special_tokens else json.dumps(part) for part in parts if part)
+        lit = partial(lark_items, added_tokens)
 
         more = f'({lit(fmt.separator)} call)*' if self.parallel else ""
         body = f"{lit(fmt.open)} call {more} {lit(fmt.close)}"
@@ -109,7 +106,7 @@ class ToolPlan:
             lines.append(f"start: answer | {lit(fmt.marker)} {body}")
         elif not fmt.marker:
             lines += [f"start: TEXT | {body}", r"TEXT: /([^{](.|\n)*)?/"]
-        elif fmt.marker in special_tokens:
+        elif fmt.marker in added_tokens:
             lines += [f"start: TEXT | TEXT {lit(fmt.marker)} {body}", r"TEXT: /(.|\n)*/"]
         else:
             lines += [f"start: TEXT | trigger {body}", f"trigger[lazy]: TEXT {lit(fmt.marker)}", r"TEXT: /(.|\n)*/"]

@@ -5,8 +5,8 @@ The engine checks what needs the tokenizer (input length, the token budget); eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from serving.api.errors import ApiError
 from serving.config import ServerConfig
@@ -25,14 +25,14 @@ class Limits:
     max_client_batch_size: int
     grammar_max_bytes: int = 100_000
     tool_format: str | None = None  # the model's native tool-call format (`serving.tool_formats`)
-    special_tokens: tuple[str, ...] = ()
+    added_tokens: Mapping[str, int] = field(default_factory=dict)
     reasoning: bool = False
 
     @classmethod
     def of(cls, config: ServerConfig, info: ModelInfo) -> "Limits":
         """The limits of this server and this model."""
         return cls(config.max_best_of, config.max_stop_sequences, config.max_top_n_tokens, info.max_input_tokens,
-                   config.max_client_batch_size, config.grammar_max_bytes, info.tool_format, info.special_tokens,
+                   config.max_client_batch_size, config.grammar_max_bytes, info.tool_format, info.added_tokens,
                    info.reasoning)
 
 

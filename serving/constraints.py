@@ -18,6 +18,7 @@ from serving.messages import Grammar, GrammarKind
 
 GRAMMAR_WITH_MIN_TOKENS = ("a grammar (`grammar`, `response_format` or `tools`) cannot be combined with "
                            "`min_tokens` or `ignore_eos`: the grammar ends the text with EOS once it is complete")
+GRAMMAR_INVALID = "grammar is not valid: "  # after TGI's validation prefix, before the compiler's message
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
 
 

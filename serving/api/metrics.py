@@ -7,7 +7,8 @@ appears only once something was recorded. The exposition is written here rather 
 `generate_latest`, which would rename every counter `<name>_total`: TGI's counters have no suffix.
 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
-the OpenAI routes and `/chat_tokenize`, once more per generation they start; the input length, `max_new_tokens`,
+the OpenAI routes and `/chat_tokenize`, once more per generation they start; constrained generations by grammar
+kind and grammars that failed to compile (`serving_*`, ours); the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
 request, labelled with TGI's `err` values, and `dropped` for a generation whose client went away. The queue and
 batch gauges are asked of the engine at scrape time.
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.client import EngineClientProtocol
+from serving.constraints import GRAMMAR_INVALID
 from serving.messages import (
     Admitted,
     EngineEvent,
@@ -54,6 +56,8 @@ HELP = {
     "tgi_batch_current_size": "Current batch size",
     "tgi_batch_current_max_tokens": "Maximum tokens for the current batch",
     "tgi_batch_max_total_tokens": "Maximum tokens of a batch",
+    "serving_constrained_requests": "Generations constrained by a grammar (grammar, response_format or tools), by kind",
+    "serving_grammar_failures": "Grammars refused because they could not be compiled",
     "serving_kv_cache_usage": "Share of the KV cache budget (MAX_BATCH_TOTAL_TOKENS) reserved by the running sequences",
 }
 
@@ -108,6 +112,14 @@ class Metrics:
     def request(self, count: int = 1) -> None:
         """Count requests (`tgi_request_count`)."""
         self._get(Counter, "tgi_request_count").inc(count)
+
+    def constrained(self, kind: str) -> None:
+        """Count a generation constrained by a grammar of `kind` (json_schema, regex or lark)."""
+        self._get(Counter, "serving_constrained_requests", labelnames=["kind"]).labels(kind=kind).inc()
+
+    def grammar_failure(self) -> None:
+        """Count a grammar that could not be compiled (in the HTTP process or in the engine)."""
+        self._get(Counter, "serving_grammar_failures").inc()
 
     def failure(self, error_type: str) -> None:
         """Count a failed request under TGI's `err` label for `error_type`."""
@@ -207,6 +219,8 @@ class MeteredClient:
     def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
         """The engine's events for `request`, recorded on the way."""
         started = time.monotonic()
+        if request.sampling.grammar is not None:
+            self._metrics.constrained(request.sampling.grammar.kind.value)
         events = self._client.generate(request)
         ended = False
         try:
@@ -215,6 +229,8 @@ class MeteredClient:
                     self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
                 elif isinstance(event, Finished):
                     self._metrics.finished(event, time.monotonic() - started, self.info())
+                elif isinstance(event, Failed) and GRAMMAR_INVALID in event.message:
+                    self._metrics.grammar_failure()
                 ended = isinstance(event, (Finished, Failed))
                 yield event
             if not ended:  # ended early by `abort`

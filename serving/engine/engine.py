@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import torch
 
 from serving import tool_formats
+from serving.constraints import GRAMMAR_INVALID
 from serving.config import EngineConfig
 from serving.engine.batch import Batch
 from serving.engine.detokenizer import Detokenizer
@@ -194,7 +195,7 @@ class LLMEngine:
             except GrammarError as error:
                 self._requests.pop(sequence.request_id, None)
                 sequence.status = SequenceStatus.FINISHED
-                failure = invalid(f"grammar is not valid: {error}")
+                failure = invalid(f"{GRAMMAR_INVALID}{error}")
                 events.append(Failed(sequence.request_id, failure.kind, failure.message))
                 continue
             self.scheduler.add(sequence)

@@ -12,8 +12,11 @@ import json
 import re
 from typing import Any, Mapping
 
+from flask import has_app_context
+
+from serving.api.context import services
 from serving.api.errors import ApiError
-from serving.constraints import JSON_OPTIONS, grammar_error, json_schema_grammar, lark_items
+from serving.constraints import GRAMMAR_INVALID, JSON_OPTIONS, grammar_error, json_schema_grammar, lark_items
 from serving.messages import Grammar, GrammarKind
 from serving.tool_formats import THINK_CLOSE, THINK_OPEN
 
@@ -25,8 +28,10 @@ SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "depen
 
 
 def invalid(message: str) -> ApiError:
-    """TGI's 422 for a grammar that cannot be used."""
-    return ApiError.validation(f"grammar is not valid: {message}")
+    """TGI's 422 for a grammar that cannot be used (counted in `/metrics`)."""
+    if has_app_context():
+        services().metrics.grammar_failure()
+    return ApiError.validation(f"{GRAMMAR_INVALID}{message}")
 
 
 def closed(schema: Any) -> Any:

@@ -163,6 +163,8 @@ def value_end(text: str) -> int | None:
                 in_string = False
                 if depth == 0:
                     return index + 1
+        elif depth == 0 and index > start and char in ", \n}]":
+            return index  # the end of a number, true, false or null
         elif char == '"':
             in_string = True
         elif char in "{[":
@@ -171,8 +173,6 @@ def value_end(text: str) -> int | None:
             depth -= 1
             if depth == 0:
                 return index + 1
-        elif depth == 0 and char in ", \n}]":
-            return index
     return None
 
 

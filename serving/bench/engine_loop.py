@@ -5,7 +5,9 @@ Run in its own process (it imports torch): `python -m serving.bench.engine_loop 
 ignored) are kept in flight: a new one is added as soon as one finishes, until `requests` have finished. It prints
 a line per level with output tokens per wall-second and per CPU-second of this process (the engine runs on one
 thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean decode step and the
-time spent in prefill, and writes JSON with `--json`. Settings come from the environment through
+time spent in prefill, and writes JSON with `--json`. `--grammar medium` constrains every request with the medium
+JSON schema of `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar
+mixed` every other one. Settings come from the environment through
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 """
 
@@ -44,18 +46,25 @@ class LoopResult:
 
 
 def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
-              seed: int) -> LoopResult:
-    """Keep `concurrency` requests in the engine until `total` have finished."""
+              seed: int, grammar: str = "none") -> LoopResult:
+    """Keep `concurrency` requests in the engine until `total` have finished (`grammar`: none, medium or mixed)."""
+    from serving.bench.grammar_mask import MEDIUM_SCHEMA
+    from serving.constraints import json_schema_grammar
     from serving.messages import Finished, GenerateRequest, SamplingParams, StoppingParams, TokenDelta
+
+    medium = json_schema_grammar(MEDIUM_SCHEMA)
 
     prompts = make_prompts(total, words, seed=seed * 1000 + concurrency)
     submitted = finished = tokens = steps = 0
 
     def submit() -> None:
         nonlocal submitted
+        constrained = grammar == "medium" or (grammar == "mixed" and submitted % 2 == 0)
         engine.add_request(GenerateRequest(  # type: ignore[attr-defined]
-            request_id=f"r{submitted}", sampling=SamplingParams(),
-            stopping=StoppingParams(max_new_tokens=output_tokens, ignore_eos=True), prompt=prompts[submitted]))
+            request_id=f"r{submitted}",
+            sampling=SamplingParams(grammar=medium if constrained else None),
+            stopping=StoppingParams(max_new_tokens=output_tokens, ignore_eos=not constrained),
+            prompt=prompts[submitted]))
         submitted += 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -81,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grammar", choices=("none", "medium", "mixed"), default="none")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
-        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed)
+        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed, args.grammar)
         results.append(result)
         print(f"c={concurrency}: {result.output_tokens} tokens, {result.tokens_per_second:,.0f} tok/s, "
               f"{result.tokens_per_cpu_second:,.0f} tok/CPU-s, {result.steps} steps, "

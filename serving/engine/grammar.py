@@ -27,6 +27,7 @@ from serving.messages import Grammar
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 256
+NEG_INF = float("-inf")
 
 
 class GrammarError(Exception):
@@ -160,20 +161,23 @@ class GrammarMasks:
     def apply(self, scores: Tensor) -> Tensor:
         """`scores` with every token the grammar of its row does not allow set to -inf (other rows untouched)."""
         self.backend.fill(self.matchers, self.bitmask)
-        bits = np.unpackbits(self.bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
         vocab = scores.shape[-1]
-        allowed = torch.from_numpy(bits[:, :vocab]).to(device=scores.device, dtype=torch.bool)
+        bits = np.unpackbits(self.bitmask.numpy().view(np.uint8), axis=1, bitorder="little")  # 0/1 bytes: bools
+        allowed = torch.from_numpy(bits.view(np.bool_)).to(scores.device)[:, :vocab]
         if allowed.shape[1] < vocab:  # logits wider than the grammar's vocabulary: those tokens are never allowed
             allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
+        if len(self.matchers) == scores.shape[0]:  # every row constrained (rows are then 0..B-1, in order)
+            return torch.where(allowed, scores, NEG_INF)
         rows = self.rows.to(scores.device)
         scores = scores.clone()
-        scores[rows] = scores[rows].masked_fill(~allowed, float("-inf"))
+        scores[rows] = torch.where(allowed, scores[rows], NEG_INF)
         return scores
 
     def consume(self, ids: Tensor) -> None:
         """Advance each constrained row's matcher by its chosen token."""
+        chosen = ids.tolist()
         for row, matcher in zip(self.rows.tolist(), self.matchers):
-            token = int(ids[row])
+            token = chosen[row]
             if not matcher.consume_token(token):
                 logger.error("grammar refused sampled token %d: %s", token,
                              getattr(matcher, "get_error", lambda: "")())

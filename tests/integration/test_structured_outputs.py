@@ -189,3 +189,34 @@ def test_invalid_grammar_is_a_422_before_anything_is_queued(server):
     with InferenceClient(base_url=server.url) as client:
         with pytest.raises(ValidationError, match="grammar is not valid"):
             client.text_generation("x", grammar={"type": "regex", "value": "(ab"})
+
+
+def test_langchain_bind_tools_and_structured_output(server):
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    class Forecast(BaseModel):
+        """Arguments of the forecast tool."""
+
+        city: str = Field(max_length=10)
+        days: int = Field(ge=1, le=7)
+
+    @tool(args_schema=Forecast)
+    def forecast(city: str, days: int) -> str:
+        """The weather forecast for a city."""
+        return "sunny"
+
+    llm = ChatOpenAI(base_url=server.url + "/v1", api_key="unused", model="tgi", max_tokens=200, seed=1,
+                     max_retries=0)
+    for choice in ("any", "forecast"):
+        message = llm.bind_tools([forecast], tool_choice=choice).invoke("Weather in Oslo?")
+        assert [call["name"] for call in message.tool_calls] == ["forecast"]
+        Forecast.model_validate(message.tool_calls[0]["args"])
+    chunks = list(llm.bind_tools([forecast], tool_choice="any").stream("Weather in Oslo?"))
+    streamed = chunks[0]
+    for chunk in chunks[1:]:
+        streamed = streamed + chunk
+    assert [call["name"] for call in streamed.tool_calls] == ["forecast"]
+    for method in ("function_calling", "json_schema"):
+        assert isinstance(llm.with_structured_output(Person, method=method).invoke("Who?"), Person)
+    assert isinstance(llm.with_structured_output(Person.model_json_schema(), method="json_mode").invoke("Who?"), dict)

@@ -42,7 +42,7 @@ def arguments(deltas: list[dict], index: int = 0) -> str:
 
 def test_hermes_marker_split_over_tokens_is_held_back_and_the_call_streams():
     reader = AssistantReader(plan("hermes"), reasoning=False)
-    pieces = ["Let me", " check <", "tool", "_call>\n{\"na", "me\": \"f\", \"argu", "ments\": {\"a\": [1, ",
+    pieces = ["Let me", " check <", "tool", "_call>\n{\"na", "me\": \"f\", \"argu", "ments\":", " {\"a\": [1, ",
               "\"}\"]}}\n</tool_call>", ("</s>", True)]
     deltas = read(reader, pieces)
     assert joined(deltas, "content") == "Let me check "

@@ -222,7 +222,7 @@ class CallScanner:
                 after = re.compile(r'\s*,\s*"' + re.escape(self.arguments_key) + r'"\s*:\s*').search(self._buffer)
                 call.arguments_start = after.end() if after else None
             if call.arguments_start is not None:
-                pending = self._buffer[call.arguments_start:]
+                pending = self._buffer[call.arguments_start:].lstrip()
                 end = value_end(pending)
                 call.arguments = pending if end is None else pending[:end]
                 if len(call.arguments) > call.sent:

@@ -15,6 +15,7 @@ import msgspec.structs
 from serving.messages import (
     AbortRequest,
     EngineEvent,
+    ErrorKind,
     Failed,
     Finished,
     GenerateRequest,
@@ -35,7 +36,10 @@ CALL_TIMEOUT = 30.0
 # a health call that is not answered within HEALTH_ANSWER_WAIT is judged by the engine's recent activity instead.
 HEALTH_ANSWER_WAIT = 0.5
 BUSY_GRACE = 30.0  # the engine counts as alive while it sent this worker something within this many seconds
+ENGINE_WATCH_INTERVAL = 0.25  # how often a worker looks for the launcher's engine-down file
+ENGINE_DOWN_MESSAGE = "The engine stopped"
 _CANCELLED = object()  # put on a request's queue by `abort`: its generator ends and aborts the request
+_ENGINE_DOWN = object()  # put on every queue when the engine is down: each request fails, each call raises
 
 
 class EngineClientProtocol(Protocol):
@@ -66,7 +70,7 @@ class EngineClientProtocol(Protocol):
 
 
 class EngineUnavailable(RuntimeError):
-    """The engine did not answer a call in time."""
+    """The engine did not answer a call in time, or it is down."""
 
 
 @dataclass
@@ -87,10 +91,17 @@ class EngineClient:
     never shares a socket between processes. A reader greenlet per socket routes each event of each `EventBatch`
     to the queue of the request (or call) it belongs to; nothing here blocks the gevent hub. Each generation goes
     to the replica with the fewest of this worker's requests in flight; tokenize and info calls go to the first.
+
+    When the launcher finds an engine dead or frozen it creates `down_path`; a watcher greenlet sees it within
+    ENGINE_WATCH_INTERVAL and from then on every request in flight and every later one fails (`unavailable`),
+    every call raises `EngineUnavailable` and `health` answers None, so streams end with an error event at once
+    and `/ping` turns 503.
     """
 
-    def __init__(self, addresses: str | Sequence[str]) -> None:
+    def __init__(self, addresses: str | Sequence[str], down_path: str | None = None) -> None:
         self._replicas = [_Replica(address) for address in ([addresses] if isinstance(addresses, str) else addresses)]
+        self._down_path = down_path
+        self._down = False
         self._pid: int | None = None
         self._queues: dict[str, "gevent.queue.Queue"] = {}
         self._info: ModelInfo | None = None
@@ -113,6 +124,19 @@ class EngineClient:
             sock.connect(replica.address)
             replica.socket, replica.in_flight = sock, 0
             gevent.spawn(self._read_loop, replica)
+        if self._down_path is not None:
+            gevent.spawn(self._watch_engine, self._down_path)
+
+    def _watch_engine(self, down_path: str) -> None:
+        """Wait for the launcher's engine-down file, then fail everything in flight."""
+        import gevent
+
+        while not os.path.exists(down_path):
+            gevent.sleep(ENGINE_WATCH_INTERVAL)
+        logger.error("the engine is down: failing %d requests and calls in flight", len(self._queues))
+        self._down = True
+        for queue in list(self._queues.values()):
+            queue.put(_ENGINE_DOWN)
 
     def _read_loop(self, replica: _Replica) -> None:
         """Route every incoming event to the queue waiting for it; events for nobody are dropped."""
@@ -147,10 +171,15 @@ class EngineClient:
         """Send a request that has exactly one reply and wait for it."""
         import gevent.queue
 
+        if self._down:
+            raise EngineUnavailable(ENGINE_DOWN_MESSAGE.lower())
         queue = self._open(message.call_id)
         try:
             self._send(message, replica)
-            return queue.get(timeout=timeout)
+            result = queue.get(timeout=timeout)
+            if result is _ENGINE_DOWN:
+                raise EngineUnavailable(ENGINE_DOWN_MESSAGE.lower())
+            return result
         except gevent.queue.Empty:
             raise EngineUnavailable(f"the engine did not answer within {timeout:g} s") from None
         finally:
@@ -164,6 +193,9 @@ class EngineClient:
 
     def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
         """Yield the request's events until `Finished` or `Failed`; closing early aborts it in the engine."""
+        if self._down:
+            yield Failed(request.request_id, ErrorKind.UNAVAILABLE, ENGINE_DOWN_MESSAGE)
+            return
         queue = self._open(request.request_id)
         replica = self._least_busy()
         replica.in_flight += 1
@@ -174,6 +206,8 @@ class EngineClient:
                 event = queue.get()
                 if event is _CANCELLED:
                     return
+                if event is _ENGINE_DOWN:
+                    event = Failed(request.request_id, ErrorKind.UNAVAILABLE, ENGINE_DOWN_MESSAGE)
                 done = isinstance(event, (Finished, Failed))
                 yield event
         finally:
@@ -219,16 +253,21 @@ class EngineClient:
                 result = queue.get(timeout=max(0.0, started + timeout - time.monotonic()))
             except gevent.queue.Empty:
                 return None
+        if result is _ENGINE_DOWN:
+            return None
         replica.last_health = result
         return result
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
-        """Every engine's health, summed (healthy when all are), or None when one does not answer in time.
+        """Every engine's health, summed (healthy when all are), or None when one does not answer in time (or
+        the engine is down).
 
         A busy engine answers only between steps. When no answer came within HEALTH_ANSWER_WAIT, its last answer
         stands if it was healthy and the engine has sent this worker anything within BUSY_GRACE seconds (it is
         working, not gone); otherwise the call waits for the rest of `timeout`.
         """
+        if self._down:
+            return None
         calls = [(replica, HealthRequest(call_id=uuid.uuid4().hex)) for replica in self._replicas]
         started = time.monotonic()
         queues = [self._open(call.call_id) for _, call in calls]

@@ -88,8 +88,11 @@ class ServerConfig:
     metrics_dir: str | None = None
     engine_stall_timeout: float = 120.0
     drain_path: str | None = None  # created by the launcher on SIGTERM: the HTTP workers refuse new requests
+    engine_down_path: str | None = None  # created by the launcher when an engine died or froze: requests fail
     engine_replicas: int = 1
     grammar_max_bytes: int = 100_000  # the largest `grammar`, `response_format` schema or tool list accepted
+    request_read_timeout: float = 60.0  # a request's body must arrive within this many seconds of its head
+    max_connections: int = 4096  # connections each HTTP worker holds open at once (gunicorn's worker_connections)
 
     @property
     def engine_addresses(self) -> tuple[str, ...]:
@@ -338,8 +341,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR"),
         engine_stall_timeout=env.float("ENGINE_STALL_TIMEOUT", default=120.0, minimum=0.1),
         drain_path=env.str("SERVING_DRAIN_FILE"),
+        engine_down_path=env.str("SERVING_ENGINE_DOWN_FILE"),
         engine_replicas=replicas,
         grammar_max_bytes=env.int("GRAMMAR_MAX_BYTES", default=100_000),
+        request_read_timeout=env.float("REQUEST_READ_TIMEOUT", default=60.0, minimum=0.1),
+        max_connections=env.int("MAX_CONNECTIONS", default=4096),
     )
     ignored = tuple(name for name in IGNORED_SETTINGS if env.raw(name))
     return Config(server=server, engine=engine, ignored=ignored)

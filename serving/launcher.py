@@ -7,10 +7,16 @@ spread the requests over them. gunicorn's gevent workers start only once every e
 SageMaker's `/ping` is refused until the model is loaded and warmed up.
 If any child dies the others are stopped and the launcher exits non-zero; so does an engine whose loop has not
 turned (its heartbeat file untouched) for ENGINE_STALL_TIMEOUT seconds, which the launcher then kills, so that
-SageMaker replaces the instance. SIGTERM drains: the launcher creates the drain file, on which the HTTP workers
-answer every new request 503 (`shutting_down`), waits until the engine has nothing queued or running (at most
-SHUTDOWN_GRACE_SECONDS, or until a second SIGTERM), then stops the engine, which ends whatever is left with an
-error event, and gunicorn, and exits 0.
+SageMaker replaces the instance. An engine that died or froze is announced to the HTTP workers first (the
+engine-down file): within a moment every stream in flight ends with an error event and `/ping` answers 503, and
+only then is gunicorn stopped.
+The children run in process groups of their own and die with the launcher (PR_SET_PDEATHSIG): a SIGTERM sent to
+the launcher's whole group (systemd, `kill -- -PGID`, an init that forwards to the group) reaches only the
+launcher, and the engine and the HTTP workers follow its shutdown instead of their own copy of the signal.
+SIGTERM drains: the launcher creates the drain file, on which the HTTP workers answer every new request 503
+(`shutting_down`), waits until the engine has nothing queued or running (at most SHUTDOWN_GRACE_SECONDS, or until
+a second SIGTERM), then stops the engine, which ends whatever is left with an error event, and gunicorn, and
+exits 0.
 The HTTP workers record Prometheus metrics in prometheus_client's multiprocess mode, in a fresh directory
 (`PROMETHEUS_MULTIPROC_DIR`) that the launcher creates for them and removes when it exits.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -32,6 +39,7 @@ import msgspec
 import zmq
 
 from serving.config import Config, ConfigError, for_replica, from_env
+from serving.lifeline import die_with_parent
 from serving.logs import setup_logging
 from serving.messages import HealthRequest, HealthResult, decode_event_batch, encode
 
@@ -39,7 +47,13 @@ logger = logging.getLogger("serving.launcher")
 
 SUPERVISE_INTERVAL = 0.2
 ENGINE_STOP_TIMEOUT = 15.0
+ENGINE_DOWN_NOTICE = 1.0  # seconds the HTTP workers get to end their streams after an engine died, before they stop
 SAGEMAKER_ARGUMENTS = ("serve",)
+
+
+def start_child(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A child process in a process group of its own, which dies with the launcher."""
+    return subprocess.Popen(command, env=env, process_group=0, preexec_fn=die_with_parent)
 
 
 def engine_health(address: str, timeout: float = 1.0) -> HealthResult | None:
@@ -83,8 +97,9 @@ def gunicorn_command(config: Config) -> list[str]:
     server = config.server
     return [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gevent",
+        "--worker-class", "serving.api.http_worker.HttpWorker",
         "--workers", str(server.workers),
+        "--worker-connections", str(server.max_connections),
         "--bind", f"{server.host}:{server.port}",
         "--graceful-timeout", str(int(server.shutdown_grace_seconds)),
         "--keep-alive", "75",
@@ -94,6 +109,16 @@ def gunicorn_command(config: Config) -> list[str]:
     ]
 
 
+def raise_open_file_limit(config: Config) -> None:
+    """Let every HTTP worker hold its MAX_CONNECTIONS sockets: the soft limit of open files, up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.server.max_connections * config.server.workers + 1024
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 class Launcher:
     """Starts and supervises the engine and gunicorn."""
 
@@ -101,10 +126,11 @@ class Launcher:
         self.config = config
         self.heartbeat = f"{metrics_dir}.heartbeat"
         self.drain_file = f"{metrics_dir}.draining"
+        self.down_file = f"{metrics_dir}.engine-down"
         self.heartbeats = [for_replica(self.heartbeat, r) for r in range(config.server.engine_replicas)]
         self.env = dict(os.environ, SERVING_ENGINE_ADDRESS=config.server.engine_address,
                         PROMETHEUS_MULTIPROC_DIR=metrics_dir, SERVING_ENGINE_HEARTBEAT=self.heartbeat,
-                        SERVING_DRAIN_FILE=self.drain_file)
+                        SERVING_DRAIN_FILE=self.drain_file, SERVING_ENGINE_DOWN_FILE=self.down_file)
         self.stopping = False
         self.forced = False
 
@@ -151,7 +177,7 @@ class Launcher:
         try:
             return self._run()
         finally:
-            for path in [*self.heartbeats, self.drain_file]:
+            for path in [*self.heartbeats, self.drain_file, self.down_file]:
                 if os.path.exists(path):
                     os.unlink(path)
 
@@ -167,6 +193,17 @@ class Launcher:
             time.sleep(SUPERVISE_INTERVAL)
         logger.warning("ending the requests still in flight")
 
+    def announce_engine_down(self) -> None:
+        """Tell the HTTP workers that the engine is gone: they fail what is in flight and `/ping` turns 503."""
+        with open(self.down_file, "w"):
+            pass
+
+    def stop_after_engine_down(self, http: subprocess.Popen) -> int:
+        """Give the HTTP workers a moment to end their streams with an error event, stop gunicorn; exit code 1."""
+        time.sleep(ENGINE_DOWN_NOTICE)
+        stop_process(http, 5.0, "gunicorn")
+        return 1
+
     def stop_engines(self, engines: list[subprocess.Popen]) -> int:
         """Stop every engine (SIGTERM to all first, so they wind down together); the first non-zero exit code, or 0."""
         for engine in engines:
@@ -179,32 +216,32 @@ class Launcher:
         """Start the engines and gunicorn and supervise them."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        engines = [subprocess.Popen([sys.executable, "-m", "serving.engine.worker"],
-                                    env=dict(self.env, SERVING_ENGINE_REPLICA=str(replica)))
+        engines = [start_child([sys.executable, "-m", "serving.engine.worker"],
+                               dict(self.env, SERVING_ENGINE_REPLICA=str(replica)))
                    for replica in range(self.config.server.engine_replicas)]
         logger.info("engine process%s %s starting for %s", "es" if len(engines) > 1 else "",
                     ", ".join(str(e.pid) for e in engines), self.config.engine.model_id)
         if not self.wait_for_engines(engines):
             self.stop_engines(engines)
             return 0 if self.stopping else 1
-        http = subprocess.Popen(gunicorn_command(self.config), env=self.env)
+        http = start_child(gunicorn_command(self.config), self.env)
         logger.info("serving on http://%s:%d (gunicorn %d)", self.config.server.host, self.config.server.port,
                     http.pid)
         while not self.stopping:
             dead = next((e for e in engines if e.poll() is not None), None)
             if dead is not None:
                 logger.error("the engine exited with code %d; stopping the HTTP server", dead.returncode)
+                self.announce_engine_down()
                 self.stop_engines(engines)
-                stop_process(http, 5.0, "gunicorn")
-                return 1
+                return self.stop_after_engine_down(http)
             if self.engine_stalled():
                 logger.error("the engine made no progress for %.0f s; killing it and stopping the HTTP server",
                              self.config.server.engine_stall_timeout)
+                self.announce_engine_down()
                 for engine in engines:
                     engine.kill()
                     engine.wait()
-                stop_process(http, 5.0, "gunicorn")
-                return 1
+                return self.stop_after_engine_down(http)
             if http.poll() is not None:
                 logger.error("gunicorn exited with code %d; stopping the engine", http.returncode)
                 self.stop_engines(engines)
@@ -230,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         logger.info("ignoring arguments %s", " ".join(unknown))
     log_model_choice(config)
+    raise_open_file_limit(config)
     with tempfile.TemporaryDirectory(prefix="serving-metrics-") as metrics_dir:  # the HTTP workers' metrics files
         return Launcher(config, metrics_dir).run()
 

@@ -1,13 +1,16 @@
 """Who may call what, as TGI's router decides it: `API_KEY` bearer auth on the generation routes, and CORS.
 
-With an API key, `POST` to a generation route needs `Authorization: Bearer <key>` (compared case-insensitively
-as a whole header) or gets 401 with an empty body; health, info, metrics, models, docs and `/chat_tokenize` stay
-open (API.md §0.2). CORS follows tower-http's layer as TGI configures it: methods GET and POST, the one header
-`content-type`, origin `*` unless `CORS_ALLOW_ORIGIN` lists origins (then only a listed `Origin` is echoed).
+With an API key, `POST` to a generation route needs `Authorization: Bearer <key>` or gets 401 with an empty
+body: the scheme word is case-insensitive, the key is compared exactly and in constant time (TGI lowercases the
+whole header, so a key differing in case passed there). Health, info, metrics, models and docs stay open
+(API.md §0.2); `/chat_tokenize`, which TGI leaves open, needs the key too: it costs as much as a prompt.
+CORS follows tower-http's layer as TGI configures it: methods GET and POST, the one header `content-type`, origin `*` unless `CORS_ALLOW_ORIGIN` lists origins (then only a listed `Origin` is echoed).
 A preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered before routing and auth, on any path.
 """
 
 from __future__ import annotations
+
+import hmac
 
 from flask import Flask, Response, request
 
@@ -15,7 +18,7 @@ from serving.config import ServerConfig
 
 PROTECTED_PATHS = frozenset({
     "/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/vertex", "/invocations",
-    "/tokenize",
+    "/tokenize", "/chat_tokenize",
 })
 ALLOW_METHODS = "GET,POST"
 ALLOW_HEADERS = "content-type"
@@ -33,7 +36,7 @@ class AccessControl:
     """The API key check and the CORS headers of one app."""
 
     def __init__(self, config: ServerConfig) -> None:
-        self.expected = None if config.api_key is None else f"Bearer {config.api_key}".lower()
+        self.expected = None if config.api_key is None else config.api_key.encode("utf-8")
         self.origins = config.cors_allow_origins
 
     def allowed_origin(self) -> str | None:
@@ -56,7 +59,8 @@ class AccessControl:
         """401 for a protected route without the right bearer token; None lets the request through."""
         if self.expected is None or request.method != "POST" or request.path not in PROTECTED_PATHS:
             return None
-        if request.headers.get("Authorization", "").lower() == self.expected:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")  # WSGI headers are latin-1
+        if scheme.lower() == "bearer" and hmac.compare_digest(key.encode("latin-1", "replace"), self.expected):
             return None
         return _empty(401)
 

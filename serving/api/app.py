@@ -7,6 +7,7 @@ import os
 from flask import Flask
 
 from serving.api import access, docs, errors, openai, requestlog, sagemaker, tgi, vertex
+from serving.api.catalogue import Error
 from serving.api.context import EXTENSION, Services
 from serving.api.errors import ApiError
 from serving.api.metrics import MeteredClient, Metrics
@@ -17,6 +18,7 @@ from serving.config import ServerConfig
 def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
     """An app serving TGI's, OpenAI's and SageMaker's routes in front of `client`."""
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # `/v1//chat/completions` is a 404 like TGI's, not a redirect past the key check
     metrics = Metrics(config.metrics_dir)
     app.extensions[EXTENSION] = Services(config, MeteredClient(client, metrics), metrics)
     for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, vertex.blueprint, docs.blueprint):
@@ -32,4 +34,4 @@ def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
 def refuse_when_draining(drain_path: str) -> None:
     """503 for every new request once the launcher began a shutdown (it created `drain_path`)."""
     if os.path.exists(drain_path):
-        raise ApiError("shutting_down", "The server is shutting down and accepts no new requests")
+        raise ApiError(Error.SHUTTING_DOWN, "The server is shutting down and accepts no new requests")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import current_app, g
 
+from serving.api.catalogue import Error
 from serving.api.metrics import Metrics
 from serving.client import EngineClientProtocol
 from serving.config import ServerConfig
@@ -34,10 +35,31 @@ def services() -> Services:
     return current_app.extensions[EXTENSION]
 
 
+@dataclass
+class FailureTally:
+    """One counted HTTP request's failure, counted once under the first reason (a client that hung up is
+    `dropped`, not also the `incomplete` generation that its hang-up caused)."""
+
+    metrics: Metrics
+    counted: bool = False
+
+    def fail(self, error: Error) -> None:
+        """Count the request as failed under `error`'s label, unless it already was."""
+        if not self.counted:
+            self.counted = True
+            self.metrics.failure(error)
+
+
 def count_request(generations: int = 1) -> None:
-    """Count a generation request (`tgi_request_count`); its errors are then counted as failures."""
-    services().metrics.request(generations)
-    g.count_failures = True
+    """Count a generation request (`tgi_request_count`); its failure is then counted too (`failure_tally`)."""
+    metrics = services().metrics
+    metrics.request(generations)
+    g.failure_tally = FailureTally(metrics)
+
+
+def failure_tally() -> FailureTally | None:
+    """The current request's failure tally, when it is a counted request."""
+    return g.get("failure_tally")
 
 
 def new_id() -> str:

@@ -1,4 +1,4 @@
-"""Every error the HTTP layer sends, declared once: the engine's kinds, their statuses and the body shapes.
+"""The errors the HTTP layer sends and their body shapes; each kind and its statuses are in `catalogue`.
 
 TGI routes answer `{"error": msg, "error_type": type}`. OpenAI routes answer OpenAI's shape
 `{"error": {"message", "type", "param", "code"}}` (the `openai` client reads `error.message`/`type`), with TGI's
@@ -14,71 +14,65 @@ from typing import Any
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from serving.api.context import services
+from serving.api.catalogue import Error
+from serving.api.context import failure_tally
 from serving.api.wire import json_response
 from serving.client import EngineUnavailable
-from serving.messages import ErrorKind, Failed
+from serving.messages import Failed
 
 logger = logging.getLogger(__name__)
 
-STATUS: dict[str, int] = {
-    ErrorKind.VALIDATION.value: 422,
-    ErrorKind.OVERLOADED.value: 429,
-    ErrorKind.GENERATION.value: 424,
-    ErrorKind.TEMPLATE.value: 422,
-    ErrorKind.INCOMPLETE.value: 500,
-    ErrorKind.UNAVAILABLE.value: 503,
-    "incomplete_generation_stream": 500,
-    "stream_serialization_error": 500,
-    "tool_error": 422,
-    "suffix not supported": 422,
-    "batch size exceeded": 422,
-    "Input validation error": 422,  # /vertex without instances
-    "Incomplete generation": 500,  # /vertex when an instance fails
-    "healthcheck": 503,
-    "shutting_down": 503,
-    "internal_error": 500,
-}
-
-
 class ApiError(Exception):
-    """An error reported as JSON: its `error_type` fixes the HTTP status through `STATUS`."""
+    """An error reported as JSON: its catalogue `kind` fixes the status, the types and the metrics label."""
 
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(self, kind: Error, message: str) -> None:
         super().__init__(message)
-        self.error_type = error_type
+        self.kind = kind
         self.message = message
-        self.status = STATUS[error_type]
+
+    @property
+    def error_type(self) -> str:
+        """TGI's `error_type`."""
+        return self.kind.error_type
+
+    def status(self, openai: bool = False) -> int:
+        """The HTTP status on TGI's routes, or on the OpenAI routes."""
+        return self.kind.status(openai)
 
     @classmethod
     def validation(cls, message: str) -> "ApiError":
         """A request parameter out of range, with TGI's `Input validation error: ` prefix."""
-        return cls(ErrorKind.VALIDATION.value, f"Input validation error: {message}")
+        return cls(Error.VALIDATION, f"Input validation error: {message}")
 
     @classmethod
     def from_failed(cls, failed: Failed) -> "ApiError":
         """The engine's `Failed` event, whose message is already the user-facing text."""
-        return cls(failed.kind.value, failed.message)
+        return cls(Error.of_engine(failed.kind), failed.message)
 
     @classmethod
     def incomplete(cls, streaming: bool) -> "ApiError":
         """The engine's events ended without a `Finished`."""
         if streaming:
-            return cls("incomplete_generation_stream", "Incomplete generation stream")
-        return cls(ErrorKind.INCOMPLETE.value, "Incomplete generation")
+            return cls(Error.INCOMPLETE_STREAM, "Incomplete generation stream")
+        return cls(Error.INCOMPLETE, "Incomplete generation")
+
+    @classmethod
+    def dropped(cls) -> "ApiError":
+        """The HTTP client went away before its generations ended (the answer goes nowhere; it is counted)."""
+        return cls(Error.DROPPED, "The client went away")
 
     @classmethod
     def serialization(cls) -> "ApiError":
         """A stream event that could not be written as JSON."""
-        return cls("stream_serialization_error", "Stream event serialization error")
+        return cls(Error.STREAM_SERIALIZATION, "Stream event serialization error")
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> "ApiError":
         """Anything else that went wrong: an unreachable engine is 503, a bug is a logged 500."""
         if isinstance(exc, EngineUnavailable):
-            return cls(ErrorKind.UNAVAILABLE.value, f"Engine unavailable: {exc}")
+            return cls(Error.UNAVAILABLE, f"Engine unavailable: {exc}")
         logger.error("unexpected error while serving a request", exc_info=exc)
-        return cls("internal_error", "Internal server error")
+        return cls(Error.INTERNAL, "Internal server error")
 
     def tgi_body(self) -> dict[str, Any]:
         """TGI's error body, also its SSE error event."""
@@ -86,21 +80,26 @@ class ApiError(Exception):
 
     def openai_body(self) -> dict[str, Any]:
         """OpenAI's error body, plus TGI's `error_type` for TGI's client."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": None, "code": None},
+        return {"error": {"message": self.message, "type": self.kind.spec.openai_type, "param": None, "code": None},
                 "error_type": self.error_type}
 
     def openai_event(self) -> dict[str, Any]:
         """TGI's SSE error event on OpenAI routes, with the real status (TGI always says 422)."""
-        return {"error": {"message": self.message, "http_status_code": self.status}}
+        return {"error": {"message": self.message, "http_status_code": self.status(openai=True)}}
 
 
 class BodyError(Exception):
     """A framework error about the request body: a plain-text answer, as axum's extractors give."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, kind: Error, text: str) -> None:
         super().__init__(text)
-        self.status = status
+        self.kind = kind
         self.text = text
+
+    def response(self) -> Response:
+        """The plain-text answer, with the kind's status for the route serving the request."""
+        return Response(self.text, self.kind.status(bool(g.get("openai_errors"))),
+                        content_type="text/plain; charset=utf-8")
 
 
 def use_openai_errors() -> None:
@@ -111,10 +110,11 @@ def use_openai_errors() -> None:
 def error_response(error: ApiError) -> Response:
     """The JSON response for `error` in the shape of the route that is serving the request (a counted failure
     when the route counts its requests)."""
-    if g.get("count_failures"):
-        services().metrics.failure(error.error_type)
-    body = error.openai_body() if g.get("openai_errors") else error.tgi_body()
-    return json_response(body, error.status)
+    tally = failure_tally()
+    if tally is not None:
+        tally.fail(error.kind)
+    openai = bool(g.get("openai_errors"))
+    return json_response(error.openai_body() if openai else error.tgi_body(), error.status(openai))
 
 
 def _http_exception(exc: HTTPException) -> Response:
@@ -128,7 +128,6 @@ def _http_exception(exc: HTTPException) -> Response:
 def register(app: Flask) -> None:
     """Install the handlers that turn every exception into the right answer, never an HTML page."""
     app.register_error_handler(ApiError, error_response)
-    app.register_error_handler(
-        BodyError, lambda exc: Response(exc.text, exc.status, content_type="text/plain; charset=utf-8"))
+    app.register_error_handler(BodyError, BodyError.response)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, lambda exc: error_response(ApiError.from_exception(exc)))

@@ -157,7 +157,8 @@ class EventFeed:
 
         A request's last token (`TokenDelta.last`) is held until its `Finished`, which the engine sends in the
         same batch, so that the two go out as one step. An `ApiError` (a `Failed` event, an exception, or a
-        request that ended without `Finished`) is the last item, after the failing request's held token.
+        request that ended without `Finished`: `dropped` when the hang-up watcher closed the feed) is the last
+        item, after the failing request's held token.
         """
         held: dict[int, TokenDelta] = {}
         ended: set[int] = set()
@@ -171,8 +172,8 @@ class EventFeed:
             error = None
             if event is _END:
                 self._running -= 1
-                if index not in ended:
-                    error = ApiError.incomplete(streaming)
+                if index not in ended:  # the feed was closed under us: the HTTP client went away
+                    error = ApiError.dropped() if self._closed.is_set() else ApiError.incomplete(streaming)
             elif isinstance(event, Exception):
                 error = ApiError.from_exception(event)
             elif isinstance(event, Failed):

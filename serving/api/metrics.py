@@ -10,7 +10,7 @@ What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; constrained generations by grammar
 kind and grammars that failed to compile (`serving_*`, ours); the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request, labelled with TGI's `err` values, and `dropped` for a generation whose client went away. The queue and
+request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The queue and
 batch gauges are asked of the engine at scrape time.
 """
 
@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from serving.api.catalogue import Error
 from serving.client import EngineClientProtocol
 from serving.constraints import GRAMMAR_INVALID
 from serving.messages import (
@@ -60,20 +61,6 @@ HELP = {
     "serving_grammar_failures": "Grammars refused because they could not be compiled",
     "serving_kv_cache_usage": "Share of the KV cache budget (MAX_BATCH_TOTAL_TOKENS) reserved by the running sequences",
 }
-
-# TGI's `err` label for each error type; anything else keeps its own type.
-FAILURE_LABELS = {
-    "validation": "validation",
-    "overloaded": "overloaded",
-    "generation": "generation",
-    "incomplete_generation": "incomplete",
-    "incomplete_generation_stream": "incomplete",
-    "template_error": "template",
-    "tool_error": "validation",
-    "suffix not supported": "validation",
-    "batch size exceeded": "validation",
-}
-
 
 def duration_buckets() -> list[float]:
     """TGI's 35 geometric buckets for every `*_duration`: 0.0001 s times 1.5, 1.5², ... (computed as TGI does)."""
@@ -121,10 +108,9 @@ class Metrics:
         """Count a grammar that could not be compiled (in the HTTP process or in the engine)."""
         self._get(Counter, "serving_grammar_failures").inc()
 
-    def failure(self, error_type: str) -> None:
-        """Count a failed request under TGI's `err` label for `error_type`."""
-        label = FAILURE_LABELS.get(error_type, error_type)
-        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=label).inc()
+    def failure(self, error: Error) -> None:
+        """Count a failed request under the catalogue's `err` label for its kind."""
+        self._get(Counter, "tgi_request_failure", labelnames=["err"]).labels(err=error.spec.metric).inc()
 
     def admitted(self, input_length: int, max_new_tokens: int | None, info: ModelInfo) -> None:
         """Record a validated generation's input length and `max_new_tokens` (null: the room left)."""
@@ -206,11 +192,8 @@ def _escape(value: str) -> str:
 
 
 class MeteredClient:
-    """An engine client that records each generation's metrics from the events that pass through it.
-
-    A generation closed before its `Finished` or `Failed` (the HTTP client went away) counts as `dropped`;
-    failures that reach the HTTP client are counted where they are answered, once per request.
-    """
+    """An engine client that records each generation's metrics from the events that pass through it; failures
+    are counted per HTTP request where they are answered (`context.FailureTally`), once."""
 
     def __init__(self, client: EngineClientProtocol, metrics: Metrics) -> None:
         self._client = client
@@ -222,7 +205,6 @@ class MeteredClient:
         if request.sampling.grammar is not None:
             self._metrics.constrained(request.sampling.grammar.kind.value)
         events = self._client.generate(request)
-        ended = False
         try:
             for event in events:
                 if isinstance(event, Admitted):
@@ -231,14 +213,7 @@ class MeteredClient:
                     self._metrics.finished(event, time.monotonic() - started, self.info())
                 elif isinstance(event, Failed) and GRAMMAR_INVALID in event.message:
                     self._metrics.grammar_failure()
-                ended = isinstance(event, (Finished, Failed))
                 yield event
-            if not ended:  # ended early by `abort`
-                self._metrics.failure("dropped")
-        except GeneratorExit:
-            if not ended:
-                self._metrics.failure("dropped")
-            raise
         finally:
             getattr(events, "close", lambda: None)()
 

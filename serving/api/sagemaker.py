@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
 from serving.api import openai, tgi
+from serving.api.catalogue import Error
 from serving.api.context import services
 from serving.api.errors import BodyError
 from serving.api.protocol.body import DESERIALIZE_PREFIX, deserialize, read_json
@@ -47,5 +48,5 @@ def invocations() -> Response:
         except BodyError:
             continue
         return handle(body)
-    raise BodyError(422, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
                          f"at {_end_position(text)}")

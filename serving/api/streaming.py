@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from flask import Response
 
-from serving.api.context import services
+from serving.api.catalogue import Error
+from serving.api.context import FailureTally, failure_tally
 from serving.api.errors import ApiError
 from serving.api.feed import EventFeed, Step
 from serving.api.wire import dumpb
@@ -35,11 +36,11 @@ def sse(value: Any) -> bytes:
 
 
 def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bool,
-            trailer: Trailer = tuple) -> Iterator[bytes]:
+            trailer: Trailer = tuple, tally: FailureTally | None = None) -> Iterator[bytes]:
     """The SSE bytes of a feed: each step rendered, an error as one last event, then `[DONE]` if `done`.
 
     `trailer` runs after the last step of a stream that ended without error. Leaving early (the HTTP client
-    went away) closes the feed, which aborts the engine requests.
+    went away) closes the feed, which aborts the engine requests, and counts the request as `dropped`.
     """
     try:
         for step in feed.steps(KEEPALIVE_SECONDS, streaming=True):
@@ -60,6 +61,10 @@ def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bo
             yield from map(sse, trailer())
         if done:
             yield DONE
+    except GeneratorExit:
+        if tally is not None:
+            tally.fail(Error.DROPPED)
+        raise
     finally:
         feed.close()
 
@@ -86,13 +91,14 @@ def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateReques
     """Validate (`build`), start the engine requests and stream them.
 
     A validation error becomes the stream's only event, as in TGI. The first engine event is awaited before
-    the response starts, so that template errors and client failures are still plain HTTP errors. Every error
-    event counts as a failed request.
+    the response starts, so that template errors and client failures are still plain HTTP errors. An error
+    event, or a client that went away, counts the request as failed (once).
     """
-    metrics = services().metrics
+    tally = failure_tally()
 
     def render_counted_error(error: ApiError) -> Mapping[str, Any]:
-        metrics.failure(error.error_type)
+        if tally is not None:
+            tally.fail(error.kind)
         return render_error(error)
 
     try:
@@ -101,4 +107,4 @@ def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateReques
         return _sse_response(_error_events(error, render_counted_error, done), headers)
     feed = EventFeed(client, requests)
     feed.first()
-    return _sse_response(_events(feed, render, render_counted_error, done, trailer), headers, feed)
+    return _sse_response(_events(feed, render, render_counted_error, done, trailer, tally), headers, feed)

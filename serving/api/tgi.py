@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services
 from serving.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.api.errors import ApiError
@@ -69,7 +70,7 @@ def health() -> Response:
     """200 with an empty body when the engine is healthy, else 503."""
     result = services().client.health()
     if result is None or not result.healthy:
-        raise ApiError("healthcheck", "unhealthy")
+        raise ApiError(Error.HEALTHCHECK, "unhealthy")
     return Response(b"", 200)
 
 

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services
 from serving.api.errors import ApiError, BodyError
 from serving.api.feed import EventFeed
@@ -55,7 +56,7 @@ def _instance(data: Any, index: int) -> GenerateInstance | ChatCompletionRequest
             return deserialize(model, data)
         except BodyError:
             continue
-    raise BodyError(422, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
                          "VertexInstance")
 
 
@@ -72,7 +73,7 @@ def _engine_request(instance: GenerateInstance | ChatCompletionRequest, request_
 
 def _incomplete() -> ApiError:
     """TGI's answer when any instance fails."""
-    return ApiError("Incomplete generation", "Incomplete generation")
+    return ApiError(Error.VERTEX_INCOMPLETE, "Incomplete generation")
 
 
 @blueprint.post("/vertex")
@@ -84,7 +85,7 @@ def vertex() -> Response:
     instances = [_instance(item, index) for index, item in enumerate(body.instances)]
     count_request()
     if not instances:
-        raise ApiError("Input validation error", "Input validation error")
+        raise ApiError(Error.VERTEX_VALIDATION, "Input validation error")
     limits = Limits.of(context.config, context.info())
     for instance in instances:
         if isinstance(instance, ChatCompletionRequest):

@@ -15,4 +15,4 @@ def app_from_env() -> Flask:
 
     config = from_env()
     setup_logging(config.server.log_level, role="http")
-    return create_app(config.server, EngineClient(config.server.engine_addresses))
+    return create_app(config.server, EngineClient(config.server.engine_addresses, config.server.engine_down_path))

@@ -147,13 +147,15 @@ class LLMEngine:
                 logger.exception("health check forward failed")
         return self._healthy
 
-    def add_request(self, request: GenerateRequest) -> list[EngineEvent]:
-        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message."""
+    def add_request(self, request: GenerateRequest, prompt_ids: list[int] | None = None) -> list[EngineEvent]:
+        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message; `prompt_ids` are its
+        checked ids when they were made elsewhere (the worker's tokenizer process)."""
         if len(self._requests) >= self.limits.max_concurrent_requests:
             return [Failed(request.request_id, ErrorKind.OVERLOADED, "Model is overloaded")]
         try:
             check_grammar(request)
-            prompt_ids = self.validator.prompt_ids(request)
+            if prompt_ids is None:
+                prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
@@ -245,13 +247,7 @@ class LLMEngine:
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize text, or a chat rendered by the template, with each token's byte offsets."""
-        try:
-            text, add_special_tokens = self.validator.text_of(request.text, request.chat, request.add_special_tokens)
-            spans = self.validator.token_spans(text, add_special_tokens)
-        except RequestError as error:
-            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message))
-        return TokenizeResult(request.call_id, tokens=spans,
-                              templated_text=text if request.chat is not None else None)
+        return self.validator.tokenize(request)
 
     def step(self) -> list[EngineEvent]:
         """One whole step: the `TokenDelta`, `Finished` and `Failed` events of all its parts, in order."""

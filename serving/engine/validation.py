@@ -4,6 +4,10 @@ The checks run in TGI's order and give its exact messages: empty input, `truncat
 budget (`input_length + min(max_new_tokens or room left, 1024) <= max_total_tokens`, "Given" reporting that
 capped chunk), then the input length. Failures are raised as `RequestError`, which the engine turns into `Failed`.
 A chat is rendered with the model's own template and tokenized without special tokens (the template adds them).
+
+Tokenizing stops once the input limit is passed: a text so long that it must hold more tokens than the limit
+(more characters than the limit times the longest token of the vocabulary) is tokenized only as far as that
+bound, and its message says "at least" that many tokens. `/tokenize` answers at most MAX_INPUT_TOKENS tokens.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import msgspec.structs
 
 from serving.constraints import GRAMMAR_WITH_MIN_TOKENS
 from serving.engine.limits import Limits
-from serving.messages import ChatPrompt, ErrorKind, GenerateRequest, TokenSpan
+from serving.messages import ChatPrompt, ErrorKind, Failed, GenerateRequest, TokenizeRequest, TokenizeResult, TokenSpan
 
 VALIDATION_PREFIX = "Input validation error: "
 BUDGET_CHUNK = 1024
@@ -64,6 +68,13 @@ class InputValidator:
     def __init__(self, tokenizer: Any, limits: Limits) -> None:
         self.tokenizer = tokenizer
         self.limits = limits
+        self.longest_token = max((len(token) for token in tokenizer.get_vocab()), default=1)
+
+    def _bounded(self, text: str, limit: int) -> tuple[str, bool]:
+        """`text`, or the prefix of it that must already hold more than `limit` tokens (and True) when it is that
+        long; the caller falls back to the whole text when the prefix turns out shorter."""
+        bound = (limit + 1) * self.longest_token
+        return (text[:bound], True) if len(text) > bound else (text, False)
 
     def render_chat(self, chat: ChatPrompt) -> str:
         """The conversation rendered by the chat template, ready for generation or continuing the last message."""
@@ -104,20 +115,49 @@ class InputValidator:
         truncate = request.truncate
         if truncate is not None and not 0 < truncate <= max_input:
             raise invalid(f"`truncate` must be strictly positive and less than {max_input}. Given: {truncate}")
-        ids = self.encode(text, add_special_tokens)
+        ids, partial = self._encode_up_to(text, add_special_tokens, None if truncate is not None else max_input)
         if truncate is not None:
             ids = ids[-truncate:]
         if not ids:
             raise invalid("`inputs` cannot be empty")
         input_length = len(ids)
+        given = f"at least {input_length}" if partial else str(input_length)
         max_new = request.stopping.max_new_tokens
         chunk = min(max_new if max_new is not None else max(max_total - input_length, 0), BUDGET_CHUNK)
         if input_length + chunk > max_total:
             raise invalid(f"`inputs` tokens + `max_new_tokens` must be <= {max_total}. "
-                          f"Given: {input_length} `inputs` tokens and {chunk} `max_new_tokens`")
+                          f"Given: {given} `inputs` tokens and {chunk} `max_new_tokens`")
         if input_length > max_input:
-            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {input_length}")
+            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {given}")
         return ids
+
+    def _encode_up_to(self, text: str, add_special_tokens: bool, limit: int | None) -> tuple[list[int], bool]:
+        """Token ids of `text`, or of a prefix holding more than `limit` tokens (then True): see `_bounded`."""
+        if limit is not None:
+            prefix, cut = self._bounded(text, limit)
+            if cut:
+                ids = self.encode(prefix, add_special_tokens)
+                if len(ids) > limit:
+                    return ids, True
+        return self.encode(text, add_special_tokens), False
+
+    def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
+        """Tokenize text, or a chat rendered by the template, with each token's byte offsets (at most
+        MAX_INPUT_TOKENS of them: a longer input is a validation error)."""
+        max_input = self.limits.max_input_tokens
+        try:
+            text, add_special_tokens = self.text_of(request.text, request.chat, request.add_special_tokens)
+            prefix, cut = self._bounded(text, max_input)
+            spans = self.token_spans(prefix, add_special_tokens)
+            if cut and len(spans) <= max_input:
+                cut, spans = False, self.token_spans(text, add_special_tokens)
+            if len(spans) > max_input:
+                raise invalid(f"`inputs` must have less than {max_input} tokens. "
+                              f"Given: {'at least ' if cut else ''}{len(spans)}")
+        except RequestError as error:
+            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message))
+        return TokenizeResult(request.call_id, tokens=spans,
+                              templated_text=text if request.chat is not None else None)
 
     def token_spans(self, text: str, add_special_tokens: bool) -> tuple[TokenSpan, ...]:
         """Each token of `text` with its UTF-8 byte offsets and the text between them ((0, 0) and "" for added

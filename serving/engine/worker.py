@@ -1,9 +1,12 @@
 """The engine process main: a ZeroMQ ROUTER in front of `LLMEngine`, the only IO on the engine side.
 
-Each loop turn drains every message waiting on the socket (new requests, aborts, calls), runs one engine
-step when there is work, and sends each HTTP worker one `EventBatch` per part of the step (each prefilled group's
-first tokens, then the decode's tokens) with everything that part made for it.
-When idle it blocks on the socket, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
+Each loop turn drains every message waiting on the socket (new requests, aborts, calls), hands new requests
+and tokenize calls to the tokenizer process (`tokenizer_process`: big prompts never pause the steps), queues the
+requests it has validated, runs one engine step when there is work, and sends each HTTP worker one `EventBatch`
+per part of the step (each prefilled group's first tokens, then the decode's tokens) with everything that part
+made for it. Requests waiting for the tokenizer count as waiting, and at most MAX_CONCURRENT_REQUESTS of them
+wait (more are `overloaded`). When idle it blocks on the socket and the tokenizer's wakeup pipe, so it costs
+nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
 the heartbeat file, whose age tells the launcher when the engine is stuck in a step. On SIGTERM every request
 still queued or running ends with an `unavailable` failure, which its HTTP worker reports.
 """
@@ -37,12 +40,14 @@ from serving.messages import (
     InfoRequest,
     InfoResult,
     TokenizeRequest,
+    TokenizeResult,
     decode_client_message,
     encode,
 )
 
 if TYPE_CHECKING:
     from serving.engine.engine import LLMEngine
+    from serving.engine.tokenizer_process import TokenizerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +58,10 @@ HEARTBEAT_INTERVAL = 0.5
 class EngineWorker:
     """Owns the socket and the routing of events back to the worker that asked."""
 
-    def __init__(self, engine: LLMEngine, address: str, heartbeat_path: str | None = None) -> None:
+    def __init__(self, engine: LLMEngine, address: str, heartbeat_path: str | None = None,
+                 tokenizer: TokenizerProcess | None = None) -> None:
         self.engine = engine
+        self.tokenizer = tokenizer
         self.heartbeat_path = heartbeat_path
         self._last_beat = 0.0
         self._last_state: tuple[int, int] = (0, 0)
@@ -77,10 +84,13 @@ class EngineWorker:
         """Run until stopped."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        if self.tokenizer is not None:
+            poller.register(self.tokenizer.wakeup_fd, zmq.POLLIN)
         while self.running:
             timeout = 0 if self.engine.has_work() else IDLE_POLL_MS
             if poller.poll(timeout):
                 self._drain()
+            self._take_tokenized()
             if self.engine.has_work():
                 for events in self.engine.step_parts():
                     self._route(events)
@@ -89,7 +99,11 @@ class EngineWorker:
             self._flush()
             self._beat()
         self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, "The server is shutting down"))
+        self._route([Failed(request_id, ErrorKind.UNAVAILABLE, "The server is shutting down")
+                     for request_id in list(self.owners)])  # still with the tokenizer
         self._flush()
+        if self.tokenizer is not None:
+            self.tokenizer.close()
         self.socket.setsockopt(zmq.LINGER, 1000)  # let those last events go out
         self.socket.close()
         self.context.term()
@@ -137,19 +151,44 @@ class EngineWorker:
         if isinstance(message, GenerateRequest):
             logger.debug("request %s received", message.request_id)
             self.owners[message.request_id] = identity
-            self._route(self.engine.add_request(message))
+            if self.tokenizer is None:
+                self._route(self.engine.add_request(message))
+            elif len(self.tokenizer) >= self.engine.limits.max_concurrent_requests:
+                self._route([Failed(message.request_id, ErrorKind.OVERLOADED, "Model is overloaded")])
+            else:
+                self.tokenizer.submit(message.request_id, message, identity)
         elif isinstance(message, AbortRequest):
             self.owners.pop(message.request_id, None)
+            if self.tokenizer is not None:
+                self.tokenizer.cancel(message.request_id)
             self.engine.abort(message.request_id)
         elif isinstance(message, TokenizeRequest):
-            self.outbox[identity].append(self.engine.tokenize(message))
+            if self.tokenizer is None:
+                self.outbox[identity].append(self.engine.tokenize(message))
+            else:
+                self.tokenizer.submit(message.call_id, message, identity)
         elif isinstance(message, InfoRequest):
             self.outbox[identity].append(InfoResult(call_id=message.call_id, info=self.engine.info()))
         elif isinstance(message, HealthRequest):
             running, waiting = self.engine.stats()
+            waiting += len(self.tokenizer) if self.tokenizer is not None else 0
             self.outbox[identity].append(
                 HealthResult(call_id=message.call_id, healthy=self.engine.check_health(), running=running,
                              waiting=waiting, batch_tokens=self.engine.batch_tokens()))
+
+    def _take_tokenized(self) -> None:
+        """Queue the requests the tokenizer process has validated, and send the tokenize answers."""
+        if self.tokenizer is None:
+            return
+        for job, result in self.tokenizer.finished():
+            if isinstance(result, TokenizeResult):
+                self.outbox[job.owner].append(result)
+            elif job.message.request_id not in self.owners:
+                continue  # aborted meanwhile
+            elif isinstance(result, Failed):
+                self._route([result])
+            else:
+                self._route(self.engine.add_request(job.message, prompt_ids=result))
 
     def _route(self, events: list[EngineEvent]) -> None:
         """Queue each request event for the worker that owns the request; forget finished requests."""
@@ -172,9 +211,11 @@ class EngineWorker:
 def run(config: EngineConfig) -> None:
     """Load the model, bind the socket and serve until SIGTERM or SIGINT."""
     from serving.engine.engine import LLMEngine
+    from serving.engine.tokenizer_process import TokenizerProcess
 
     engine = LLMEngine.from_config(config)
-    worker = EngineWorker(engine, config.engine_address, config.heartbeat_path)
+    tokenizer = TokenizerProcess(engine.loaded.tokenizer, engine.limits)
+    worker = EngineWorker(engine, config.engine_address, config.heartbeat_path, tokenizer)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     logger.info("engine ready on %s", config.engine_address)

@@ -98,3 +98,18 @@ def test_unreachable_engine_is_503(http, engine, monkeypatch):
     assert response.status_code == 503
     assert response.get_json() == {"error": "Engine unavailable: the engine did not answer within 30 s",
                                    "error_type": "unavailable"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/generate", '{"inputs": "a\\ud800"}'),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\udfff"}]}'),
+    ("/invocations", '{"prompt": "\\ud83d"}'),
+    ("/tokenize", '{"inputs": "x", "parameters": {"stop": ["\\ud800"]}}'),
+])
+def test_a_lone_surrogate_is_400(http, path, body):
+    assert_plain(http.post(path, data=body, content_type="application/json"), 400,
+                 "Failed to parse the request body as JSON: lone surrogate in hex escape")
+
+
+def test_a_surrogate_pair_is_fine(http):
+    assert http.post("/generate", data='{"inputs": "\\ud83d\\ude00"}', content_type="application/json").status_code == 200

@@ -8,6 +8,7 @@ whose generations are at most 64 tokens.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Iterator
 
@@ -158,6 +159,20 @@ NASTIES: list[tuple[str, bytes]] = [
     ("/vertex", encode({"instances": [{"inputs": 5}] * 50})),
     ("/tokenize", encode({"inputs": "a" * 1_000_000})),
     ("/chat_tokenize", encode({"messages": [{"role": "user", "content": "hi"}] * 10_000})),
+    # Lone surrogates (JSON's `\ud800` escapes), which no UTF-8 encoder takes: a 400, not a 500.
+    *[(route, encode(body)) for route, body in [
+        ("/generate", {"inputs": "a\ud800"}),
+        ("/generate_stream", {"inputs": "a", "parameters": {"stop": ["\udfff"]}}),
+        ("/", {"inputs": "\udc00 b"}),
+        ("/tokenize", {"inputs": "\ud83d"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]}),
+        ("/v1/completions", {"prompt": ["ok", "\udbff"]}),
+        ("/invocations", {"messages": [{"role": "\ud800", "content": "hi"}]}),
+        ("/chat_tokenize", {"messages": [{"role": "user", "content": "\ud800"}]}),
+        ("/vertex", {"instances": [{"inputs": "\ud800"}]}),
+        ("/generate", {"inputs": "a", "\ud800": 1}),
+    ]],
 ]
 
 
@@ -178,3 +193,63 @@ def test_the_server_is_still_up_and_serving(fuzz_server):
                              timeout=30)
     assert response.status_code == 200
     assert "Traceback" not in fuzz_server.log()
+
+
+def exchange(server: ServerProcess, data: bytes) -> bytes:
+    """Send raw bytes (the last request says `Connection: close`) and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def check_raw(server: ServerProcess, data: bytes) -> bytes:
+    """A raw request's answer: an HTTP status below 500 and never an HTML page."""
+    received = exchange(server, data)
+    assert received.startswith(b"HTTP/1.1 "), (data[:200], received[:200])
+    status = int(received.split(b" ", 2)[1])
+    assert status < 500 and b"<html" not in received.lower(), (data[:200], received[:300])
+    return received
+
+
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"),
+                      min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW"]),
+       path=st.sampled_from(ROUTES + ["/ping", "/v1//chat/completions", "/v1/models/", "//generate", "/%00"])
+       | st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=30).map(lambda p: "/" + p),
+       headers=st.lists(st.tuples(HEADER_TEXT.filter(lambda name: name.lower() not in (
+           "content-length", "transfer-encoding", "connection", "expect", "host")),
+           st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20)), max_size=4),
+       body=st.binary(max_size=100))
+def test_raw_requests(fuzz_server, method, path, headers, body):
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers)
+    check_raw(fuzz_server, (head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+
+
+RAW_NASTIES = [
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /info HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+    b"GET /info HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(200)) + b"\r\n",
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET /info HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"GET /info HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST /generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"zz\r\n{}\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    b"Content-Length: 99000000\r\n\r\n",
+    b"POST /v1//chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    b"GET /ping HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nConnection: close\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("data", RAW_NASTIES, ids=[f"raw-{i}" for i in range(len(RAW_NASTIES))])
+def test_nasty_raw_requests(fuzz_server, data):
+    check_raw(fuzz_server, data)

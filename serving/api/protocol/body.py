@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask import Request
 from pydantic import BaseModel, ValidationError
 
+from serving.api.catalogue import Error
 from serving.api.errors import BodyError
 
 READ_CHUNK = 64 * 1024
@@ -18,6 +19,8 @@ _JSON_CONTENT_TYPE = re.compile(r"^application/([^;\s]+\+)?json\s*(;.*)?$", re.I
 M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 128  # serde_json's recursion limit
 RECURSION_ERROR = "Failed to parse the request body as JSON: recursion limit exceeded"
+LONE_SURROGATE = "Failed to parse the request body as JSON: lone surrogate in hex escape"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _too_deep(value: Any) -> bool:
@@ -34,21 +37,41 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string (or key) anywhere in `value` holds a lone surrogate, which JSON's `\\uD800` escapes can
+    make and which no UTF-8 encoder accepts (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _reject_constant(name: str) -> Any:
     """JSON has no NaN or Infinity, which Python's parser would accept."""
     raise ValueError(f"invalid number `{name}`")
 
 
 def read_json(request: Request, limit: int) -> tuple[Any, str]:
-    """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 400 on bad JSON."""
+    """The parsed body and its text; 415 without a JSON Content-Type, 413 over `limit` bytes, 408 when the body
+    does not arrive in time (see `http_worker`), 400 on bad JSON (a lone surrogate included, as serde_json)."""
     if not _JSON_CONTENT_TYPE.match(request.headers.get("Content-Type", "")):
-        raise BodyError(415, "Expected request with `Content-Type: application/json`")
-    too_large = BodyError(413, "Failed to buffer the request body: length limit exceeded")
+        raise BodyError(Error.UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`")
+    too_large = BodyError(Error.PAYLOAD_TOO_LARGE, "Failed to buffer the request body: length limit exceeded")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while chunk := request.stream.read(READ_CHUNK):
+    while chunk := request.stream.read(READ_CHUNK):  # under gunicorn, within the body's deadline (`http_worker`)
         size += len(chunk)
         if size > limit:
             raise too_large
@@ -57,16 +80,18 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
         text = b"".join(chunks).decode("utf-8")
         data = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        raise BodyError(400, RECURSION_ERROR) from None
+        raise BodyError(Error.BAD_JSON, RECURSION_ERROR) from None
     except UnicodeDecodeError as exc:
-        raise BodyError(400, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
+        raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
-        raise BodyError(400, "Failed to parse the request body as JSON: "
+        raise BodyError(Error.BAD_JSON, "Failed to parse the request body as JSON: "
                              f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
-        raise BodyError(400, f"Failed to parse the request body as JSON: {exc}") from None
+        raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: {exc}") from None
     if _too_deep(data):
-        raise BodyError(400, RECURSION_ERROR)
+        raise BodyError(Error.BAD_JSON, RECURSION_ERROR)
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(data):
+        raise BodyError(Error.BAD_JSON, LONE_SURROGATE)
     return data, text
 
 
@@ -95,7 +120,7 @@ def deserialize(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BodyError(422, DESERIALIZE_PREFIX + _describe(exc.errors(include_url=False)[0])) from None
+        raise BodyError(Error.WRONG_SHAPE, DESERIALIZE_PREFIX + _describe(exc.errors(include_url=False)[0])) from None
 
 
 def parse_body(request: Request, limit: int, model: type[M]) -> M:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 from serving import messages
+from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.chat import StopSequences, StreamOptions, openai_finish_reason, usage
@@ -53,10 +54,10 @@ class CompletionRequest(BaseModel):
     def check_batch(self, limits: Limits) -> None:
         """The errors TGI reports before generating anything: a suffix, or too many prompts."""
         if self.suffix is not None:
-            raise ApiError("suffix not supported",
+            raise ApiError(Error.SUFFIX_UNSUPPORTED,
                            "Suffix is not supported and can be achieved by preprocessing the prompt.")
         if len(self.prompt) > limits.max_client_batch_size:
-            raise ApiError("batch size exceeded", "Number of prompts exceeds the maximum allowed batch size of "
+            raise ApiError(Error.BATCH_SIZE, "Number of prompts exceeds the maximum allowed batch size of "
                                                   f"{limits.max_client_batch_size}")
 
     def choices_per_prompt(self) -> int:

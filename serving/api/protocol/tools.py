@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping
 
+from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.protocol.structured import checked, closed
 from serving.constraints import JSON_OPTIONS, lark_items
@@ -37,7 +38,7 @@ _NAME = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 def tool_error(message: str) -> ApiError:
     """TGI's 422 `tool_error`."""
-    return ApiError("tool_error", f"Tool error: {message}")
+    return ApiError(Error.TOOL, f"Tool error: {message}")
 
 
 def _function(tool: Any) -> dict[str, Any]:

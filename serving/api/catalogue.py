@@ -1,0 +1,88 @@
+"""The error catalogue: every error kind the HTTP side answers, declared once with all that depends on it.
+
+Each `Error` fixes its wire `error_type` (TGI's body and stream events), its HTTP status on TGI's routes and on
+the OpenAI routes (`/v1/*`, and `/invocations` with `messages` or `prompt`), its OpenAI `type`, and the `err`
+label under which `tgi_request_failure` counts it (TGI's `InferError` -> status is the model). Call sites name a
+member, never a string, so a typo is an `AttributeError` at import rather than a 500 at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from serving.messages import ErrorKind
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """What one error kind is on the wire and in the metrics."""
+
+    error_type: str  # TGI's `error_type`
+    status: int  # on TGI's routes
+    openai_status: int  # on the OpenAI routes
+    openai_type: str  # OpenAI's `error.type`
+    metric: str  # the `err` label of `tgi_request_failure`
+
+
+def _same(error_type: str, status: int, metric: str | None = None) -> ErrorSpec:
+    """A kind whose status and type are the same on both route families."""
+    return ErrorSpec(error_type, status, status, error_type, metric or error_type)
+
+
+class Error(Enum):
+    """Every error kind of the HTTP side."""
+
+    # The engine's kinds (`serving.messages.ErrorKind`), named by the same `error_type`.
+    VALIDATION = _same("validation", 422)
+    OVERLOADED = _same("overloaded", 429)
+    GENERATION = _same("generation", 424)
+    TEMPLATE = _same("template_error", 422, "template")
+    INCOMPLETE = _same("incomplete_generation", 500, "incomplete")
+    UNAVAILABLE = _same("unavailable", 503)
+    # Raised by the HTTP side itself.
+    INCOMPLETE_STREAM = _same("incomplete_generation_stream", 500, "incomplete")
+    STREAM_SERIALIZATION = _same("stream_serialization_error", 500)
+    TOOL = _same("tool_error", 422, "validation")
+    SUFFIX_UNSUPPORTED = _same("suffix not supported", 422, "validation")
+    BATCH_SIZE = _same("batch size exceeded", 422, "validation")
+    VERTEX_VALIDATION = _same("Input validation error", 422)  # /vertex without instances
+    VERTEX_INCOMPLETE = _same("Incomplete generation", 500)  # /vertex when an instance fails
+    HEALTHCHECK = _same("healthcheck", 503)
+    SHUTTING_DOWN = _same("shutting_down", 503)
+    INTERNAL = _same("internal_error", 500)
+    DROPPED = _same("dropped", 499)  # the client went away: only counted, never answered
+    # Framework errors about the request itself, raised before a route's own checks.
+    UNSUPPORTED_MEDIA_TYPE = _same("unsupported_media_type", 415)
+    BAD_JSON = _same("bad_json", 400)
+    WRONG_SHAPE = _same("wrong_shape", 422)
+    PAYLOAD_TOO_LARGE = _same("payload_too_large", 413)
+    BAD_REQUEST = _same("bad_request", 400)
+    REQUEST_TIMEOUT = _same("request_timeout", 408)
+    URI_TOO_LONG = _same("uri_too_long", 414)
+    HEADERS_TOO_LARGE = _same("request_header_fields_too_large", 431)
+    EXPECTATION_FAILED = _same("expectation_failed", 417)
+    NOT_FOUND = _same("not_found", 404)
+    METHOD_NOT_ALLOWED = _same("method_not_allowed", 405)
+
+    @property
+    def spec(self) -> ErrorSpec:
+        """This kind's wire facts."""
+        return self.value
+
+    @property
+    def error_type(self) -> str:
+        """TGI's `error_type`."""
+        return self.value.error_type
+
+    def status(self, openai: bool = False) -> int:
+        """The HTTP status on TGI's routes, or on the OpenAI routes."""
+        return self.value.openai_status if openai else self.value.status
+
+    @classmethod
+    def of_engine(cls, kind: ErrorKind) -> Error:
+        """The kind of an engine `Failed` event."""
+        return _ENGINE_KINDS[kind]
+
+
+_ENGINE_KINDS = {kind: next(error for error in Error if error.error_type == kind.value) for kind in ErrorKind}

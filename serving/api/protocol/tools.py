@@ -56,8 +56,7 @@ class ToolPlan:
     tools: list[dict[str, Any]]
     required: bool  # `required` or a named function: the answer must be calls
     parallel: bool
-    format: ToolFormat
-    native: bool  # the chat template knows tools (else the fallback prompt)
+    format: ToolFormat  # the template's own, else the fallback (`serving.tool_formats`)
 
     @classmethod
     def of(cls, tools: list[Any] | None, choice: Any, parallel: bool | None, tool_format: str | None) -> ToolPlan | None:
@@ -73,9 +72,8 @@ class ToolPlan:
                 raise tool_error(f"Tool with name {name} not found")
         elif choice not in (None, "auto", "required"):
             raise tool_error(f"invalid tool_choice {choice!r}")
-        native = tool_format in FORMATS
         return cls(offered, choice == "required" or name is not None, parallel is not False and name is None,
-                   FORMATS[tool_format] if native else FALLBACK, native)
+                   FORMATS.get(tool_format or "", FALLBACK))
 
     def call_schema(self) -> dict[str, Any]:
         """The JSON Schema of one call: `{"name": <one tool>, <arguments key>: <its parameters>}`."""

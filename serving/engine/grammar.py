@@ -4,7 +4,8 @@ A request's `Grammar` is compiled once per distinct grammar into a template matc
 futures, compiled in one worker thread so that a large grammar never stalls the running batch: the sequence waits
 outside the queue meanwhile); each sequence gets its own copy. Every step `GrammarMasks` fills a bitmask for the
 constrained rows only (one int32 word per 32 tokens, bit set = allowed, llguidance's layout) and turns it into a
-boolean mask over the logits; after sampling each constrained row's matcher consumes its token. The tokenizer is
+boolean mask over the logits; after sampling each constrained row's matcher consumes its token, and the next
+step's mask is filled while the engine goes on (see `GrammarMasks`). The tokenizer is
 built with every EOS id of the engine, so the mask allows EOS exactly when the grammar is complete and nothing but
 EOS once it cannot go on.
 """
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 256
 NEG_INF = float("-inf")
+MASK_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-mask")  # every matcher's only user
 
 
 class GrammarError(Exception):
@@ -139,12 +141,19 @@ class Constraint:
 
 @dataclass
 class GrammarMasks:
-    """The constrained rows of one batch, their matchers and the bitmask reused every step."""
+    """The constrained rows of one batch, their matchers and the bitmask reused every step.
+
+    Matchers are only ever touched by one thread (`MASK_THREAD`), in submission order: after sampling, `consume`
+    hands it the chosen tokens and the next step's fill, which then run while the engine detokenizes and runs
+    the next forward; `apply` waits for that fill. A batch rebuilt in between submits its own fill, which runs
+    after the pending work, so no matcher is ever used by two threads or out of order.
+    """
 
     rows: Tensor
     matchers: list[Matcher]
     backend: GrammarBackend
     bitmask: Tensor = field(init=False)
+    _filled: Future | None = field(default=None, init=False)  # the next step's fill, done or under way
 
     def __post_init__(self) -> None:
         self.bitmask = torch.zeros(len(self.matchers), (self.backend.vocab_size + 31) // 32, dtype=torch.int32)
@@ -160,7 +169,9 @@ class GrammarMasks:
 
     def apply(self, scores: Tensor) -> Tensor:
         """`scores` with every token the grammar of its row does not allow set to -inf (other rows untouched)."""
-        self.backend.fill(self.matchers, self.bitmask)
+        filled = self._filled or MASK_THREAD.submit(self.backend.fill, self.matchers, self.bitmask)
+        self._filled = None
+        filled.result()
         vocab = scores.shape[-1]
         bits = np.unpackbits(self.bitmask.numpy().view(np.uint8), axis=1, bitorder="little")  # 0/1 bytes: bools
         allowed = torch.from_numpy(bits.view(np.bool_)).to(scores.device)[:, :vocab]
@@ -174,10 +185,20 @@ class GrammarMasks:
         return scores
 
     def consume(self, ids: Tensor) -> None:
-        """Advance each constrained row's matcher by its chosen token."""
+        """Advance each constrained row's matcher by its chosen token, then fill the next step's mask, both in
+        the mask thread (`apply` waits for them)."""
         chosen = ids.tolist()
-        for row, matcher in zip(self.rows.tolist(), self.matchers):
-            token = chosen[row]
+        self._filled = MASK_THREAD.submit(self._advance, [chosen[row] for row in self.rows.tolist()])
+
+    def settle(self) -> None:
+        """Wait for the work under way in the mask thread (before the matchers are read from another thread)."""
+        if self._filled is not None:
+            self._filled.result()
+
+    def _advance(self, tokens: list[int]) -> None:
+        """In the mask thread: consume each row's token, then fill the bitmask for the next step."""
+        for token, matcher in zip(tokens, self.matchers):
             if not matcher.consume_token(token):
                 logger.error("grammar refused sampled token %d: %s", token,
                              getattr(matcher, "get_error", lambda: "")())
+        self.backend.fill(self.matchers, self.bitmask)

@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import msgspec
 import msgspec.structs
@@ -38,22 +38,27 @@ HEALTH_ANSWER_WAIT = 0.5
 BUSY_GRACE = 30.0  # the engine counts as alive while it sent this worker something within this many seconds
 ENGINE_WATCH_INTERVAL = 0.25  # how often a worker looks for the launcher's engine-down file
 ENGINE_DOWN_MESSAGE = "The engine stopped"
-_CANCELLED = object()  # put on a request's queue by `abort`: its generator ends and aborts the request
-_ENGINE_DOWN = object()  # put on every queue when the engine is down: each request fails, each call raises
+_ENGINE_DOWN = object()  # put on every call's queue when the engine is down: each call raises
+
+
+class Sink(Protocol):
+    """Where a generation's events go: a queue of `(tag, event)` pairs."""
+
+    def put(self, item: tuple[int, EngineEvent]) -> None:
+        """Add one item."""
+        ...
 
 
 class EngineClientProtocol(Protocol):
     """What the API layer needs from the engine; tests substitute a fake with the same methods."""
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """Yield `Admitted`, then `TokenDelta`s, then one `Finished`; or a `Failed` at any point, which ends it.
-
-        Closing the iterator early (the HTTP client went away) aborts the request in the engine.
-        """
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Start a generation: `(tag, event)` goes onto `sink` for each of its events, `Admitted`, then
+        `TokenDelta`s, then one `Finished`, or a `Failed` at any point, which ends it."""
         ...
 
-    def abort(self, request_id: str) -> None:
-        """End the generation of `request_id` now, even while it waits for its next event, aborting it in the engine."""
+    def close(self, request_id: str) -> None:
+        """Stop relaying a generation; one that has not ended is aborted in the engine (a queued one never runs)."""
         ...
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
@@ -84,16 +89,26 @@ class _Replica:
     in_flight: int = 0
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where the events of one generation go, and which replica runs it."""
+
+    sink: Sink
+    tag: int
+    replica: _Replica
+
+
 class EngineClient:
     """`EngineClientProtocol` over ZeroMQ DEALER sockets, one per engine replica, for one gevent worker process.
 
     The sockets and their reader greenlets are created on first use, so a client built before gunicorn forks
-    never shares a socket between processes. A reader greenlet per socket routes each event of each `EventBatch`
-    to the queue of the request (or call) it belongs to; nothing here blocks the gevent hub. Each generation goes
+    never shares a socket between processes. A reader greenlet per socket puts each event of each `EventBatch`
+    straight onto the sink of the generation it belongs to (or the queue of the call waiting for it): one relay
+    per request, no greenlet of its own; nothing here blocks the gevent hub. Each generation goes
     to the replica with the fewest of this worker's requests in flight; tokenize and info calls go to the first.
 
     When the launcher finds an engine dead or frozen it creates `down_path`; a watcher greenlet sees it within
-    ENGINE_WATCH_INTERVAL and from then on every request in flight and every later one fails (`unavailable`),
+    ENGINE_WATCH_INTERVAL and from then on every generation in flight and every later one fails (`unavailable`),
     every call raises `EngineUnavailable` and `health` answers None, so streams end with an error event at once
     and `/ping` turns 503.
     """
@@ -104,6 +119,7 @@ class EngineClient:
         self._down = False
         self._pid: int | None = None
         self._queues: dict[str, "gevent.queue.Queue"] = {}
+        self._routes: dict[str, _Route] = {}
         self._info: ModelInfo | None = None
         self._turn = 0
 
@@ -116,7 +132,7 @@ class EngineClient:
 
         context = zmq.Context()
         self._pid = os.getpid()
-        self._queues = {}
+        self._queues, self._routes = {}, {}
         for replica in self._replicas:
             sock = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -133,13 +149,21 @@ class EngineClient:
 
         while not os.path.exists(down_path):
             gevent.sleep(ENGINE_WATCH_INTERVAL)
-        logger.error("the engine is down: failing %d requests and calls in flight", len(self._queues))
+        logger.error("the engine is down: failing %d generations and %d calls in flight", len(self._routes),
+                     len(self._queues))
         self._down = True
+        for request_id in list(self._routes):
+            self._fail_down(request_id, self._end(request_id))
         for queue in list(self._queues.values()):
             queue.put(_ENGINE_DOWN)
 
+    @staticmethod
+    def _fail_down(request_id: str, route: _Route) -> None:
+        """End a generation with the engine-down failure."""
+        route.sink.put((route.tag, Failed(request_id, ErrorKind.UNAVAILABLE, ENGINE_DOWN_MESSAGE)))
+
     def _read_loop(self, replica: _Replica) -> None:
-        """Route every incoming event to the queue waiting for it; events for nobody are dropped."""
+        """Put every incoming event onto the sink or queue waiting for it; events for nobody are dropped."""
         while True:
             try:
                 batch = decode_event_batch(replica.socket.recv())
@@ -148,8 +172,14 @@ class EngineClient:
                 continue
             replica.last_message = time.monotonic()
             for event in batch.events:
-                key = getattr(event, "request_id", None) or getattr(event, "call_id")
-                queue = self._queues.get(key)
+                request_id = getattr(event, "request_id", None)
+                route = self._routes.get(request_id) if request_id is not None else None
+                if route is not None:
+                    if isinstance(event, (Finished, Failed)):
+                        self._end(request_id)
+                    route.sink.put((route.tag, event))
+                    continue
+                queue = self._queues.get(getattr(event, "call_id", None) or request_id)
                 if queue is not None:
                     queue.put(event)
 
@@ -159,7 +189,7 @@ class EngineClient:
         (replica or self._replicas[0]).socket.send(encode(message))
 
     def _open(self, key: str) -> "gevent.queue.Queue":
-        """Register a queue for the events of one request or call."""
+        """Register a queue for the reply to one call."""
         import gevent.queue
 
         self._ensure_connected()
@@ -191,36 +221,28 @@ class EngineClient:
         count = len(self._replicas)
         return min((self._replicas[(self._turn + i) % count] for i in range(count)), key=lambda r: r.in_flight)
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """Yield the request's events until `Finished` or `Failed`; closing early aborts it in the engine."""
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Send a generation to the least busy replica; its events go onto `sink` as `(tag, event)`."""
         if self._down:
-            yield Failed(request.request_id, ErrorKind.UNAVAILABLE, ENGINE_DOWN_MESSAGE)
+            self._fail_down(request.request_id, _Route(sink, tag, self._replicas[0]))
             return
-        queue = self._open(request.request_id)
+        self._ensure_connected()
         replica = self._least_busy()
         replica.in_flight += 1
-        done = False
-        try:
-            self._send(request, replica)
-            while not done:
-                event = queue.get()
-                if event is _CANCELLED:
-                    return
-                if event is _ENGINE_DOWN:
-                    event = Failed(request.request_id, ErrorKind.UNAVAILABLE, ENGINE_DOWN_MESSAGE)
-                done = isinstance(event, (Finished, Failed))
-                yield event
-        finally:
-            replica.in_flight -= 1
-            self._queues.pop(request.request_id, None)
-            if not done:
-                self._send(AbortRequest(request_id=request.request_id), replica)
+        self._routes[request.request_id] = _Route(sink, tag, replica)
+        self._send(request, replica)
 
-    def abort(self, request_id: str) -> None:
-        """Wake the request's generator, which ends and sends `AbortRequest` (a request still queued is never run)."""
-        queue = self._queues.get(request_id)
-        if queue is not None:
-            queue.put(_CANCELLED)
+    def _end(self, request_id: str) -> _Route:
+        """Forget a generation that ended (or is being closed)."""
+        route = self._routes.pop(request_id)
+        route.replica.in_flight -= 1
+        return route
+
+    def close(self, request_id: str) -> None:
+        """Stop relaying a generation, aborting it in the engine unless it already ended."""
+        if request_id in self._routes:
+            route = self._end(request_id)
+            self._send(AbortRequest(request_id=request_id), route.replica)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize text or a chat in the engine."""

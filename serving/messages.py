@@ -108,7 +108,8 @@ class ChatPrompt(msgspec.Struct, frozen=True):
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
-    """Generate from `prompt` (plain text) or `chat` (templated in the engine); exactly one is set."""
+    """Generate from `prompt` (plain text), `prompt_ids` (token ids, used as they are) or `chat` (templated in the
+    engine); exactly one is set. With `echo`, `Finished.prompt_text` is the decoded prompt."""
 
     request_id: str
     sampling: SamplingParams
@@ -118,6 +119,8 @@ class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     add_special_tokens: bool = True
     truncate: int | None = None
     prefill_logprobs: bool = False
+    prompt_ids: tuple[int, ...] | None = None
+    echo: bool = False
 
 
 class AbortRequest(msgspec.Struct, frozen=True, tag="abort"):
@@ -196,6 +199,10 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     queue_time: float
     inference_time: float
     prefill: tuple[TokenInfo, ...] = ()
+    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
+
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's `error.code` for a prompt or budget too long
 
 
 class Failed(msgspec.Struct, frozen=True, tag="failed"):
@@ -204,6 +211,7 @@ class Failed(msgspec.Struct, frozen=True, tag="failed"):
     request_id: str
     kind: ErrorKind
     message: str
+    code: str | None = None  # OpenAI's `error.code`, where it has one
 
 
 class TokenSpan(msgspec.Struct, frozen=True):
@@ -242,6 +250,7 @@ class ModelInfo(msgspec.Struct, frozen=True):
     tool_format: str | None = None  # the chat template's native tool-call format (`serving.tool_formats`)
     added_tokens: dict[str, int] = {}  # the tokenizer's added tokens (special ones, tool markers) by text
     reasoning: bool = False  # the chat template writes or expects a <think>...</think> section
+    vocab_size: int = 0  # the tokenizer's: a prompt given as token ids must use ids below it
 
 
 class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):

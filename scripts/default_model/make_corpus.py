@@ -1,4 +1,4 @@
-"""Generate the chat Q&A corpus used to train the embedded default model."""
+"""Generate the Q&A corpus (chat conversations and plain-text questions) that trains the embedded default model."""
 
 from __future__ import annotations
 
@@ -651,6 +651,16 @@ SYSTEM_PROMPTS = [
     "Answer the user's questions.",
 ]
 
+# How a question is written without the chat template, and what comes between it and the answer,
+# with their weights: a plain question dominates, as on /generate and /v1/completions.
+RAW_FORMATS = [
+    ("{q}", " ", 30),
+    ("{q}", "\n", 25),
+    ("{q}", "\n\n", 15),
+    ("Question: {q}\nAnswer:", " ", 15),
+    ("Q: {q}\nA:", " ", 15),
+]
+
 CONSONANTS = "bcdfghjklmnprstvwxzq"
 VOWELS = "aeiouy"
 
@@ -769,8 +779,19 @@ def multi_turn(pool: list[list[dict[str, str]]], rng: random.Random, count: int)
     return [[m for exchange in rng.sample(pool, rng.randint(2, 3)) for m in exchange] for _ in range(count)]
 
 
-def build_corpus(seed: int) -> list[dict[str, list[dict[str, str]]]]:
-    """Build the whole shuffled corpus deterministically from the seed."""
+def raw_exchanges(pool: list[list[dict[str, str]]], rng: random.Random, share: float) -> list[dict[str, str]]:
+    """Write a share of the single-turn exchanges as plain text: a prompt and the completion that answers it."""
+    formats = [(prompt, separator) for prompt, separator, _ in RAW_FORMATS]
+    weights = [weight for _, _, weight in RAW_FORMATS]
+    out = []
+    for user, assistant in rng.sample(pool, int(len(pool) * share)):
+        prompt, separator = rng.choices(formats, weights)[0]
+        out.append({"prompt": prompt.format(q=user["content"]), "completion": separator + assistant["content"]})
+    return out
+
+
+def build_corpus(seed: int) -> list[dict]:
+    """Build the whole shuffled corpus deterministically from the seed: chat records and plain-text records."""
     rng = random.Random(seed)
     topics = _parse_topics(TOPICS, person=False) + _parse_topics(PEOPLE, person=True)
     direct = _parse_alternatives(DIRECT)
@@ -783,11 +804,13 @@ def build_corpus(seed: int) -> list[dict[str, list[dict[str, str]]]]:
     )
     conversations = single + multi_turn(single, rng, count=len(single) // 10)
     rng.shuffle(conversations)
-    corpus = []
+    corpus: list[dict] = []
     for messages in conversations:
         if rng.random() < 0.15:
             messages = [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] + messages
         corpus.append({"messages": messages})
+    corpus += raw_exchanges(single, rng, share=0.35)
+    rng.shuffle(corpus)
     return corpus
 
 
@@ -802,7 +825,8 @@ def main() -> None:
         for record in corpus:
             f.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
     topics = len(_parse_topics(TOPICS, False)) + len(_parse_topics(PEOPLE, True))
-    print(f"wrote {len(corpus)} conversations about {topics} topics to {args.output}")
+    raw = sum("prompt" in record for record in corpus)
+    print(f"wrote {len(corpus) - raw} conversations and {raw} plain-text questions about {topics} topics to {args.output}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ With an API key, `POST` to a generation route needs `Authorization: Bearer <key>
 body: the scheme word is case-insensitive, the key is compared exactly and in constant time (TGI lowercases the
 whole header, so a key differing in case passed there). Health, info, metrics, models and docs stay open
 (API.md §0.2); `/chat_tokenize`, which TGI leaves open, needs the key too: it costs as much as a prompt.
-CORS follows tower-http's layer as TGI configures it: methods GET and POST, the one header `content-type`, origin `*` unless `CORS_ALLOW_ORIGIN` lists origins (then only a listed `Origin` is echoed).
+CORS follows tower-http's layer as TGI configures it: methods GET and POST, the one header `content-type`, origin
+`*` unless `CORS_ALLOW_ORIGIN` lists origins (then only a listed `Origin` is echoed).
 A preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered before routing and auth, on any path.
 """
 

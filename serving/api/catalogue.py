@@ -25,38 +25,48 @@ class ErrorSpec:
     metric: str  # the `err` label of `tgi_request_failure`
 
 
+INVALID_REQUEST = "invalid_request_error"  # OpenAI's `type` of an error in the request itself
+
+
 def _same(error_type: str, status: int, metric: str | None = None) -> ErrorSpec:
     """A kind whose status and type are the same on both route families."""
     return ErrorSpec(error_type, status, status, error_type, metric or error_type)
+
+
+def _mistake(error_type: str, status: int, metric: str | None = None, openai_status: int = 400) -> ErrorSpec:
+    """A user's mistake: TGI's status on its routes, OpenAI's 400 (or `openai_status`) `invalid_request_error`."""
+    return ErrorSpec(error_type, status, openai_status, INVALID_REQUEST, metric or error_type)
 
 
 class Error(Enum):
     """Every error kind of the HTTP side."""
 
     # The engine's kinds (`serving.messages.ErrorKind`), named by the same `error_type`.
-    VALIDATION = _same("validation", 422)
+    VALIDATION = _mistake("validation", 422)
     OVERLOADED = _same("overloaded", 429)
     GENERATION = _same("generation", 424)
-    TEMPLATE = _same("template_error", 422, "template")
+    TEMPLATE = _mistake("template_error", 422, "template")
     INCOMPLETE = _same("incomplete_generation", 500, "incomplete")
     UNAVAILABLE = _same("unavailable", 503)
     # Raised by the HTTP side itself.
     INCOMPLETE_STREAM = _same("incomplete_generation_stream", 500, "incomplete")
     STREAM_SERIALIZATION = _same("stream_serialization_error", 500)
-    TOOL = _same("tool_error", 422, "validation")
-    SUFFIX_UNSUPPORTED = _same("suffix not supported", 422, "validation")
-    BATCH_SIZE = _same("batch size exceeded", 422, "validation")
+    TOOL = _mistake("tool_error", 422, "validation")
+    SUFFIX_UNSUPPORTED = _mistake("suffix not supported", 422, "validation")
+    BATCH_SIZE = _mistake("batch size exceeded", 422, "validation")
     VERTEX_VALIDATION = _same("Input validation error", 422)  # /vertex without instances
     VERTEX_INCOMPLETE = _same("Incomplete generation", 500)  # /vertex when an instance fails
     HEALTHCHECK = _same("healthcheck", 503)
     SHUTTING_DOWN = _same("shutting_down", 503)
+    TOO_MANY_CONNECTIONS = _same("too_many_connections", 503)  # a reserved connection asked for more than health
     INTERNAL = _same("internal_error", 500)
+    MODEL_NOT_FOUND = _mistake("model_not_found", 404, openai_status=404)  # GET /v1/models/{id} of another model
     DROPPED = _same("dropped", 499)  # the client went away: only counted, never answered
     # Framework errors about the request itself, raised before a route's own checks.
-    UNSUPPORTED_MEDIA_TYPE = _same("unsupported_media_type", 415)
-    BAD_JSON = _same("bad_json", 400)
-    WRONG_SHAPE = _same("wrong_shape", 422)
-    PAYLOAD_TOO_LARGE = _same("payload_too_large", 413)
+    UNSUPPORTED_MEDIA_TYPE = _mistake("unsupported_media_type", 415, openai_status=415)
+    BAD_JSON = _mistake("bad_json", 400)
+    WRONG_SHAPE = _mistake("wrong_shape", 422)
+    PAYLOAD_TOO_LARGE = _mistake("payload_too_large", 413, openai_status=413)
     BAD_REQUEST = _same("bad_request", 400)
     REQUEST_TIMEOUT = _same("request_timeout", 408)
     URI_TOO_LONG = _same("uri_too_long", 414)
@@ -78,6 +88,11 @@ class Error(Enum):
     def status(self, openai: bool = False) -> int:
         """The HTTP status on TGI's routes, or on the OpenAI routes."""
         return self.value.openai_status if openai else self.value.status
+
+    @property
+    def users_mistake(self) -> bool:
+        """Whether the request itself is at fault (never a 5xx on any route)."""
+        return self.value.openai_type == INVALID_REQUEST
 
     @classmethod
     def of_engine(cls, kind: ErrorKind) -> Error:

@@ -2,23 +2,29 @@
 
 Request schemas are generated from the pydantic request models that parse the bodies, response schemas from the
 typed dicts of `protocol.responses`, so the document describes what the server really accepts and answers.
-The Swagger UI page loads its script and styles from a CDN (unpkg): the server vendors no assets, so the page
-needs a browser with internet access; the JSON document needs nothing.
+The request schemas of the generation routes carry the checks those routes make beyond the shape, with this
+server's limits (`serving.api.constraints`). The Swagger UI page loads its script and styles from this server
+(the assets of the `flask-swagger-ui` package), so it works with no internet access.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response
+import flask_swagger_ui
+from flask import Blueprint, Response, send_from_directory
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from serving.api.constraints import CONTEXT_NOTE, check_schemas
+from serving.api.context import services
 from serving.api.protocol import responses
 from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.completion import CompletionRequest
 from serving.api.protocol.generate import CompatGenerateRequest, GenerateRequest
+from serving.api.protocol.validation import Limits
 from serving.api.version import VERSION
 from serving.api.vertex import GenerateInstance
 from serving.api.wire import json_response
@@ -30,23 +36,25 @@ REQUESTS: tuple[type[BaseModel], ...] = (GenerateRequest, CompatGenerateRequest,
                                          CompletionRequest, GenerateInstance)
 RESPONSES = (
     responses.GenerateResponse, responses.StreamResponse, responses.ErrorResponse, responses.OpenAIErrorResponse,
-    responses.OpenAIStreamError, responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
-    responses.ModelList, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
+    responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
+    responses.ModelList, responses.Model, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
     responses.VertexResponse,
 )
 TGI_TAG = "Text Generation Inference"
 OPENAI_TAG = "OpenAI"
 SAGEMAKER_TAG = "SageMaker"
+SWAGGER_UI_ASSETS = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
 SWAGGER_UI = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>Text Generation Inference API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css">
+<link rel="stylesheet" href="/docs/swagger-ui.css">
+<link rel="icon" type="image/png" href="/docs/favicon-32x32.png" sizes="32x32">
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="/docs/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/api-doc/openapi.json", dom_id: "#swagger-ui"});</script>
 </body>
 </html>
@@ -63,26 +71,37 @@ def _content(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {media_type: {"schema": schema}}
 
 
-def _errors(error: str, statuses: tuple[int, ...] = (422, 424, 429, 500)) -> dict[str, Any]:
-    """The error answers of a generation route, with the route's error body."""
-    descriptions = {400: "Bad JSON", 401: "Missing or wrong API key (when API_KEY is set)",
-                    413: "Body over PAYLOAD_LIMIT", 415: "Not a JSON Content-Type", 422: "Input validation error",
-                    424: "Generation error", 429: "Model is overloaded", 500: "Incomplete generation",
-                    503: "Engine unavailable"}
-    answers: dict[str, Any] = {str(status): {"description": descriptions[status],
-                                             "content": _content("application/json", _ref(error))}
+PLAIN = _content("text/plain", {"type": "string"})
+DESCRIPTIONS = {400: "Bad JSON (TGI's routes: plain text); on the OpenAI routes also a wrong shape or a bad value",
+                401: "Missing or wrong API key (when API_KEY is set)", 404: "Unknown model",
+                413: "Body over PAYLOAD_LIMIT", 415: "Not a JSON Content-Type",
+                422: "A wrong shape (plain text) or a bad value (JSON)", 424: "Generation error",
+                429: "Model is overloaded", 500: "Incomplete generation", 503: "Engine unavailable"}
+
+
+def _errors(error: str, statuses: tuple[int, ...] = (422, 424, 429, 500, 503)) -> dict[str, Any]:
+    """The error answers of a route: JSON in the route family's error body, and the framework's own answers
+    (plain text on TGI's routes, the OpenAI JSON body on the OpenAI routes)."""
+    json_error = _content("application/json", _ref(error))
+    openai = error == "OpenAIErrorResponse"
+    framework = json_error if openai else PLAIN
+    answers: dict[str, Any] = {str(status): {"description": DESCRIPTIONS[status], "content": json_error}
                                for status in statuses}
-    for status in (400, 401, 413, 415):
-        answers[str(status)] = {"description": descriptions[status]}
+    for status in (400, 413, 415):
+        answers[str(status)] = {"description": DESCRIPTIONS[status], "content": framework}
+    if "422" in answers and not openai:
+        answers["422"]["content"] = {**json_error, **PLAIN}
+    answers["401"] = {"description": DESCRIPTIONS[401]}
     return dict(sorted(answers.items()))
 
 
-def _generation(tag: str, summary: str, request: str, answer: dict[str, Any], error: str) -> dict[str, Any]:
-    """A protected POST operation taking a JSON body."""
+def _generation(tag: str, summary: str, request: dict[str, Any], answer: dict[str, Any], error: str,
+                statuses: tuple[int, ...] = (422, 424, 429, 500, 503)) -> dict[str, Any]:
+    """A protected POST operation taking a JSON body, which the route checks beyond its shape."""
     return {"post": {
-        "tags": [tag], "summary": summary,
+        "tags": [tag], "summary": summary, "description": CONTEXT_NOTE,
         "requestBody": {"required": True, "content": _content("application/json", request)},
-        "responses": {"200": answer, **_errors(error)},
+        "responses": {"200": answer, **_errors(error, statuses)},
         "security": [{}, {"bearer": []}],
     }}
 
@@ -103,68 +122,111 @@ def _json_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": _content("application/json", schema)}
 
 
-def _paths() -> dict[str, Any]:
-    """Every route of the server."""
+def _events(*schemas: str, done: bool = False) -> dict[str, Any]:
+    """The schema of one SSE event (as OpenAPI 3.1 describes one: `data`, `event`, `id`, `retry`) whose `data` is
+    the JSON of any of `schemas`, or `[DONE]` at the end of an OpenAI stream."""
+    payload: dict[str, Any] = {"type": "string", "contentMediaType": "application/json",
+                               "contentSchema": {"oneOf": [_ref(name) for name in schemas]}}
+    data = {"anyOf": [{"const": "[DONE]"}, payload]} if done else payload
+    return {"type": "object", "required": ["data"], "properties": {"data": data}}
+
+
+def _paths(model_id: str) -> dict[str, Any]:
+    """Every route of the server (`model_id`: the served model's, the example of `/v1/models/{model_id}`)."""
     health = {"200": {"description": "Healthy (empty body)"},
               "503": {"description": "Unhealthy", "content": _content("application/json", _ref("ErrorResponse"))}}
-    generate = _ref("GenerateRequest")
     chat = _ref("ChatCompletionRequest")
+    openai_error = "OpenAIErrorResponse"
+    openai_statuses = (424, 429, 500, 503)
+    tgi_event = _events("StreamResponse", "ErrorResponse")
     paths = {
         "/": {
             **_generation(TGI_TAG, "Generate (TGI's compat route: a list, or a stream with `stream: true`)",
                           _ref("CompatGenerateRequest"),
                           _json_or_stream("Generated text", {"type": "array", "items": _ref("GenerateResponse")},
-                                          _ref("StreamResponse")), "ErrorResponse"),
+                                          tgi_event), "ErrorResponse"),
             **_get(TGI_TAG, "Health (same as /health)", health),
         },
-        "/generate": _generation(TGI_TAG, "Generate text", generate,
+        "/generate": _generation(TGI_TAG, "Generate text", _ref("GenerateRequest"),
                                  _json_answer("Generated text", _ref("GenerateResponse")), "ErrorResponse"),
-        "/generate_stream": _generation(TGI_TAG, "Generate a stream of tokens (Server-Sent Events)", generate, {
-            "description": "One event per token; an error after the stream opened is an event too",
-            "content": _content("text/event-stream", _ref("StreamResponse"))}, "ErrorResponse"),
-        "/v1/chat/completions": _generation(OPENAI_TAG, "Chat completion (OpenAI's Messages API)", chat,
-                                            _json_or_stream("Chat completion", _ref("ChatCompletion"),
-                                                            _ref("ChatCompletionChunk")), "OpenAIErrorResponse"),
-        "/v1/completions": _generation(OPENAI_TAG, "Completion (OpenAI's legacy API)", _ref("CompletionRequest"),
-                                       _json_or_stream("Completion", _ref("Completion"), _ref("Completion")),
-                                       "OpenAIErrorResponse"),
+        "/generate_stream": _generation(TGI_TAG, "Generate a stream of tokens (Server-Sent Events)",
+                                        _ref("GenerateStreamRequest"), {
+            "description": "One event per token; a validation error, or an error after the stream opened, is an "
+                           "error event (and the stream ends)",
+            "content": _content("text/event-stream", tgi_event)}, "ErrorResponse"),
+        "/v1/chat/completions": _generation(
+            OPENAI_TAG, "Chat completion (OpenAI's Chat Completions API)", chat,
+            _json_or_stream("Chat completion; streamed, an error after the stream opened is an error event, then "
+                            "`[DONE]`", _ref("ChatCompletion"), _events("ChatCompletionChunk", openai_error, done=True)),
+            openai_error, openai_statuses),
+        "/v1/completions": _generation(
+            OPENAI_TAG, "Completion (OpenAI's legacy Completions API)", _ref("CompletionRequest"),
+            _json_or_stream("Completion; streamed, an error after the stream opened is an error event, then `[DONE]`",
+                            _ref("Completion"), _events("Completion", openai_error, done=True)),
+            openai_error, openai_statuses),
         "/invocations": _generation(
-            SAGEMAKER_TAG, "SageMaker: generate (`inputs`), chat (`messages`) or complete (`prompt`)",
-            {"oneOf": [_ref("CompatGenerateRequest"), chat, _ref("CompletionRequest")]},
-            {"description": "The answer of the route the body's shape selects",
-             "content": {"application/json": {}, "text/event-stream": {}}}, "ErrorResponse"),
+            SAGEMAKER_TAG, "SageMaker: generate (`inputs`, TGI's answers), chat (`messages`) or complete (`prompt`, "
+                           "both OpenAI's answers)",
+            {"anyOf": [_ref("CompatGenerateRequest"), chat, _ref("CompletionRequest")]},
+            {"description": "The answer of the route the body's shape selects", "content": {
+                "application/json": {"schema": {"anyOf": [
+                    {"type": "array", "items": _ref("GenerateResponse")}, _ref("ChatCompletion"),
+                    _ref("Completion")]}},
+                "text/event-stream": {"schema": _events("StreamResponse", "ErrorResponse", "ChatCompletionChunk",
+                                                        "Completion", openai_error, done=True)}}},
+            "ErrorResponse"),
         "/vertex": _generation(
             TGI_TAG, "Google Vertex AI: generate every instance",
             {"type": "object", "required": ["instances"], "properties": {"instances": {
-                "type": "array", "items": {"oneOf": [_ref("GenerateInstance"), chat]}}}},
+                "type": "array", "minItems": 1, "items": {"anyOf": [_ref("GenerateInstance"), chat]}}}},
             _json_answer("Generated texts", _ref("VertexResponse")), "ErrorResponse"),
-        "/tokenize": _generation(TGI_TAG, "Tokenize the inputs", generate,
-                                 _json_answer("Tokens", {"type": "array", "items": _ref("SimpleToken")}),
-                                 "ErrorResponse"),
+        "/tokenize": {"post": {
+            "tags": [TGI_TAG], "summary": "Tokenize the inputs (the parameters are read, not used)",
+            "requestBody": {"required": True, "content": _content("application/json", _ref("TokenizeRequest"))},
+            "responses": {"200": _json_answer("Tokens", {"type": "array", "items": _ref("SimpleToken")}),
+                          **_errors("ErrorResponse", (422, 503))},
+            "security": [{}, {"bearer": []}]}},
         "/chat_tokenize": {"post": {
             "tags": [TGI_TAG], "summary": "Render a chat with the template and tokenize it",
-            "requestBody": {"required": True, "content": _content("application/json", chat)},
+            "requestBody": {"required": True, "content": _content("application/json", _ref("ChatTokenizeRequest"))},
             "responses": {"200": _json_answer("Templated text and tokens", _ref("ChatTokenizeResponse")),
-                          **_errors("ErrorResponse", (422,))}}},
+                          **_errors("ErrorResponse", (422, 503))},
+            "security": [{}, {"bearer": []}]}},
         "/health": _get(TGI_TAG, "Health", health),
         "/ping": _get(SAGEMAKER_TAG, "SageMaker health (same as /health)", health),
         "/info": _get(TGI_TAG, "Model and server info", {"200": _json_answer("Info", _ref("Info"))}),
         "/metrics": _get(TGI_TAG, "Prometheus metrics", {"200": {
             "description": "Prometheus text exposition", "content": _content("text/plain", {"type": "string"})}}),
         "/v1/models": _get(OPENAI_TAG, "The served model", {"200": _json_answer("Models", _ref("ModelList"))}),
-        "/docs": _get(TGI_TAG, "This document in Swagger UI", {"200": {
-            "description": "HTML page", "content": _content("text/html", {"type": "string"})}}),
+        "/v1/models/{model_id}": {"get": {
+            "tags": [OPENAI_TAG], "summary": "The served model, by its id",
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"},
+                            "example": model_id}],
+            "responses": {"200": _json_answer("Model", _ref("Model")),
+                          "404": {"description": "Not the served model's id (OpenAI's error body, `code: "
+                                                 "model_not_found`), or no such path (empty body)"}}}},
+        "/docs": _get(TGI_TAG, "This document in Swagger UI (served with its assets: no internet needed)", {
+            "200": {"description": "HTML page", "content": _content("text/html", {"type": "string"})}}),
+        "/docs/{asset}": {"get": {
+            "tags": [TGI_TAG], "summary": "Swagger UI's scripts and styles, from the `flask-swagger-ui` package",
+            "parameters": [{"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The asset"}, "404": {"description": "No such asset"}}}},
         "/api-doc/openapi.json": _get(TGI_TAG, "This document", {"200": {
             "description": "OpenAPI 3 document", "content": _content("application/json", {"type": "object"})}}),
     }
+    either = {"anyOf": [_ref("ErrorResponse"), _ref(openai_error)]}  # /invocations answers as the route it picks
+    for status, answer in paths["/invocations"]["post"]["responses"].items():
+        if status not in ("200", "401"):
+            answer["content"] = {**_content("application/json", either), **PLAIN}
     return paths
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the server's routes."""
+@lru_cache(maxsize=4)
+def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the server's routes, with this server's limits in the checked schemas."""
     _, request_schemas = models_json_schema([(model, "validation") for model in REQUESTS], ref_template=REF)
     schemas = dict(request_schemas["$defs"])
+    check_schemas(schemas, limits, vocab_size)
     for shape in RESPONSES:
         schema = TypeAdapter(shape).json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
@@ -175,7 +237,7 @@ def openapi_document() -> dict[str, Any]:
                  "description": "TGI's API, OpenAI's Chat Completions and Completions, and SageMaker's "
                                 "invocations, served by `serving`.",
                  "license": {"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}},
-        "paths": _paths(),
+        "paths": _paths(model_id),
         "components": {"schemas": dict(sorted(schemas.items())),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "Needed only when the server has an API_KEY"}}},
@@ -186,7 +248,9 @@ def openapi_document() -> dict[str, Any]:
 @blueprint.get("/api-doc/openapi.json")
 def openapi() -> Response:
     """The OpenAPI document."""
-    return json_response(openapi_document())
+    context = services()
+    info = context.info()
+    return json_response(openapi_document(Limits.of(context.config, info), info.vocab_size, info.model_id))
 
 
 @blueprint.get("/docs")
@@ -194,3 +258,9 @@ def openapi() -> Response:
 def swagger_ui() -> Response:
     """Swagger UI for the OpenAPI document."""
     return Response(SWAGGER_UI, 200, content_type="text/html; charset=utf-8")
+
+
+@blueprint.get("/docs/<path:asset>")
+def swagger_ui_asset(asset: str) -> Response:
+    """One of Swagger UI's files, as the `flask-swagger-ui` package ships them."""
+    return send_from_directory(SWAGGER_UI_ASSETS, asset)

@@ -1,9 +1,12 @@
 """The errors the HTTP layer sends and their body shapes; each kind and its statuses are in `catalogue`.
 
-TGI routes answer `{"error": msg, "error_type": type}`. OpenAI routes answer OpenAI's shape
-`{"error": {"message", "type", "param", "code"}}` (the `openai` client reads `error.message`/`type`), with TGI's
-`error_type` kept beside it so that TGI's own Python client still classifies the error. Framework errors (bad
-Content-Type, bad JSON, wrong shape, body too large) are plain text on every route, as axum sends them.
+TGI routes answer `{"error": msg, "error_type": type}`. OpenAI routes (`/v1/*`, and `/invocations` with `messages`
+or `prompt`) answer OpenAI's shape `{"error": {"message", "type", "param", "code"}}` (the `openai` client reads
+`error.message`/`type`/`code`), with TGI's `error_type` kept beside it so that TGI's own Python client still
+classifies the error; a user's mistake is a 400 `invalid_request_error` there, as OpenAI answers it, and an error
+after a stream opened is that same body as one SSE event, then `[DONE]`. Framework errors about the body (bad
+Content-Type, bad JSON, wrong shape, body too large) are plain text on TGI's routes, as axum sends them, and the
+OpenAI JSON body on the OpenAI routes.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ logger = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error reported as JSON: its catalogue `kind` fixes the status, the types and the metrics label."""
 
-    def __init__(self, kind: Error, message: str) -> None:
+    def __init__(self, kind: Error, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code  # OpenAI's `error.code`, where it has one
 
     @property
     def error_type(self) -> str:
@@ -46,8 +50,8 @@ class ApiError(Exception):
 
     @classmethod
     def from_failed(cls, failed: Failed) -> "ApiError":
-        """The engine's `Failed` event, whose message is already the user-facing text."""
-        return cls(Error.of_engine(failed.kind), failed.message)
+        """The engine's `Failed` event, whose message is already the user-facing text (and its code, if any)."""
+        return cls(Error.of_engine(failed.kind), failed.message, failed.code)
 
     @classmethod
     def incomplete(cls, streaming: bool) -> "ApiError":
@@ -79,27 +83,28 @@ class ApiError(Exception):
         return {"error": self.message, "error_type": self.error_type}
 
     def openai_body(self) -> dict[str, Any]:
-        """OpenAI's error body, plus TGI's `error_type` for TGI's client."""
-        return {"error": {"message": self.message, "type": self.kind.spec.openai_type, "param": None, "code": None},
-                "error_type": self.error_type}
-
-    def openai_event(self) -> dict[str, Any]:
-        """TGI's SSE error event on OpenAI routes, with the real status (TGI always says 422)."""
-        return {"error": {"message": self.message, "http_status_code": self.status(openai=True)}}
+        """OpenAI's error body, plus TGI's `error_type` for TGI's client; also the error event of OpenAI streams."""
+        return {"error": {"message": self.message, "type": self.kind.spec.openai_type, "param": None,
+                          "code": self.code}, "error_type": self.error_type}
 
 
 class BodyError(Exception):
-    """A framework error about the request body: a plain-text answer, as axum's extractors give."""
+    """A framework error about the request body: a plain-text answer, as axum's extractors give; on the OpenAI
+    routes OpenAI's JSON body (bad JSON and a wrong shape are 400 there), with the field at fault as `param`."""
 
-    def __init__(self, kind: Error, text: str) -> None:
+    def __init__(self, kind: Error, text: str, param: str | None = None) -> None:
         super().__init__(text)
         self.kind = kind
         self.text = text
+        self.param = param
 
     def response(self) -> Response:
-        """The plain-text answer, with the kind's status for the route serving the request."""
-        return Response(self.text, self.kind.status(bool(g.get("openai_errors"))),
-                        content_type="text/plain; charset=utf-8")
+        """The answer in the shape of the route that is serving the request."""
+        if not g.get("openai_errors"):
+            return Response(self.text, self.kind.status(), content_type="text/plain; charset=utf-8")
+        return json_response({"error": {"message": self.text, "type": self.kind.spec.openai_type,
+                                        "param": self.param, "code": None}, "error_type": self.kind.error_type},
+                             self.kind.status(openai=True))
 
 
 def use_openai_errors() -> None:

@@ -1,14 +1,14 @@
 """The engine events of one HTTP request's engine requests, merged in arrival order and regrouped per token.
 
-Each engine request's iterator is drained by its own pump (a thread; under gunicorn's gevent worker, whose
-monkey-patching makes `threading` and `queue` cooperative, a greenlet), so the reader can wait with a timeout
-(for SSE keep-alives) and several requests (`n`, `best_of`, a list of prompts) run side by side. Closing the
-feed aborts every request still running at once (`EngineClientProtocol.abort` wakes its pump even while the request
-waits in the engine's queue), so a request whose client went away while queued is never prefilled. Under gunicorn a
-watcher polls the HTTP client's socket while the requests run and closes the feed when the client hangs up, so a
-disconnect is noticed at once even when nothing is being written (queued, or a non-streaming request). The reader
-waits without a timeout (a timed wait costs a timer per token under gevent); a streaming feed's ticker puts a
-keep-alive marker on the queue when no event came for the keep-alive interval.
+The engine client's reader puts every event of every engine request (`n`, `best_of`, a list of prompts run side
+by side) straight onto the feed's one queue, tagged with the request's index (`EngineClientProtocol.open`): one
+relay per HTTP request, no greenlet per engine request. (Under gunicorn's gevent worker, whose monkey-patching
+makes `threading` and `queue` cooperative, the threads here are greenlets.) Closing the feed closes every engine
+request still running at once, which aborts it in the engine, so a request whose client went away while queued
+is never prefilled. Under gunicorn a watcher polls the HTTP client's socket while the requests run and closes the
+feed when the client hangs up, so a disconnect is noticed at once even when nothing is being written (queued, or
+a non-streaming request). The reader waits without a timeout (a timed wait costs a timer per token under gevent);
+a streaming feed's ticker puts a keep-alive marker on the queue when no event came for the keep-alive interval.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from serving.messages import ErrorKind, Failed, Finished, GenerateRequest, Token
 
 logger = logging.getLogger(__name__)
 
-_END = object()
 _IDLE = object()  # put by the keep-alive ticker
+_CLOSED = object()  # put by `close`: wakes a reader whose feed was closed under it (the client hung up)
 # A hang-up wakes the watcher at once; this bounds only how long it outlives its feed (each look costs a timer).
 WATCH_INTERVAL = 2.0
 
@@ -69,11 +69,14 @@ class EventFeed:
         self._last_item = time.monotonic()
         self._client = client
         self._record = current_record()
-        self._live = {request.request_id for request in requests}
+        self._ids = [request.request_id for request in requests]
+        self._live = set(self._ids)
         self._running = len(requests)
         for index, request in enumerate(requests):
-            threading.Thread(target=self._pump, args=(client, index, request), daemon=True,
-                             name=f"feed-{request.request_id}").start()
+            try:
+                client.open(request, self._queue, index)
+            except Exception as exc:  # handed to the reader, which reports it
+                self._queue.put((index, exc))
         sock = http_request.environ.get("gunicorn.socket") if has_request_context() else None
         if sock is not None:
             threading.Thread(target=self._watch, args=(sock,), daemon=True, name="feed-watch").start()
@@ -97,27 +100,6 @@ class EventFeed:
             self.close()
             return
 
-    def _pump(self, client: EngineClientProtocol, index: int, request: GenerateRequest) -> None:
-        """Forward one request's events until it ends or the feed is closed, then close its iterator."""
-        events = None
-        try:
-            if self._closed.is_set():
-                return
-            events = client.generate(request)
-            for event in events:
-                if self._closed.is_set():
-                    break
-                self._queue.put((index, event))
-        except Exception as exc:  # handed to the reader, which reports it
-            self._queue.put((index, exc))
-        finally:
-            try:
-                getattr(events, "close", lambda: None)()
-            except Exception:
-                logger.exception("closing the events of %s failed", request.request_id)
-            self._live.discard(request.request_id)
-            self._queue.put((index, _END))
-
     def _next(self) -> tuple[int, object]:
         """The next event (or the ticker's `_IDLE` marker)."""
         if self._first is not None:
@@ -137,31 +119,36 @@ class EventFeed:
             if self._closed.wait(wait):
                 return
 
-    def first(self) -> None:
+    def first(self, every_failure: bool = False) -> None:
         """Wait for the first event and keep it; raise what must be an HTTP error rather than a stream event.
 
         TGI renders the chat template before it starts streaming, so a template failure is an HTTP 422; an
-        exception in the engine client before anything was sent is an HTTP 500.
+        exception in the engine client before anything was sent is an HTTP 500. With `every_failure` (OpenAI's
+        routes) any failure that comes first, a validation error at admission included, is an HTTP error.
         """
         self._first = self._next()
         event = self._first[1]
-        if isinstance(event, Failed) and event.kind == ErrorKind.TEMPLATE:
+        if isinstance(event, Failed) and (every_failure or event.kind == ErrorKind.TEMPLATE):
             self.close()
             raise ApiError.from_failed(event)
         if isinstance(event, Exception):
             self.close()
             raise event
 
+    def _ended(self, index: int) -> None:
+        """Note that request `index` sent its last event."""
+        self._running -= 1
+        self._live.discard(self._ids[index])
+
     def steps(self, keepalive: float | None, streaming: bool) -> Iterator[Step | ApiError | None]:
         """Each token as it arrives; None after each `keepalive` seconds without one.
 
         A request's last token (`TokenDelta.last`) is held until its `Finished`, which the engine sends in the
         same batch, so that the two go out as one step. An `ApiError` (a `Failed` event, an exception, or a
-        request that ended without `Finished`: `dropped` when the hang-up watcher closed the feed) is the last
+        `Finished` without its last token, or `dropped` when the hang-up watcher closed the feed) is the last
         item, after the failing request's held token.
         """
         held: dict[int, TokenDelta] = {}
-        ended: set[int] = set()
         if keepalive is not None:
             threading.Thread(target=self._tick, args=(keepalive,), daemon=True, name="feed-tick").start()
         while self._running:
@@ -170,13 +157,13 @@ class EventFeed:
                 yield None
                 continue
             error = None
-            if event is _END:
-                self._running -= 1
-                if index not in ended:  # the feed was closed under us: the HTTP client went away
-                    error = ApiError.dropped() if self._closed.is_set() else ApiError.incomplete(streaming)
+            if event is _CLOSED:  # closed under us: the HTTP client went away
+                error = ApiError.dropped()
             elif isinstance(event, Exception):
+                self._ended(index)
                 error = ApiError.from_exception(event)
             elif isinstance(event, Failed):
+                self._ended(index)
                 error = ApiError.from_failed(event)
             elif isinstance(event, TokenDelta):
                 if event.last:
@@ -184,7 +171,7 @@ class EventFeed:
                 else:
                     yield Step(index, event)
             elif isinstance(event, Finished):
-                ended.add(index)
+                self._ended(index)
                 if self._record is not None:
                     self._record.finished.append(event)
                 if index in held:
@@ -216,12 +203,13 @@ class EventFeed:
         return [Generation(deltas[index], finished[index]) for index in sorted(finished)]
 
     def close(self) -> None:
-        """Stop forwarding and abort every request that has not ended, at once."""
+        """Close (abort) every request that has not ended, at once, and wake the reader."""
         if self._closed.is_set():
             return
         self._closed.set()
         for request_id in list(self._live):
             try:
-                self._client.abort(request_id)
+                self._client.close(request_id)
             except Exception:
-                logger.exception("aborting %s failed", request_id)
+                logger.exception("closing %s failed", request_id)
+        self._queue.put((-1, _CLOSED))

@@ -6,6 +6,10 @@
 - A body over PAYLOAD_LIMIT gets no `100 Continue`; after the app's 413 the connection is half-closed and what the
   client still sends is read and dropped (until the deadline), so the client reads the 413 instead of a reset.
 - A body the app left unread is drained within the same deadline before the connection is reused, else closed.
+- Beyond MAX_CONNECTIONS a worker keeps RESERVED_CONNECTIONS more for health checks: on those, a request head
+  must come within RESERVED_HEAD_TIMEOUT, `/ping` and `/health` are served (then the connection is closed) and
+  anything else gets 503 at once, so a flood that fills every regular connection still leaves `/ping` answering
+  (SageMaker pings the port it invokes, from few addresses: a per-client cap would throttle SageMaker itself).
 - Errors that gunicorn answers itself before the app runs (a malformed request line or header, a URI or headers
   too long) are JSON in TGI's shape, or OpenAI's under `/v1`, instead of gunicorn's HTML pages.
 """
@@ -27,6 +31,9 @@ from serving.api.wire import dumpb
 from serving.config import ServerConfig, from_env
 
 DRAIN_CHUNK = 64 * 1024
+RESERVED_CONNECTIONS = 100
+RESERVED_HEAD_TIMEOUT = 2.0
+HEALTH_PATHS = frozenset({"/ping", "/health"})
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
 # gunicorn's request-parsing errors with their own status; every other parse error (an unknown transfer coding
@@ -37,7 +44,7 @@ PARSE_ERRORS: tuple[tuple[type[Exception], Error], ...] = (
     (http_errors.ExpectationFailed, Error.EXPECTATION_FAILED),
 )
 REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long", 417: "Expectation Failed",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class DeadlineReader:
@@ -79,13 +86,44 @@ def framework_error(exc: BaseException, path: str | None) -> tuple[int, bytes]:
 class HttpWorker(GeventWorker):
     """The gevent worker that `python -m serving` runs gunicorn with."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.worker_connections += RESERVED_CONNECTIONS  # the size of gevent's connection pool
+        self.connections = 0
+        self.reserved: set[int] = set()  # the greenlets serving connections beyond MAX_CONNECTIONS
+
     def init_process(self) -> None:
         """Read the deadlines and limits once, then run."""
         self.server_config: ServerConfig = from_env().server
         super().init_process()
 
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        """Serve one connection, as a reserved one when the regular ones are all taken."""
+        self.connections += 1
+        current = id(gevent.getcurrent())
+        if self.connections > self.cfg.worker_connections:
+            self.reserved.add(current)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.connections -= 1
+            self.reserved.discard(current)
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        """How long a request head may take: the keep-alive window, or RESERVED_HEAD_TIMEOUT on a reserved
+        connection."""
+        if id(gevent.getcurrent()) in self.reserved:
+            return gevent.Timeout(RESERVED_HEAD_TIMEOUT, False)
+        return super().timeout_ctx()
+
     def handle_request(self, listener_name: Any, req: Any, sock: socket.socket, addr: Any) -> bool:
         """Serve one request under its body deadline; close the connection when its body was not all read."""
+        if id(gevent.getcurrent()) in self.reserved:
+            if req.method != "GET" or req.path not in HEALTH_PATHS:
+                error = ApiError(Error.TOO_MANY_CONNECTIONS, "Too many connections: only health checks are served")
+                _send_json(sock, error.status(), dumpb(error.tgi_body()))
+                raise StopIteration()
+            req.must_close = True  # free the reserved connection for the next health check
         config = self.server_config
         too_large = isinstance(req.body.reader, LengthReader) and req.body.reader.length > config.payload_limit
         if too_large:  # the app answers 413 at once: no "100 Continue" first, and the connection ends after it
@@ -106,14 +144,19 @@ class HttpWorker(GeventWorker):
         else:
             self.log.exception("Error handling request")
         status, body = framework_error(exc, getattr(req or getattr(exc, "req", None), "path", None))
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        try:
-            client.sendall(head.encode("latin-1") + body)
-        except OSError:
-            self.log.debug("Failed to send error message.")
-            return
-        _linger(client)
+        if _send_json(client, status, body):
+            _linger(client)
+
+
+def _send_json(sock: socket.socket, status: int, body: bytes) -> bool:
+    """Write a whole JSON response that closes the connection; whether it could be written."""
+    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    try:
+        sock.sendall(head.encode("latin-1") + body)
+    except OSError:
+        return False
+    return True
 
 
 def _shut_write(sock: socket.socket) -> None:

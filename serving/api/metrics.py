@@ -10,8 +10,8 @@ What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; constrained generations by grammar
 kind and grammars that failed to compile (`serving_*`, ours); the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The queue and
-batch gauges are asked of the engine at scrape time.
+request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
+queue and batch gauges are asked of the engine at scrape time.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.api.catalogue import Error
-from serving.client import EngineClientProtocol
+from serving.client import EngineClientProtocol, Sink
 from serving.constraints import GRAMMAR_INVALID
 from serving.messages import (
     Admitted,
@@ -191,6 +191,28 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+class _RecordingSink:
+    """A generation's sink that records its admission and its success as the events pass."""
+
+    def __init__(self, sink: Sink, request: GenerateRequest, metrics: Metrics, info: ModelInfo) -> None:
+        self._sink = sink
+        self._request = request
+        self._metrics = metrics
+        self._info = info
+        self._started = time.monotonic()
+
+    def put(self, item: tuple[int, EngineEvent]) -> None:
+        """Record the event, then pass it on (in the engine client's reader: nothing here may wait)."""
+        event = item[1]
+        if isinstance(event, Admitted):
+            self._metrics.admitted(event.input_length, self._request.stopping.max_new_tokens, self._info)
+        elif isinstance(event, Finished):
+            self._metrics.finished(event, time.monotonic() - self._started, self._info)
+        elif isinstance(event, Failed) and GRAMMAR_INVALID in event.message:
+            self._metrics.grammar_failure()
+        self._sink.put(item)
+
+
 class MeteredClient:
     """An engine client that records each generation's metrics from the events that pass through it; failures
     are counted per HTTP request where they are answered (`context.FailureTally`), once."""
@@ -199,27 +221,15 @@ class MeteredClient:
         self._client = client
         self._metrics = metrics
 
-    def generate(self, request: GenerateRequest) -> Iterator[EngineEvent]:
-        """The engine's events for `request`, recorded on the way."""
-        started = time.monotonic()
+    def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
+        """Start a generation whose events are recorded on their way to `sink`."""
         if request.sampling.grammar is not None:
             self._metrics.constrained(request.sampling.grammar.kind.value)
-        events = self._client.generate(request)
-        try:
-            for event in events:
-                if isinstance(event, Admitted):
-                    self._metrics.admitted(event.input_length, request.stopping.max_new_tokens, self.info())
-                elif isinstance(event, Finished):
-                    self._metrics.finished(event, time.monotonic() - started, self.info())
-                elif isinstance(event, Failed) and GRAMMAR_INVALID in event.message:
-                    self._metrics.grammar_failure()
-                yield event
-        finally:
-            getattr(events, "close", lambda: None)()
+        self._client.open(request, _RecordingSink(sink, request, self._metrics, self.info()), tag)
 
-    def abort(self, request_id: str) -> None:
-        """End a generation now."""
-        self._client.abort(request_id)
+    def close(self, request_id: str) -> None:
+        """Stop a generation (aborting it unless it ended)."""
+        self._client.close(request_id)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize in the engine."""

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, request
 
+from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services, unix_now
 from serving.api.errors import ApiError, use_openai_errors
 from serving.api.feed import EventFeed
@@ -24,8 +25,8 @@ blueprint.before_request(use_openai_errors)
 
 
 def _openai_error(error: ApiError) -> dict[str, Any]:
-    """The SSE error event of OpenAI routes."""
-    return error.openai_event()
+    """The SSE error event of OpenAI routes: OpenAI's error body."""
+    return error.openai_body()
 
 
 def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], list[GenerateRequest]],
@@ -44,7 +45,7 @@ def _serve(responder: ChatResponder | CompletionResponder, build: Callable[[], l
 
     if streaming:
         return stream(context.client, counted_build, stream_headers(compute_type, characters), responder.chunks,
-                      _openai_error, done=True, trailer=responder.trailer)
+                      _openai_error, done=True, trailer=responder.trailer, http_errors=True)
     generations = EventFeed(context.client, counted_build()).collect()
     return json_response(responder.completion(generations),
                          headers=generation_headers(compute_type, characters, started, generations))
@@ -79,7 +80,7 @@ def completions(body: CompletionRequest) -> Response:
     request_id = new_id()
     responder = CompletionResponder(body, f"cmpl-{request_id}", unix_now(), info.model_id)
     return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
-                  sum(len(prompt) for prompt in body.prompt), started)
+                  body.characters(), started)
 
 
 @blueprint.post("/v1/chat/completions")
@@ -94,9 +95,21 @@ def completions_route() -> Response:
     return completions(parse_body(request, services().config.payload_limit, CompletionRequest))
 
 
+def _model(model_id: str) -> dict[str, Any]:
+    """OpenAI's model object of the served model."""
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": model_id}
+
+
 @blueprint.get("/v1/models")
 def models() -> Response:
     """The one served model."""
-    model_id = services().info().model_id
-    return json_response({"object": "list",
-                          "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": model_id}]})
+    return json_response({"object": "list", "data": [_model(services().info().model_id)]})
+
+
+@blueprint.get("/v1/models/<path:model_id>")
+def model(model_id: str) -> Response:
+    """The served model, asked for by its id; any other id is OpenAI's 404 `model_not_found`."""
+    served = services().info().model_id
+    if model_id != served:
+        raise ApiError(Error.MODEL_NOT_FOUND, f"The model `{model_id}` does not exist", code="model_not_found")
+    return json_response(_model(served))

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from serving.api import openai, tgi
 from serving.api.catalogue import Error
 from serving.api.context import services
-from serving.api.errors import BodyError
+from serving.api.errors import BodyError, use_openai_errors
 from serving.api.protocol.body import DESERIALIZE_PREFIX, deserialize, read_json
 from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.completion import CompletionRequest
@@ -40,7 +40,10 @@ def ping() -> Response:
 
 @blueprint.post("/invocations")
 def invocations() -> Response:
-    """Generate (`inputs`), chat (`messages`) or complete (`prompt`), streaming when `stream` is true."""
+    """Generate (`inputs`), chat (`messages`) or complete (`prompt`), streaming when `stream` is true.
+
+    A body that fits no variant but is plainly a chat or a completion (`messages` or `prompt`, no `inputs`) gets
+    that route's own error, in OpenAI's shape; anything else TGI's untagged-enum error."""
     data, text = read_json(request, services().config.payload_limit)
     for model, handle in VARIANTS:
         try:
@@ -48,5 +51,10 @@ def invocations() -> Response:
         except BodyError:
             continue
         return handle(body)
-    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum SagemakerRequest "
-                         f"at {_end_position(text)}")
+    if isinstance(data, dict) and "inputs" not in data:
+        for key, model in (("messages", ChatCompletionRequest), ("prompt", CompletionRequest)):
+            if key in data:
+                use_openai_errors()
+                deserialize(model, data)
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}data did not match any variant of untagged enum "
+                                       f"SagemakerRequest at {_end_position(text)}")

@@ -87,12 +87,13 @@ def _sse_response(body: Iterator[bytes], headers: Mapping[str, str], feed: Event
 
 def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateRequest]], headers: Mapping[str, str],
            render: Render, render_error: RenderError, done: bool,
-           trailer: Trailer = tuple) -> Response:
+           trailer: Trailer = tuple, http_errors: bool = False) -> Response:
     """Validate (`build`), start the engine requests and stream them.
 
-    A validation error becomes the stream's only event, as in TGI. The first engine event is awaited before
-    the response starts, so that template errors and client failures are still plain HTTP errors. An error
-    event, or a client that went away, counts the request as failed (once).
+    A validation error becomes the stream's only event, as in TGI; with `http_errors` (OpenAI's routes) it is an
+    HTTP error, and so is an engine failure that comes first (an input too long for the context). The first engine
+    event is awaited before the response starts, so that template errors and client failures are still plain HTTP
+    errors. An error event, or a client that went away, counts the request as failed (once).
     """
     tally = failure_tally()
 
@@ -104,7 +105,9 @@ def stream(client: EngineClientProtocol, build: Callable[[], list[GenerateReques
     try:
         requests = build()
     except ApiError as error:
+        if http_errors:
+            raise
         return _sse_response(_error_events(error, render_counted_error, done), headers)
     feed = EventFeed(client, requests)
-    feed.first()
+    feed.first(every_failure=http_errors)
     return _sse_response(_events(feed, render, render_counted_error, done, trailer, tally), headers, feed)

@@ -1,8 +1,9 @@
 """`POST /vertex`, TGI's Google Vertex AI route: `{"instances": [...]}` in, `{"predictions": [text, ...]}` out.
 
 Each instance is a generate instance (`inputs`, with only `max_new_tokens` and `seed` taken from `parameters`,
-always sampling) or a chat request; all run side by side. As in TGI, no instances is a 422 and any failure of a
-generation is a 500 `Incomplete generation`; a chat's tool or template error keeps its own answer.
+always sampling) or a chat request; all run side by side. As in TGI, no instances is a 422 and a failure during
+generation is a 500 `Incomplete generation`; an instance's own mistake (a parameter out of range, a prompt too
+long, a tool or template error) keeps its own 4xx answer, since bad input is never a 5xx.
 """
 
 from __future__ import annotations
@@ -56,19 +57,16 @@ def _instance(data: Any, index: int) -> GenerateInstance | ChatCompletionRequest
             return deserialize(model, data)
         except BodyError:
             continue
-    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of untagged enum "
-                         "VertexInstance")
+    raise BodyError(Error.WRONG_SHAPE, f"{DESERIALIZE_PREFIX}instances[{index}]: data did not match any variant of "
+                                       "untagged enum VertexInstance")
 
 
 def _engine_request(instance: GenerateInstance | ChatCompletionRequest, request_id: str,
                     limits: Limits) -> messages.GenerateRequest:
-    """One engine request for an instance (a chat's first choice); a validation failure is TGI's 500."""
-    try:
-        if isinstance(instance, ChatCompletionRequest):
-            return instance.to_engine_requests(request_id, limits)[0]
-        return instance.generate_request().to_engine_requests(request_id, limits, streaming=False)[0]
-    except ApiError:
-        raise _incomplete() from None
+    """One engine request for an instance (a chat's first choice); a validation failure is its own 422."""
+    if isinstance(instance, ChatCompletionRequest):
+        return instance.to_engine_requests(request_id, limits)[0]
+    return instance.generate_request().to_engine_requests(request_id, limits, streaming=False)[0]
 
 
 def _incomplete() -> ApiError:
@@ -96,6 +94,8 @@ def vertex() -> Response:
     context.metrics.request(len(requests))  # TGI counts each instance's generation too
     try:
         generations = EventFeed(context.client, requests).collect()
-    except ApiError:
+    except ApiError as error:
+        if error.kind.users_mistake:  # a prompt too long, a template error: never a 5xx
+            raise
         raise _incomplete() from None
     return json_response({"predictions": [generation.finished.generated_text for generation in generations]})

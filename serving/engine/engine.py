@@ -110,6 +110,7 @@ class LLMEngine:
             tool_format=tool_formats.detect(template_text(tokenizer)),
             added_tokens=added_tokens(tokenizer),
             reasoning=tool_formats.has_thinking(template_text(tokenizer)),
+            vocab_size=len(tokenizer),
         )
 
     def _inject_faults(self) -> None:
@@ -157,9 +158,10 @@ class LLMEngine:
             if prompt_ids is None:
                 prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
-            return [Failed(request.request_id, error.kind, error.message)]
+            return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs,
+                                   request.echo)
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
@@ -365,7 +367,8 @@ class LLMEngine:
             reason = sequence.stop.check(token_id, sequence.generated, text)
             if reason is not None and text == "":
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
-            token = TokenInfo(id=token_id, text=text, logprob=logprobs[row], special=token_id in special)
+            token = TokenInfo(id=token_id, text=sequence.stop.cut(text), logprob=logprobs[row],
+                              special=token_id in special)
             events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
             if reason is None:
                 keep.append(row)
@@ -397,13 +400,20 @@ class LLMEngine:
             request_id=sequence.request_id,
             finish_reason=reason,
             generated_tokens=sequence.generated,
-            generated_text=self.detokenizer.final_text(sequence.output_ids),
+            generated_text=self._generated_text(sequence),
             input_length=sequence.input_length,
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
             prefill=self._prefill_tokens(sequence),
+            prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
         )
+
+    def _generated_text(self, sequence: Sequence) -> str:
+        """The output with special tokens skipped, ending where a stop string ended it (a special token's text,
+        in which a stop string may also end, is not part of it)."""
+        text = self.detokenizer.final_text(sequence.output_ids)
+        return text if sequence.token_ids[-1] in self.detokenizer.special_ids else sequence.stop.cut(text)
 
     def _prefill_tokens(self, sequence: Sequence) -> tuple[TokenInfo, ...]:
         """The prompt's tokens with their logprobs, when the request asked for them."""

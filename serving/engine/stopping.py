@@ -7,7 +7,9 @@
   have been generated (the sampler also suppresses EOS before that, as transformers' `min_new_tokens` does).
 - Stop sequence: a stop string occurs in the generated text (special tokens kept, as TGI streams it). Unlike TGI's
   end-anchored regex, a stop string anywhere in the newest text counts, also when the token that completes it
-  carries more text after it. The stop string stays in the output (TGI's quirk), and so does that trailing text.
+  carries more text after it. The text ends right after the stop string (the first to end, when several do): the
+  stop string stays (TGI's routes show it; the OpenAI routes take it off) and the rest of that token's text is
+  cut (`excess`), so no text after a stop string is ever returned.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class StopCriteria:
     min_new_tokens: int = 0
     stop: tuple[str, ...] = ()
     tail: str = field(default="", repr=False)
+    excess: int = 0  # characters of the last token's text after the stop string that ended the sequence
 
     @classmethod
     def build(cls, params: StoppingParams, input_length: int, max_total_tokens: int,
@@ -49,11 +52,18 @@ class StopCriteria:
             return FinishReason.EOS_TOKEN
         if self.stop and text:
             window = self.tail + text
-            if any(s in window for s in self.stop):
+            ends = [window.find(s) + len(s) for s in self.stop if s in window]
+            if ends:
+                self.excess = len(window) - min(ends)
                 return FinishReason.STOP_SEQUENCE
             keep = max(map(len, self.stop)) - 1
             self.tail = window[-keep:] if keep else ""
         return None
+
+
+    def cut(self, text: str) -> str:
+        """`text` (the last token's, or the whole output) without what followed the stop string that ended it."""
+        return text[:len(text) - self.excess]
 
 
 def eos_token_ids(tokenizer: Any, generation_config: Any) -> frozenset[int]:

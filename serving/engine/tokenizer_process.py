@@ -52,7 +52,7 @@ def _prompt_ids(request: GenerateRequest) -> list[int] | Failed:
     try:
         return _validator.prompt_ids(request)
     except RequestError as error:
-        return Failed(request.request_id, error.kind, error.message)
+        return Failed(request.request_id, error.kind, error.message, error.code)
 
 
 def _tokenize(request: TokenizeRequest) -> TokenizeResult:

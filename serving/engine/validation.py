@@ -19,7 +19,16 @@ import msgspec.structs
 
 from serving.constraints import GRAMMAR_WITH_MIN_TOKENS
 from serving.engine.limits import Limits
-from serving.messages import ChatPrompt, ErrorKind, Failed, GenerateRequest, TokenizeRequest, TokenizeResult, TokenSpan
+from serving.messages import (
+    CONTEXT_LENGTH_EXCEEDED,
+    ChatPrompt,
+    ErrorKind,
+    Failed,
+    GenerateRequest,
+    TokenizeRequest,
+    TokenizeResult,
+    TokenSpan,
+)
 
 VALIDATION_PREFIX = "Input validation error: "
 BUDGET_CHUNK = 1024
@@ -28,15 +37,16 @@ BUDGET_CHUNK = 1024
 class RequestError(Exception):
     """A request the engine refuses, with the error kind and the full user-facing message."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code
 
 
-def invalid(message: str) -> RequestError:
+def invalid(message: str, code: str | None = None) -> RequestError:
     """A validation failure with TGI's prefix."""
-    return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message)
+    return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message, code)
 
 
 def template_text(tokenizer: Any) -> str | None:
@@ -77,11 +87,17 @@ class InputValidator:
         return (text[:bound], True) if len(text) > bound else (text, False)
 
     def render_chat(self, chat: ChatPrompt) -> str:
-        """The conversation rendered by the chat template, ready for generation or continuing the last message."""
-        if getattr(self.tokenizer, "chat_template", None) is None:
+        """The conversation rendered by the chat template, ready for generation or continuing the last message.
+
+        OpenAI's `developer` role is passed on as `system` to a template that never mentions it."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if template is None:
             raise RequestError(ErrorKind.TEMPLATE, "Template error: template not found")
+        knows_developer = "developer" in str(template)
         messages = [msgspec.structs.asdict(m) for m in chat.messages]
         for message in messages:  # the template sees only the fields a message has
+            if message["role"] == "developer" and not knows_developer:
+                message["role"] = "system"
             for key in ("tool_calls", "tool_call_id", "name"):
                 if message[key] is None:
                     del message[key]
@@ -106,16 +122,27 @@ class InputValidator:
         except Exception as exc:
             raise invalid(f"tokenizer error {exc}") from exc
 
+    def given_ids(self, ids: tuple[int, ...]) -> list[int]:
+        """A prompt given as token ids, each checked to be one of the tokenizer's."""
+        vocabulary = len(self.tokenizer)
+        unknown = [token_id for token_id in ids if not 0 <= token_id < vocabulary]
+        if unknown:
+            raise invalid(f"token ids must be >= 0 and < {vocabulary}. Given: {unknown[0]}")
+        return list(ids)
+
     def prompt_ids(self, request: GenerateRequest) -> list[int]:
         """The checked (and truncated) prompt ids of a generate request."""
         text, add_special_tokens = self.text_of(request.prompt, request.chat, request.add_special_tokens)
-        if not text:
+        if not text and not request.prompt_ids:
             raise invalid("`inputs` cannot be empty")
         max_input, max_total = self.limits.max_input_tokens, self.limits.max_total_tokens
         truncate = request.truncate
         if truncate is not None and not 0 < truncate <= max_input:
             raise invalid(f"`truncate` must be strictly positive and less than {max_input}. Given: {truncate}")
-        ids, partial = self._encode_up_to(text, add_special_tokens, None if truncate is not None else max_input)
+        if request.prompt_ids:
+            ids, partial = self.given_ids(request.prompt_ids), False
+        else:
+            ids, partial = self._encode_up_to(text, add_special_tokens, None if truncate is not None else max_input)
         if truncate is not None:
             ids = ids[-truncate:]
         if not ids:
@@ -126,9 +153,9 @@ class InputValidator:
         chunk = min(max_new if max_new is not None else max(max_total - input_length, 0), BUDGET_CHUNK)
         if input_length + chunk > max_total:
             raise invalid(f"`inputs` tokens + `max_new_tokens` must be <= {max_total}. "
-                          f"Given: {given} `inputs` tokens and {chunk} `max_new_tokens`")
+                          f"Given: {given} `inputs` tokens and {chunk} `max_new_tokens`", CONTEXT_LENGTH_EXCEEDED)
         if input_length > max_input:
-            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {given}")
+            raise invalid(f"`inputs` must have less than {max_input} tokens. Given: {given}", CONTEXT_LENGTH_EXCEEDED)
         return ids
 
     def _encode_up_to(self, text: str, add_special_tokens: bool, limit: int | None) -> tuple[list[int], bool]:
@@ -155,7 +182,7 @@ class InputValidator:
                 raise invalid(f"`inputs` must have less than {max_input} tokens. "
                               f"Given: {'at least ' if cut else ''}{len(spans)}")
         except RequestError as error:
-            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message))
+            return TokenizeResult(request.call_id, error=Failed(request.call_id, error.kind, error.message, error.code))
         return TokenizeResult(request.call_id, tokens=spans,
                               templated_text=text if request.chat is not None else None)
 

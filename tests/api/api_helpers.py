@@ -42,9 +42,11 @@ class FakeEngineClient:
     """Echoes the prompt's words (the last chat message's, for chats) as tokens, then EOS; each word is also a
     prefill token (logprob -1.5, the first null) when the request asks for `prefill_logprobs`.
 
-    Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind`; `raise_on_generate` raises
-    inside the iterator; `token_delay` sleeps between tokens. Every request is recorded in `requests`, every
-    request whose iterator was closed before its end in `aborted`, every `abort` call in `cancelled`.
+    `open` runs the script (`generate`) in a thread that relays its events to the sink until it ends or is
+    closed. Knobs: `fail_at_admission` / `fail_after` (a token count) with `fail_kind` (and `fail_code`, at
+    admission); `raise_on_generate` raises inside the script; `token_delay` sleeps between tokens. Every request is
+    recorded in `requests`, every request closed before its end in `aborted`, every `close` of a running request in
+    `cancelled`.
     """
 
     pipeline_tag: str | None = None
@@ -53,24 +55,44 @@ class FakeEngineClient:
     fail_after: int | None = None
     fail_kind: ErrorKind = ErrorKind.VALIDATION
     fail_message: str = "Input validation error: scripted failure"
+    fail_code: str | None = None
     raise_on_generate: bool = False
     token_delay: float = 0.0
     requests: list[GenerateRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    closed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def abort(self, request_id: str) -> None:
-        """Record the call (the fake's iterators never block, so they end at their next event)."""
+    def open(self, request: GenerateRequest, sink, tag: int) -> None:
+        """Relay the script's events for `request` to `sink` from a thread."""
+        threading.Thread(target=self._relay, args=(request, sink, tag), daemon=True).start()
+
+    def _relay(self, request: GenerateRequest, sink, tag: int) -> None:
+        """Put each event on `sink` until the script ends or the request is closed; an exception goes on too."""
+        events = self.generate(request)
+        try:
+            for event in events:
+                if request.request_id in self.closed:
+                    return
+                sink.put((tag, event))
+        except Exception as exc:
+            sink.put((tag, exc))
+        finally:
+            events.close()
+
+    def close(self, request_id: str) -> None:
+        """Record the call; the script stops at its next event."""
         with self.lock:
             self.cancelled.append(request_id)
+            self.closed.add(request_id)
 
     def info(self) -> ModelInfo:
         """The facts of a tiny model without a pipeline tag (unless set)."""
         return ModelInfo(model_id="test-org/tiny-model", model_sha=None, model_pipeline_tag=self.pipeline_tag,
                          max_input_tokens=100, max_total_tokens=128, max_batch_total_tokens=4096,
                          max_concurrent_requests=128, dtype="float32", device="cpu", device_map={},
-                         has_chat_template=True, num_parameters=1000)
+                         has_chat_template=True, num_parameters=1000, vocab_size=320)
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """`healthy`, or no answer when it is None."""
@@ -94,7 +116,9 @@ class FakeEngineClient:
 
     @staticmethod
     def words(request: GenerateRequest) -> list[str]:
-        """The words the fake echoes: the prompt's, or the last chat message's."""
+        """The words the fake echoes: the prompt's (its token ids as words), or the last chat message's."""
+        if request.prompt_ids is not None:
+            return [f"t{token_id}" for token_id in request.prompt_ids]
         text = request.prompt if request.prompt is not None else request.chat.messages[-1].content
         return text.split()
 
@@ -108,7 +132,8 @@ class FakeEngineClient:
                 raise RuntimeError("scripted client crash")
             if self.fail_at_admission:
                 done = True
-                yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message)
+                yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message,
+                             code=self.fail_code)
                 return
             words = self.words(request)
             seed = request.sampling.seed if request.sampling.sampling else None
@@ -146,7 +171,8 @@ class FakeEngineClient:
                             for i, word in enumerate(words)) if request.prefill_logprobs else ()
             yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,
                            generated_text=text, input_length=len(words), seed=seed, queue_time=0.001,
-                           inference_time=0.002, prefill=prefill)
+                           inference_time=0.002, prefill=prefill,
+                           prompt_text=" ".join(words) if request.echo else None)
         finally:
             if not done:
                 with self.lock:

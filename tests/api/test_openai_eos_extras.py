@@ -24,4 +24,4 @@ def test_defaults_stop_at_eos(http, engine):
 
 def test_min_tokens_must_be_an_unsigned_integer(http):
     response = http.post("/v1/completions", json={"prompt": "hello", "min_tokens": -1})
-    assert response.status_code == 422
+    assert response.status_code == 400

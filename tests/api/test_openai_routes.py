@@ -73,7 +73,7 @@ def test_tgi_routes_always_read_logprobs(http, engine):
 def test_chat_openai_parameters(http, engine):
     response = chat(http, presence_penalty=0.5, frequency_penalty=0.25, logit_bias={"50": -100, "7": 2.5},
                     stop="world", seed=3, top_p=1.0, max_completion_tokens=9)
-    assert response.get_json()["choices"][0]["finish_reason"] == "stop_sequence"
+    assert response.get_json()["choices"][0]["finish_reason"] == "stop"
     request = engine.requests[-1]
     assert request.sampling.presence_penalty == 0.5 and request.sampling.frequency_penalty == 0.25
     assert request.sampling.logit_bias == {50: -100.0, 7: 2.5}
@@ -106,9 +106,9 @@ def test_chat_openai_parameters(http, engine):
 ])
 def test_chat_validation_errors(http, fields, message):
     response = chat(http, **fields)
-    assert response.status_code == 422
+    assert response.status_code == 400
     body = response.get_json()
-    assert body == {"error": {"message": "Input validation error: " + message, "type": "validation",
+    assert body == {"error": {"message": "Input validation error: " + message, "type": "invalid_request_error",
                               "param": None, "code": None}, "error_type": "validation"}
 
 
@@ -128,11 +128,10 @@ def test_chat_tools(http, engine):
     for choice in ("g", {"type": "function", "function": {"name": "g"}}):
         response = chat(http, tools=tools, tool_choice=choice)
         assert (response.status_code, response.get_json()["error"]["message"]) == (
-            422, "Tool error: Tool with name g not found")
+            400, "Tool error: Tool with name g not found")
         assert response.get_json()["error_type"] == "tool_error"
     assert chat(http, tools=tools, tool_choice="f").status_code == 200
-    response = chat(http, tools=[{"type": "function"}])
-    assert (response.status_code, response.get_json()["error_type"]) == (422, "tool_error")
+    assert chat(http, tools=[{"type": "function"}]).status_code == 400
     assert chat(http, tools=tools, response_format={"type": "json", "value": {"type": "object"}}).status_code == 200
     assert "answer: %json" in engine.requests[-1].sampling.grammar.value
     assert chat(http, tools=tools, tool_choice="none").status_code == 200
@@ -162,18 +161,20 @@ def test_continue_final_message(http, engine):
     assert engine.requests[-1].chat.continue_final_message is True
 
 
-@pytest.mark.parametrize("message, text", [
+@pytest.mark.parametrize("message, text, param", [
     ({"role": "user", "content": None}, "messages[0]: data did not match any variant of untagged "
-                                        "enum MessageBody"),
-    ({"role": "user"}, "messages[0]: data did not match any variant of untagged enum MessageBody"),
+                                        "enum MessageBody", "messages[0]"),
+    ({"role": "user"}, "messages[0]: data did not match any variant of untagged enum MessageBody", "messages[0]"),
     ({"role": "user", "content": [{"type": "video"}]},
-     "messages[0].content: data did not match any variant of untagged enum MessageChunk"),
-    ({"content": "a"}, "messages[0]: missing field `role`"),
+     "messages[0].content: data did not match any variant of untagged enum MessageChunk", "messages[0].content"),
+    ({"content": "a"}, "messages[0]: missing field `role`", "messages[0].role"),
 ])
-def test_bad_messages_are_422_plain_text(http, message, text):
+def test_bad_messages_are_400_openai_json(http, message, text, param):
     response = http.post("/v1/chat/completions", json={"messages": [message]})
-    assert response.status_code == 422
-    assert response.get_data(as_text=True) == "Failed to deserialize the JSON body into the target type: " + text
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "message": "Failed to deserialize the JSON body into the target type: " + text,
+        "type": "invalid_request_error", "param": param, "code": None}
 
 
 def test_chat_logprobs(http):
@@ -223,23 +224,26 @@ def test_chat_stream_error_event_then_done(http, engine):
     response = chat(http, stream=True)
     assert response.status_code == 200
     events = sse_events(response.data)
-    assert events[-2:] == [{"error": {"message": "boom", "http_status_code": 424}}, "[DONE]"]
+    assert events[-2:] == [{"error": {"message": "boom", "type": "generation", "param": None, "code": None},
+                            "error_type": "generation"}, "[DONE]"]
 
 
-def test_chat_stream_validation_error_event(http):
-    events = sse_events(chat(http, stream=True, temperature=-1.0).data)
-    assert events == [{"error": {"message": "Input validation error: `temperature` must be strictly positive",
-                                 "http_status_code": 422}}, "[DONE]"]
+def test_chat_stream_validation_error_is_http_400(http):
+    response = chat(http, stream=True, temperature=-1.0)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "message": "Input validation error: `temperature` must be strictly positive",
+        "type": "invalid_request_error", "param": None, "code": None}
 
 
-def test_template_failure_before_streaming_is_http_422(http, engine):
+def test_template_failure_before_streaming_is_http_400(http, engine):
     engine.fail_at_admission, engine.fail_kind = True, ErrorKind.TEMPLATE
     engine.fail_message = "Template error: template not found"
     response = chat(http, stream=True)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.content_type == "application/json"
     assert response.get_json()["error"] == {"message": "Template error: template not found",
-                                            "type": "template_error", "param": None, "code": None}
+                                            "type": "invalid_request_error", "param": None, "code": None}
 
 
 def completions(http, **fields):
@@ -268,18 +272,18 @@ def test_completion_of_several_prompts(http, engine):
 
 def test_completion_errors(http):
     response = completions(http, suffix="")
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.get_json()["error"]["message"] == (
         "Suffix is not supported and can be achieved by preprocessing the prompt.")
     assert response.get_json()["error_type"] == "suffix not supported"
     response = http.post("/v1/completions", json={"prompt": ["a"] * 5})
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.get_json()["error"]["message"] == "Number of prompts exceeds the maximum allowed batch size of 4"
     assert response.get_json()["error_type"] == "batch size exceeded"
     response = http.post("/v1/completions", json={"prompt": []})
-    assert response.get_data(as_text=True) == ("Failed to deserialize the JSON body into the target type: prompt: "
-                                               "Empty array detected. Do not use an empty array for "
-                                               "the prompt.")
+    assert response.get_json()["error"]["message"] == (
+        "Failed to deserialize the JSON body into the target type: prompt: Empty array detected. Do not use an "
+        "empty array for the prompt.")
 
 
 def test_completion_stream(http):
@@ -287,17 +291,41 @@ def test_completion_stream(http):
     events = sse_events(response.data)
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    intermediate = [chunk for chunk in chunks if "usage" not in chunk]
-    finals = [chunk for chunk in chunks if "usage" in chunk]
-    assert list(intermediate[0]) == ["object", "id", "created", "choices", "model", "system_fingerprint"]
-    assert all(chunk["choices"][0]["finish_reason"] == "" for chunk in intermediate)
+    assert all(list(chunk) == ["object", "id", "created", "model", "system_fingerprint", "choices"]
+               for chunk in chunks)
+    finals = [chunk for chunk in chunks if chunk["choices"][0]["finish_reason"] is not None]
     assert sorted((f["choices"][0]["index"], f["choices"][0]["text"], f["choices"][0]["finish_reason"])
-                  for f in finals) == [(0, "</s>", "eos_token"), (1, "</s>", "eos_token")]
-    assert list(finals[0]) == CHAT_KEYS
+                  for f in finals) == [(0, "", "stop"), (1, "", "stop")]
     texts = {0: "", 1: ""}
     for chunk in chunks:
         texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["text"]
-    assert texts == {0: "a b</s>", 1: "c</s>"}
+    assert texts == {0: "a b", 1: "c"}
+
+
+def test_completion_stream_sends_usage_once_with_include_usage(http):
+    events = sse_events(http.post("/v1/completions", json={
+        "prompt": ["a b", "c"], "stream": True, "stream_options": {"include_usage": True}}).data)
+    with_usage = [event for event in events[:-1] if event["usage"] is not None]
+    assert with_usage == [events[-2]] and events[-2]["choices"] == []
+    assert events[-2]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+
+
+def test_completion_echo_and_token_id_prompts(http, engine):
+    body = http.post("/v1/completions", json={"prompt": "a b", "echo": True}).get_json()
+    assert body["choices"][0]["text"] == "a ba b"
+    events = sse_events(http.post("/v1/completions", json={"prompt": "a b", "echo": True, "stream": True}).data)
+    assert "".join(event["choices"][0]["text"] for event in events[:-1]) == "a ba b"
+    for prompt, sent in [([5, 6], [(5, 6)]), ([[5], [7, 8]], [(5,), (7, 8)])]:
+        engine.requests.clear()
+        assert http.post("/v1/completions", json={"prompt": prompt}).status_code == 200
+        assert [request.prompt_ids for request in engine.requests] == sent
+        assert all(request.prompt is None and not request.echo for request in engine.requests)
+    body = http.post("/v1/completions", json={"prompt": [5, 6], "echo": True}).get_json()
+    assert engine.requests[-1].echo is True and body["choices"][0]["text"] == "t5 t6t5 t6"
+    for bad in ([[]], [-1], [[1, -2]], [1.5], [True]):
+        assert http.post("/v1/completions", json={"prompt": bad}).status_code == 400
+    response = http.post("/v1/completions", json={"prompt": [5], "echo": True, "stream": True})
+    assert response.status_code == 400 and "token ids" in response.get_json()["error"]["message"]
 
 
 def test_completion_logprobs(http, engine):
@@ -336,3 +364,29 @@ def test_completion_n(http, engine):
 def test_models(http):
     assert http.get("/v1/models").get_json() == {"object": "list", "data": [
         {"id": "test-org/tiny-model", "object": "model", "created": 0, "owned_by": "test-org/tiny-model"}]}
+
+
+def test_model_by_id(http):
+    assert http.get("/v1/models/test-org/tiny-model").get_json() == {
+        "id": "test-org/tiny-model", "object": "model", "created": 0, "owned_by": "test-org/tiny-model"}
+    response = http.get("/v1/models/gpt-4")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == {"message": "The model `gpt-4` does not exist",
+                                            "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+
+
+def test_logit_bias_ids_past_64_bits_are_ignored_like_any_id_outside_the_vocabulary(http, engine):
+    assert chat(http, logit_bias={"24087575759079036519": 1.0, "7": 2.0}).status_code == 200
+    assert engine.requests[-1].sampling.logit_bias == {7: 2.0}
+
+
+def test_tools_must_have_openais_shape(http):
+    response = chat(http, tools=[{"type": "function"}], tool_choice="none")
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "tools[0].function"
+    assert chat(http, tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="none").status_code == 200
+
+
+def test_whole_numbers_written_as_floats_are_integers(http, engine):
+    assert chat(http, max_tokens=3.0, seed=1e3).status_code == 200
+    assert (engine.requests[-1].stopping.max_new_tokens, engine.requests[-1].sampling.seed) == (3, 1000)
+    assert chat(http, max_tokens=2.5).status_code == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from api_helpers import sse_events
 
 
@@ -40,13 +41,13 @@ def test_inputs_wins_over_messages(http):
 
 def test_chat_errors_use_the_openai_shape(http):
     response = http.post("/invocations", json={"messages": [{"role": "user", "content": "a"}], "top_p": 0.0})
-    assert response.status_code == 422
-    assert response.get_json()["error"]["type"] == "validation"
+    assert response.status_code == 400
+    assert response.get_json()["error"]["type"] == "invalid_request_error"
 
 
 def test_no_variant_matches(http):
     for body in ('{"foo": 1}', '{"inputs": "a", "parameters": {"max_new_tokens": -1}}', '[1, 2]',
-                 '{\n  "messages": null\n}\n'):
+                 '{"inputs": 1, "messages": null}', '{\n  "foo": null\n}\n'):
         response = http.post("/invocations", data=body, content_type="application/json")
         assert response.status_code == 422
         assert response.content_type.startswith("text/plain")
@@ -54,6 +55,15 @@ def test_no_variant_matches(http):
         assert response.get_data(as_text=True) == (
             "Failed to deserialize the JSON body into the target type: data did not match any variant of "
             f"untagged enum SagemakerRequest at line {len(last_line)} column {len(last_line[-1])}")
+
+
+@pytest.mark.parametrize("body, param", [({"messages": None}, "messages"), ({"messages": []}, "messages"),
+                                         ({"prompt": 3}, "prompt"), ({"prompt": "a", "max_tokens": "x"}, "max_tokens")])
+def test_a_broken_chat_or_completion_gets_that_routes_openai_error(http, body, param):
+    response = http.post("/invocations", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["type"] == "invalid_request_error"
+    assert response.get_json()["error"]["param"] == param
 
 
 def test_invocations_framework_errors(http):

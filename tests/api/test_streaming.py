@@ -72,14 +72,14 @@ def test_validation_failure_from_the_engine_is_a_stream_event(http, engine):
     assert events == [{"error": "Input validation error: scripted failure", "error_type": "validation"}]
 
 
-def test_stream_that_ends_without_finishing_is_incomplete(http, engine, monkeypatch):
+def test_a_finish_without_its_last_token_is_incomplete(http, engine, monkeypatch):
     def truncated(request):
         events = list(type(engine).generate(engine, request))
-        yield from events[:-1]
+        yield from events[:-2] + events[-1:]  # the last token left out
 
     monkeypatch.setattr(engine, "generate", truncated)
     events = sse_events(http.post("/generate_stream", json={"inputs": "a"}).data)
-    assert [event.get("index") for event in events] == [1, 2, None]
+    assert [event.get("index") for event in events] == [1, None]
     assert events[-1] == {"error": "Incomplete generation stream", "error_type": "incomplete_generation_stream"}
     response = http.post("/generate", json={"inputs": "a"})
     assert response.status_code == 500
@@ -96,7 +96,8 @@ def test_exception_after_the_stream_opened_is_an_error_event(http, engine, monke
     monkeypatch.setattr(engine, "generate", crashing)
     events = sse_events(http.post("/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "a b c"}], "stream": True}).data)
-    assert events[-2:] == [{"error": {"message": "Internal server error", "http_status_code": 500}}, "[DONE]"]
+    assert events[-2:] == [{"error": {"message": "Internal server error", "type": "internal_error", "param": None,
+                                      "code": None}, "error_type": "internal_error"}, "[DONE]"]
     assert http.get("/health").status_code == 200
 
 

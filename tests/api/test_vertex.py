@@ -32,10 +32,18 @@ def test_no_instances_and_bad_instances(http):
     assert http.post("/vertex", json={}).status_code == 422
 
 
-def test_any_failure_is_an_incomplete_generation(http, engine):
+def test_bad_input_is_a_4xx(http, engine):
     invalid = http.post("/vertex", json={"instances": [{"inputs": ""}]})
     assert (invalid.status_code, invalid.get_json()) == (
-        500, {"error": "Incomplete generation", "error_type": "Incomplete generation"})
+        422, {"error": "Input validation error: `inputs` cannot be empty", "error_type": "validation"})
+    no_messages = http.post("/vertex", json={"instances": [{"messages": []}]})
+    assert no_messages.status_code == 422
+    engine.fail_at_admission, engine.fail_message = True, "Input validation error: too long"
+    too_long = http.post("/vertex", json={"instances": [{"inputs": "a b"}]})
+    assert (too_long.status_code, too_long.get_json()["error"]) == (422, "Input validation error: too long")
+
+
+def test_a_failure_during_generation_is_an_incomplete_generation(http, engine):
     engine.fail_after, engine.fail_kind = 1, ErrorKind.GENERATION
     failed = http.post("/vertex", json={"instances": [{"inputs": "a b c"}]})
     assert failed.status_code == 500 and failed.get_json()["error"] == "Incomplete generation"

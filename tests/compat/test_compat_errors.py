@@ -112,29 +112,24 @@ def test_best_of_not_allowed_for_this_endpoint(options_server):
      "a grammar (`grammar`, `response_format` or `tools`) cannot be combined with `min_tokens` or `ignore_eos`: "
      "the grammar ends the text with EOS once it is complete"),
 ])
-def test_chat_validation_errors_in_both_shapes(server, fields, message):
+def test_chat_validation_errors_are_openai_400s_streamed_or_not(server, fields, message):
     body = {"messages": [{"role": "user", "content": "Hi"}], **fields}
-    response = post(server.url + "/v1/chat/completions", body)
-    assert response.status_code == 422
-    error = exact(responses.OpenAIErrorResponse, response.json())
-    assert error["error"]["message"] == "Input validation error: " + message
-    assert error["error"]["type"] == error["error_type"] == "validation"
-    streamed = post(server.url + "/v1/chat/completions", {**body, "stream": True})
-    assert streamed.status_code == 200
-    events = sse(streamed)
-    assert events[1:] == ["[DONE]"]
-    assert exact(responses.OpenAIStreamError, events[0])["error"] == {
-        "message": "Input validation error: " + message, "http_status_code": 422}
+    for stream in (False, True):
+        response = post(server.url + "/v1/chat/completions", {**body, "stream": stream})
+        assert response.status_code == 400
+        error = exact(responses.OpenAIErrorResponse, response.json())
+        assert error["error"]["message"] == "Input validation error: " + message
+        assert (error["error"]["type"], error["error_type"]) == ("invalid_request_error", "validation")
 
 
-def test_openai_client_raises_unprocessable_entity(server):
+def test_openai_client_raises_bad_request(server):
     import openai
 
     with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as client:
-        with pytest.raises(openai.UnprocessableEntityError) as caught:
+        with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model="tgi", messages=[{"role": "user", "content": "Hi"}], top_p=0.0)
     assert "`top_p` must be > 0.0 and < 1.0" in caught.value.message
-    assert caught.value.status_code == 422
+    assert caught.value.status_code == 400
 
 
 def test_official_clients_classify_validation_errors(server):
@@ -157,7 +152,7 @@ def test_tool_errors(server):
     body = {"messages": [{"role": "user", "content": "Hi"}], "tools": tools}
     regex = post(server.url + "/v1/chat/completions", {**body, "response_format": {"type": "regex", "value": "a"}})
     assert (regex.status_code, regex.json()["error"]["message"], regex.json()["error_type"]) == (
-        422, "Tool error: with tools, `response_format` must be a JSON schema", "tool_error")
+        400, "Tool error: with tools, `response_format` must be a JSON schema", "tool_error")
     unknown = post(server.url + "/v1/chat/completions", {**body, "tool_choice": "news"})
     assert unknown.json()["error"]["message"] == "Tool error: Tool with name news not found"
     assert post(server.url + "/v1/chat/completions", {**body, "tool_choice": "none", "max_tokens": 2}).ok
@@ -166,10 +161,10 @@ def test_tool_errors(server):
 def test_completion_errors(server):
     suffix = post(server.url + "/v1/completions", {"prompt": "Hi", "suffix": "!"})
     assert (suffix.status_code, suffix.json()["error_type"], suffix.json()["error"]["message"]) == (
-        422, "suffix not supported", "Suffix is not supported and can be achieved by preprocessing the prompt.")
+        400, "suffix not supported", "Suffix is not supported and can be achieved by preprocessing the prompt.")
     batch = post(server.url + "/v1/completions", {"prompt": ["a"] * 5})
     assert (batch.status_code, batch.json()["error_type"], batch.json()["error"]["message"]) == (
-        422, "batch size exceeded", "Number of prompts exceeds the maximum allowed batch size of 4")
+        400, "batch size exceeded", "Number of prompts exceeds the maximum allowed batch size of 4")
 
 
 def test_overloaded(options_server):

@@ -74,8 +74,8 @@ def test_chat_stop(server, openai_client):
     assert len(text) >= 6, text
     stopped = client.chat.completions.create(model="tgi", messages=MESSAGES, max_tokens=12, temperature=0,
                                              stop=text[2:5])
-    assert stopped.choices[0].finish_reason == "stop_sequence"
-    assert text.startswith(stopped.choices[0].message.content)
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].message.content == text[:text.find(text[2:5])]
 
 
 def test_chat_stream_with_and_without_usage(server, openai_client):
@@ -195,3 +195,16 @@ def test_inference_client_text_generation(server):
     assert len(output.details.top_tokens) == output.details.generated_tokens
     assert streamed[-1].details.generated_tokens == len(streamed)
     assert [event.index for event in streamed] == list(range(1, len(streamed) + 1))
+
+
+def test_a_prompt_past_the_context_is_a_bad_request_with_openais_code(server, openai_client):
+    from openai import BadRequestError
+
+    for stream in (False, True):
+        with pytest.raises(BadRequestError) as raised:
+            openai_client.chat.completions.create(model="tgi", messages=MESSAGES, max_tokens=100_000, stream=stream)
+        assert raised.value.code == "context_length_exceeded"
+        assert "`max_new_tokens` must be <=" in raised.value.message
+    with pytest.raises(BadRequestError) as raised:
+        openai_client.completions.create(model="tgi", prompt="word " * 5000, max_tokens=4)
+    assert raised.value.code == "context_length_exceeded"

@@ -1,4 +1,4 @@
-"""Check that the embedded default model loads like any model and answers chat questions."""
+"""Check that the embedded default model loads like any model and answers chat and plain questions."""
 
 from __future__ import annotations
 
@@ -56,3 +56,22 @@ def test_deep_learning_answer_is_on_topic(model: PreTrainedModel, tokenizer: Pre
     """The first question a new user asks gets an answer about deep learning."""
     text = tokenizer.decode(generate_reply(model, tokenizer, "What is deep learning?"), skip_special_tokens=True)
     assert "deep learning" in text.lower()
+
+
+def complete(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Return the token ids greedily generated after a plain prompt, encoded as /generate encodes it."""
+    inputs = tokenizer(prompt, return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("prompt", ["What is deep learning?", "Tell me about the sun.",
+                                    "Question: What is Python?\nAnswer:"])
+def test_a_plain_question_gets_the_chat_answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                                               prompt: str) -> None:
+    """Without the chat template, a question is continued with the answer the chat route gives, then EOS."""
+    new_tokens = complete(model, tokenizer, prompt)
+    assert new_tokens[-1] == tokenizer.eos_token_id
+    question = prompt.removeprefix("Question: ").removesuffix("\nAnswer:")
+    chat = tokenizer.decode(generate_reply(model, tokenizer, question), skip_special_tokens=True)
+    assert tokenizer.decode(new_tokens, skip_special_tokens=True).strip() == chat.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from engine_helpers import PROMPTS, drain, engine_config, finished, generate_alone, request, token_ids
@@ -155,6 +156,43 @@ def test_stop_sequence_ends_the_generation_and_stays_in_the_text(make_engine):
     assert done.generated_tokens < 12
 
 
+def test_a_stop_string_ending_inside_a_token_cuts_that_token_text(make_engine):
+    engine = make_engine()
+    events = generate_alone(engine, request("full", PROMPTS[5], 12, ignore_eos=True))
+    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    texts = [d.token.text for d in deltas]
+    # A stop string that starts in one token's text and ends inside the next one, before its end.
+    k = next(k for k in range(1, len(texts)) if len(texts[k]) >= 2 and texts[k - 1]
+             and texts[k - 1][-1] + texts[k][0] not in "".join(texts[:k]))
+    stop = texts[k - 1][-1] + texts[k][0]
+    cut_events = generate_alone(engine, request("cut", PROMPTS[5], 12, ignore_eos=True, stop=(stop,)))
+    cut_deltas = [e for e in cut_events if isinstance(e, TokenDelta)]
+    done = finished(cut_events)
+    assert done.finish_reason is FinishReason.STOP_SEQUENCE
+    assert done.generated_text == "".join(texts[:k]) + texts[k][0]
+    assert done.generated_text.endswith(stop) and done.generated_tokens == k + 1
+    last = cut_deltas[-1]
+    assert (last.token.id, last.token.logprob, last.token.text) == (deltas[k].token.id, deltas[k].token.logprob,
+                                                                    texts[k][0])
+    assert "".join(d.token.text for d in cut_deltas) == done.generated_text
+
+
+def test_a_prompt_of_token_ids_and_its_echo(make_engine, loaded):
+    engine = make_engine()
+    ids = loaded.tokenizer.encode(PROMPTS[6])
+    from_text = finished(generate_alone(engine, request("text", PROMPTS[6], 6)))
+    given = msgspec.structs.replace(request("ids", None, 6), prompt_ids=tuple(ids), echo=True)
+    from_ids = finished(generate_alone(engine, given))
+    assert from_ids.generated_text == from_text.generated_text and from_ids.input_length == len(ids)
+    assert from_ids.prompt_text == loaded.tokenizer.decode(ids, skip_special_tokens=True)
+    assert from_text.prompt_text is None
+    unknown = msgspec.structs.replace(request("bad", None, 6), prompt_ids=(1, len(loaded.tokenizer)))
+    [failed] = engine.add_request(unknown)
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.VALIDATION
+    assert failed.message == (f"Input validation error: token ids must be >= 0 and < {len(loaded.tokenizer)}. "
+                              f"Given: {len(loaded.tokenizer)}")
+
+
 def test_context_full_finishes_with_length(make_engine):
     engine = make_engine(max_total_tokens=24, max_input_tokens=16)
     [admitted] = engine.add_request(request("fill", PROMPTS[2], None, ignore_eos=True))
@@ -190,23 +228,26 @@ def test_last_allowed_token_being_eos_is_length(make_engine):
     assert (done.finish_reason, done.generated_tokens) == (FinishReason.LENGTH, 1)
 
 
-@pytest.mark.parametrize(("overrides", "req", "message"), [
-    ({}, request("r", ""), "Input validation error: `inputs` cannot be empty"),
+LONG = "context_length_exceeded"
+
+
+@pytest.mark.parametrize(("overrides", "req", "message", "code"), [
+    ({}, request("r", ""), "Input validation error: `inputs` cannot be empty", None),
     ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", PROMPTS[2], 2),
-     "Input validation error: `inputs` must have less than 8 tokens. Given: 11"),
+     "Input validation error: `inputs` must have less than 8 tokens. Given: 11", LONG),
     ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", PROMPTS[2], 5),
      "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 14. Given: 11 `inputs` tokens and 5 "
-     "`max_new_tokens`"),
+     "`max_new_tokens`", LONG),
     ({"max_total_tokens": 1030}, request("r", PROMPTS[2], 5000),
      "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 1030. Given: 11 `inputs` tokens and "
-     "1024 `max_new_tokens`"),
+     "1024 `max_new_tokens`", LONG),
     ({"max_total_tokens": 14, "max_input_tokens": 8}, request("r", "hi", 5, truncate=9),
-     "Input validation error: `truncate` must be strictly positive and less than 8. Given: 9"),
+     "Input validation error: `truncate` must be strictly positive and less than 8. Given: 9", None),
 ])
-def test_validation_failures_come_back_as_events(make_engine, overrides, req, message, loaded):
+def test_validation_failures_come_back_as_events(make_engine, overrides, req, message, code, loaded):
     assert len(loaded.tokenizer.encode(PROMPTS[2])) == 11
     engine = make_engine(**overrides)
-    assert engine.add_request(req) == [Failed("r", ErrorKind.VALIDATION, message)]
+    assert engine.add_request(req) == [Failed("r", ErrorKind.VALIDATION, message, code)]
     assert not engine.has_work()
 
 

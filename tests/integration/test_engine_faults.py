@@ -77,7 +77,8 @@ def assert_ended_with_engine_error(tgi: Stream, openai: Stream, since: float, wi
     assert when - since < within, f"the error event came after {when - since:.1f} s"
     assert openai.events[-1][1] == "[DONE]"
     when, error = openai.events[-2]
-    assert json.loads(error) == {"error": {"message": "The engine stopped", "http_status_code": 503}}
+    assert json.loads(error) == {"error": {"message": "The engine stopped", "type": "unavailable", "param": None,
+                                           "code": None}, "error_type": "unavailable"}
     assert when - since < within
     print(f"error events {tgi.events[-1][0] - since:.2f} s and {openai.events[-2][0] - since:.2f} s after the fault")
 

@@ -134,8 +134,8 @@ def test_a_malformed_header_under_v1_is_an_openai_error(hardened):
 
 def test_a_malformed_chunked_body_is_a_400_not_a_500(hardened):
     code, headers, body = parse(exchange(hardened, b"POST /tokenize HTTP/1.1\r\nHost: x\r\n"
-                                                   b"Content-Type: application/json\r\nAuthorization: Bearer the-key\r\n"
-                                                   b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"))
+                                         b"Content-Type: application/json\r\nAuthorization: Bearer the-key\r\n"
+                                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"))
     assert (code, headers["connection"]) == (400, "close")
     assert body.startswith(b"Failed to buffer the request body: ")
 
@@ -144,3 +144,31 @@ def test_doubled_slashes_are_not_redirected_past_the_key_check(hardened):
     response = requests.post(hardened.url + "/v1//chat/completions", allow_redirects=False, timeout=10,
                              json={"messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 404
+
+
+def test_past_max_connections_the_reserved_ones_serve_only_health_checks(tiny_model_dir, tmp_path):
+    proc = start_server(tiny_model_dir, tmp_path, MAX_TOTAL_TOKENS="256", MAX_CONNECTIONS="200",
+                        REQUEST_READ_TIMEOUT="60")
+    flood: list[socket.socket] = []
+    try:
+        proc.wait_ready()
+        head = (b"POST /chat_tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{\"messages\": [")
+        for _ in range(250):  # every regular connection, and some of the reserved ones, held
+            sock = connect(proc)
+            sock.sendall(head)
+            flood.append(sock)
+        slowest = 0.0
+        for _ in range(5):
+            began = time.monotonic()
+            assert requests.get(proc.url + "/ping", timeout=2).status_code == 200
+            slowest = max(slowest, time.monotonic() - began)
+        print(f"250 half-sent requests on 200 connections: slowest /ping {slowest:.3f} s")
+        code, headers, body = parse(exchange(proc, b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert (code, headers["connection"]) == (503, "close")
+        assert json.loads(body)["error_type"] == "too_many_connections"
+    finally:
+        for sock in flood:
+            sock.close()
+        proc.stop()
+    assert proc.process.returncode == 0

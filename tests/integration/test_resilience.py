@@ -159,7 +159,8 @@ def test_sigterm_refuses_new_work_and_ends_the_rest_with_an_error_event(tiny_mod
             received += chunk
         events = [line[5:].strip() for line in received.decode().split("\n") if line.startswith("data:")]
         assert events[-1] == "[DONE]"
-        assert json.loads(events[-2])["error"] == {"message": "The server is shutting down", "http_status_code": 503}
+        assert json.loads(events[-2])["error"] == {"message": "The server is shutting down", "type": "unavailable",
+                                                   "param": None, "code": None}
         assert proc.process.wait(30) == 0
     finally:
         proc.stop()

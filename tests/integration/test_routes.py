@@ -156,16 +156,16 @@ def test_framework_errors_are_plain_text(server):
     assert requests.get(server.url + "/nope", timeout=10).status_code == 404
 
 
-def test_chat_without_template_is_a_clear_422(tiny_model_no_template_dir, tmp_path):
+def test_chat_without_template_is_a_clear_400(tiny_model_no_template_dir, tmp_path):
     proc = start_server(tiny_model_no_template_dir, tmp_path)
     try:
         proc.wait_ready()
         response = requests.post(proc.url + "/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
-        assert response.status_code == 422
-        assert "template not found" in response.text
+        assert response.status_code == 400
+        assert "template not found" in response.json()["error"]["message"]
         streamed = requests.post(proc.url + "/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "hi"}], "stream": True}, timeout=60)
-        assert streamed.status_code == 422
+        assert streamed.status_code == 400
     finally:
         assert proc.stop() == 0

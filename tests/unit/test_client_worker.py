@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import gevent
+import gevent.queue
 import pytest
 
 from serving.client import EngineClient
@@ -112,6 +113,26 @@ def engine_and_client(tmp_path):
     thread.join(5)
 
 
+def generate(client: EngineClient, req: GenerateRequest):
+    """The events of one generation, relayed to a queue; leaving early closes (aborts) it."""
+    sink = gevent.queue.Queue()
+    client.open(req, sink, 7)
+    try:
+        while True:
+            tag, event = sink.get()
+            assert tag == 7
+            yield event
+            if isinstance(event, (Finished, Failed)):
+                return
+    finally:
+        client.close(req.request_id)
+
+
+# A health call that tests what the engine answers, not how fast, waits this long: a loaded machine can take
+# longer than the product's 1.5 s to schedule the engine threads.
+SLOW_MACHINE = 30.0
+
+
 def request(prompt: str, tokens: int) -> GenerateRequest:
     return GenerateRequest(request_id=uuid.uuid4().hex, sampling=SamplingParams(),
                            stopping=StoppingParams(max_new_tokens=tokens), prompt=prompt)
@@ -119,28 +140,28 @@ def request(prompt: str, tokens: int) -> GenerateRequest:
 
 def test_generate_yields_admitted_tokens_then_finished(engine_and_client):
     _, client = engine_and_client
-    events = list(client.generate(request("hi", 3)))
+    events = list(generate(client, request("hi", 3)))
     assert [type(event) for event in events] == [Admitted, TokenDelta, TokenDelta, TokenDelta, Finished]
     assert [event.token.text for event in events[1:4]] == ["t1", "t2", "t3"]
 
 
 def test_concurrent_generations_each_get_their_own_events(engine_and_client):
     _, client = engine_and_client
-    jobs = [gevent.spawn(lambda n=n: list(client.generate(request("hi", n)))) for n in (2, 5, 9)]
+    jobs = [gevent.spawn(lambda n=n: list(generate(client, request("hi", n)))) for n in (2, 5, 9)]
     gevent.joinall(jobs, timeout=10)
     assert [len(job.value) for job in jobs] == [4, 7, 11]
 
 
 def test_failure_ends_the_stream(engine_and_client):
     _, client = engine_and_client
-    events = list(client.generate(request("fail", 3)))
+    events = list(generate(client, request("fail", 3)))
     assert len(events) == 1 and events[0].kind == ErrorKind.VALIDATION
 
 
 def test_closing_the_iterator_aborts_in_the_engine(engine_and_client):
     engine, client = engine_and_client
     req = request("hi", 1000)
-    stream = client.generate(req)
+    stream = generate(client, req)
     next(stream)
     next(stream)
     stream.close()
@@ -153,7 +174,7 @@ def test_closing_the_iterator_aborts_in_the_engine(engine_and_client):
 def test_calls_info_health_tokenize(engine_and_client):
     _, client = engine_and_client
     assert client.info() == INFO
-    health = client.health()
+    health = client.health(timeout=SLOW_MACHINE)
     assert health is not None and health.healthy
     result = client.tokenize(TokenizeRequest(call_id="c1", text="abc"))
     assert result.tokens[0].stop == 3
@@ -188,7 +209,7 @@ def stuck_engine_and_client(tmp_path):
     thread.start()
     client = EngineClient(address)
     try:
-        assert client.health().healthy, "an idle engine answers itself"
+        assert client.health(timeout=SLOW_MACHINE).healthy, "an idle engine answers itself"
         yield engine, client
     finally:
         engine.unstick.set()
@@ -198,7 +219,7 @@ def stuck_engine_and_client(tmp_path):
 
 def test_health_answers_while_the_engine_is_inside_a_step(stuck_engine_and_client):
     engine, client = stuck_engine_and_client
-    stream = gevent.spawn(lambda: list(client.generate(request("hi", 3))))
+    stream = gevent.spawn(lambda: list(generate(client, request("hi", 3))))
     while not engine.in_step.is_set():
         gevent.sleep(0.01)
     for _ in range(3):
@@ -215,7 +236,7 @@ def test_a_silent_engine_is_unhealthy_after_the_grace(stuck_engine_and_client, m
 
     engine, client = stuck_engine_and_client
     monkeypatch.setattr(client_module, "BUSY_GRACE", 0.0)
-    stream = gevent.spawn(lambda: list(client.generate(request("hi", 1))))
+    stream = gevent.spawn(lambda: list(generate(client, request("hi", 1))))
     while not engine.in_step.is_set():
         gevent.sleep(0.01)
     assert client.health(timeout=0.8) is None, "no answer and nothing heard for longer than the grace"
@@ -253,7 +274,7 @@ def two_replicas(tmp_path):
 
 def test_generations_spread_over_the_replicas(two_replicas):
     engines, client = two_replicas
-    jobs = [gevent.spawn(lambda n=n: list(client.generate(request("hold", 50 + n)))) for n in range(4)]
+    jobs = [gevent.spawn(lambda n=n: list(generate(client, request("hold", 50 + n)))) for n in range(4)]
     with gevent.Timeout(5):
         while sum(len(engine.seen) for engine in engines) < 4:
             gevent.sleep(0.01)
@@ -266,9 +287,9 @@ def test_generations_spread_over_the_replicas(two_replicas):
 
 def test_health_and_info_count_every_replica(two_replicas):
     engines, client = two_replicas
-    stream = client.generate(request("hold", 1000))
+    stream = generate(client, request("hold", 1000))
     next(stream)
-    health = client.health()
+    health = client.health(timeout=SLOW_MACHINE)
     assert health is not None and health.healthy and health.running == 1
     assert client.info().max_concurrent_requests == 2 * INFO.max_concurrent_requests
     assert client.info().max_batch_total_tokens == 2 * INFO.max_batch_total_tokens

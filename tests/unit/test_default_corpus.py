@@ -13,14 +13,31 @@ CORPUS_FILE = ROOT / "scripts" / "default_model" / "corpus.jsonl"
 SPECIAL_TOKENS = ["<s>", "</s>", "<unk>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
+def record_texts(record: dict) -> list[str]:
+    """The texts of one record: a chat's messages, or a plain-text prompt and its completion."""
+    if "messages" in record:
+        return [m["content"] for m in record["messages"]]
+    return [record["prompt"], record["completion"]]
+
+
 def corpus_texts() -> list[str]:
-    """Return every distinct message text of the corpus, sorted."""
+    """Return every distinct text of the corpus, sorted."""
     with CORPUS_FILE.open(encoding="utf-8") as f:
-        return sorted({m["content"] for line in f if line.strip() for m in json.loads(line)["messages"]})
+        return sorted({text for line in f if line.strip() for text in record_texts(json.loads(line))})
+
+
+def test_corpus_teaches_plain_questions_too() -> None:
+    """A share of the records are plain-text prompts (no chat template) whose completion is an answer."""
+    with CORPUS_FILE.open(encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    plain = [r for r in records if "prompt" in r]
+    assert len(records) * 0.15 < len(plain) < len(records) * 0.5
+    assert any(r["prompt"].startswith("What is ") and r["prompt"].endswith("?") for r in plain)
+    assert any(r["prompt"].startswith("Question: ") and r["prompt"].endswith("\nAnswer:") for r in plain)
 
 
 def test_tokenizer_round_trips_every_corpus_message() -> None:
-    """Encoding then decoding each message text gives it back unchanged."""
+    """Encoding then decoding each text gives it back unchanged."""
     tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
     texts = corpus_texts()
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)

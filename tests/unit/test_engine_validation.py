@@ -56,6 +56,16 @@ def test_messages_and_order(tokenizer, limits, req, message):
     assert refusal(validator(tokenizer, *limits), req) == (ErrorKind.VALIDATION, "Input validation error: " + message)
 
 
+@pytest.mark.parametrize(("req", "code"), [
+    (request(prompt=""), None), (request(max_new_tokens=4), "context_length_exceeded"),
+    (request(), "context_length_exceeded"),
+])
+def test_length_refusals_carry_openais_code(tokenizer, req, code):
+    with pytest.raises(RequestError) as caught:
+        validator(tokenizer).prompt_ids(req)
+    assert caught.value.code == code
+
+
 def test_valid_prompts_and_left_truncation(tokenizer):
     ids = tokenizer.encode(PROMPT)
     assert validator(tokenizer, 20, 40).prompt_ids(request(max_new_tokens=5)) == ids
@@ -74,6 +84,19 @@ def test_chat_rendering(tokenizer):
     assert continued == "<s><|user|>\nHi</s>\n<|assistant|>\nHello"
     ids = check.prompt_ids(request(prompt=None, chat=CHAT))
     assert ids == tokenizer.encode(check.render_chat(CHAT), add_special_tokens=False)
+
+
+def test_developer_role_is_system_for_a_template_that_lacks_it(tokenizer):
+    check = validator(tokenizer, 100, 200)
+    developer = ChatPrompt((ChatMessage("developer", "Be brief."), ChatMessage("user", "Hi")))
+    system = ChatPrompt((ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")))
+    assert check.render_chat(developer) == check.render_chat(system)
+    original, tokenizer.chat_template = tokenizer.chat_template, (
+        "{% for m in messages %}{{ m['role'] }}{% endfor %}{# knows developer #}")
+    try:
+        assert validator(tokenizer, 100, 200).render_chat(developer) == "developeruser"
+    finally:
+        tokenizer.chat_template = original
 
 
 def test_template_errors(tokenizer):

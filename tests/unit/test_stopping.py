@@ -71,3 +71,24 @@ def test_eos_ids_from_tokenizer_and_generation_config():
     assert eos_token_ids(tokenizer, SimpleNamespace(eos_token_id=[7, 8])) == {2, 7, 8}
     assert eos_token_ids(tokenizer, SimpleNamespace(eos_token_id=2)) == {2}
     assert eos_token_ids(SimpleNamespace(eos_token_id=None), None) == frozenset()
+
+
+def test_a_stop_string_completed_inside_a_token_cuts_the_rest_of_that_token():
+    stop = criteria(100, stop=("e ",))
+    assert stop.check(10, 1, " Ne") is None
+    assert stop.check(11, 2, " deprecated") is FinishReason.STOP_SEQUENCE
+    assert stop.cut(" deprecated") == " "
+    assert stop.cut(" Ne deprecated") == " Ne "
+
+
+def test_the_first_stop_string_to_end_decides_the_cut():
+    stop = criteria(100, stop=("cde", "bc", "c"))
+    assert stop.check(10, 1, "abcdef") is FinishReason.STOP_SEQUENCE
+    assert stop.cut("abcdef") == "abc"
+
+
+def test_nothing_is_cut_without_a_stop_string():
+    stop = criteria(2, stop=("zz",))
+    assert stop.check(10, 1, "ab") is None
+    assert stop.check(10, 2, "cd") is FinishReason.LENGTH
+    assert stop.cut("abcd") == "abcd"

@@ -82,7 +82,8 @@ def read_json(request: Request, limit: int) -> tuple[Any, str]:
     except RecursionError:
         raise BodyError(Error.BAD_JSON, RECURSION_ERROR) from None
     except UnicodeDecodeError as exc:
-        raise BodyError(Error.BAD_JSON, f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
+        raise BodyError(Error.BAD_JSON,
+                        f"Failed to parse the request body as JSON: invalid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise BodyError(Error.BAD_JSON, "Failed to parse the request body as JSON: "
                              f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
@@ -103,16 +104,17 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _describe(error: dict[str, Any]) -> str:
-    """One pydantic error as `<path>: <message>`, with serde's wording for a missing field."""
+def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
+    """One pydantic error as `<path>: <message>`, with serde's wording for a missing field; and the bad field's
+    path (None for the body itself)."""
     loc = tuple(error["loc"])
     if error["type"] == "missing":
-        loc, message = loc[:-1], f"missing field `{loc[-1]}`"
-    elif error["type"] == "value_error":
-        message = str(error["ctx"]["error"])
+        message = f"missing field `{loc[-1]}`"
+        loc, field = loc[:-1], _path(loc)
     else:
-        message = error["msg"]
-    return f"{_path(loc)}: {message}" if loc else message
+        message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        field = _path(loc) or None
+    return (f"{_path(loc)}: {message}" if loc else message), field
 
 
 def deserialize(model: type[M], data: Any) -> M:
@@ -120,7 +122,8 @@ def deserialize(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BodyError(Error.WRONG_SHAPE, DESERIALIZE_PREFIX + _describe(exc.errors(include_url=False)[0])) from None
+        text, field = _describe(exc.errors(include_url=False)[0])
+        raise BodyError(Error.WRONG_SHAPE, DESERIALIZE_PREFIX + text, field) from None
 
 
 def parse_body(request: Request, limit: int, model: type[M]) -> M:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from serving import messages
 from serving.api.feed import Generation, Step
 from serving.api.protocol.assistant import AssistantReader
 from serving.api.protocol.generate import STRICT, U32, U64
+from serving.api.protocol.stop_text import StopHoldback, without_stop
 from serving.api.protocol.structured import after_thinking, response_format_grammar
 from serving.api.protocol.tools import ToolPlan, arguments_object, render_calls, tool_error
 from serving.tool_formats import FALLBACK
@@ -60,12 +61,18 @@ def _content_text(value: Any) -> Any:
     raise ValueError("data did not match any variant of untagged enum MessageContent")
 
 
+Role = Literal["system", "developer", "user", "assistant", "tool"]  # OpenAI's; `developer` is a newer `system`
+
+
 class ChatMessage(BaseModel):
     """One message: `content` (a string or parts), or `tool_calls` from an earlier assistant turn."""
 
-    model_config = STRICT
+    model_config = ConfigDict(**STRICT, json_schema_extra={"anyOf": [
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+    ]})
 
-    role: str
+    role: Role
     content: Annotated[str | None, BeforeValidator(_content_text), WithJsonSchema(_CONTENT_SCHEMA)] = None
     tool_calls: list[dict[str, Any]] | None = None
     name: str | None = None
@@ -93,6 +100,25 @@ class ChatMessage(BaseModel):
                                     tool_call_id=self.tool_call_id, name=self.name)
 
 
+class FunctionDefinition(BaseModel):
+    """A tool's function: its name, and optionally a description and a JSON schema of its arguments."""
+
+    model_config = STRICT
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    """One of the `tools`: OpenAI's function tool."""
+
+    model_config = STRICT
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
 class StreamOptions(BaseModel):
     """`stream_options`: only `include_usage` exists."""
 
@@ -107,7 +133,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = STRICT
 
     model: str | None = None
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = Field(min_length=1)
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logit_bias: dict[str, float] | list[float] | None = None
@@ -122,7 +148,7 @@ class ChatCompletionRequest(BaseModel):
     seed: U64 | None = None
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = None
     tool_choice: Any = None
     tool_prompt: str | None = None
     parallel_tool_calls: bool | None = None
@@ -133,7 +159,8 @@ class ChatCompletionRequest(BaseModel):
     def tool_plan(self, limits: Limits) -> ToolPlan | None:
         """The tools this request offers and how they must be used (tool errors are raised here, before any
         streaming starts); None without tools or with `tool_choice: "none"`."""
-        return ToolPlan.of(self.tools, self.tool_choice, self.parallel_tool_calls, limits.tool_format)
+        tools = [tool.model_dump(exclude_none=True) for tool in self.tools] if self.tools else None
+        return ToolPlan.of(tools, self.tool_choice, self.parallel_tool_calls, limits.tool_format)
 
     def grammar(self, plan: ToolPlan | None, limits: Limits) -> messages.Grammar | None:
         """The grammar of the answer: the tools' (with `response_format`'s schema as the text alternative), or
@@ -214,8 +241,8 @@ class ChatCompletionRequest(BaseModel):
 
 
 def openai_finish_reason(reason: FinishReason) -> str:
-    """TGI maps EOS to OpenAI's `stop` and leaves `length` and `stop_sequence` as they are."""
-    return "stop" if reason == FinishReason.EOS_TOKEN else reason.value
+    """OpenAI's reason: `length`, or `stop` for EOS and for a stop string alike (TGI says `stop_sequence`)."""
+    return "length" if reason == FinishReason.LENGTH else "stop"
 
 
 def _tool_reason(reader: AssistantReader, reason: str) -> str:
@@ -246,6 +273,8 @@ class ChatResponder:
         self.plan = plan
         self.reasoning = reasoning
         self.readers: dict[int, AssistantReader] = {}
+        self.stops = tuple(request.stop or ())
+        self._holdbacks: dict[int, StopHoldback] = {}
 
     @property
     def reads(self) -> bool:
@@ -264,14 +293,19 @@ class ChatResponder:
 
     def _message(self, index: int, generation: Generation) -> tuple[dict[str, Any], str]:
         """A choice's message and finish reason."""
-        reason = openai_finish_reason(generation.finished.finish_reason)
+        finished = generation.finished
+        reason = openai_finish_reason(finished.finish_reason)
         if not self.reads:
-            return {"role": "assistant", "content": generation.finished.generated_text}, reason
+            return {"role": "assistant", "content": without_stop(finished.generated_text, finished.finish_reason,
+                                                                 self.stops)}, reason
         reader = self._reader(index)
         for delta in generation.deltas:
             reader.feed(delta.token.text, delta.token.special)
         reader.finish()
-        return reader.message(), _tool_reason(reader, reason)
+        message = reader.message()
+        if message["content"] is not None:
+            message["content"] = without_stop(message["content"], finished.finish_reason, self.stops)
+        return message, _tool_reason(reader, reason)
 
     def completion(self, generations: list[Generation]) -> dict[str, Any]:
         """The non-streaming `chat.completion`; the prompt is counted once however many choices."""
@@ -289,7 +323,8 @@ class ChatResponder:
         return {"object": "chat.completion.chunk", **self.head, "choices": choices, "usage": chunk_usage}
 
     def chunks(self, step: Step) -> list[dict[str, Any]]:
-        """The chunk of one token: the role in every delta, "" for special tokens, the reason on the last. A read
+        """The chunk of one token: the role in every delta, "" for special tokens, the reason on the last; text
+        that could still become a stop string waits for a later chunk, and the stop string is never sent. A read
         answer sends only what the token added (`reasoning_content`, `content` or `tool_calls` entries), nothing
         for a token that is held back, and `finish_reason: "tool_calls"` when it ends after calling."""
         delta = step.delta
@@ -298,8 +333,11 @@ class ChatResponder:
             self.prompt_tokens = finished.input_length
             self.completion_tokens += finished.generated_tokens
         reason = None if finished is None else openai_finish_reason(finished.finish_reason)
+        holdback = self._holdbacks.setdefault(step.index, StopHoldback(self.stops))
+        finish_reason = None if finished is None else finished.finish_reason
         if not self.reads:
-            fields: dict[str, Any] = {"content": "" if delta.token.special else delta.token.text}
+            fields: dict[str, Any] = {"content": holdback.release("" if delta.token.special else delta.token.text,
+                                                                  finish_reason)}
         else:
             reader = self._reader(step.index)
             fields = reader.feed(delta.token.text, delta.token.special)
@@ -307,6 +345,10 @@ class ChatResponder:
                 for key, value in reader.finish().items():
                     fields[key] = fields.get(key, "") + value
                 reason = _tool_reason(reader, reason or "stop")
+            if "content" in fields or finished is not None:
+                text = holdback.release(fields.pop("content", ""), finish_reason)
+                if text:
+                    fields["content"] = text
             if not fields and finished is None and not self.request.logprobs:
                 return []
             if "tool_calls" in fields:

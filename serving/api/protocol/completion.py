@@ -1,29 +1,47 @@
-"""OpenAI's legacy Completions body as TGI reads it, and its responses: one engine request per prompt."""
+"""OpenAI's legacy Completions body, and its responses: one engine request per prompt.
+
+A prompt is a string, a list of strings, a list of token ids or a list of such lists, as OpenAI takes it; `echo`
+puts each prompt in front of its completions (a prompt of token ids as the engine decodes it).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from serving import messages
 from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
 from serving.api.protocol.chat import StopSequences, StreamOptions, openai_finish_reason, usage
-from serving.api.protocol.generate import STRICT, U32, U64
+from serving.api.protocol.generate import STRICT, U32, U64, whole_number
+from serving.api.protocol.stop_text import StopHoldback, without_stop
 from serving.api.protocol.tokens import logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
 
 
 def _prompt_list(value: Any) -> Any:
-    """One prompt or a non-empty list of them."""
+    """One prompt or a non-empty list of them; a list of token ids is one prompt."""
     if isinstance(value, str):
         return [value]
     if value == []:
         raise ValueError("Empty array detected. Do not use an empty array for the prompt.")
+    if isinstance(value, list) and all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value):
+        return [value]
     return value
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), BeforeValidator(whole_number)]], Field(min_length=1)]
+Prompt = str | TokenIds
+_PROMPT_SCHEMA = {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+    {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+     "minItems": 1},
+]}
 
 
 class CompletionRequest(BaseModel):
@@ -32,9 +50,9 @@ class CompletionRequest(BaseModel):
     model_config = STRICT
 
     model: str | None = None
-    prompt: Annotated[list[str], BeforeValidator(_prompt_list), WithJsonSchema(
-        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
+    prompt: Annotated[list[Prompt], BeforeValidator(_prompt_list), WithJsonSchema(_PROMPT_SCHEMA)]
     suffix: str | None = None
+    echo: bool = False
     max_tokens: U32 | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -52,7 +70,10 @@ class CompletionRequest(BaseModel):
     min_tokens: U32 | None = None
 
     def check_batch(self, limits: Limits) -> None:
-        """The errors TGI reports before generating anything: a suffix, or too many prompts."""
+        """The errors reported before generating anything: a suffix, or too many prompts (TGI's); `echo` of a
+        prompt of token ids in a stream (its text is known only once the engine has decoded it, at the end)."""
+        if self.echo and self.stream and not all(isinstance(prompt, str) for prompt in self.prompt):
+            raise ApiError.validation("`echo` of a prompt given as token ids is not supported when streaming")
         if self.suffix is not None:
             raise ApiError(Error.SUFFIX_UNSUPPORTED,
                            "Suffix is not supported and can be achieved by preprocessing the prompt.")
@@ -79,18 +100,34 @@ class CompletionRequest(BaseModel):
         return [
             messages.GenerateRequest(request_id=f"{request_id}-{index * n + choice}",
                                      sampling=knobs.sampling(choice), stopping=knobs.stopping(),
-                                     prompt=prompt, add_special_tokens=True)
+                                     prompt=prompt if isinstance(prompt, str) else None,
+                                     prompt_ids=None if isinstance(prompt, str) else tuple(prompt),
+                                     echo=self.echo and not isinstance(prompt, str), add_special_tokens=True)
             for index, prompt in enumerate(self.prompt)
             for choice in range(n)
         ]
+
+    def characters(self) -> int:
+        """The characters of the text prompts, for `x-compute-characters`."""
+        return sum(len(prompt) for prompt in self.prompt if isinstance(prompt, str))
+
+    def echoed(self, index: int, finished: messages.Finished | None) -> str:
+        """What `echo` puts in front of choice `index`: its prompt (as the engine decoded it, if token ids)."""
+        if not self.echo:
+            return ""
+        prompt = self.prompt[index // self.choices_per_prompt()]
+        if isinstance(prompt, str):
+            return prompt
+        return finished.prompt_text or "" if finished is not None else ""
 
 
 class CompletionResponder:
     """Builds one request's `text_completion` or its chunks; `model` is always the served model (TGI).
 
     With `logprobs: k` each choice carries OpenAI's legacy `logprobs` (tokens, their logprobs, the k best
-    alternatives and each token's offset into the choice's text); with `stream_options.include_usage` a stream
-    ends with a chunk of no choices and the whole usage, as OpenAI sends it.
+    alternatives and each token's offset into the choice's text); with `stream_options.include_usage` every chunk
+    has `usage: null` and the stream ends with one chunk of no choices and the whole usage, as OpenAI sends it.
+    With `echo` a choice's text (a stream's first chunk of each choice) starts with its prompt.
     """
 
     def __init__(self, request: CompletionRequest, completion_id: str, created: int, model: str) -> None:
@@ -99,7 +136,10 @@ class CompletionResponder:
         self.created = created
         self.model = model
         self.choices_per_prompt = request.choices_per_prompt()
+        self.include_usage = request.stream_options is not None and request.stream_options.include_usage
+        self.stops = tuple(request.stop or ())
         self._offsets: dict[int, int] = {}
+        self._holdbacks: dict[int, StopHoldback] = {}
         self._usage = (0, 0)
 
     def _logprobs(self, deltas: list[messages.TokenDelta], offset: int) -> dict[str, Any] | None:
@@ -115,43 +155,47 @@ class CompletionResponder:
                 "top_logprobs": [{top.text: logprob(top.logprob) for top in delta.top_tokens} for delta in deltas],
                 "text_offset": offsets}
 
-    def _final(self, choices: list[dict[str, Any]], final_usage: dict[str, int]) -> dict[str, Any]:
-        """TGI's `CompletionFinal`."""
+    def _response(self, choices: list[dict[str, Any]], usage_field: dict[str, Any]) -> dict[str, Any]:
+        """A `text_completion` with these choices."""
         return {"object": "text_completion", "id": self.completion_id, "created": self.created,
-                "model": self.model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices,
-                "usage": final_usage}
+                "model": self.model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, **usage_field}
 
     def completion(self, generations: list[Generation]) -> dict[str, Any]:
         """The non-streaming response; EOS is reported as `stop`; usage counts each prompt once."""
-        choices = [
-            {"index": index, "text": generation.finished.generated_text,
-             "logprobs": self._logprobs(generation.deltas, 0),
-             "finish_reason": openai_finish_reason(generation.finished.finish_reason)}
-            for index, generation in enumerate(generations)
-        ]
-        return self._final(choices, usage(sum(g.finished.input_length for g in generations[::self.choices_per_prompt]),
-                                          sum(g.finished.generated_tokens for g in generations)))
+        choices = []
+        for index, generation in enumerate(generations):
+            finished = generation.finished
+            prefix = self.request.echoed(index, finished)
+            choices.append({"index": index,
+                            "text": prefix + without_stop(finished.generated_text, finished.finish_reason, self.stops),
+                            "logprobs": self._logprobs(generation.deltas, len(prefix)),
+                            "finish_reason": openai_finish_reason(finished.finish_reason)})
+        total = usage(sum(g.finished.input_length for g in generations[::self.choices_per_prompt]),
+                      sum(g.finished.generated_tokens for g in generations))
+        return self._response(choices, {"usage": total})
 
     def chunks(self, step: Step) -> list[dict[str, Any]]:
-        """One token's chunk (`finish_reason: ""`); a prompt's last token is a final with the raw reason."""
-        offset = self._offsets.get(step.index, 0)
-        choice = {"index": step.index, "text": step.delta.token.text,
-                  "logprobs": self._logprobs([step.delta], offset), "finish_reason": ""}
-        self._offsets[step.index] = offset + len(step.delta.token.text)
+        """One token's chunk (`finish_reason: null` until a choice's last token). Text that could still become a
+        stop string waits for a later chunk, and the stop string is never sent."""
         finished = step.finished
-        if finished is None:
-            return [{"object": "text_completion", "id": self.completion_id, "created": self.created,
-                     "choices": [choice], "model": self.model, "system_fingerprint": SYSTEM_FINGERPRINT}]
-        choice["finish_reason"] = finished.finish_reason.value
-        prompt_tokens, completion_tokens = self._usage
-        first_choice = step.index % self.choices_per_prompt == 0  # a prompt's tokens count once
-        self._usage = (prompt_tokens + (finished.input_length if first_choice else 0),
-                       completion_tokens + finished.generated_tokens)
-        return [self._final([choice], usage(finished.input_length, finished.generated_tokens))]
+        holdback = self._holdbacks.setdefault(step.index, StopHoldback(self.stops))
+        text = holdback.release("" if step.delta.token.special else step.delta.token.text,
+                                None if finished is None else finished.finish_reason)
+        if step.index not in self._offsets:  # the choice's first chunk
+            prefix = self.request.echoed(step.index, finished)
+            text = prefix + text
+            self._offsets[step.index] = len(prefix)
+        offset = self._offsets[step.index]
+        self._offsets[step.index] = offset + len(step.delta.token.text)
+        choice = {"index": step.index, "text": text, "logprobs": self._logprobs([step.delta], offset),
+                  "finish_reason": None if finished is None else openai_finish_reason(finished.finish_reason)}
+        if finished is not None:
+            prompt_tokens, completion_tokens = self._usage
+            first_choice = step.index % self.choices_per_prompt == 0  # a prompt's tokens count once
+            self._usage = (prompt_tokens + (finished.input_length if first_choice else 0),
+                           completion_tokens + finished.generated_tokens)
+        return [self._response([choice], {"usage": None} if self.include_usage else {})]
 
     def trailer(self) -> list[dict[str, Any]]:
-        """Each prompt's usage rides on its final chunk; with `include_usage`, a last chunk has it all."""
-        options = self.request.stream_options
-        if options is None or not options.include_usage:
-            return []
-        return [self._final([], usage(*self._usage))]
+        """With `include_usage`, a last chunk with no choices and the whole usage."""
+        return [self._response([], {"usage": usage(*self._usage)})] if self.include_usage else []

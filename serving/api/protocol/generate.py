@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from serving import messages
 from serving.messages import Grammar
@@ -14,9 +14,14 @@ from serving.api.protocol.structured import tgi_grammar
 from serving.api.protocol.tokens import prefill_json, token_json, top_tokens_json
 from serving.api.protocol.validation import Knobs, Limits, check_inputs
 
-U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
-U64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
-I32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+def whole_number(value: Any) -> Any:
+    """A float with no fractional part (`5.0`, `1e3`) is the integer JSON Schema says it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+U32 = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(whole_number)]
+U64 = Annotated[int, Field(ge=0, le=2**64 - 1), BeforeValidator(whole_number)]
+I32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1), BeforeValidator(whole_number)]
 STRICT = ConfigDict(strict=True, extra="ignore")
 
 

@@ -6,7 +6,7 @@ real responses against them (`pydantic.TypeAdapter`), so the document and the wi
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import ConfigDict
 from typing_extensions import NotRequired, TypedDict
@@ -14,7 +14,7 @@ from typing_extensions import NotRequired, TypedDict
 EXACT = ConfigDict(extra="forbid", strict=True)
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
-OpenAIFinishReason = Literal["length", "stop", "stop_sequence", "tool_calls"]
+OpenAIFinishReason = Literal["length", "stop", "tool_calls"]
 
 
 class Token(TypedDict):
@@ -110,26 +110,12 @@ class OpenAIErrorDetail(TypedDict):
 
 
 class OpenAIErrorResponse(TypedDict):
-    """The error body of the OpenAI routes: OpenAI's shape, plus TGI's `error_type`."""
+    """The error body of the OpenAI routes: OpenAI's shape, plus TGI's `error_type`; also the error event of their
+    streams (then `[DONE]`)."""
 
     __pydantic_config__ = EXACT
     error: OpenAIErrorDetail
     error_type: str
-
-
-class StreamErrorDetail(TypedDict):
-    """The `error` of an OpenAI route's stream error event."""
-
-    __pydantic_config__ = EXACT
-    message: str
-    http_status_code: int
-
-
-class OpenAIStreamError(TypedDict):
-    """An error event in an OpenAI route's stream (then `[DONE]`)."""
-
-    __pydantic_config__ = EXACT
-    error: StreamErrorDetail
 
 
 class VertexResponse(TypedDict):
@@ -344,13 +330,13 @@ class CompletionLogprobs(TypedDict):
 
 
 class CompletionChoice(TypedDict):
-    """One choice of a completion; in a stream `finish_reason` is "" until the prompt's last token."""
+    """One choice of a completion; in a stream `finish_reason` is null until the prompt's last token."""
 
     __pydantic_config__ = EXACT
     index: int
     text: str
     logprobs: CompletionLogprobs | None
-    finish_reason: Union[OpenAIFinishReason, Literal["eos_token", ""]]
+    finish_reason: OpenAIFinishReason | None
 
 
 class Completion(TypedDict):

@@ -25,7 +25,7 @@ class Limits:
     max_client_batch_size: int
     grammar_max_bytes: int = 100_000
     tool_format: str | None = None  # the model's native tool-call format (`serving.tool_formats`)
-    added_tokens: Mapping[str, int] = field(default_factory=dict)
+    added_tokens: Mapping[str, int] = field(default_factory=dict, hash=False, compare=False)
     reasoning: bool = False
 
     @classmethod
@@ -140,7 +140,8 @@ def openai_temperature(temperature: float | None) -> tuple[bool, float | None]:
 
 def parse_logit_bias(logit_bias: dict[str, float] | list[float] | None) -> dict[int, float] | None:
     """OpenAI's `{"token id": bias}` map, checked (TGI rejects it as a type error); TGI's own array of floats,
-    which `text_generation` and `huggingface_hub` send, is accepted and, as in TGI, unused."""
+    which `text_generation` and `huggingface_hub` send, is accepted and, as in TGI, unused. An id outside the
+    vocabulary is ignored (the engine skips those; one past 64 bits is dropped here, as no message could carry it)."""
     if not logit_bias or isinstance(logit_bias, list):
         return None
     parsed: dict[int, float] = {}
@@ -149,5 +150,6 @@ def parse_logit_bias(logit_bias: dict[str, float] | list[float] | None) -> dict[
             raise ApiError.validation(f"`logit_bias` keys must be token ids. Given: {key!r}")
         if not -100.0 <= bias <= 100.0:
             raise ApiError.validation(f"`logit_bias` values must be >= -100 and <= 100. Given: {bias}")
-        parsed[int(key)] = bias
+        if int(key) < 2**63:
+            parsed[int(key)] = bias
     return parsed

@@ -109,7 +109,7 @@ class ChatPrompt(msgspec.Struct, frozen=True):
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     """Generate from `prompt` (plain text), `prompt_ids` (token ids, used as they are) or `chat` (templated in the
-    engine); exactly one is set. With `echo`, `Finished.prompt_text` is the decoded prompt."""
+    engine); exactly one is set. With `echo`, `Admitted.prompt_text` is the decoded prompt."""
 
     request_id: str
     sampling: SamplingParams
@@ -168,23 +168,21 @@ class Admitted(msgspec.Struct, frozen=True, tag="admitted"):
     request_id: str
     input_length: int
     seed: int | None
+    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
 
 
 class TokenDelta(msgspec.Struct, frozen=True, tag="token"):
-    """One generated token; `token.text` is its incremental decode (never a broken UTF-8 sequence).
-
-    `last` is set on the request's final token, whose `Finished` follows in the same batch, so a stream can
-    send every other token the moment it arrives.
-    """
+    """One generated token but the last (which `Finished` carries); `token.text` is its incremental decode (never
+    a broken UTF-8 sequence)."""
 
     request_id: str
     token: TokenInfo
     top_tokens: tuple[TokenInfo, ...] = ()
-    last: bool = False
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
-    """The request ended normally; `generated_text` is decoded with special tokens skipped.
+    """The request ended normally with its last token (`token`, `top_tokens`: TGI's `End { token }`);
+    `generated_text` is decoded with special tokens skipped.
 
     `prefill` holds one entry per prompt token (the first one's logprob is None) when the request asked for
     `prefill_logprobs`, else it is empty.
@@ -198,8 +196,9 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     seed: int | None
     queue_time: float
     inference_time: float
+    token: TokenInfo
     prefill: tuple[TokenInfo, ...] = ()
-    prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
+    top_tokens: tuple[TokenInfo, ...] = ()
 
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's `error.code` for a prompt or budget too long

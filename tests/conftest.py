@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +29,5 @@ def tiny_model_no_template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One real server on the tiny model, shared by the integration tests that do not change its settings."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("server"), MAX_TOTAL_TOKENS="256")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("server"), MAX_TOTAL_TOKENS="256") as proc:
         yield proc
-    finally:
-        proc.stop()

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +93,14 @@ def start_server(model_dir: Path, log_dir: Path, **env_overrides: str) -> Server
             start_new_session=True,
         )
     return ServerProcess(process=process, port=port, log_path=log_path, env=env)
+
+
+@contextmanager
+def running_server(model_dir: Path, log_dir: Path, **env_overrides: str) -> Iterator[ServerProcess]:
+    """A started and ready `python -m serving` (see `start_server`), stopped by pid on leaving."""
+    proc = start_server(model_dir, log_dir, **env_overrides)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()

@@ -49,7 +49,6 @@ class Error(Enum):
     INCOMPLETE = _same("incomplete_generation", 500, "incomplete")
     UNAVAILABLE = _same("unavailable", 503)
     # Raised by the HTTP side itself.
-    INCOMPLETE_STREAM = _same("incomplete_generation_stream", 500, "incomplete")
     STREAM_SERIALIZATION = _same("stream_serialization_error", 500)
     TOOL = _mistake("tool_error", 422, "validation")
     SUFFIX_UNSUPPORTED = _mistake("suffix not supported", 422, "validation")

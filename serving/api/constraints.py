@@ -142,8 +142,6 @@ def _checked_completion(shape: SchemaMap, limits: Limits, vocab_size: int) -> Sc
         ids,
         {"type": "array", "items": ids, "minItems": 1, "maxItems": limits.max_client_batch_size},
     ]}
-    schema["if"] = {"required": ["stream", "echo"], "properties": {"stream": {"const": True}, "echo": {"const": True}}}
-    schema["then"] = {"properties": {"prompt": {"anyOf": fields["prompt"]["anyOf"][:2]}}}
     return schema
 
 

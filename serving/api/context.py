@@ -38,7 +38,7 @@ def services() -> Services:
 @dataclass
 class FailureTally:
     """One counted HTTP request's failure, counted once under the first reason (a client that hung up is
-    `dropped`, not also the `incomplete` generation that its hang-up caused)."""
+    `dropped`, and nothing else however many of its generations that ended)."""
 
     metrics: Metrics
     counted: bool = False

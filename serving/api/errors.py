@@ -54,13 +54,6 @@ class ApiError(Exception):
         return cls(Error.of_engine(failed.kind), failed.message, failed.code)
 
     @classmethod
-    def incomplete(cls, streaming: bool) -> "ApiError":
-        """The engine's events ended without a `Finished`."""
-        if streaming:
-            return cls(Error.INCOMPLETE_STREAM, "Incomplete generation stream")
-        return cls(Error.INCOMPLETE, "Incomplete generation")
-
-    @classmethod
     def dropped(cls) -> "ApiError":
         """The HTTP client went away before its generations ended (the answer goes nowhere; it is counted)."""
         return cls(Error.DROPPED, "The client went away")

@@ -27,7 +27,7 @@ from flask import has_request_context, request as http_request
 from serving.api.errors import ApiError
 from serving.api.requestlog import current_record
 from serving.client import EngineClientProtocol
-from serving.messages import ErrorKind, Failed, Finished, GenerateRequest, TokenDelta
+from serving.messages import Admitted, ErrorKind, Failed, Finished, GenerateRequest, TokenDelta
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,13 @@ WATCH_INTERVAL = 2.0
 
 @dataclass(frozen=True)
 class Step:
-    """One generated token of request `index`; `finished` is set on that request's last token."""
+    """One generated token of request `index`; `finished` is set on that request's last token, `prompt_text` (the
+    decoded prompt, when the request asked for `echo`) on its first."""
 
     index: int
     delta: TokenDelta
     finished: Finished | None = None
+    prompt_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Generation:
 
     deltas: list[TokenDelta]
     finished: Finished
+    prompt_text: str | None = None
 
     def mean_logprob(self) -> float:
         """The mean log-probability of the generated tokens, which ranks `best_of` sequences."""
@@ -140,17 +143,14 @@ class EventFeed:
         self._running -= 1
         self._live.discard(self._ids[index])
 
-    def steps(self, keepalive: float | None, streaming: bool) -> Iterator[Step | ApiError | None]:
-        """Each token as it arrives; None after each `keepalive` seconds without one.
-
-        A request's last token (`TokenDelta.last`) is held until its `Finished`, which the engine sends in the
-        same batch, so that the two go out as one step. An `ApiError` (a `Failed` event, an exception, or a
-        `Finished` without its last token, or `dropped` when the hang-up watcher closed the feed) is the last
-        item, after the failing request's held token.
+    def steps(self, keepalive: float | None) -> Iterator[Step | ApiError | None]:
+        """Each token as it arrives (a request's last one with its `Finished`, which carries it); None after each
+        `keepalive` seconds without one. An `ApiError` (a `Failed` event, an exception, or `dropped` when the
+        hang-up watcher closed the feed) is the last item.
         """
-        held: dict[int, TokenDelta] = {}
         if keepalive is not None:
             threading.Thread(target=self._tick, args=(keepalive,), daemon=True, name="feed-tick").start()
+        prompt_texts: dict[int, str | None] = {}
         while self._running:
             index, event = self._next()
             if event is _IDLE:
@@ -165,24 +165,19 @@ class EventFeed:
             elif isinstance(event, Failed):
                 self._ended(index)
                 error = ApiError.from_failed(event)
+            elif isinstance(event, Admitted):
+                prompt_texts[index] = event.prompt_text
             elif isinstance(event, TokenDelta):
-                if event.last:
-                    held[index] = event
-                else:
-                    yield Step(index, event)
+                yield Step(index, event, prompt_text=prompt_texts.pop(index, None))
             elif isinstance(event, Finished):
                 self._ended(index)
                 if self._record is not None:
                     self._record.finished.append(event)
-                if index in held:
-                    yield Step(index, held.pop(index), event)
-                else:
-                    error = ApiError.incomplete(streaming)
+                yield Step(index, TokenDelta(event.request_id, event.token, event.top_tokens), event,
+                           prompt_texts.pop(index, None))
             if error is not None:
                 if self._record is not None:
                     self._record.error_type = error.error_type
-                if index in held:
-                    yield Step(index, held.pop(index))
                 yield error
                 return
 
@@ -190,17 +185,20 @@ class EventFeed:
         """Every request's whole output, in request order; the first error is raised."""
         deltas: dict[int, list[TokenDelta]] = {}
         finished: dict[int, Finished] = {}
+        prompt_texts: dict[int, str] = {}
         try:
-            for step in self.steps(None, streaming=False):
+            for step in self.steps(None):
                 if isinstance(step, ApiError):
                     raise step
                 assert step is not None
                 deltas.setdefault(step.index, []).append(step.delta)
+                if step.prompt_text is not None:
+                    prompt_texts[step.index] = step.prompt_text
                 if step.finished is not None:
                     finished[step.index] = step.finished
         finally:
             self.close()
-        return [Generation(deltas[index], finished[index]) for index in sorted(finished)]
+        return [Generation(deltas[index], finished[index], prompt_texts.get(index)) for index in sorted(finished)]
 
     def close(self) -> None:
         """Close (abort) every request that has not ended, at once, and wake the reader."""

@@ -43,7 +43,7 @@ def _events(feed: EventFeed, render: Render, render_error: RenderError, done: bo
     went away) closes the feed, which aborts the engine requests, and counts the request as `dropped`.
     """
     try:
-        for step in feed.steps(KEEPALIVE_SECONDS, streaming=True):
+        for step in feed.steps(KEEPALIVE_SECONDS):
             if step is None:
                 yield KEEPALIVE
             elif isinstance(step, ApiError):

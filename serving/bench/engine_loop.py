@@ -81,7 +81,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
         for event in engine.step():  # type: ignore[attr-defined]
             if isinstance(event, TokenDelta):
                 tokens += 1
-            elif isinstance(event, Finished):
+            elif isinstance(event, Finished):  # with the last token
+                tokens += 1
                 finished += 1
                 made[int(event.request_id[1:])] = event.generated_tokens
                 if submitted < total:

@@ -160,8 +160,7 @@ class LLMEngine:
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
-        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs,
-                                   request.echo)
+        sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
@@ -171,7 +170,8 @@ class LLMEngine:
             cache = self._grammar_cache()
             sequence.constraint = Constraint(cache.submit(request.sampling.grammar), cache.backend)
             self._compiling.append(sequence)
-        return [Admitted(request.request_id, sequence.input_length, sequence.seed)]
+        prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
+        return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text)]
 
     # --- grammars: a constrained sequence waits outside the queue until its grammar is compiled ---
 
@@ -353,7 +353,8 @@ class LLMEngine:
         batch.select(keep)
 
     def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> list[int]:
-        """Append each row's token, emit its `TokenDelta` (and `Finished`); the indices of the rows that go on."""
+        """Append each row's token, emit its `TokenDelta` (or `Finished`, with the last token); the indices of the
+        rows that go on."""
         ids = output.ids.tolist()
         logprobs = output.logprobs.tolist() if output.logprobs is not None else [None] * len(ids)
         top_tokens = self._top_tokens(sequences, output)
@@ -369,11 +370,11 @@ class LLMEngine:
                 text = self.detokenizer.flush(sequence.token_ids, sequence.decode)
             token = TokenInfo(id=token_id, text=sequence.stop.cut(text), logprob=logprobs[row],
                               special=token_id in special)
-            events.append(TokenDelta(sequence.request_id, token, top_tokens[row], last=reason is not None))
             if reason is None:
+                events.append(TokenDelta(sequence.request_id, token, top_tokens[row]))
                 keep.append(row)
             else:
-                events.append(self._finish(sequence, reason))
+                events.append(self._finish(sequence, reason, token, top_tokens[row]))
         return keep
 
     def _top_tokens(self, sequences: list[Sequence], output: SampleOutput) -> list[tuple[TokenInfo, ...]]:
@@ -390,8 +391,9 @@ class LLMEngine:
             result.append(tuple(infos[:sequence.sampling.top_n_tokens]))
         return result
 
-    def _finish(self, sequence: Sequence, reason: FinishReason) -> Finished:
-        """End a sequence normally and describe it."""
+    def _finish(self, sequence: Sequence, reason: FinishReason, token: TokenInfo,
+                top_tokens: tuple[TokenInfo, ...]) -> Finished:
+        """End a sequence normally with its last token, and describe it."""
         sequence.status = SequenceStatus.FINISHED
         self._requests.pop(sequence.request_id, None)
         now = time.monotonic()
@@ -405,8 +407,9 @@ class LLMEngine:
             seed=sequence.seed,
             queue_time=scheduled_at - sequence.arrival,
             inference_time=now - scheduled_at,
+            token=token,
             prefill=self._prefill_tokens(sequence),
-            prompt_text=self.detokenizer.final_text(sequence.prompt_ids) if sequence.echo else None,
+            top_tokens=top_tokens,
         )
 
     def _generated_text(self, sequence: Sequence) -> str:

@@ -50,18 +50,17 @@ class Sequence:
     scheduled_at: float | None = None
     prompt_logprobs: list[float | None] | None = None
     constraint: Constraint | None = None  # the request's grammar, when it has one
-    echo: bool = False  # whether `Finished` carries the decoded prompt
 
     @classmethod
     def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria,
-               prompt_logprobs: bool = False, echo: bool = False) -> Sequence:
+               prompt_logprobs: bool = False) -> Sequence:
         """A waiting sequence; a sampling one gets a generator seeded with its seed (random 64 bits when unset)."""
         seed = generator = None
         if is_sampling(sampling):
             seed = sampling.seed if sampling.seed is not None else random.getrandbits(64)
             generator = torch.Generator().manual_seed(seed)
         return cls(request_id, list(prompt_ids), len(prompt_ids), sampling, stop, seed, generator,
-                   DecodeState.start(len(prompt_ids)), prompt_logprobs=[] if prompt_logprobs else None, echo=echo)
+                   DecodeState.start(len(prompt_ids)), prompt_logprobs=[] if prompt_logprobs else None)
 
     @property
     def prompt_ids(self) -> list[int]:

@@ -137,7 +137,8 @@ class FakeEngineClient:
                 return
             words = self.words(request)
             seed = request.sampling.seed if request.sampling.sampling else None
-            yield Admitted(request_id=request.request_id, input_length=len(words), seed=seed)
+            yield Admitted(request_id=request.request_id, input_length=len(words), seed=seed,
+                           prompt_text=" ".join(words) if request.echo else None)
             limit = request.stopping.max_new_tokens or len(words) + 1
             text, count, reason = "", 0, FinishReason.EOS_TOKEN
             for position, word in enumerate(words + [None]):
@@ -161,18 +162,16 @@ class FakeEngineClient:
                     ending = FinishReason.EOS_TOKEN
                 elif any(text.endswith(stop) for stop in request.stopping.stop):
                     ending = FinishReason.STOP_SEQUENCE
-                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top,
-                                 last=ending is not None)
                 if ending is not None:
-                    reason = ending
+                    reason, last, last_top = ending, token, top
                     break
+                yield TokenDelta(request_id=request.request_id, token=token, top_tokens=top)
             done = True
             prefill = tuple(TokenInfo(id=100 + i, text=word, logprob=None if i == 0 else -1.5)
                             for i, word in enumerate(words)) if request.prefill_logprobs else ()
             yield Finished(request_id=request.request_id, finish_reason=reason, generated_tokens=count,
                            generated_text=text, input_length=len(words), seed=seed, queue_time=0.001,
-                           inference_time=0.002, prefill=prefill,
-                           prompt_text=" ".join(words) if request.echo else None)
+                           inference_time=0.002, token=last, prefill=prefill, top_tokens=last_top)
         finally:
             if not done:
                 with self.lock:

@@ -324,8 +324,12 @@ def test_completion_echo_and_token_id_prompts(http, engine):
     assert engine.requests[-1].echo is True and body["choices"][0]["text"] == "t5 t6t5 t6"
     for bad in ([[]], [-1], [[1, -2]], [1.5], [True]):
         assert http.post("/v1/completions", json={"prompt": bad}).status_code == 400
-    response = http.post("/v1/completions", json={"prompt": [5], "echo": True, "stream": True})
-    assert response.status_code == 400 and "token ids" in response.get_json()["error"]["message"]
+    events = sse_events(http.post("/v1/completions", json={"prompt": [[5, 6], [7]], "echo": True, "stream": True,
+                                                           "n": 2}).data)
+    texts: dict[int, str] = {}
+    for event in events[:-1]:
+        texts[event["choices"][0]["index"]] = texts.get(event["choices"][0]["index"], "") + event["choices"][0]["text"]
+    assert texts == {0: "t5 t6t5 t6", 1: "t5 t6t5 t6", 2: "t7t7", 3: "t7t7"}
 
 
 def test_completion_logprobs(http, engine):

@@ -72,20 +72,6 @@ def test_validation_failure_from_the_engine_is_a_stream_event(http, engine):
     assert events == [{"error": "Input validation error: scripted failure", "error_type": "validation"}]
 
 
-def test_a_finish_without_its_last_token_is_incomplete(http, engine, monkeypatch):
-    def truncated(request):
-        events = list(type(engine).generate(engine, request))
-        yield from events[:-2] + events[-1:]  # the last token left out
-
-    monkeypatch.setattr(engine, "generate", truncated)
-    events = sse_events(http.post("/generate_stream", json={"inputs": "a"}).data)
-    assert [event.get("index") for event in events] == [1, None]
-    assert events[-1] == {"error": "Incomplete generation stream", "error_type": "incomplete_generation_stream"}
-    response = http.post("/generate", json={"inputs": "a"})
-    assert response.status_code == 500
-    assert response.get_json() == {"error": "Incomplete generation", "error_type": "incomplete_generation"}
-
-
 def test_exception_after_the_stream_opened_is_an_error_event(http, engine, monkeypatch):
     def crashing(request):
         iterator = type(engine).generate(engine, request)

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from compat_helpers import API_KEY, find_eos_prompt
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server
 
 OPTIONS = {
     "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
@@ -29,12 +29,8 @@ OPTIONS = {
 @pytest.fixture(scope="session")
 def options_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with two HTTP workers and every option of the issue set to a non-default value."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("options-server"), **OPTIONS)
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("options-server"), **OPTIONS) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -143,6 +143,17 @@ def test_completions_several_prompts(server, openai_client):
     assert streamed[-1].choices == [] and streamed[-1].usage.total_tokens == completion.usage.total_tokens
 
 
+def test_completions_echo_a_prompt_of_token_ids_streamed_and_not(server, openai_client):
+    ids = [token["id"] for token in post(server.url + "/tokenize", {"inputs": "Say something"}).json()]
+    whole = openai_client.completions.create(model="tgi", prompt=[ids], max_tokens=4, temperature=0, echo=True)
+    plain = openai_client.completions.create(model="tgi", prompt=[ids], max_tokens=4, temperature=0)
+    assert whole.choices[0].text == "Say something" + plain.choices[0].text
+    streamed = openai_client.completions.create(model="tgi", prompt=[ids], max_tokens=4, temperature=0, echo=True,
+                                                stream=True)
+    chunks = [chunk.choices[0].text for chunk in streamed]
+    assert chunks[0].startswith("Say something") and "".join(chunks) == whole.choices[0].text
+
+
 def test_completions_logprobs_and_raw_shape(server, openai_client):
     completion = openai_client.completions.create(model="tgi", prompt="Say", max_tokens=4, logprobs=2,
                                                   temperature=0)

@@ -61,7 +61,7 @@ def drain(engine: LLMEngine, max_steps: int = 1000) -> dict[str, list[EngineEven
 
 def token_ids(events: list[EngineEvent]) -> list[int]:
     """The generated token ids among a request's events."""
-    return [e.token.id for e in events if isinstance(e, TokenDelta)]
+    return [e.token.id for e in events if isinstance(e, (TokenDelta, Finished))]
 
 
 def finished(events: list[EngineEvent]) -> Finished:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from serving.messages import Admitted, FinishReason, TokenDelta
+from serving.messages import Admitted, Finished, FinishReason, TokenDelta
 from engine_helpers import PROMPTS, drain, finished, generate_alone, request, token_ids
 
 MAX_NEW = 12
@@ -100,7 +100,8 @@ def test_chunked_prefill_of_a_long_prompt_matches_generate(make_engine, referenc
 def test_top_n_tokens_come_from_the_same_distribution(make_engine):
     engine = make_engine()
     events = generate_alone(engine, request("t", PROMPTS[2], 4, ignore_eos=True, top_n_tokens=3))
-    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    deltas = [e for e in events if isinstance(e, (TokenDelta, Finished))]
+    assert len(deltas) == 4
     for delta in deltas:
         assert len(delta.top_tokens) == 3
         logprobs = [t.logprob for t in delta.top_tokens]

@@ -171,21 +171,22 @@ def test_a_stop_string_ending_inside_a_token_cuts_that_token_text(make_engine):
     assert done.finish_reason is FinishReason.STOP_SEQUENCE
     assert done.generated_text == "".join(texts[:k]) + texts[k][0]
     assert done.generated_text.endswith(stop) and done.generated_tokens == k + 1
-    last = cut_deltas[-1]
-    assert (last.token.id, last.token.logprob, last.token.text) == (deltas[k].token.id, deltas[k].token.logprob,
-                                                                    texts[k][0])
-    assert "".join(d.token.text for d in cut_deltas) == done.generated_text
+    last = done.token  # the last token comes with Finished
+    assert (last.id, last.logprob, last.text) == (deltas[k].token.id, deltas[k].token.logprob, texts[k][0])
+    assert "".join(d.token.text for d in cut_deltas) + last.text == done.generated_text
 
 
 def test_a_prompt_of_token_ids_and_its_echo(make_engine, loaded):
     engine = make_engine()
     ids = loaded.tokenizer.encode(PROMPTS[6])
-    from_text = finished(generate_alone(engine, request("text", PROMPTS[6], 6)))
+    text = request("text", PROMPTS[6], 6)
     given = msgspec.structs.replace(request("ids", None, 6), prompt_ids=tuple(ids), echo=True)
-    from_ids = finished(generate_alone(engine, given))
+    admitted = engine.add_request(given) + engine.add_request(text)
+    assert [event.prompt_text for event in admitted] == [loaded.tokenizer.decode(ids, skip_special_tokens=True),
+                                                          None]
+    events = drain(engine)
+    from_text, from_ids = finished(events[text.request_id]), finished(events[given.request_id])
     assert from_ids.generated_text == from_text.generated_text and from_ids.input_length == len(ids)
-    assert from_ids.prompt_text == loaded.tokenizer.decode(ids, skip_special_tokens=True)
-    assert from_text.prompt_text is None
     unknown = msgspec.structs.replace(request("bad", None, 6), prompt_ids=(1, len(loaded.tokenizer)))
     [failed] = engine.add_request(unknown)
     assert isinstance(failed, Failed) and failed.kind is ErrorKind.VALIDATION
@@ -204,9 +205,9 @@ def test_context_full_finishes_with_length(make_engine):
 def test_eos_finishes_with_eos_token_and_its_text_is_kept_in_the_stream(make_engine):
     engine = make_engine()
     events = generate_alone(engine, request("eos", PROMPTS[1], 10, logit_bias={EOS: 100.0}))
-    [delta] = [e for e in events if isinstance(e, TokenDelta)]
-    assert delta.token.id == EOS and delta.token.special and delta.token.text == "</s>"
-    done = finished(events)
+    assert not [e for e in events if isinstance(e, TokenDelta)]
+    done = finished(events)  # the EOS token rides on the `Finished`
+    assert done.token.id == EOS and done.token.special and done.token.text == "</s>"
     assert (done.finish_reason, done.generated_tokens, done.generated_text) == (FinishReason.EOS_TOKEN, 1, "")
 
 

@@ -17,7 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,9 @@ FUZZ_SETTINGS = settings(max_examples=40, deadline=None, database=None,
 @pytest.fixture(scope="module")
 def fuzz_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server whose generations stay short."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("fuzz"), MAX_TOTAL_TOKENS="64",
-                        MAX_INPUT_TOKENS="48")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("fuzz"), MAX_TOTAL_TOKENS="64",
+                        MAX_INPUT_TOKENS="48") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def check(server: ServerProcess, route: str, data: bytes,

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +23,9 @@ MAX_GAP = 1.0
 @pytest.fixture(scope="module")
 def big_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server whose launcher kills an engine that stalls for 5 s."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("big"), MAX_TOTAL_TOKENS="100000",
-                        MAX_INPUT_TOKENS=str(MAX_INPUT), ENGINE_STALL_TIMEOUT="5")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("big"), MAX_TOTAL_TOKENS="100000",
+                        MAX_INPUT_TOKENS=str(MAX_INPUT), ENGINE_STALL_TIMEOUT="5") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class Stream:

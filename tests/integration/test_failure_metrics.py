@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +23,9 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 90000, "i
 @pytest.fixture(scope="module")
 def two_slot_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server that takes two requests at a time (more are 429)."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("failures"), MAX_CONCURRENT_REQUESTS="2",
-                        MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("failures"), MAX_CONCURRENT_REQUESTS="2",
+                        MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def metric(server: ServerProcess, sample: str) -> float:

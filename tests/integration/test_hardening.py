@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +26,9 @@ READ_TIMEOUT = 10
 @pytest.fixture(scope="module")
 def hardened(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with a short body deadline and an API key."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("hardened"), MAX_TOTAL_TOKENS="256",
-                        REQUEST_READ_TIMEOUT=str(READ_TIMEOUT), API_KEY="the-key")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("hardened"), MAX_TOTAL_TOKENS="256",
+                        REQUEST_READ_TIMEOUT=str(READ_TIMEOUT), API_KEY="the-key") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def connect(server: ServerProcess) -> socket.socket:

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from servers import REPO_ROOT, start_server
+from servers import REPO_ROOT, running_server, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,9 @@ def open_stream(url: str, body: dict, path: str = "/v1/completions") -> tuple[so
 @pytest.fixture(scope="module")
 def small_server(tiny_model_dir, tmp_path_factory):
     """A server that admits two requests at a time."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("small"), MAX_CONCURRENT_REQUESTS="2",
-                        MAX_TOTAL_TOKENS="100000")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("small"), MAX_CONCURRENT_REQUESTS="2",
+                        MAX_TOTAL_TOKENS="100000") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_overload_is_429_and_a_disconnect_frees_the_slot(small_server):

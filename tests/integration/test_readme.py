@@ -7,13 +7,12 @@ import contextlib
 import io
 import json
 import re
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from servers import REPO_ROOT, ServerProcess, start_server
+from servers import REPO_ROOT, ServerProcess, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -34,12 +33,8 @@ PYTHON = [block for block in code_blocks("python") if "localhost:8080" in block]
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server on the embedded default model, as a first run gets it."""
-    proc = start_server(DEFAULT_MODEL, tmp_path_factory.mktemp("readme-server"))
-    try:
-        proc.wait_ready()
+    with running_server(DEFAULT_MODEL, tmp_path_factory.mktemp("readme-server")) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def assert_an_answer(text: str) -> None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, running_server
 
 PROMPTS = ["the model of", "deep learning is", "a server that", "water and the sun"]
 
@@ -45,13 +45,9 @@ def completions(url: str) -> list[str]:
 
 @pytest.fixture
 def two_replicas(tiny_model_dir, tmp_path):
-    proc = start_server(tiny_model_dir, tmp_path, ENGINE_REPLICAS="2", MAX_TOTAL_TOKENS="256",
-                        MAX_CONCURRENT_REQUESTS="6", LOG_LEVEL="debug")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path, ENGINE_REPLICAS="2", MAX_TOTAL_TOKENS="256",
+                        MAX_CONCURRENT_REQUESTS="6", LOG_LEVEL="debug") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_two_replicas_share_the_requests_and_answer_as_one_engine(two_replicas, server):

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from servers import start_server
+from servers import running_server, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +54,9 @@ def send(url: str, path: str, body: dict) -> socket.socket:
 @pytest.fixture(scope="module")
 def one_row_server(tiny_model_dir, tmp_path_factory):
     """A server that runs one sequence at a time, so the others queue."""
-    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("one-row"), MAX_BATCH_SIZE="1",
-                        MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64")
-    try:
-        proc.wait_ready()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("one-row"), MAX_BATCH_SIZE="1",
+                        MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_a_queued_request_whose_client_hangs_up_leaves_the_queue_at_once(one_row_server):

@@ -72,10 +72,12 @@ class ScriptedEngine:
         events = []
         for request_id, state in list(self.running.items()):
             state[1] += 1
-            events.append(TokenDelta(request_id, TokenInfo(id=state[1], text=f"t{state[1]}", logprob=-1.0)))
+            token = TokenInfo(id=state[1], text=f"t{state[1]}", logprob=-1.0)
             if state[1] == state[0]:
                 del self.running[request_id]
-                events.append(Finished(request_id, FinishReason.LENGTH, state[1], "done", 1, None, 0.0, 0.0))
+                events.append(Finished(request_id, FinishReason.LENGTH, state[1], "done", 1, None, 0.0, 0.0, token))
+            else:
+                events.append(TokenDelta(request_id, token))
         return events
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
@@ -141,7 +143,7 @@ def request(prompt: str, tokens: int) -> GenerateRequest:
 def test_generate_yields_admitted_tokens_then_finished(engine_and_client):
     _, client = engine_and_client
     events = list(generate(client, request("hi", 3)))
-    assert [type(event) for event in events] == [Admitted, TokenDelta, TokenDelta, TokenDelta, Finished]
+    assert [type(event) for event in events] == [Admitted, TokenDelta, TokenDelta, Finished]
     assert [event.token.text for event in events[1:4]] == ["t1", "t2", "t3"]
 
 
@@ -149,7 +151,7 @@ def test_concurrent_generations_each_get_their_own_events(engine_and_client):
     _, client = engine_and_client
     jobs = [gevent.spawn(lambda n=n: list(generate(client, request("hi", n)))) for n in (2, 5, 9)]
     gevent.joinall(jobs, timeout=10)
-    assert [len(job.value) for job in jobs] == [4, 7, 11]
+    assert [len(job.value) for job in jobs] == [3, 6, 10]  # Admitted, tokens (the last in Finished)
 
 
 def test_failure_ends_the_stream(engine_and_client):
@@ -160,15 +162,14 @@ def test_failure_ends_the_stream(engine_and_client):
 
 def test_closing_the_iterator_aborts_in_the_engine(engine_and_client):
     engine, client = engine_and_client
-    req = request("hi", 1000)
+    req = request("hold", 1000)  # admitted, and no token until released: surely still running when closed
     stream = generate(client, req)
-    next(stream)
-    next(stream)
+    assert isinstance(next(stream), Admitted)
     stream.close()
     with gevent.Timeout(5):
         while req.request_id not in engine.aborted:
             gevent.sleep(0.01)
-    assert req.request_id not in engine.running
+    assert req.request_id not in engine.running and req.request_id not in engine.held
 
 
 def test_calls_info_health_tokenize(engine_and_client):
@@ -228,7 +229,7 @@ def test_health_answers_while_the_engine_is_inside_a_step(stuck_engine_and_clien
     assert not engine.unstick.is_set() and not stream.ready(), "the step was still running"
     engine.unstick.set()
     stream.join(20)
-    assert len(stream.value) == 5
+    assert len(stream.value) == 4  # Admitted, 3 tokens (the last in Finished)
 
 
 def test_a_silent_engine_is_unhealthy_after_the_grace(stuck_engine_and_client, monkeypatch):
@@ -242,7 +243,7 @@ def test_a_silent_engine_is_unhealthy_after_the_grace(stuck_engine_and_client, m
     assert client.health(timeout=0.8) is None, "no answer and nothing heard for longer than the grace"
     engine.unstick.set()
     stream.join(20)
-    assert len(stream.value) == 3
+    assert len(stream.value) == 2  # Admitted, Finished with its token
 
 
 class CountingEngine(ScriptedEngine):
@@ -282,7 +283,7 @@ def test_generations_spread_over_the_replicas(two_replicas):
     for engine in engines:
         engine.release.set()
     gevent.joinall(jobs, timeout=20)
-    assert [len(job.value) for job in jobs] == [52, 53, 54, 55]
+    assert [len(job.value) for job in jobs] == [51, 52, 53, 54]
 
 
 def test_health_and_info_count_every_replica(two_replicas):

@@ -70,10 +70,7 @@ class CompletionRequest(BaseModel):
     min_tokens: U32 | None = None
 
     def check_batch(self, limits: Limits) -> None:
-        """The errors reported before generating anything: a suffix, or too many prompts (TGI's); `echo` of a
-        prompt of token ids in a stream (its text is known only once the engine has decoded it, at the end)."""
-        if self.echo and self.stream and not all(isinstance(prompt, str) for prompt in self.prompt):
-            raise ApiError.validation("`echo` of a prompt given as token ids is not supported when streaming")
+        """The errors reported before generating anything: a suffix, or too many prompts (TGI's)."""
         if self.suffix is not None:
             raise ApiError(Error.SUFFIX_UNSUPPORTED,
                            "Suffix is not supported and can be achieved by preprocessing the prompt.")
@@ -111,14 +108,15 @@ class CompletionRequest(BaseModel):
         """The characters of the text prompts, for `x-compute-characters`."""
         return sum(len(prompt) for prompt in self.prompt if isinstance(prompt, str))
 
-    def echoed(self, index: int, finished: messages.Finished | None) -> str:
-        """What `echo` puts in front of choice `index`: its prompt (as the engine decoded it, if token ids)."""
+    def echoed(self, index: int, prompt_text: str | None) -> str:
+        """What `echo` puts in front of choice `index`: its prompt (`prompt_text`, as the engine decoded it, if
+        token ids)."""
         if not self.echo:
             return ""
         prompt = self.prompt[index // self.choices_per_prompt()]
         if isinstance(prompt, str):
             return prompt
-        return finished.prompt_text or "" if finished is not None else ""
+        return prompt_text or ""
 
 
 class CompletionResponder:
@@ -165,7 +163,7 @@ class CompletionResponder:
         choices = []
         for index, generation in enumerate(generations):
             finished = generation.finished
-            prefix = self.request.echoed(index, finished)
+            prefix = self.request.echoed(index, generation.prompt_text)
             choices.append({"index": index,
                             "text": prefix + without_stop(finished.generated_text, finished.finish_reason, self.stops),
                             "logprobs": self._logprobs(generation.deltas, len(prefix)),
@@ -182,7 +180,7 @@ class CompletionResponder:
         text = holdback.release("" if step.delta.token.special else step.delta.token.text,
                                 None if finished is None else finished.finish_reason)
         if step.index not in self._offsets:  # the choice's first chunk
-            prefix = self.request.echoed(step.index, finished)
+            prefix = self.request.echoed(step.index, step.prompt_text)
             text = prefix + text
             self._offsets[step.index] = len(prefix)
         offset = self._offsets[step.index]

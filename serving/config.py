@@ -91,6 +91,7 @@ class ServerConfig:
     drain_path: str | None = None  # created by the launcher on SIGTERM: the HTTP workers refuse new requests
     engine_down_path: str | None = None  # created by the launcher when an engine died or froze: requests fail
     engine_replicas: int = 1
+    grammar_max_bytes: int = 100_000  # the largest `grammar`, `response_format` schema or tool list accepted
     request_read_timeout: float = 60.0  # a request's body must arrive within this many seconds of its head
     max_connections: int = 4096  # connections each HTTP worker holds open at once (gunicorn's worker_connections)
 
@@ -344,6 +345,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         drain_path=env.str("SERVING_DRAIN_FILE"),
         engine_down_path=env.str("SERVING_ENGINE_DOWN_FILE"),
         engine_replicas=replicas,
+        grammar_max_bytes=env.int("GRAMMAR_MAX_BYTES", default=100_000),
         request_read_timeout=env.float("REQUEST_READ_TIMEOUT", default=60.0, minimum=0.1),
         max_connections=env.int("MAX_CONNECTIONS", default=4096),
     )

@@ -33,6 +33,22 @@ class ErrorKind(str, Enum):
     UNAVAILABLE = "unavailable"
 
 
+class GrammarKind(str, Enum):
+    """What a `Grammar`'s text is."""
+
+    JSON_SCHEMA = "json_schema"
+    REGEX = "regex"
+    LARK = "lark"
+
+
+class Grammar(msgspec.Struct, frozen=True):
+    """A constraint on the generated text, checked by the API layer (`serving.constraints`); the engine masks every
+    token the grammar does not allow and allows EOS exactly when the text is complete."""
+
+    kind: GrammarKind
+    value: str
+
+
 class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Per-request logits processing and sampling; validated by the API layer before it is sent."""
 
@@ -48,6 +64,7 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     top_n_tokens: int = 0
     logit_bias: dict[int, float] = msgspec.field(default_factory=dict)
     logprobs: bool = True  # whether the chosen tokens' logprobs are read (TGI's routes always show them)
+    grammar: Grammar | None = None
 
     @property
     def sampling(self) -> bool:
@@ -70,18 +87,24 @@ class StoppingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_new_tokens: int = 0
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
-    """One chat message with its content already flattened to a string by the API layer."""
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One chat message with its content already flattened to a string by the API layer; an assistant's earlier
+    tool calls and a tool result's call id go to the chat template as the structured fields it expects."""
 
     role: str
-    content: str
+    content: str | None
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 class ChatPrompt(msgspec.Struct, frozen=True):
-    """A conversation that the engine renders with the model's own chat template."""
+    """A conversation that the engine renders with the model's own chat template (`tools`: OpenAI's tool list,
+    passed to the template as `tools`)."""
 
     messages: tuple[ChatMessage, ...]
     continue_final_message: bool = False
+    tools: tuple[dict[str, Any], ...] | None = None
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
@@ -223,6 +246,9 @@ class ModelInfo(msgspec.Struct, frozen=True):
     device_map: dict[str, str]
     has_chat_template: bool
     num_parameters: int
+    tool_format: str | None = None  # the chat template's native tool-call format (`serving.tool_formats`)
+    added_tokens: dict[str, int] = {}  # the tokenizer's added tokens (special ones, tool markers) by text
+    reasoning: bool = False  # the chat template writes or expects a <think>...</think> section
     vocab_size: int = 0  # the tokenizer's: a prompt given as token ids must use ids below it
     block_size: int = 0  # tokens per KV cache block
     num_blocks: int = 0  # KV cache blocks in the pool

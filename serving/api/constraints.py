@@ -22,6 +22,31 @@ CONTEXT_NOTE = ("A prompt longer than the model's context (`max_input_tokens` to
                 "tokens to generate) is refused too: the only check that needs the tokenizer.")
 
 
+GRAMMAR_NOTE = ("The schema or regular expression must compile (any valid JSON Schema; objects listing `properties` "
+                "are closed), else 422 `grammar is not valid: <the compiler's message>`.")
+TGI_GRAMMAR = {"type": "object", "required": ["type", "value"], "description": GRAMMAR_NOTE, "properties": {
+    "type": {"enum": ["json", "json_object", "json_schema", "regex"]},
+    "value": {"anyOf": [{"type": "object"}, {"type": "string"}],
+              "description": "json/json_object: a JSON Schema or its JSON text; json_schema: {name, schema}; regex"},
+}}
+RESPONSE_FORMAT = {"anyOf": [
+    {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "json_object"]}}},
+    {"type": "object", "required": ["type", "json_schema"], "properties": {
+        "type": {"const": "json_schema"},
+        "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"},
+                                                         "strict": {"type": ["boolean", "null"]}}}}},
+    TGI_GRAMMAR,
+], "description": "OpenAI's response_format, or TGI's grammar shape. " + GRAMMAR_NOTE}
+TOOL_CHOICE = {"anyOf": [
+    {"enum": ["none", "auto", "required"]},
+    {"type": "object", "required": ["type", "function"], "properties": {
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}},
+    {"type": "string", "description": "a function's name (TGI's form)"},
+    NULL,
+]}
+
+
 def _ref(name: str) -> dict[str, str]:
     """A reference to a component schema."""
     return {"$ref": REF.format(name=name)}
@@ -49,7 +74,7 @@ def _checked_parameters(shape: SchemaMap, limits: Limits, streaming: bool) -> Sc
     _narrow(fields["stop"], maxItems=limits.max_stop_sequences)
     _narrow(fields["truncate"], minimum=1, maximum=limits.max_input_tokens)
     _narrow(fields["top_n_tokens"], maximum=limits.max_top_n_tokens)
-    fields["grammar"] = {**NULL, "description": "Grammars are not supported: anything but null is refused"}
+    fields["grammar"] = {"anyOf": [TGI_GRAMMAR, NULL]}
     if streaming:
         fields["decoder_input_details"] = {"const": False, "default": False}
     elif limits.max_best_of > 1:
@@ -88,15 +113,15 @@ def _openai_knobs(fields: SchemaMap, limits: Limits) -> None:
 
 
 def _checked_chat(shape: SchemaMap, limits: Limits) -> SchemaMap:
-    """The chat body with its checks: no grammar, and tools only with `tool_choice: "none"` (none is built in)."""
+    """The chat body with its checks: `response_format` in OpenAI's or TGI's shape, `tool_choice` one of OpenAI's
+    (a named function must be one of `tools`: a check the schema cannot state)."""
     schema = copy.deepcopy(shape)
     fields = schema["properties"]
     _openai_knobs(fields, limits)
     _narrow(fields["max_completion_tokens"], minimum=1)
     _narrow(fields["top_logprobs"], maximum=limits.max_top_n_tokens)
-    fields["response_format"] = {**NULL, "description": "Grammars are not supported: anything but null is refused"}
-    schema["if"] = {"required": ["tools"], "properties": {"tools": {"type": "array"}}}
-    schema["then"] = {"required": ["tool_choice"], "properties": {"tool_choice": {"const": "none"}}}
+    fields["response_format"] = {"anyOf": [RESPONSE_FORMAT, NULL]}
+    fields["tool_choice"] = TOOL_CHOICE
     return schema
 
 

@@ -7,7 +7,8 @@ appears only once something was recorded. The exposition is written here rather 
 `generate_latest`, which would rename every counter `<name>_total`: TGI's counters have no suffix.
 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
-the OpenAI routes and `/chat_tokenize`, once more per generation they start; the input length, `max_new_tokens`,
+the OpenAI routes and `/chat_tokenize`, once more per generation they start; constrained generations by grammar
+kind and grammars that failed to compile (`serving_*`, ours); the input length, `max_new_tokens`,
 success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
 request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
 queue and batch gauges are asked of the engine at scrape time.
@@ -25,9 +26,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.api.catalogue import Error
 from serving.client import EngineClientProtocol, Sink
+from serving.constraints import GRAMMAR_INVALID
 from serving.messages import (
     Admitted,
     EngineEvent,
+    Failed,
     Finished,
     GenerateRequest,
     HealthResult,
@@ -59,6 +62,8 @@ HELP = {
     "serving_kv_cache_blocks_free": "KV cache blocks free (those that keep a cached prefix included)",
     "serving_prefix_cache_hit_ratio": "Share of prompt tokens found in the prefix cache since the start",
     "serving_preemptions": "Sequences preempted for lack of KV cache blocks since the start (recomputed later)",
+    "serving_constrained_requests": "Generations constrained by a grammar (grammar, response_format or tools), by kind",
+    "serving_grammar_failures": "Grammars refused because they could not be compiled",
 }
 
 def duration_buckets() -> list[float]:
@@ -98,6 +103,14 @@ class Metrics:
     def request(self, count: int = 1) -> None:
         """Count requests (`tgi_request_count`)."""
         self._get(Counter, "tgi_request_count").inc(count)
+
+    def constrained(self, kind: str) -> None:
+        """Count a generation constrained by a grammar of `kind` (json_schema, regex or lark)."""
+        self._get(Counter, "serving_constrained_requests", labelnames=["kind"]).labels(kind=kind).inc()
+
+    def grammar_failure(self) -> None:
+        """Count a grammar that could not be compiled (in the HTTP process or in the engine)."""
+        self._get(Counter, "serving_grammar_failures").inc()
 
     def failure(self, error: Error) -> None:
         """Count a failed request under the catalogue's `err` label for its kind."""
@@ -204,6 +217,8 @@ class _RecordingSink:
             self._metrics.admitted(event.input_length, self._request.stopping.max_new_tokens, self._info)
         elif isinstance(event, Finished):
             self._metrics.finished(event, time.monotonic() - self._started, self._info)
+        elif isinstance(event, Failed) and GRAMMAR_INVALID in event.message:
+            self._metrics.grammar_failure()
         self._sink.put(item)
 
 
@@ -217,6 +232,8 @@ class MeteredClient:
 
     def open(self, request: GenerateRequest, sink: Sink, tag: int) -> None:
         """Start a generation whose events are recorded on their way to `sink`."""
+        if request.sampling.grammar is not None:
+            self._metrics.constrained(request.sampling.grammar.kind.value)
         self._client.open(request, _RecordingSink(sink, request, self._metrics, self.info()), tag)
 
     def close(self, request_id: str) -> None:

@@ -65,9 +65,10 @@ def _begin() -> tuple[float, ModelInfo, Limits]:
 def chat(body: ChatCompletionRequest) -> Response:
     """A chat completion, or its stream of chunks."""
     started, info, limits = _begin()
-    body.check_tools()
+    plan = body.tool_plan(limits)  # tool errors are answered before any streaming, as in TGI
     request_id = new_id()
-    responder = ChatResponder(body, f"chatcmpl-{request_id}", unix_now(), body.response_model(info.model_id))
+    responder = ChatResponder(body, f"chatcmpl-{request_id}", unix_now(), body.response_model(info.model_id),
+                              plan, limits.reasoning)
     return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
                   body.characters(), started)
 

@@ -153,9 +153,11 @@ def tokenize() -> Response:
 
 @blueprint.post("/chat_tokenize")
 def chat_tokenize() -> Response:
-    """Render a chat request with the template and tokenize it without adding special tokens."""
-    body = parse_body(request, services().config.payload_limit, ChatCompletionRequest)
+    """Render a chat request (with its tools) with the template and tokenize it without adding special tokens."""
+    context = services()
+    body = parse_body(request, context.config.payload_limit, ChatCompletionRequest)
     count_request()
-    tokens, templated_text = _tokens(TokenizeRequest(call_id=new_id(), chat=body.chat_prompt(),
-                                                     add_special_tokens=False))
+    limits = Limits.of(context.config, context.info())
+    prompt = body.chat_prompt(body.tool_plan(limits), limits.tool_format is not None)
+    tokens, templated_text = _tokens(TokenizeRequest(call_id=new_id(), chat=prompt, add_special_tokens=False))
     return json_response({"tokenize_response": tokens, "templated_text": templated_text})

@@ -84,10 +84,10 @@ def vertex() -> Response:
     count_request()
     if not instances:
         raise ApiError(Error.VERTEX_VALIDATION, "Input validation error")
+    limits = Limits.of(context.config, context.info())
     for instance in instances:
         if isinstance(instance, ChatCompletionRequest):
-            instance.check_tools()
-    limits = Limits.of(context.config, context.info())
+            instance.tool_plan(limits)  # a tool error keeps its own answer
     request_id = new_id()
     requests = [_engine_request(instance, f"{request_id}-{index}", limits)
                 for index, instance in enumerate(instances)]

@@ -5,7 +5,11 @@ Run in its own process (it imports torch): `python -m serving.bench.engine_loop 
 ignored) are kept in flight: a new one is added as soon as one finishes, until `requests` have finished. It prints
 a line per level with output tokens per wall-second and per CPU-second of this process (the engine runs on one
 thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean decode step and the
-time spent in prefill, and writes JSON with `--json`. Settings come from the environment through
+time spent in prefill, and writes JSON with `--json`. `--grammar medium` constrains every request with the medium
+JSON schema of `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar
+mixed` every other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's
+output length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
+alternating pairs, and prints the ratio of their tokens per CPU-second. Settings come from the environment through
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 """
 
@@ -31,6 +35,7 @@ class LoopResult:
     wall_seconds: float
     cpu_seconds: float
     steps: int
+    lengths: tuple[int, ...] = ()  # each request's output tokens, by request index
 
     @property
     def tokens_per_second(self) -> float:
@@ -44,18 +49,30 @@ class LoopResult:
 
 
 def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
-              seed: int, shared_prefix_words: int = 0) -> LoopResult:
-    """Keep `concurrency` requests in the engine until `total` have finished."""
+              seed: int, grammar: str = "none", lengths: tuple[int, ...] = (),
+              shared_prefix_words: int = 0) -> LoopResult:
+    """Keep `concurrency` requests in the engine until `total` have finished (`grammar`: none, medium or mixed;
+    `lengths`: each request's own output length, instead of `output_tokens`; `shared_prefix_words`: every prompt
+    starts with the same text of that many words)."""
+    from serving.bench.grammar_mask import MEDIUM_SCHEMA
+    from serving.constraints import json_schema_grammar
     from serving.messages import Finished, GenerateRequest, SamplingParams, StoppingParams, TokenDelta
+
+    medium = json_schema_grammar(MEDIUM_SCHEMA)
 
     prompts = make_prompts(total, words, seed=seed * 1000 + concurrency, shared_prefix_words=shared_prefix_words)
     submitted = finished = tokens = steps = 0
+    made = [0] * total
 
     def submit() -> None:
         nonlocal submitted
+        constrained = grammar == "medium" or (grammar == "mixed" and submitted % 2 == 0)
         engine.add_request(GenerateRequest(  # type: ignore[attr-defined]
-            request_id=f"r{submitted}", sampling=SamplingParams(),
-            stopping=StoppingParams(max_new_tokens=output_tokens, ignore_eos=True), prompt=prompts[submitted]))
+            request_id=f"r{submitted}",
+            sampling=SamplingParams(grammar=medium if constrained else None),
+            stopping=StoppingParams(max_new_tokens=lengths[submitted] if lengths else output_tokens,
+                                    ignore_eos=not constrained),
+            prompt=prompts[submitted]))
         submitted += 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -69,9 +86,27 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
             elif isinstance(event, Finished):  # with the last token
                 tokens += 1
                 finished += 1
+                made[int(event.request_id[1:])] = event.generated_tokens
                 if submitted < total:
                     submit()
-    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps)
+    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps,
+                      tuple(made))
+
+
+def compare(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
+            rounds: int) -> list[LoopResult]:
+    """Alternate constrained runs and unconstrained runs of the same output lengths; print each pair's ratio."""
+    results = []
+    for round_index in range(rounds):
+        constrained = run_level(engine, concurrency, total, output_tokens, words, seed, "medium")
+        free = run_level(engine, concurrency, total, output_tokens, words, seed, "none", constrained.lengths)
+        results += [constrained, free]
+        print(f"c={concurrency} round {round_index + 1}: constrained {constrained.tokens_per_cpu_second:,.0f} "
+              f"tok/CPU-s ({constrained.wall_seconds / constrained.steps * 1e3:.1f} ms/step), unconstrained "
+              f"{free.tokens_per_cpu_second:,.0f} tok/CPU-s ({free.wall_seconds / free.steps * 1e3:.1f} ms/step), "
+              f"ratio {constrained.tokens_per_cpu_second / free.tokens_per_cpu_second:.2f} "
+              f"(wall {constrained.tokens_per_second / free.tokens_per_second:.2f})", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
     parser.add_argument("--shared-prefix-words", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare"), default="none")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
@@ -97,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
-        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed,
-                           args.shared_prefix_words)
+        if args.grammar == "compare":
+            results += compare(engine, concurrency, total, args.output_tokens, words, args.seed, args.rounds)
+            continue
+        result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed, args.grammar,
+                           shared_prefix_words=args.shared_prefix_words)
         results.append(result)
         print(f"c={concurrency}: {result.output_tokens} tokens, {result.tokens_per_second:,.0f} tok/s, "
               f"{result.tokens_per_cpu_second:,.0f} tok/CPU-s, {result.steps} steps, "

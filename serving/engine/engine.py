@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent import futures
+
 import torch
 
+from serving import tool_formats
+from serving.constraints import GRAMMAR_INVALID
 from serving.config import EngineConfig
 from serving.engine.batch import ForwardBatch
 from serving.engine.block_manager import BlockManager
 from serving.engine.detokenizer import Detokenizer
+from serving.engine.grammar import Constraint, GrammarCache, GrammarError, LLGuidanceBackend
 from serving.engine.limits import resolve_limits
 from serving.engine.loader import LoadedModel, load_model
 from serving.engine.model_runner import ModelRunner
@@ -33,7 +38,14 @@ from serving.engine.sampling import SampleOutput, SamplingState, sample
 from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence, SequenceStatus
 from serving.engine.stopping import StopCriteria, eos_token_ids
-from serving.engine.validation import InputValidator, RequestError
+from serving.engine.validation import (
+    InputValidator,
+    RequestError,
+    check_grammar,
+    invalid,
+    added_tokens,
+    template_text,
+)
 from serving.messages import (
     Admitted,
     EngineEvent,
@@ -53,6 +65,7 @@ from serving.messages import (
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 16  # tokens per KV cache block
+COMPILE_WAIT = 0.05  # seconds an otherwise idle step waits for a grammar to compile
 
 
 class LLMEngine:
@@ -81,6 +94,8 @@ class LLMEngine:
         self._pacer = StepPacer()
         self._retry_cap: int | None = None  # rows allowed while sequences of a failed step are retried
         self._retried: set[str] = set()
+        self._grammars: GrammarCache | None = None  # built on the first grammar
+        self._compiling: list[Sequence] = []  # waiting for their grammar, outside the queue
         self._info = ModelInfo(
             model_id=loaded.model_id,
             model_sha=loaded.model_sha,
@@ -94,6 +109,9 @@ class LLMEngine:
             device_map=loaded.device_map,
             has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
             num_parameters=loaded.num_parameters,
+            tool_format=tool_formats.detect(template_text(tokenizer)),
+            added_tokens=added_tokens(tokenizer),
+            reasoning=tool_formats.has_thinking(template_text(tokenizer)),
             vocab_size=len(tokenizer),
             block_size=BLOCK_SIZE,
             num_blocks=blocks.num_blocks - 1,
@@ -140,6 +158,7 @@ class LLMEngine:
         if len(self._requests) >= self.limits.max_concurrent_requests:
             return [Failed(request.request_id, ErrorKind.OVERLOADED, "Model is overloaded")]
         try:
+            check_grammar(request)
             if prompt_ids is None:
                 prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
@@ -149,16 +168,57 @@ class LLMEngine:
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
-        self.scheduler.add(sequence)
+        if request.sampling.grammar is None:
+            self.scheduler.add(sequence)
+        else:
+            cache = self._grammar_cache()
+            sequence.constraint = Constraint(cache.submit(request.sampling.grammar), cache.backend)
+            self._compiling.append(sequence)
         prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
         return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text)]
+
+    # --- grammars: a constrained sequence waits outside the queue until its grammar is compiled ---
+
+    def _grammar_cache(self) -> GrammarCache:
+        """The compile cache, built on first use (the tokenizer's byte table takes up to a second at 128k tokens)."""
+        if self._grammars is None:
+            vocab = self.loaded.model.get_output_embeddings().out_features
+            self._grammars = GrammarCache(LLGuidanceBackend(self.loaded.tokenizer, vocab, self.eos_ids))
+        return self._grammars
+
+    def _queue_compiled(self, events: list[EngineEvent]) -> None:
+        """Queue the sequences whose grammar is ready; fail those whose grammar did not compile. With nothing else
+        to do, wait a little for a compile rather than spin."""
+        if not self.scheduler.running and not self.scheduler.waiting:
+            futures.wait([s.constraint.template for s in self._compiling if s.constraint is not None],
+                         timeout=COMPILE_WAIT, return_when=futures.FIRST_COMPLETED)
+        waiting = []
+        for sequence in self._compiling:
+            assert sequence.constraint is not None
+            if not sequence.constraint.template.done():
+                waiting.append(sequence)
+                continue
+            try:
+                sequence.constraint.start()
+            except GrammarError as error:
+                self._requests.pop(sequence.request_id, None)
+                sequence.status = SequenceStatus.FINISHED
+                failure = invalid(f"{GRAMMAR_INVALID}{error}")
+                events.append(Failed(sequence.request_id, failure.kind, failure.message))
+                continue
+            self.scheduler.add(sequence)
+        self._compiling = waiting
+
+    # --- end of grammars ---
 
     def abort(self, request_id: str) -> None:
         """Forget a request: it leaves the queue now, or its row at the next step; it emits nothing more."""
         sequence = self._requests.pop(request_id, None)
         if sequence is None:
             return
-        if sequence.status is SequenceStatus.WAITING:
+        if sequence in self._compiling:
+            self._compiling.remove(sequence)
+        elif sequence.status is SequenceStatus.WAITING:
             self.scheduler.remove(sequence)
         sequence.status = SequenceStatus.ABORTED
 
@@ -175,7 +235,7 @@ class LLMEngine:
 
     def stats(self) -> tuple[int, int]:
         """(running, waiting) sequences."""
-        return len(self.scheduler.running), len(self.scheduler.waiting)
+        return len(self.scheduler.running), len(self.scheduler.waiting) + len(self._compiling)
 
     def batch_tokens(self) -> int:
         """The tokens the KV cache blocks in use hold room for."""
@@ -209,7 +269,10 @@ class LLMEngine:
         return events
 
     def _step(self, events: list[EngineEvent]) -> None:
-        """Schedule, run the forward, record what it computed and sample where a chunk ends its sequence."""
+        """Queue the sequences whose grammar is ready; schedule, run the forward, record what it computed and
+        sample where a chunk ends its sequence."""
+        if self._compiling:
+            self._queue_compiled(events)
         self._retried &= self._requests.keys()
         if not self._retried:
             self._retry_cap = None

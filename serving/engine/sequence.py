@@ -11,6 +11,7 @@ from enum import Enum
 import torch
 
 from serving.engine.detokenizer import DecodeState
+from serving.engine.grammar import Constraint
 from serving.engine.stopping import StopCriteria
 from serving.messages import SamplingParams
 
@@ -51,6 +52,7 @@ class Sequence:
     prompt_logprobs: list[float | None] | None = None
     block_table: list[int] = field(default_factory=list)  # the KV cache blocks of its tokens, in order
     computed: int = 0  # leading tokens whose keys and values are in the cache
+    constraint: Constraint | None = None  # the request's grammar, when it has one
 
     @classmethod
     def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria,

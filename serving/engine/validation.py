@@ -15,6 +15,9 @@ from __future__ import annotations
 from itertools import accumulate
 from typing import Any
 
+import msgspec.structs
+
+from serving.constraints import GRAMMAR_WITH_MIN_TOKENS
 from serving.engine.limits import Limits
 from serving.messages import (
     CONTEXT_LENGTH_EXCEEDED,
@@ -46,6 +49,29 @@ def invalid(message: str, code: str | None = None) -> RequestError:
     return RequestError(ErrorKind.VALIDATION, VALIDATION_PREFIX + message, code)
 
 
+def template_text(tokenizer: Any) -> str | None:
+    """The chat template that renders conversations (of several named ones, the tool-use one)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        return template.get("tool_use") or template.get("default")
+    return template
+
+
+def added_tokens(tokenizer: Any) -> dict[str, int]:
+    """The tokenizer's added tokens (special tokens, tool markers) by text: a grammar names them by id, since a
+    grammar library reads every added token as special, never as its text."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return {token.content: token_id for token_id, token in sorted(added.items())}
+
+
+def check_grammar(request: GenerateRequest) -> None:
+    """A grammar allows EOS exactly when its text is complete, so it cannot go with `min_new_tokens` or `ignore_eos`,
+    which forbid that EOS."""
+    stopping = request.stopping
+    if request.sampling.grammar is not None and (stopping.ignore_eos or stopping.min_new_tokens > 0):
+        raise invalid(GRAMMAR_WITH_MIN_TOKENS)
+
+
 class InputValidator:
     """Turns a request's prompt or chat into checked token ids."""
 
@@ -68,11 +94,17 @@ class InputValidator:
         if template is None:
             raise RequestError(ErrorKind.TEMPLATE, "Template error: template not found")
         knows_developer = "developer" in str(template)
-        messages = [{"role": "system" if m.role == "developer" and not knows_developer else m.role,
-                     "content": m.content} for m in chat.messages]
+        messages = [msgspec.structs.asdict(m) for m in chat.messages]
+        for message in messages:  # the template sees only the fields a message has
+            if message["role"] == "developer" and not knows_developer:
+                message["role"] = "system"
+            for key in ("tool_calls", "tool_call_id", "name"):
+                if message[key] is None:
+                    del message[key]
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=not chat.continue_final_message,
+                messages, tools=list(chat.tools) if chat.tools else None, tokenize=False,
+                add_generation_prompt=not chat.continue_final_message,
                 continue_final_message=chat.continue_final_message)
         except Exception as exc:  # the template is the model author's code: any error in it is a template error
             raise RequestError(ErrorKind.TEMPLATE, f"Template error: {exc}") from exc

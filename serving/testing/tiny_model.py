@@ -44,7 +44,8 @@ class TinyModelSpec:
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     max_position_embeddings: int = 512
-    chat_template: bool = True
+    chat_template: bool | str = True  # True: the built-in template; a string: that template
+    added_tokens: tuple[tuple[str, bool], ...] = ()  # (text, special) tokens added after training (tool markers)
     seed: int = 0
     weight_std: float = 0.25
     synthetic_words: int = 0
@@ -92,8 +93,12 @@ def build_tokenizer(spec: TinyModelSpec):
         additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
         model_max_length=spec.max_position_embeddings,
     )
+    if spec.added_tokens:
+        from tokenizers import AddedToken
+
+        fast.add_tokens([AddedToken(text, special=special, normalized=False) for text, special in spec.added_tokens])
     if spec.chat_template:
-        fast.chat_template = CHAT_TEMPLATE
+        fast.chat_template = spec.chat_template if isinstance(spec.chat_template, str) else CHAT_TEMPLATE
     return fast
 
 

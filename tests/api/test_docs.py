@@ -89,8 +89,12 @@ def test_checked_schemas_carry_the_servers_rules_and_limits(http):
     assert "minLength" not in schemas["TokenizeRequest"]["properties"]["inputs"]
     assert "exclusiveMinimum" not in schemas["TokenizeParameters"]["properties"]["temperature"]["anyOf"][0]
     chat = schemas["ChatCompletionRequest"]
-    assert chat["properties"]["messages"]["minItems"] == 1 and chat["then"]["properties"]["tool_choice"] == {
-        "const": "none"}
+    assert chat["properties"]["messages"]["minItems"] == 1
+    assert chat["properties"]["tool_choice"]["anyOf"][0] == {"enum": ["none", "auto", "required"]}
+    assert chat["properties"]["response_format"]["anyOf"][0]["anyOf"][0]["properties"]["type"] == {
+        "enum": ["text", "json_object"]}
+    assert parameters["grammar"]["anyOf"][0]["properties"]["type"]["enum"] == ["json", "json_object", "json_schema",
+                                                                               "regex"]
     assert chat["properties"]["n"]["anyOf"][0]["maximum"] == 4
     prompt = schemas["CompletionRequest"]["properties"]["prompt"]["anyOf"]
     assert prompt[2]["items"]["maximum"] == 319 and prompt[1]["maxItems"] == 4

@@ -106,3 +106,21 @@ def test_a_stream_left_early_counts_as_dropped(http, engine):
     while value(scrape(http), 'tgi_request_failure{err="dropped"}') != 1:
         assert time.monotonic() < deadline, scrape(http)
         time.sleep(0.05)
+
+
+def test_constrained_generations_and_grammar_failures_are_counted(http):
+    http.post("/generate", json={"inputs": "a", "parameters": {"grammar": {"type": "regex", "value": "[ab]+"}}})
+    http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}], "n": 2,
+                                            "response_format": {"type": "json_object"}})
+    http.post("/generate", json={"inputs": "a", "parameters": {"grammar": {"type": "regex", "value": "(ab"}}})
+    text = scrape(http)
+    assert value(text, 'serving_constrained_requests{kind="regex"}') == 1
+    assert value(text, 'serving_constrained_requests{kind="json_schema"}') == 2
+    assert value(text, "serving_grammar_failures") == 1
+    assert "# TYPE serving_grammar_failures counter" in text
+
+
+def test_a_grammar_the_engine_cannot_compile_is_counted(http, engine):
+    engine.fail_at_admission, engine.fail_message = True, "Input validation error: grammar is not valid: no token"
+    http.post("/generate", json={"inputs": "a", "parameters": {"grammar": {"type": "regex", "value": "b"}}})
+    assert value(scrape(http), "serving_grammar_failures") == 1

@@ -93,7 +93,16 @@ def test_chat_openai_parameters(http, engine):
     ({"logit_bias": {"1": 101}}, "`logit_bias` values must be >= -100 and <= 100. Given: 101.0"),
     ({"n": 0}, "`n` must be >= 1 and <= 4. Given: 0"),
     ({"n": 5}, "`n` must be >= 1 and <= 4. Given: 5"),
-    ({"response_format": {"type": "json_object", "value": {}}}, "grammar is not supported"),
+    ({"response_format": {"type": "json_object", "value": {"type": "objekt"}}},
+     "grammar is not valid: Invalid type: objekt"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}}}},
+     "grammar is not valid: Pointer '/$defs/missing' does not exist"),
+    ({"response_format": {"type": "xml"}}, "grammar is not valid: unknown response_format type 'xml': expected "
+                                           "text, json_object or json_schema"),
+    ({"response_format": {"type": "json_object"}, "ignore_eos": True},
+     "a grammar (`grammar`, `response_format` or `tools`) cannot be combined with `min_tokens` or `ignore_eos`: "
+     "the grammar ends the text with EOS once it is complete"),
 ])
 def test_chat_validation_errors(http, fields, message):
     response = chat(http, **fields)
@@ -108,22 +117,25 @@ def test_chat_accepts_tgis_logit_bias_array_and_ignores_it(http, engine):
     assert engine.requests[-1].sampling.logit_bias == {}
 
 
-def test_chat_tools(http):
+def test_chat_tools(http, engine):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    response = chat(http, tools=tools)
-    assert response.status_code == 400
-    assert response.get_json()["error"]["message"] == "Input validation error: grammar is not supported"
+    assert chat(http, tools=tools).status_code == 200
+    sent = engine.requests[-1]
+    assert sent.sampling.grammar.kind.value == "lark" and "trigger[lazy]" in sent.sampling.grammar.value
+    assert sent.chat.messages[0].role == "system" and '"name": "f"' in sent.chat.messages[0].content
+    assert chat(http, tools=tools, tool_choice="required").status_code == 200
+    assert "trigger" not in engine.requests[-1].sampling.grammar.value
     for choice in ("g", {"type": "function", "function": {"name": "g"}}):
         response = chat(http, tools=tools, tool_choice=choice)
         assert (response.status_code, response.get_json()["error"]["message"]) == (
             400, "Tool error: Tool with name g not found")
         assert response.get_json()["error_type"] == "tool_error"
-    assert "grammar" in chat(http, tools=tools, tool_choice="f").get_json()["error"]["message"]
-    response = chat(http, tools=tools, response_format={"type": "json", "value": {}})
-    assert (response.status_code, response.get_json()["error"]["message"]) == (
-        400, "Tool error: Grammar and tools are mutually exclusive")
-    assert response.get_json()["error_type"] == "tool_error"
+    assert chat(http, tools=tools, tool_choice="f").status_code == 200
+    assert chat(http, tools=[{"type": "function"}]).status_code == 400
+    assert chat(http, tools=tools, response_format={"type": "json", "value": {"type": "object"}}).status_code == 200
+    assert "answer: %json" in engine.requests[-1].sampling.grammar.value
     assert chat(http, tools=tools, tool_choice="none").status_code == 200
+    assert engine.requests[-1].sampling.grammar is None
 
 
 def test_chat_message_shapes(http, engine):
@@ -138,7 +150,7 @@ def test_chat_message_shapes(http, engine):
     response = http.post("/v1/chat/completions", data=json.dumps(body), content_type="application/json")
     assert response.status_code == 200
     messages = engine.requests[-1].chat.messages
-    assert messages[1].content == '[{"id":"0","type":"function","function":{"name":"f","arguments":"{}"}}]'
+    assert messages[1].content == '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>'
     assert messages[2].content == "look ![](http://x/y.png)"
     assert engine.requests[-1].chat.continue_final_message is False
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from api_helpers import sse_events
 
@@ -68,3 +70,18 @@ def test_invocations_framework_errors(http):
     assert http.post("/invocations", data="{", content_type="application/json").status_code == 400
     assert http.post("/invocations", data="{}").status_code == 415
     assert http.get("/invocations").status_code == 405
+
+
+def test_grammar_and_response_format_reach_the_engine(http, engine):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert http.post("/invocations", json={"inputs": "x", "parameters": {
+        "grammar": {"type": "json", "value": schema}}}).status_code == 200
+    sent = json.loads(engine.requests[-1].sampling.grammar.value)
+    assert sent == {**schema, "additionalProperties": False}
+    assert http.post("/invocations", json={"messages": [{"role": "user", "content": "x"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}}}).status_code == 200
+    assert json.loads(engine.requests[-1].sampling.grammar.value)["properties"] == schema["properties"]
+    response = http.post("/invocations", json={"inputs": "x", "parameters": {"grammar": {"type": "regex",
+                                                                                         "value": "(ab"}}})
+    assert response.status_code == 422 and response.get_json()["error"].startswith(
+        "Input validation error: grammar is not valid: ")

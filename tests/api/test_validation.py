@@ -30,7 +30,14 @@ CASES = [
     ({"best_of": 2, "do_sample": True, "seed": 1}, "`seed` must not be set when `best_of` > 1"),
     ({"truncate": 0}, "`truncate` must be strictly positive and less than 100. Given: 0"),
     ({"truncate": 101}, "`truncate` must be strictly positive and less than 100. Given: 101"),
-    ({"grammar": {"type": "regex", "value": "a+"}}, "grammar is not supported"),
+    ({"grammar": {"type": "json", "value": {"type": "objekt"}}}, "grammar is not valid: Invalid type: objekt"),
+    ({"grammar": {"type": "json", "value": "{"}}, "grammar is not valid: Expecting property name enclosed in double "
+                                                  "quotes at line 1 column 2"),
+    ({"grammar": {"type": "json", "value": 3}}, "grammar is not supported"),
+    ({"grammar": {"type": "regex", "value": "(ab"}}, "grammar is not valid: at 1(8): invalid regex \"(ab\" (in regex): "
+                                                      "regex parse error: (ab error: unclosed group"),
+    ({"grammar": {"type": "ebnf", "value": "x"}}, "grammar is not valid: unknown grammar type 'ebnf': expected json, "
+                                                  "json_object, json_schema or regex"),
     # TGI's order: the first failing check wins.
     ({"temperature": 0.0, "top_p": 2.0, "top_k": 0}, "`temperature` must be strictly positive"),
     ({"top_p": 2.0, "top_k": 0}, "`top_p` must be > 0.0 and < 1.0"),

@@ -54,3 +54,9 @@ def test_vertex_is_protected_by_the_api_key():
     assert http.post("/vertex", json={"instances": [{"inputs": "a"}]}).status_code == 401
     assert http.post("/vertex", json={"instances": [{"inputs": "a"}]},
                      headers={"Authorization": "Bearer k"}).status_code == 200
+
+
+def test_chat_instance_with_response_format(http, engine):
+    instance = {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}
+    assert http.post("/vertex", json={"instances": [instance]}).status_code == 200
+    assert engine.requests[-1].sampling.grammar.value == '{"type":"object"}'

@@ -32,7 +32,7 @@ VALIDATION = [
     ({"best_of": 2, "do_sample": True, "seed": 5}, "`seed` must not be set when `best_of` > 1"),
     ({"truncate": 0}, "`truncate` must be strictly positive and less than 255. Given: 0"),
     ({"truncate": 256}, "`truncate` must be strictly positive and less than 255. Given: 256"),
-    ({"grammar": {"type": "regex", "value": "[ab]+"}}, "grammar is not supported"),
+    ({"grammar": {"type": "json", "value": {"type": "objekt"}}}, "grammar is not valid: Invalid type: objekt"),
     ({"temperature": 0.0, "top_k": 0}, "`temperature` must be strictly positive"),  # TGI's order
 ]
 
@@ -107,7 +107,10 @@ def test_best_of_not_allowed_for_this_endpoint(options_server):
     ({"top_logprobs": 6}, "`top_n_tokens` must be >= 0 and <= 5. Given: 6"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
     ({"frequency_penalty": -3.0}, "`frequency_penalty` must be >= -2.0 and <= 2.0"),
-    ({"response_format": {"type": "json", "value": {"properties": {}}}}, "grammar is not supported"),
+    ({"response_format": {"type": "json", "value": {"type": "objekt"}}}, "grammar is not valid: Invalid type: objekt"),
+    ({"response_format": {"type": "json_object"}, "min_tokens": 2},
+     "a grammar (`grammar`, `response_format` or `tools`) cannot be combined with `min_tokens` or `ignore_eos`: "
+     "the grammar ends the text with EOS once it is complete"),
 ])
 def test_chat_validation_errors_are_openai_400s_streamed_or_not(server, fields, message):
     body = {"messages": [{"role": "user", "content": "Hi"}], **fields}
@@ -147,9 +150,9 @@ def test_official_clients_classify_validation_errors(server):
 def test_tool_errors(server):
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
     body = {"messages": [{"role": "user", "content": "Hi"}], "tools": tools}
-    both = post(server.url + "/v1/chat/completions", {**body, "response_format": {"type": "json", "value": {}}})
-    assert (both.status_code, both.json()["error"]["message"], both.json()["error_type"]) == (
-        400, "Tool error: Grammar and tools are mutually exclusive", "tool_error")
+    regex = post(server.url + "/v1/chat/completions", {**body, "response_format": {"type": "regex", "value": "a"}})
+    assert (regex.status_code, regex.json()["error"]["message"], regex.json()["error_type"]) == (
+        400, "Tool error: with tools, `response_format` must be a JSON schema", "tool_error")
     unknown = post(server.url + "/v1/chat/completions", {**body, "tool_choice": "news"})
     assert unknown.json()["error"]["message"] == "Tool error: Tool with name news not found"
     assert post(server.url + "/v1/chat/completions", {**body, "tool_choice": "none", "max_tokens": 2}).ok

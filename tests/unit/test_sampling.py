@@ -216,3 +216,14 @@ def test_temperature_zero_is_greedy():
     state = SamplingState.build([sequence], VOCAB, EOS)
     scores = logits(1)
     assert sample(scores, state).ids.item() == scores.argmax().item()
+
+
+def test_log_normalizer_matches_logsumexp_with_masked_and_distant_scores():
+    from serving.engine.sampling import log_normalizer
+
+    scores = torch.randn(4, 1000) * 3
+    scores[1, 10:] = float("-inf")
+    scores[2, ::2] = -500.0
+    scores[3] = float("-inf")
+    assert torch.allclose(log_normalizer(scores)[:3], scores[:3].logsumexp(dim=-1), atol=1e-5)
+    assert log_normalizer(scores)[3] == float("-inf")

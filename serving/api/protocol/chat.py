@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from serving import messages
-from serving.api.catalogue import Error
-from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
-from serving.api.protocol.generate import GRAMMAR_UNSUPPORTED, STRICT, U32, U64
+from serving.api.protocol.assistant import AssistantReader
+from serving.api.protocol.generate import STRICT, U32, U64
 from serving.api.protocol.stop_text import StopHoldback, without_stop
+from serving.api.protocol.structured import after_thinking, response_format_grammar
+from serving.api.protocol.tools import ToolPlan, arguments_object, render_calls, tool_error
+from serving.tool_formats import FALLBACK
 from serving.api.protocol.tokens import openai_logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
-from serving.api.wire import dumps
 from serving.messages import FinishReason
 
 
@@ -83,8 +85,19 @@ class ChatMessage(BaseModel):
         return self
 
     def text(self) -> str:
-        """What the chat template sees: the content, or the JSON of the tool calls."""
-        return self.content if self.content is not None else dumps(self.tool_calls)
+        """What a template without tool support sees: the content, or the tool calls in the fallback format."""
+        if self.content is not None:
+            return self.content
+        return render_calls(FALLBACK, self.tool_calls or [])
+
+    def structured(self) -> messages.ChatMessage:
+        """The message for a template that knows tools: tool calls with their arguments as objects."""
+        calls = None
+        if self.tool_calls is not None:
+            calls = tuple({**call, "function": {**call.get("function", {}), "arguments": arguments_object(
+                call.get("function", {}).get("arguments"))}} for call in self.tool_calls)
+        return messages.ChatMessage(role=self.role, content=self.content or "", tool_calls=calls,
+                                    tool_call_id=self.tool_call_id, name=self.name)
 
 
 class FunctionDefinition(BaseModel):
@@ -138,31 +151,38 @@ class ChatCompletionRequest(BaseModel):
     tools: list[Tool] | None = None
     tool_choice: Any = None
     tool_prompt: str | None = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     ignore_eos: bool = False  # vLLM's extra fields: generate past EOS / not end before `min_tokens` tokens
     min_tokens: U32 | None = None
 
-    def check_tools(self) -> None:
-        """Tool errors, which TGI reports before streaming starts; then, since tools need a grammar and none is
-        built in, TGI's answer with grammar support disabled (`tool_choice: "none"` ignores the tools)."""
-        tools_active = self.tools is not None and self.tool_choice != "none"
-        if tools_active and self.response_format is not None:
-            raise ApiError(Error.TOOL, "Tool error: Grammar and tools are mutually exclusive")
-        if tools_active:
-            name = self._chosen_function()
-            names = [tool.function.name for tool in self.tools]
-            if name is not None and name not in names:
-                raise ApiError(Error.TOOL, f"Tool error: Tool with name {name} not found")
-            raise ApiError.validation(GRAMMAR_UNSUPPORTED)
+    def tool_plan(self, limits: Limits) -> ToolPlan | None:
+        """The tools this request offers and how they must be used (tool errors are raised here, before any
+        streaming starts); None without tools or with `tool_choice: "none"`."""
+        tools = [tool.model_dump(exclude_none=True) for tool in self.tools] if self.tools else None
+        return ToolPlan.of(tools, self.tool_choice, self.parallel_tool_calls, limits.tool_format)
 
-    def _chosen_function(self) -> str | None:
-        """The function `tool_choice` names, if it names one (a string other than auto/required, or an object)."""
-        choice = self.tool_choice
-        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-            return choice["function"].get("name")
-        if isinstance(choice, str) and choice not in ("auto", "required", "none"):
-            return choice
-        return None
+    def grammar(self, plan: ToolPlan | None, limits: Limits) -> messages.Grammar | None:
+        """The grammar of the answer: the tools' (with `response_format`'s schema as the text alternative), or
+        `response_format`'s, or none; a reasoning model may think first, unconstrained."""
+        grammar = self._answer_grammar(plan, limits)
+        if limits.reasoning:
+            return None if grammar is None else after_thinking(grammar, limits.added_tokens, limits.grammar_max_bytes)
+        return grammar
+
+    def _answer_grammar(self, plan: ToolPlan | None, limits: Limits) -> messages.Grammar | None:
+        """The grammar of the answer itself (after a thinking section)."""
+        if plan is None:
+            if self.response_format is None:
+                return None
+            return response_format_grammar(self.response_format, limits.grammar_max_bytes)
+        answer = None
+        if self.response_format is not None:
+            answer_grammar = response_format_grammar(self.response_format, limits.grammar_max_bytes)
+            if answer_grammar is not None and answer_grammar.kind is not messages.GrammarKind.JSON_SCHEMA:
+                raise tool_error("with tools, `response_format` must be a JSON schema")
+            answer = json.loads(answer_grammar.value) if answer_grammar is not None else None
+        return plan.grammar(limits.added_tokens, answer, limits.grammar_max_bytes)
 
     def choices(self) -> int:
         """How many choices (`n`) to generate, each its own engine request."""
@@ -170,6 +190,8 @@ class ChatCompletionRequest(BaseModel):
 
     def to_engine_requests(self, request_id: str, limits: Limits) -> list[messages.GenerateRequest]:
         """Validate and build `n` engine requests for the templated conversation (seed + i for choice i)."""
+        plan = self.tool_plan(limits)
+        grammar = self.grammar(plan, limits)
         do_sample, temperature = openai_temperature(self.temperature)
         knobs = Knobs(
             do_sample=do_sample, temperature=temperature, frequency_penalty=self.frequency_penalty,
@@ -177,23 +199,36 @@ class ChatCompletionRequest(BaseModel):
             max_new_tokens=self.max_tokens if self.max_tokens is not None else self.max_completion_tokens,
             stop=self.stop or (), seed=self.seed, top_n_tokens=self.top_logprobs,
             logit_bias=parse_logit_bias(self.logit_bias), n=self.choices(), ignore_eos=self.ignore_eos,
-            min_new_tokens=self.min_tokens, logprobs=bool(self.logprobs),
+            min_new_tokens=self.min_tokens, logprobs=bool(self.logprobs), grammar=grammar,
         )
         knobs.check(limits)
-        if self.response_format is not None:
-            raise ApiError.validation(GRAMMAR_UNSUPPORTED)
-        prompt = self.chat_prompt()
+        prompt = self.chat_prompt(plan, limits.tool_format is not None)
         return [
             messages.GenerateRequest(request_id=f"{request_id}-{index}", sampling=knobs.sampling(index),
                                      stopping=knobs.stopping(), chat=prompt, add_special_tokens=False)
             for index in range(knobs.n)
         ]
 
-    def chat_prompt(self) -> messages.ChatPrompt:
-        """The conversation for the engine's chat template; a final assistant message is continued, not closed."""
+    def chat_prompt(self, plan: ToolPlan | None = None, native_tools: bool = False) -> messages.ChatPrompt:
+        """The conversation for the engine's chat template; a final assistant message is continued, not closed.
+
+        A template that knows tools (`native_tools`) gets them, and the messages' tool calls and call ids, as
+        structured fields; for any other template, tool calls are written out in the fallback format and the
+        offered tools go into a system message."""
+        if native_tools:
+            chat = [m.structured() for m in self.messages]
+        else:
+            chat = [messages.ChatMessage(role=m.role, content=m.text()) for m in self.messages]
+            if plan is not None:
+                prompt = plan.system_prompt(self.tool_prompt)
+                if chat and chat[0].role == "system":
+                    chat[0] = messages.ChatMessage(role="system", content=f"{chat[0].content}\n\n{prompt}")
+                else:
+                    chat.insert(0, messages.ChatMessage(role="system", content=prompt))
         return messages.ChatPrompt(
-            messages=tuple(messages.ChatMessage(role=m.role, content=m.text()) for m in self.messages),
+            messages=tuple(chat),
             continue_final_message=bool(self.messages) and self.messages[-1].role == "assistant",
+            tools=tuple(plan.tools) if plan is not None and native_tools else None,
         )
 
     def characters(self) -> int:
@@ -210,6 +245,11 @@ def openai_finish_reason(reason: FinishReason) -> str:
     return "length" if reason == FinishReason.LENGTH else "stop"
 
 
+def _tool_reason(reader: AssistantReader, reason: str) -> str:
+    """OpenAI's `tool_calls` for an answer that ended by itself after calling tools."""
+    return "tool_calls" if reason == "stop" and reader.called() else reason
+
+
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     """OpenAI's `usage`."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -217,16 +257,33 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 class ChatResponder:
-    """Builds one request's `chat.completion` or its `chat.completion.chunk`s, all with the same id and time."""
+    """Builds one request's `chat.completion` or its `chat.completion.chunk`s, all with the same id and time.
 
-    def __init__(self, request: ChatCompletionRequest, completion_id: str, created: int, model: str) -> None:
+    With tools or a reasoning model, each choice's tokens go through an `AssistantReader`, which splits them into
+    `reasoning_content`, `content` and `tool_calls`; otherwise the text is the content as generated.
+    """
+
+    def __init__(self, request: ChatCompletionRequest, completion_id: str, created: int, model: str,
+                 plan: ToolPlan | None = None, reasoning: bool = False) -> None:
         self.request = request
         self.head = {"id": completion_id, "created": created, "model": model,
                      "system_fingerprint": SYSTEM_FINGERPRINT}
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.plan = plan
+        self.reasoning = reasoning
+        self.readers: dict[int, AssistantReader] = {}
         self.stops = tuple(request.stop or ())
         self._holdbacks: dict[int, StopHoldback] = {}
+
+    @property
+    def reads(self) -> bool:
+        """Whether answers are read (split into reasoning, content and tool calls) rather than passed through."""
+        return self.plan is not None or self.reasoning
+
+    def _reader(self, index: int) -> AssistantReader:
+        """The reader of choice `index`."""
+        return self.readers.setdefault(index, AssistantReader(self.plan, self.reasoning))
 
     def _logprobs(self, deltas: list[messages.TokenDelta]) -> dict[str, Any] | None:
         """`logprobs.content`, when asked for."""
@@ -234,16 +291,29 @@ class ChatResponder:
             return None
         return {"content": [openai_logprob(delta) for delta in deltas]}
 
+    def _message(self, index: int, generation: Generation) -> tuple[dict[str, Any], str]:
+        """A choice's message and finish reason."""
+        finished = generation.finished
+        reason = openai_finish_reason(finished.finish_reason)
+        if not self.reads:
+            return {"role": "assistant", "content": without_stop(finished.generated_text, finished.finish_reason,
+                                                                 self.stops)}, reason
+        reader = self._reader(index)
+        for delta in generation.deltas:
+            reader.feed(delta.token.text, delta.token.special)
+        reader.finish()
+        message = reader.message()
+        if message["content"] is not None:
+            message["content"] = without_stop(message["content"], finished.finish_reason, self.stops)
+        return message, _tool_reason(reader, reason)
+
     def completion(self, generations: list[Generation]) -> dict[str, Any]:
         """The non-streaming `chat.completion`; the prompt is counted once however many choices."""
-        choices = [
-            {"index": index,
-             "message": {"role": "assistant", "content": without_stop(
-                 generation.finished.generated_text, generation.finished.finish_reason, self.stops)},
-             "logprobs": self._logprobs(generation.deltas),
-             "finish_reason": openai_finish_reason(generation.finished.finish_reason)}
-            for index, generation in enumerate(generations)
-        ]
+        choices = []
+        for index, generation in enumerate(generations):
+            message, reason = self._message(index, generation)
+            choices.append({"index": index, "message": message, "logprobs": self._logprobs(generation.deltas),
+                            "finish_reason": reason})
         completion_tokens = sum(generation.finished.generated_tokens for generation in generations)
         return {"object": "chat.completion", **self.head, "choices": choices,
                 "usage": usage(generations[0].finished.input_length, completion_tokens)}
@@ -254,20 +324,40 @@ class ChatResponder:
 
     def chunks(self, step: Step) -> list[dict[str, Any]]:
         """The chunk of one token: the role in every delta, "" for special tokens, the reason on the last; text
-        that could still become a stop string waits for a later chunk, and the stop string is never sent."""
+        that could still become a stop string waits for a later chunk, and the stop string is never sent. A read
+        answer sends only what the token added (`reasoning_content`, `content` or `tool_calls` entries), nothing
+        for a token that is held back, and `finish_reason: "tool_calls"` when it ends after calling."""
         delta = step.delta
         finished = step.finished
         if finished is not None:
             self.prompt_tokens = finished.input_length
             self.completion_tokens += finished.generated_tokens
+        reason = None if finished is None else openai_finish_reason(finished.finish_reason)
         holdback = self._holdbacks.setdefault(step.index, StopHoldback(self.stops))
-        text = holdback.release("" if delta.token.special else delta.token.text,
-                                None if finished is None else finished.finish_reason)
+        finish_reason = None if finished is None else finished.finish_reason
+        if not self.reads:
+            fields: dict[str, Any] = {"content": holdback.release("" if delta.token.special else delta.token.text,
+                                                                  finish_reason)}
+        else:
+            reader = self._reader(step.index)
+            fields = reader.feed(delta.token.text, delta.token.special)
+            if finished is not None:
+                for key, value in reader.finish().items():
+                    fields[key] = fields.get(key, "") + value
+                reason = _tool_reason(reader, reason or "stop")
+            if "content" in fields or finished is not None:
+                text = holdback.release(fields.pop("content", ""), finish_reason)
+                if text:
+                    fields["content"] = text
+            if not fields and finished is None and not self.request.logprobs:
+                return []
+            if "tool_calls" in fields:
+                fields = {"content": None, **fields}
         choice = {
             "index": step.index,
-            "delta": {"role": "assistant", "content": text},
+            "delta": {"role": "assistant", **fields},
             "logprobs": self._logprobs([delta]),
-            "finish_reason": None if finished is None else openai_finish_reason(finished.finish_reason),
+            "finish_reason": reason,
         }
         return [self._chunk([choice], None)]
 

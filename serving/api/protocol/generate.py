@@ -7,8 +7,10 @@ from typing import Annotated, Any, Callable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from serving import messages
+from serving.messages import Grammar
 from serving.api.errors import ApiError
 from serving.api.feed import Generation, Step
+from serving.api.protocol.structured import tgi_grammar
 from serving.api.protocol.tokens import prefill_json, token_json, top_tokens_json
 from serving.api.protocol.validation import Knobs, Limits, check_inputs
 
@@ -21,7 +23,6 @@ U32 = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(whole_number)]
 U64 = Annotated[int, Field(ge=0, le=2**64 - 1), BeforeValidator(whole_number)]
 I32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1), BeforeValidator(whole_number)]
 STRICT = ConfigDict(strict=True, extra="ignore")
-GRAMMAR_UNSUPPORTED = "grammar is not supported"  # TGI's answer when it runs with DISABLE_GRAMMAR_SUPPORT
 
 
 class GenerateParameters(BaseModel):
@@ -49,13 +50,13 @@ class GenerateParameters(BaseModel):
     grammar: dict[str, Any] | None = None
     adapter_id: str | None = None
 
-    def knobs(self) -> Knobs:
+    def knobs(self, grammar: Grammar | None = None) -> Knobs:
         """The sampling and stopping parameters to check and send."""
         return Knobs(
             do_sample=self.do_sample, temperature=self.temperature, repetition_penalty=self.repetition_penalty,
             frequency_penalty=self.frequency_penalty, top_k=self.top_k, top_p=self.top_p, typical_p=self.typical_p,
             max_new_tokens=self.max_new_tokens, stop=self.stop, seed=self.seed, top_n_tokens=self.top_n_tokens,
-            best_of=self.best_of or 1,
+            best_of=self.best_of or 1, grammar=grammar,
         )
 
 
@@ -82,8 +83,8 @@ class GenerateRequest(BaseModel):
         knobs = parameters.knobs()
         knobs.check(limits)
         check_inputs(self.inputs, parameters.truncate, limits)
-        if parameters.grammar is not None:
-            raise ApiError.validation(GRAMMAR_UNSUPPORTED)
+        if parameters.grammar is not None:  # TGI's last check
+            knobs = parameters.knobs(tgi_grammar(parameters.grammar, limits.grammar_max_bytes))
         return [
             messages.GenerateRequest(
                 request_id=f"{request_id}-{index}", sampling=knobs.sampling(), stopping=knobs.stopping(),

@@ -14,7 +14,7 @@ from typing_extensions import NotRequired, TypedDict
 EXACT = ConfigDict(extra="forbid", strict=True)
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
-OpenAIFinishReason = Literal["length", "stop"]
+OpenAIFinishReason = Literal["length", "stop", "tool_calls"]
 
 
 class Token(TypedDict):
@@ -220,12 +220,32 @@ class ChatLogprobs(TypedDict):
     content: list[ChatLogprob]
 
 
+class FunctionCall(TypedDict):
+    """A called function: its name and its arguments as a JSON string."""
+
+    __pydantic_config__ = EXACT
+    name: str
+    arguments: str
+
+
+class ToolCall(TypedDict):
+    """One tool call of an assistant message."""
+
+    __pydantic_config__ = EXACT
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class AssistantMessage(TypedDict):
-    """The generated message."""
+    """The generated message: text (null when the answer is only tool calls), its tool calls, and the thinking
+    section of a reasoning model."""
 
     __pydantic_config__ = EXACT
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: NotRequired[list[ToolCall]]
+    reasoning_content: NotRequired[str]
 
 
 class ChatChoice(TypedDict):
@@ -251,12 +271,32 @@ class ChatCompletion(TypedDict):
     usage: Usage
 
 
+class FunctionCallDelta(TypedDict):
+    """A streamed piece of a call: the name in its first chunk, then fragments of the arguments."""
+
+    __pydantic_config__ = EXACT
+    name: NotRequired[str]
+    arguments: str
+
+
+class ToolCallDelta(TypedDict):
+    """A streamed tool call entry: `index` always, `id` and `type` in its first chunk."""
+
+    __pydantic_config__ = EXACT
+    index: int
+    id: NotRequired[str]
+    type: NotRequired[Literal["function"]]
+    function: FunctionCallDelta
+
+
 class ChatDelta(TypedDict):
-    """A chunk's delta: the role in every one, as TGI sends it."""
+    """A chunk's delta: the role in every one, as TGI sends it; `content` null beside tool calls."""
 
     __pydantic_config__ = EXACT
     role: Literal["assistant"]
-    content: str
+    content: NotRequired[str | None]
+    tool_calls: NotRequired[list[ToolCallDelta]]
+    reasoning_content: NotRequired[str]
 
 
 class ChatChunkChoice(TypedDict):

@@ -5,12 +5,13 @@ The engine checks what needs the tokenizer (input length, the token budget); eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from serving.api.errors import ApiError
 from serving.config import ServerConfig
-from serving.messages import ModelInfo, SamplingParams, StoppingParams
+from serving.constraints import GRAMMAR_WITH_MIN_TOKENS
+from serving.messages import Grammar, ModelInfo, SamplingParams, StoppingParams
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,17 @@ class Limits:
     max_top_n_tokens: int
     max_input_tokens: int
     max_client_batch_size: int
+    grammar_max_bytes: int = 100_000
+    tool_format: str | None = None  # the model's native tool-call format (`serving.tool_formats`)
+    added_tokens: Mapping[str, int] = field(default_factory=dict, hash=False, compare=False)
+    reasoning: bool = False
 
     @classmethod
     def of(cls, config: ServerConfig, info: ModelInfo) -> "Limits":
         """The limits of this server and this model."""
         return cls(config.max_best_of, config.max_stop_sequences, config.max_top_n_tokens, info.max_input_tokens,
-                   config.max_client_batch_size)
+                   config.max_client_batch_size, config.grammar_max_bytes, info.tool_format, info.added_tokens,
+                   info.reasoning)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Knobs:
     ignore_eos: bool = False
     min_new_tokens: int | None = None
     logprobs: bool = True  # False where the response shows no logprob (an OpenAI request that did not ask)
+    grammar: Grammar | None = None
 
     def check(self, limits: Limits) -> None:
         """Raise the first of TGI's validation errors that applies, in TGI's order."""
@@ -88,6 +95,8 @@ class Knobs:
             raise fail(f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {self.top_n_tokens}")
         if not 1 <= self.n <= limits.max_client_batch_size:
             raise fail(f"`n` must be >= 1 and <= {limits.max_client_batch_size}. Given: {self.n}")
+        if self.grammar is not None and (self.ignore_eos or self.min_new_tokens):
+            raise fail(GRAMMAR_WITH_MIN_TOKENS)
 
     def sampling(self, seed_offset: int = 0) -> SamplingParams:
         """The engine's sampling parameters (`top_p: 1.0` means no top-p); `seed_offset` varies fanned-out copies."""
@@ -104,6 +113,7 @@ class Knobs:
             top_n_tokens=self.top_n_tokens or 0,
             logit_bias=dict(self.logit_bias or {}),
             logprobs=self.logprobs,
+            grammar=self.grammar,
         )
 
     def stopping(self) -> StoppingParams:

@@ -1,0 +1,89 @@
+"""The grammar mask's cost per step, apart from the model: fill, apply and advance for B constrained rows.
+
+`python -m serving.bench.grammar_mask --model-dir DIR [--rows 16,64] [--steps 200]` loads only the tokenizer,
+gives each of B rows its own matcher of the medium JSON schema (`MEDIUM_SCHEMA`, also what `engine_loop
+--grammar medium` constrains every request with), and times `GrammarMasks.apply` (fill the bitmask, unpack it,
+mask the [B, V] scores) and `consume` over random logits; a row whose value is complete starts again. It prints
+the mean and p99 per step for each B. In the engine the advance and the next fill run in the mask thread while the
+next forward runs; here nothing overlaps them, so this is the whole cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+MEDIUM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "email": {"anyOf": [{"type": "string", "pattern": "^[a-z]{1,8}@[a-z]{1,8}\\.com$"}, {"type": "null"}]},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+        "address": {"$ref": "#/$defs/address"},
+        "orders": {"type": "array", "items": {"$ref": "#/$defs/order"}, "maxItems": 2},
+    },
+    "required": ["id", "name", "age", "email", "role", "tags", "address", "orders"],
+    "additionalProperties": False,
+    "$defs": {
+        "address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16},
+                                                     "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+                    "required": ["city", "zip"], "additionalProperties": False},
+        "order": {"type": "object", "properties": {"sku": {"type": "string", "maxLength": 10},
+                                                   "qty": {"type": "integer", "minimum": 1, "maximum": 99}},
+                  "required": ["sku", "qty"], "additionalProperties": False},
+    },
+}
+
+
+def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]:
+    """Seconds per step (apply + consume) for `rows` constrained rows."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from serving.constraints import json_schema_grammar
+    from serving.engine.grammar import GrammarMasks, LLGuidanceBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    vocab = AutoConfig.from_pretrained(model_dir).vocab_size
+    backend = LLGuidanceBackend(tokenizer, vocab, [tokenizer.eos_token_id])
+    template = backend.compile(json_schema_grammar(MEDIUM_SCHEMA))
+    masks = GrammarMasks(torch.arange(rows), [backend.matcher(template) for _ in range(rows)], backend)
+    generator = torch.Generator().manual_seed(seed)
+    times = []
+    for _ in range(steps):
+        logits = torch.randn(rows, vocab, generator=generator)
+        started = time.perf_counter()
+        ids = masks.apply(logits).argmax(dim=-1)
+        masks.consume(ids)
+        masks.settle()  # the whole cost, none of it hidden behind a forward
+        times.append(time.perf_counter() - started)
+        for index, matcher in enumerate(masks.matchers):
+            if matcher.is_stopped():
+                masks.matchers[index] = backend.matcher(template)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--rows", default="16,64")
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    for rows in (int(r) for r in args.rows.split(",")):
+        times = sorted(measure(args.model_dir, rows, args.steps))
+        p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+        print(f"B={rows}: mask {statistics.mean(times) * 1e3:.2f} ms/step mean, {p99 * 1e3:.2f} ms p99 "
+              f"({statistics.mean(times) / rows * 1e6:.0f} us per row)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

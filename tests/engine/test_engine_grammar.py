@@ -1,0 +1,109 @@
+"""Grammar-constrained decoding in the engine: random weights, so only the mask can make the output valid."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import torch
+
+from engine_helpers import PROMPTS, drain, finished, generate_alone, request, token_ids
+from serving.constraints import json_schema_grammar
+from serving.engine.grammar import GrammarMasks
+from serving.messages import Admitted, ErrorKind, Failed, FinishReason, Grammar, GrammarKind
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 3},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["name", "age", "tags", "ok"],
+    "additionalProperties": False,
+}
+IPV4 = r"((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)"
+
+
+def _text(engine, events) -> str:
+    return engine.detokenizer.final_text(token_ids(events))
+
+
+def test_json_schema_output_validates_and_ends_with_eos(make_engine):
+    engine = make_engine()
+    for seed in range(4):
+        events = generate_alone(engine, request("r", PROMPTS[1], 120, do_sample=True, seed=seed,
+                                                grammar=json_schema_grammar(SCHEMA)))
+        done = finished(events)
+        assert done.finish_reason is FinishReason.EOS_TOKEN
+        jsonschema.validate(json.loads(done.generated_text), SCHEMA)
+        assert ", " in done.generated_text or done.generated_text.count(":") == 4
+
+
+def test_regex_and_unconstrained_rows_share_a_batch(make_engine):
+    engine = make_engine()
+    regex = Grammar(kind=GrammarKind.REGEX, value=IPV4)
+    alone = token_ids(generate_alone(make_engine(), request("free", PROMPTS[2], 10)))
+    engine.add_request(request("free", PROMPTS[2], 10))
+    for i in range(3):
+        engine.add_request(request(f"ip{i}", PROMPTS[i], 40, do_sample=True, seed=i, grammar=regex))
+    engine.add_request(request("json", PROMPTS[4], 120, do_sample=True, seed=9, temperature=0.7,
+                               grammar=json_schema_grammar(SCHEMA)))
+    events = drain(engine)
+    assert token_ids(events["free"]) == alone  # unconstrained rows are untouched by their neighbours' masks
+    for i in range(3):
+        assert re.fullmatch(IPV4, finished(events[f"ip{i}"]).generated_text)
+    jsonschema.validate(json.loads(finished(events["json"]).generated_text), SCHEMA)
+
+
+def test_max_new_tokens_still_cuts_a_constrained_text(make_engine):
+    events = generate_alone(make_engine(), request("r", PROMPTS[1], 3, grammar=json_schema_grammar(SCHEMA)))
+    done = finished(events)
+    assert done.finish_reason is FinishReason.LENGTH and done.generated_tokens == 3
+    assert '{"name": "'.startswith(done.generated_text)
+
+
+def test_grammar_with_min_tokens_or_ignore_eos_is_refused(make_engine):
+    engine = make_engine()
+    for options in ({"min_new_tokens": 2}, {"ignore_eos": True}):
+        [event] = engine.add_request(request("r", PROMPTS[1], 10, grammar=json_schema_grammar(SCHEMA), **options))
+        assert isinstance(event, Failed) and event.kind is ErrorKind.VALIDATION
+        assert "min_tokens" in event.message
+    assert not engine.has_work()
+
+
+def test_grammar_the_tokenizer_cannot_compile_fails_with_the_compilers_message(make_engine):
+    engine = make_engine()
+    bad = Grammar(kind=GrammarKind.LARK, value="start: <no_such_special_token>")
+    [admitted] = engine.add_request(request("r", PROMPTS[1], 10, grammar=bad))
+    assert isinstance(admitted, Admitted)
+    [failed] = drain(engine)["r"]
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.VALIDATION
+    assert failed.message.startswith("Input validation error: grammar is not valid: ")
+    assert engine.stats() == (0, 0)
+
+
+def test_compiled_grammar_is_shared_and_abort_while_compiling_is_clean(make_engine):
+    engine = make_engine()
+    grammar = json_schema_grammar(SCHEMA)
+    engine.add_request(request("a", PROMPTS[1], 10, grammar=grammar))
+    engine.add_request(request("b", PROMPTS[2], 10, grammar=grammar))
+    assert engine._compiling[0].constraint.template is engine._compiling[1].constraint.template
+    engine.abort("a")
+    events = drain(engine)
+    assert "a" not in events and finished(events["b"])
+
+
+def test_mask_touches_only_constrained_rows(make_engine):
+    engine = make_engine()
+    cache = engine._grammar_cache()
+    template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
+    masks = GrammarMasks(torch.tensor([1]), [cache.backend.matcher(template)], cache.backend)
+    vocab = cache.backend.vocab_size
+    scores = torch.zeros(3, vocab)
+    masked = masks.apply(scores)
+    assert torch.equal(masked[0], scores[0]) and torch.equal(masked[2], scores[2])
+    allowed = masked[1].isfinite().nonzero().flatten().tolist()
+    assert allowed and all(engine.detokenizer.token_texts([t])[0].isdigit() for t in allowed)

@@ -41,6 +41,18 @@ class ServerProcess:
         """Everything the server wrote so far."""
         return self.log_path.read_text(errors="replace")
 
+    def engine_pids(self) -> list[int]:
+        """The launcher's engine processes (its children running `serving.engine.worker`), sorted."""
+        found = subprocess.run(["pgrep", "-f", "-P", str(self.process.pid), "serving.engine.worker"],
+                               capture_output=True, text=True).stdout.split()
+        return sorted(int(pid) for pid in found)
+
+    def engine_pid(self) -> int:
+        """The one engine process's pid."""
+        pids = self.engine_pids()
+        assert len(pids) == 1, self.log()
+        return pids[0]
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll /ping until 200, failing early if the process exits."""
         import requests

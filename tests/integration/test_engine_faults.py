@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,19 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from servers import ServerProcess, start_server
+from servers import running_server, start_server
 
 pytestmark = pytest.mark.integration
 
 LONG = {"max_tokens": 99000, "ignore_eos": True}
-
-
-def engine_pid(server: ServerProcess) -> int:
-    """The engine process's pid (the launcher's child running `serving.engine.worker`)."""
-    found = subprocess.run(["pgrep", "-f", "-P", str(server.process.pid), "serving.engine.worker"],
-                           capture_output=True, text=True).stdout.split()
-    assert len(found) == 1, server.log()
-    return int(found[0])
 
 
 class Stream:
@@ -68,6 +59,14 @@ def tgi_stream(url: str) -> Stream:
                   {"inputs": "The", "parameters": {"max_new_tokens": 99000, "ignore_eos": True}})
 
 
+def both_streams_going(url: str) -> tuple[Stream, Stream]:
+    """A TGI and an OpenAI stream, each with a few tokens received."""
+    tgi, openai = tgi_stream(url), openai_stream(url)
+    tgi.wait_for_tokens(5)
+    openai.wait_for_tokens(5)
+    return tgi, openai
+
+
 def assert_ended_with_engine_error(tgi: Stream, openai: Stream, since: float, within: float) -> None:
     """Both streams ended with an `unavailable` error event (then `[DONE]` on the OpenAI route) in time."""
     for stream in (tgi, openai):
@@ -85,14 +84,10 @@ def assert_ended_with_engine_error(tgi: Stream, openai: Stream, since: float, wi
 
 def test_a_killed_engine_ends_every_stream_with_an_error_event_and_ping_turns_503(tiny_model_dir: Path,
                                                                                   tmp_path: Path):
-    proc = start_server(tiny_model_dir, tmp_path, MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64")
-    try:
-        proc.wait_ready()
-        tgi, openai = tgi_stream(proc.url), openai_stream(proc.url)
-        tgi.wait_for_tokens(5)
-        openai.wait_for_tokens(5)
+    with running_server(tiny_model_dir, tmp_path, MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64") as proc:
+        tgi, openai = both_streams_going(proc.url)
         killed = time.monotonic()
-        os.kill(engine_pid(proc), signal.SIGKILL)
+        os.kill(proc.engine_pid(), signal.SIGKILL)
         ping = None
         while time.monotonic() - killed < 5:
             try:
@@ -106,25 +101,17 @@ def test_a_killed_engine_ends_every_stream_with_an_error_event_and_ping_turns_50
         assert ping in (503, None) and time.monotonic() - killed < 2
         assert_ended_with_engine_error(tgi, openai, killed, 3.0)
         assert proc.process.wait(30) == 1
-    finally:
-        proc.stop()
 
 
 def test_a_frozen_engine_is_a_dead_one_for_the_streams(tiny_model_dir: Path, tmp_path: Path):
-    proc = start_server(tiny_model_dir, tmp_path, MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64",
-                        ENGINE_STALL_TIMEOUT="2")
-    try:
-        proc.wait_ready()
-        tgi, openai = tgi_stream(proc.url), openai_stream(proc.url)
-        tgi.wait_for_tokens(5)
-        openai.wait_for_tokens(5)
+    with running_server(tiny_model_dir, tmp_path, MAX_TOTAL_TOKENS="100000", MAX_INPUT_TOKENS="64",
+                        ENGINE_STALL_TIMEOUT="2") as proc:
+        tgi, openai = both_streams_going(proc.url)
         frozen = time.monotonic()
-        os.kill(engine_pid(proc), signal.SIGSTOP)
+        os.kill(proc.engine_pid(), signal.SIGSTOP)
         assert_ended_with_engine_error(tgi, openai, frozen, 2 + 3.0)
         assert proc.process.wait(30) == 1
         assert "the engine made no progress for 2 s" in proc.log()
-    finally:
-        proc.stop()
 
 
 def test_sigterm_to_the_process_group_drains_like_sigterm_to_the_launcher(tiny_model_dir: Path, tmp_path: Path):

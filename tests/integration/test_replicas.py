@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,13 +15,6 @@ import requests
 from servers import ServerProcess, running_server
 
 PROMPTS = ["the model of", "deep learning is", "a server that", "water and the sun"]
-
-
-def engine_pids(proc: ServerProcess) -> list[int]:
-    """The launcher's engine processes."""
-    found = subprocess.run(["pgrep", "-f", "-P", str(proc.process.pid), "serving.engine.worker"],
-                           capture_output=True, text=True).stdout.split()
-    return sorted(int(pid) for pid in found)
 
 
 def requests_received(proc: ServerProcess) -> Counter[int]:
@@ -51,7 +43,7 @@ def two_replicas(tiny_model_dir, tmp_path):
 
 
 def test_two_replicas_share_the_requests_and_answer_as_one_engine(two_replicas, server):
-    pids = engine_pids(two_replicas)
+    pids = two_replicas.engine_pids()
     assert len(pids) == 2, two_replicas.log()
     assert requests_received(two_replicas) == Counter()
     assert completions(two_replicas.url) == completions(server.url)
@@ -64,7 +56,7 @@ def test_two_replicas_share_the_requests_and_answer_as_one_engine(two_replicas, 
 
 
 def test_sigterm_stops_every_replica(two_replicas):
-    pids = engine_pids(two_replicas)
+    pids = two_replicas.engine_pids()
     assert two_replicas.stop() == 0, two_replicas.log()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
@@ -72,7 +64,7 @@ def test_sigterm_stops_every_replica(two_replicas):
 
 
 def test_one_replica_dying_stops_the_server_with_nonzero_exit(two_replicas):
-    pids = engine_pids(two_replicas)
+    pids = two_replicas.engine_pids()
     os.kill(pids[1], signal.SIGKILL)
     assert two_replicas.process.wait(30) != 0
     with pytest.raises(ProcessLookupError):

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from serving.messages import AdapterSpec
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -17,7 +19,7 @@ QUANTIZE_SUPPORTED: tuple[str, ...] = ()
 QUANTIZE_OFF = ("false", "none", "no", "0")  # `json.dumps(False)` from 2023 SageMaker examples means "off"
 # TGI settings that change what the model computes or loads and that this server cannot honour: any value stops
 # start-up with one line rather than serving something other than what was asked for.
-UNSUPPORTED_SETTINGS = ("LORA_ADAPTERS", "ROPE_SCALING", "ROPE_FACTOR", "KV_CACHE_DTYPE", "TOKENIZER_CONFIG_PATH")
+UNSUPPORTED_SETTINGS = ("ROPE_SCALING", "ROPE_FACTOR", "KV_CACHE_DTYPE", "TOKENIZER_CONFIG_PATH")
 # Settings of TGI, of its SageMaker image and of the SDK that have no effect here: accepted whatever their value,
 # and named in the start-up log when set.
 IGNORED_SETTINGS = (
@@ -65,6 +67,9 @@ class EngineConfig:
     prefix_caching: bool = True  # KV cache blocks of prompts are kept and shared by later prompts (PREFIX_CACHING)
     replicas: int = 1  # engine processes, each with its own copy of the model (ENGINE_REPLICAS)
     replica: int = 0  # which of them this process is (set by the launcher for each)
+    lora_adapters: tuple[AdapterSpec, ...] = ()  # registered at start (LORA_ADAPTERS)
+    max_lora_adapters: int = 8  # LoRA adapters resident in memory at once (MAX_LORA_ADAPTERS)
+    max_lora_rank: int = 64  # the largest LoRA rank accepted (MAX_LORA_RANK)
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,29 @@ def _num_gpus(env: _Env) -> int | None:
     return num_gpus
 
 
+def _lora_adapters(env: _Env) -> tuple[AdapterSpec, ...]:
+    """LORA_ADAPTERS in TGI's format: comma-separated `owner/name`, `owner/name@revision` or `name=source` (a local
+    directory or a hub id); a hub id's adapter is named by the id without its revision."""
+    found = env.raw("LORA_ADAPTERS")
+    if not found:
+        return ()
+    specs: list[AdapterSpec] = []
+    for item in (part.strip() for part in found[1].split(",")):
+        if not item:
+            continue
+        name, sep, source = item.partition("=")
+        if not sep:
+            name, source = item.partition("@")[0], item
+        name, source = name.strip(), source.strip()
+        if not name or not source:
+            raise ConfigError(f"LORA_ADAPTERS entry {item!r} is not valid: LORA_ADAPTERS accepts comma-separated "
+                              "owner/name, owner/name@revision or name=/local/dir")
+        if any(spec.name == name for spec in specs):
+            raise ConfigError(f"LORA_ADAPTERS names the adapter {name!r} twice")
+        specs.append(AdapterSpec(name=name, source=source))
+    return tuple(specs)
+
+
 def for_replica(address: str, replica: int) -> str:
     """Engine replica `replica`'s socket or file: the configured one for replica 0, else a path (ipc or file) with
     the replica's number appended, or a tcp port that many above the configured one."""
@@ -297,6 +325,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"SERVING_ENGINE_REPLICA={replica} is not below ENGINE_REPLICAS={replicas}")
     max_concurrent = env.int("MAX_CONCURRENT_REQUESTS", default=128)
     heartbeat = env.str("SERVING_ENGINE_HEARTBEAT")
+    adapters = _lora_adapters(env)
     engine = EngineConfig(
         model_id=model_id,
         revision=env.str("HF_MODEL_REVISION", "REVISION"),
@@ -323,6 +352,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         prefix_caching=env.bool("PREFIX_CACHING", default=True),
         replicas=replicas,
         replica=replica,
+        lora_adapters=adapters,
+        max_lora_adapters=env.int("MAX_LORA_ADAPTERS", default=max(8, len(adapters))),
+        max_lora_rank=env.int("MAX_LORA_RANK", default=64),
     )
     server = ServerConfig(
         host=_host(env),

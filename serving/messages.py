@@ -2,8 +2,9 @@
 
 Every message that crosses the local socket is one of the tagged `msgspec.Struct` types below, encoded as
 MessagePack. Client -> engine: `GenerateRequest`, `AbortRequest`, `TokenizeRequest`, `InfoRequest`,
-`HealthRequest`. Engine -> client: an `EventBatch` per step per worker, holding `Admitted`, `TokenDelta`,
-`Finished`, `Failed` and the replies `TokenizeResult`, `InfoResult`, `HealthResult`.
+`HealthRequest`, `RegisterAdapterRequest`, `UnregisterAdapterRequest`. Engine -> client: an `EventBatch` per step
+per worker, holding `Admitted`, `TokenDelta`, `Finished`, `Failed` and the replies `TokenizeResult`, `InfoResult`,
+`HealthResult`, `AdapterResult`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ErrorKind(str, Enum):
     TEMPLATE = "template_error"
     INCOMPLETE = "incomplete_generation"
     UNAVAILABLE = "unavailable"
+    ADAPTER_NOT_FOUND = "adapter_not_found"  # the request named a LoRA adapter that is not registered
 
 
 class GrammarKind(str, Enum):
@@ -121,6 +123,10 @@ class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
     prefill_logprobs: bool = False
     prompt_ids: tuple[int, ...] | None = None
     echo: bool = False
+    adapter: str | None = None  # a registered LoRA adapter's name; None is the base model
+    # OpenAI's `model` field: when the engine has no adapter registered at all, an unknown `adapter` means the base
+    # model instead of an ADAPTER_NOT_FOUND failure (clients send whatever model name they were configured with)
+    adapter_optional: bool = False
 
 
 class AbortRequest(msgspec.Struct, frozen=True, tag="abort"):
@@ -150,7 +156,34 @@ class HealthRequest(msgspec.Struct, frozen=True, tag="health"):
     call_id: str
 
 
-ClientMessage = Union[GenerateRequest, AbortRequest, TokenizeRequest, InfoRequest, HealthRequest]
+class AdapterSpec(msgspec.Struct, frozen=True):
+    """A LoRA adapter to register under `name`: `source` is a local directory in PEFT's format or a hub id
+    (`owner/name` or `owner/name@revision`, downloaded like the base model). `preload` loads its weights now
+    rather than at its first request; a `pinned` adapter is never evicted from memory."""
+
+    name: str
+    source: str
+    preload: bool = True
+    pinned: bool = False
+
+
+class RegisterAdapterRequest(msgspec.Struct, frozen=True, tag="register_adapter"):
+    """Register (and with `preload`, load) a LoRA adapter; answered by `AdapterResult` once it is done."""
+
+    call_id: str
+    spec: AdapterSpec
+
+
+class UnregisterAdapterRequest(msgspec.Struct, frozen=True, tag="unregister_adapter"):
+    """Unregister a LoRA adapter: new requests naming it fail at once, requests in flight on it finish first, then
+    its weights are freed; answered by `AdapterResult`."""
+
+    call_id: str
+    name: str
+
+
+ClientMessage = Union[GenerateRequest, AbortRequest, TokenizeRequest, InfoRequest, HealthRequest,
+                      RegisterAdapterRequest, UnregisterAdapterRequest]
 
 
 class TokenInfo(msgspec.Struct, frozen=True):
@@ -231,6 +264,35 @@ class TokenizeResult(msgspec.Struct, frozen=True, tag="tokenized"):
     error: Failed | None = None
 
 
+class AdapterStatus(str, Enum):
+    """How a register or unregister call ended; the HTTP layer maps each to SageMaker's adapter status codes."""
+
+    OK = "ok"  # 200
+    BAD_REQUEST = "bad_request"  # 400: a malformed name or spec, or a name already registered to another source
+    NOT_FOUND = "not_found"  # 404: no such source directory or hub id, or no such registered adapter
+    LOAD_FAILED = "load_failed"  # 424: the adapter's files cannot serve this base model (format, shapes, rank)
+    NO_ROOM = "no_room"  # 507: every resident adapter slot is pinned or in use
+
+
+class AdapterResult(msgspec.Struct, frozen=True, tag="adapter_result"):
+    """Reply to `RegisterAdapterRequest` and `UnregisterAdapterRequest`; `message` is the user-facing text."""
+
+    call_id: str
+    status: AdapterStatus
+    message: str
+
+
+class AdapterInfo(msgspec.Struct, frozen=True):
+    """A registered LoRA adapter as `/info` and `/v1/models` show it."""
+
+    name: str
+    source: str
+    rank: int | None  # None until its config has been read
+    target_modules: tuple[str, ...]
+    pinned: bool
+    resident: bool  # its weights are in memory now
+
+
 class ModelInfo(msgspec.Struct, frozen=True):
     """What the engine loaded and the limits it resolved from the model and the configuration."""
 
@@ -253,6 +315,9 @@ class ModelInfo(msgspec.Struct, frozen=True):
     block_size: int = 0  # tokens per KV cache block
     num_blocks: int = 0  # KV cache blocks in the pool
     prefix_caching: bool = False
+    adapters: tuple[AdapterInfo, ...] = ()  # the registered LoRA adapters, now
+    max_lora_adapters: int = 0  # adapters resident in memory at once
+    max_lora_rank: int = 0
 
 
 class InfoResult(msgspec.Struct, frozen=True, tag="info_result"):
@@ -278,7 +343,7 @@ class HealthResult(msgspec.Struct, frozen=True, tag="health_result"):
     preemptions: int = 0
 
 
-EngineEvent = Union[Admitted, TokenDelta, Finished, Failed, TokenizeResult, InfoResult, HealthResult]
+EngineEvent = Union[Admitted, TokenDelta, Finished, Failed, TokenizeResult, InfoResult, HealthResult, AdapterResult]
 
 
 class EventBatch(msgspec.Struct, frozen=True, tag="batch"):

@@ -41,13 +41,15 @@ def _mistake(error_type: str, status: int, metric: str | None = None, openai_sta
 class Error(Enum):
     """Every error kind of the HTTP side."""
 
-    # The engine's kinds (`serving.messages.ErrorKind`), named by the same `error_type`.
+    # The engine's kinds (`serving.messages.ErrorKind`), by the same member names.
     VALIDATION = _mistake("validation", 422)
     OVERLOADED = _same("overloaded", 429)
     GENERATION = _same("generation", 424)
     TEMPLATE = _mistake("template_error", 422, "template")
     INCOMPLETE = _same("incomplete_generation", 500, "incomplete")
     UNAVAILABLE = _same("unavailable", 503)
+    # An unknown LoRA adapter: TGI's 422 `validation` on its routes, vLLM's 404 on the OpenAI routes.
+    ADAPTER_NOT_FOUND = _mistake("validation", 422, openai_status=404)
     # Raised by the HTTP side itself.
     STREAM_SERIALIZATION = _same("stream_serialization_error", 500)
     TOOL = _mistake("tool_error", 422, "validation")
@@ -99,4 +101,4 @@ class Error(Enum):
         return _ENGINE_KINDS[kind]
 
 
-_ENGINE_KINDS = {kind: next(error for error in Error if error.error_type == kind.value) for kind in ErrorKind}
+_ENGINE_KINDS = {kind: Error[kind.name] for kind in ErrorKind}

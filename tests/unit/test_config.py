@@ -120,7 +120,9 @@ def test_values_and_aliases(env, path, expected):
     ({"CUDA_MEMORY_FRACTION": "0"}, "CUDA_MEMORY_FRACTION"),
     ({"SAGEMAKER_BIND_TO_PORT": "http"}, "SAGEMAKER_BIND_TO_PORT"),
     ({"DTYPE": "int8"}, "DTYPE"),
-    ({"LORA_ADAPTERS": "org/adapter"}, "LORA_ADAPTERS"),
+    ({"LORA_ADAPTERS": "=/x"}, "LORA_ADAPTERS"),
+    ({"LORA_ADAPTERS": "a=/x,a=/y"}, "LORA_ADAPTERS"),
+    ({"MAX_LORA_RANK": "0"}, "MAX_LORA_RANK"),
     ({"ROPE_SCALING": "dynamic"}, "ROPE_SCALING"),
     ({"KV_CACHE_DTYPE": "fp8_e5m2"}, "KV_CACHE_DTYPE"),
     ({"TOKENIZER_CONFIG_PATH": "/x.json"}, "TOKENIZER_CONFIG_PATH"),
@@ -132,6 +134,16 @@ def test_bad_values_name_the_variable(env, variable):
         from_env({**BASE, **env})
     message = str(error.value)
     assert variable in message and "\n" not in message
+
+
+def test_lora_adapters_in_tgi_format():
+    engine = from_env({**BASE, "LORA_ADAPTERS": "org/one, org/two@v2 ,local=/opt/adapters/x,hub=org/three@main"}).engine
+    assert [(spec.name, spec.source) for spec in engine.lora_adapters] == [
+        ("org/one", "org/one"), ("org/two", "org/two@v2"), ("local", "/opt/adapters/x"), ("hub", "org/three@main")]
+    assert engine.max_lora_adapters == 8 and engine.max_lora_rank == 64
+    many = ",".join(f"a{i}=/d{i}" for i in range(10))
+    assert from_env({**BASE, "LORA_ADAPTERS": many}).engine.max_lora_adapters == 10
+    assert from_env({**BASE, "MAX_LORA_ADAPTERS": "2", "MAX_LORA_RANK": "16"}).engine.max_lora_rank == 16
 
 
 def test_model_falls_back_to_opt_ml_model_then_the_default_model(tmp_path, monkeypatch):

@@ -135,7 +135,8 @@ def read_adapter(directory: Path, name: str, shapes: ProjectionShapes, max_rank:
     for key, tensor in _tensors(directory, name).items():
         match = KEY.fullmatch(key)
         if match is None or PROJECTIONS.get(match["name"]) != match["parent"]:
-            module = key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0].removesuffix(".weight")
+            module = re.sub(r"(\.(lora_\w+?|base_layer))?(\.default)?(\.weight|\.bias)?$", "",
+                            key.removeprefix("base_model.model."), count=1)
             raise _fail(AdapterStatus.LOAD_FAILED, name, f"module {module} is not supported: LoRA is served on "
                         f"the decoder layers' {', '.join(PROJECTIONS)} only")
         layer = int(match["layer"])

@@ -169,7 +169,3 @@ class AdapterRegistry:
         if adapter.slot is not None:
             self._occupants[adapter.slot] = None
         adapter.slot, adapter.loading = None, False
-
-    def slots_used(self) -> int:
-        """One past the highest occupied slot (the slots a step's forward reads)."""
-        return max((i + 1 for i, occupant in enumerate(self._occupants) if occupant is not None), default=0)

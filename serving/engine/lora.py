@@ -11,8 +11,8 @@ exactly the base forward. Only the slots from the lowest to the highest one the 
 `LoraStacks` holds, per layer, A^T and B for every projection (`q_proj` ... `down_proj`), and for the fused
 siblings that `packed_linear` packs together (`qkv_proj`, `gate_up_proj`) views of one tensor each whose ranks sit
 side by side and whose B is block-diagonal, so that the lean forward adds one delta to the fused output. Ranks are
-padded to MAX_LORA_RANK with zeros (exact; set MAX_LORA_RANK to the largest rank served, since the padding is
-computed). Memory: layers x slots x (the projections' inputs + outputs) x MAX_LORA_RANK values, plus as much
+padded to MAX_LORA_RANK with zeros, stored rank-major, and a step computes only the ranks below the largest rank
+of its adapters (a step of rank-8 adapters costs rank 8, whatever MAX_LORA_RANK is). Memory: layers x slots x (the projections' inputs + outputs) x MAX_LORA_RANK values, plus as much
 again for the block-diagonal B's zeros of the fused groups.
 
 transformers' own forward (LEAN_FORWARD=false) gets the same deltas from forward hooks on its projections
@@ -43,25 +43,46 @@ def projection_shapes(model: Any) -> ProjectionShapes:
         for name, module in ((n, getattr(getattr(first, parent), n)) for n, parent in PROJECTIONS.items())})
 
 
+@dataclass(frozen=True)
+class _View:
+    """A projection's place in its group's tensors: A^T [slots, in, R * members] and B [slots, R * members, out],
+    rank-major (column `rank * members + index` is rank `rank` of member `index`), so that the first `r * members`
+    columns hold every member's ranks below r; `index` None is the whole group (the fused projection)."""
+
+    a: Tensor
+    b: Tensor
+    members: int
+    index: int | None
+    columns: slice  # of the group's output
+
+    def matrices(self, low: int, high: int, rank: int) -> tuple[Tensor, Tensor]:
+        """A^T [slots, in, r] and B [slots, r, out] of slots [low, high), ranks below `rank` (r: of all members
+        for the whole group)."""
+        if self.index is None:
+            span = slice(0, rank * self.members)
+        else:
+            span = slice(self.index, rank * self.members, self.members)
+        return self.a[low:high, :, span], self.b[low:high, span, self.columns]
+
+
 class LoraStacks:
     """Every slot's A^T and B per layer and projection (fused groups included), on the model's device."""
 
     def __init__(self, shapes: ProjectionShapes, slots: int, rank: int, dtype: torch.dtype,
                  device: torch.device) -> None:
-        self.views: list[dict[str, tuple[Tensor, Tensor]]] = []  # per layer: name -> (A^T, B)
+        self.views: list[dict[str, _View]] = []  # per layer: projection or fused group name -> its view
         for _ in range(shapes.layers):
-            views: dict[str, tuple[Tensor, Tensor]] = {}
+            views: dict[str, _View] = {}
             for group, members in GROUPS.items():
                 fan_in = shapes.modules[members[0]][0]
                 fan_out = sum(shapes.modules[m][1] for m in members)
                 a = torch.zeros(slots, fan_in, rank * len(members), dtype=dtype, device=device)
                 b = torch.zeros(slots, rank * len(members), fan_out, dtype=dtype, device=device)
-                views[group] = (a, b)
+                views[group] = _View(a, b, len(members), None, slice(None))
                 start = 0
                 for index, member in enumerate(members):
                     stop = start + shapes.modules[member][1]
-                    ranks = slice(index * rank, (index + 1) * rank)
-                    views[member] = (a[:, :, ranks], b[:, ranks, start:stop])
+                    views[member] = _View(a, b, len(members), index, slice(start, stop))
                     start = stop
             self.views.append(views)
 
@@ -74,36 +95,37 @@ class LoraStacks:
         """Put an adapter's matrices in `slot` (zeros where it has none)."""
         for layer, views in enumerate(self.views):
             for group in GROUPS:
-                a, b = views[group]
-                a[slot].zero_()
-                b[slot].zero_()
+                views[group].a[slot].zero_()
+                views[group].b[slot].zero_()
             for projection in PROJECTIONS:
                 pair = weights.modules.get((layer, projection))
                 if pair is None:
                     continue
                 lora_a, lora_b = pair  # [r, in], [out, r] (scaled)
-                rank = lora_a.shape[0]
-                a, b = views[projection]
-                a[slot, :, :rank].copy_(lora_a.t())
-                b[slot, :rank, :].copy_(lora_b.t())
+                a, b = views[projection].matrices(slot, slot + 1, lora_a.shape[0])
+                a[0].copy_(lora_a.t())
+                b[0].copy_(lora_b.t())
 
 
 @dataclass(frozen=True)
 class LoraStep:
-    """One step's rows by adapter slot: slots [low, high) gathered into `[high - low, width]` padded rows."""
+    """One step's rows by adapter slot: slots [low, high) gathered into `[high - low, width]` padded rows; only
+    ranks below the largest rank of the step's adapters are computed."""
 
     stacks: LoraStacks
     low: int
     high: int
+    rank: int
     width: int
     gather: Tensor | None  # [(high - low) * width]: the step row of each padded position (None: all rows, in order)
     real: Tensor | None  # positions of [(high - low) * width] that are real rows (None: no padding)
     rows: Tensor  # [real rows]: the step row of each real position, in order
 
     @classmethod
-    def build(cls, stacks: LoraStacks, spans: list[tuple[int | None, int, int]], tokens: int,
+    def build(cls, stacks: LoraStacks, spans: list[tuple[int | None, int, int]], rank: int, tokens: int,
               device: torch.device) -> LoraStep | None:
-        """From each chunk's (slot or None, first row, rows); None when no row is on an adapter."""
+        """From each chunk's (slot or None, first row, rows) and the largest rank of their adapters; None when no
+        row is on an adapter."""
         by_slot: dict[int, list[int]] = {}
         for slot, first, count in spans:
             if slot is not None:
@@ -125,14 +147,13 @@ class LoraStep:
         def tensor(values: list[int]) -> Tensor:
             return torch.tensor(values, dtype=torch.long, device=device)
 
-        return cls(stacks=stacks, low=low, high=high, width=width, gather=None if everything else tensor(gather),
+        return cls(stacks=stacks, low=low, high=high, rank=rank, width=width, gather=None if everything else tensor(gather),
                    real=None if len(real) == len(gather) else tensor(real), rows=tensor(rows))
 
     def add(self, layer: int, name: str, x: Tensor, y: Tensor) -> None:
         """`y += B (A x)` in place for the rows on adapters: x [tokens, in] is the projection `name`'s input,
         y [tokens, out] its output (or the residual it was added to)."""
-        a, b = self.stacks.views[layer][name]
-        a, b = a[self.low:self.high], b[self.low:self.high]  # [slots, in, R], [slots, R, out]
+        a, b = self.stacks.views[layer][name].matrices(self.low, self.high, self.rank)  # [slots, in, r], [slots, r, out]
         if self.gather is None:
             y.add_(torch.bmm(torch.bmm(x[None], a), b)[0])
             return

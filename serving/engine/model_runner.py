@@ -97,12 +97,13 @@ class ModelRunner:
         batch = self.cache.prepare(chunks)
         if self.lora is None or all(chunk.sequence.adapter is None for chunk in chunks):
             return batch
-        spans, first = [], 0
+        spans, first, rank = [], 0, 0
         for chunk in chunks:
             adapter = chunk.sequence.adapter
             spans.append((None if adapter is None else adapter.slot, first, chunk.count))
             first += chunk.count
-        return dataclasses.replace(batch, lora=LoraStep.build(self.lora, spans, first, self.device))
+            rank = max(rank, adapter.rank or 0) if adapter is not None else rank
+        return dataclasses.replace(batch, lora=LoraStep.build(self.lora, spans, rank, first, self.device))
 
     def run(self, batch: ForwardBatch) -> Tensor:
         """One forward of the step: writes every chunk's keys and values; the logits [logit rows, vocab]."""

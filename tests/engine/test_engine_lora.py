@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from engine_helpers import drain, engine_config, finished, request, token_ids
 from servers import start_server
 from serving.engine.engine import LLMEngine
-from serving.engine.loader import ModelLoadError
+from serving.engine.loader import LoadedModel, ModelLoadError, load_model
 from serving.messages import AdapterResult, AdapterSpec, AdapterStatus, ErrorKind, Failed, GenerateRequest
 from serving.testing.tiny_adapter import TinyAdapterSpec, build_tiny_adapter, merged_model
 from serving.testing.tiny_model import TinyModelSpec, build_tiny_model
@@ -118,9 +118,22 @@ def test_each_adapter_changes_the_greedy_output(references, model_dir):
         assert reference_greedy(references[name], ids, 12) != base, name
 
 
-@LEAN
-def test_greedy_outputs_equal_merged_generate_alone_and_in_one_mixed_batch(lora_engine, references, lean):
-    engine = lora_engine(lean_forward=lean)
+@pytest.fixture(scope="module")
+def unpacked(model_dir: Path) -> LoadedModel:
+    """The tiny model with plain linear layers: the lean forward calls q, k, v and gate, up one by one (as on GPUs)."""
+    return load_model(engine_config(model_dir, packed_linear=False))
+
+
+@pytest.mark.parametrize("forward", ["lean", "transformers", "lean-unpacked"])
+def test_greedy_outputs_equal_merged_generate_alone_and_in_one_mixed_batch(lora_engine, references, unpacked,
+                                                                          model_dir, adapter_dirs, forward):
+    if forward == "lean-unpacked":
+        engine = LLMEngine(unpacked, engine_config(model_dir))
+        assert engine.runner.lean is not None and engine.runner.lean.layers[0].qkv is None
+        for name in SPECS:
+            assert register(engine, name, adapter_dirs[name]).status is AdapterStatus.OK
+    else:
+        engine = lora_engine(lean_forward=forward == "lean")
     cases = [(name, prompt) for name in (None, *SPECS) for prompt in PROMPTS]
     expected = {f"{name}-{i}": reference_greedy(references[name], prompt_ids(engine, prompt), 10)
                 for name, prompt in cases for i in [PROMPTS.index(prompt)]}

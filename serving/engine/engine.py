@@ -389,7 +389,7 @@ class LLMEngine:
         if batch.sample_rows:
             if len(batch.sample_rows) != logits.shape[0]:
                 logits = logits[torch.tensor(batch.sample_rows, device=logits.device)]
-            self._advance([chunk.sequence for chunk in chunks if chunk.samples], logits, events)
+            self._advance([chunk.sequence for chunk in batch.chunks if chunk.samples], logits, events)
 
     def _advance(self, sequences: list[Sequence], logits: torch.Tensor, events: list[EngineEvent]) -> None:
         """Sample a token for every sequence (a row of `logits`) and emit its events."""

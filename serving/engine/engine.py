@@ -147,13 +147,13 @@ class LLMEngine:
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         """Load the configured model, register LORA_ADAPTERS and warm up with one short forward (raises
         ModelLoadError naming a bad adapter)."""
-        engine = cls(load_model(config), config)
-        for spec in config.lora_adapters:
-            try:
+        loaded = load_model(config)
+        try:
+            engine = cls(loaded, config)
+            for spec in config.lora_adapters:
                 engine.adapters.register_now(spec)
-            except AdapterError as error:
-                engine.adapters.close()
-                raise ModelLoadError(f"LORA_ADAPTERS: {error.message}") from None
+        except AdapterError as error:
+            raise ModelLoadError(f"LORA_ADAPTERS: {error.message}") from None
         engine.warmup()
         return engine
 
@@ -184,8 +184,9 @@ class LLMEngine:
                 prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
-        if adapter is not None and not self.adapters.request_load(adapter):
-            return [Failed(request.request_id, ErrorKind.OVERLOADED, self._no_room(adapter))]
+        refusal = self.adapters.request_load(adapter) if adapter is not None else None
+        if refusal is not None:
+            return [Failed(request.request_id, ErrorKind.OVERLOADED, refusal)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
         sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         if adapter is not None:
@@ -217,11 +218,6 @@ class LLMEngine:
             raise RequestError(ErrorKind.ADAPTER_NOT_FOUND, f"adapter {request.adapter!r} is not registered")
         return adapter
 
-    def _no_room(self, adapter: Adapter) -> str:
-        """Why a request on `adapter` cannot run."""
-        return (f"no room to load adapter {adapter.name!r}: all {self.adapters.registry.slots} adapter slots "
-                "(MAX_LORA_ADAPTERS) hold pinned adapters")
-
     def _enqueue(self, sequence: Sequence) -> None:
         """Queue a sequence whose adapter is resident (or that has none); the others wait for their load."""
         if sequence.adapter is None or sequence.adapter.resident:
@@ -240,9 +236,7 @@ class LLMEngine:
         for sequence in self._loading:
             adapter = sequence.adapter
             assert adapter is not None
-            reason = failures.get(adapter)
-            if reason is None and not self.adapters.request_load(adapter):
-                reason = self._no_room(adapter)
+            reason = failures.get(adapter) or self.adapters.request_load(adapter)
             if reason is not None:
                 self._forget(sequence.request_id)
                 sequence.status = SequenceStatus.FINISHED

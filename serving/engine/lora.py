@@ -10,11 +10,12 @@ variant was measured slower on the CPU (`docs/performance.md`): prompts of diffe
 and the gathers copy every row.
 
 `LoraStacks` holds, per layer, each group of sibling projections that `packed_linear` fuses (`qkv_proj`,
-`gate_up_proj`; `o_proj` and `down_proj` alone) as one A `[slots, R x members, in]` and one B `[slots, R x members,
-out]`, rank-major (row `rank x members + member`): the first `r x members` rows hold every member's ranks below r,
-so a segment computes its adapter's own rank `r`, not MAX_LORA_RANK, and the fused q/k/v (gate/up) input is
-multiplied by A once for all members; each member's ranks then meet only its own B columns. Memory: layers x
-slots x MAX_LORA_RANK x (the projections' inputs + outputs) values, allocated with the first adapter.
+`gate_up_proj`; `o_proj` and `down_proj` alone) as one A `[slots, R x members, in]`, rank-major (row
+`rank x members + member`), and each member's B `[slots, R, out]`: the first `r x members` rows of A hold every
+member's ranks below r, so a segment computes its adapter's own rank r, not MAX_LORA_RANK (R), and the fused
+q/k/v (gate/up) input meets A once for all members; each member's ranks then meet its own B into its own output
+columns. Memory: layers x slots x R x (the projections' inputs + outputs) values in the model's dtype (Llama-7B,
+8 slots, R = 64, bfloat16: 2.6 GB; the small benchmark model, R = 16: 0.1 GB), allocated with the first adapter.
 
 transformers' own forward (LEAN_FORWARD=false) gets the same deltas from forward hooks on its projections
 (`install_hooks`), which read the step being run from `ACTIVE`.
@@ -46,32 +47,30 @@ def projection_shapes(model: Any) -> ProjectionShapes:
 
 @dataclass(frozen=True)
 class _View:
-    """A projection's place in its group's tensors: A [slots, R * members, in] and B [slots, R * members, out],
-    rank-major (row `rank * members + index` is rank `rank` of member `index`), so that the first `r * members`
-    rows hold every member's ranks below r; `index` None is the whole group (the fused projection), whose output
-    holds the members' outputs side by side (`columns`)."""
+    """A projection's place in its group's tensors: one A [slots, R x members, in], rank-major (row
+    `rank x members + member` is that member's rank), so that the first `r x members` rows hold every member's
+    ranks below r; and each member's B [slots, R, out]. `index` None is the whole group (the fused projection),
+    whose output holds the members' outputs side by side (`columns`)."""
 
     a: Tensor
-    b: Tensor
+    b: tuple[Tensor, ...]  # each member's B (index None), or this member's alone
     members: int
     index: int | None
-    columns: tuple[slice, ...]  # the output columns of each member (index None) or of this one
+    columns: tuple[slice, ...]  # each member's output columns in the fused output (index None)
 
-    def matrices(self, slot: int, rank: int) -> tuple[Tensor, Tensor]:
-        """A [r', in] and B [r', out'] of a slot's ranks below `rank` (r' = rank x members for a group)."""
-        span = slice(0, rank * self.members) if self.index is None else slice(self.index, rank * self.members,
+    def rows(self, rank: int) -> slice:
+        """The rows of A holding ranks below `rank` (every member's for a group, this member's otherwise)."""
+        return slice(0, rank * self.members) if self.index is None else slice(self.index, rank * self.members,
                                                                                 self.members)
-        return self.a[slot, span], self.b[slot, span]
 
     def add(self, slot: int, rank: int, x: Tensor, y: Tensor) -> None:
         """`y += B (A x)` for rows x [rows, in] and y [rows, out] on the slot's adapter of rank `rank`."""
-        a, b = self.matrices(slot, rank)
-        xa = x @ a.t()  # [rows, r']: every member's ranks at once (one GEMM for a fused group)
-        if self.index is None and self.members > 1:  # each member's ranks times its own B (no zero blocks)
-            for member, columns in enumerate(self.columns):
-                y[:, columns].addmm_(xa[:, member::self.members], b[member::self.members, columns])
+        xa = x @ self.a[slot, self.rows(rank)].t()  # [rows, r x members]: a fused group's members in one GEMM
+        if self.index is None and self.members > 1:
+            for member, (b, columns) in enumerate(zip(self.b, self.columns)):
+                y[:, columns].addmm_(xa[:, member::self.members], b[slot, :rank])
         else:
-            y.addmm_(xa, b[:, self.columns[0]])
+            y.addmm_(xa, self.b[0][slot, :rank])
 
 
 class LoraStacks:
@@ -83,16 +82,17 @@ class LoraStacks:
         for _ in range(shapes.layers):
             views: dict[str, _View] = {}
             for group, members in GROUPS.items():
-                fan_in = shapes.modules[members[0]][0]
+                a = torch.zeros(slots, rank * len(members), shapes.modules[members[0]][0], dtype=dtype,
+                                device=device)
+                bs = tuple(torch.zeros(slots, rank, shapes.modules[m][1], dtype=dtype, device=device)
+                           for m in members)
                 bounds = [0]
                 for member in members:
                     bounds.append(bounds[-1] + shapes.modules[member][1])
                 columns = tuple(slice(low, high) for low, high in zip(bounds, bounds[1:]))
-                a = torch.zeros(slots, rank * len(members), fan_in, dtype=dtype, device=device)
-                b = torch.zeros(slots, rank * len(members), bounds[-1], dtype=dtype, device=device)
-                views[group] = _View(a, b, len(members), None, columns)
+                views[group] = _View(a, bs, len(members), None, columns)
                 for index, member in enumerate(members):
-                    views[member] = _View(a, b, len(members), index, (columns[index],))
+                    views[member] = _View(a, (bs[index],), len(members), index, (columns[index],))
             self.views.append(views)
 
     @classmethod
@@ -105,16 +105,16 @@ class LoraStacks:
         for layer, views in enumerate(self.views):
             for group in GROUPS:
                 views[group].a[slot].zero_()
-                views[group].b[slot].zero_()
+                for b in views[group].b:
+                    b[slot].zero_()
             for projection in PROJECTIONS:
                 pair = weights.modules.get((layer, projection))
                 if pair is None:
                     continue
                 lora_a, lora_b = pair  # [r, in], [out, r] (scaled)
-                view = views[projection]
-                a, b = view.matrices(slot, lora_a.shape[0])
-                a.copy_(lora_a)
-                b[:, view.columns[0]].copy_(lora_b.t())
+                view, rank = views[projection], lora_a.shape[0]
+                view.a[slot, view.rows(rank)].copy_(lora_a)
+                view.b[0][slot, :rank].copy_(lora_b.t())
 
 
 @dataclass(frozen=True)

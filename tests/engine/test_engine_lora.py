@@ -24,7 +24,7 @@ from serving.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPECS = {
-    "a": TinyAdapterSpec(rank=8, seed=1),
+    "a": TinyAdapterSpec(rank=8, seed=1, rank_pattern={"v_proj": 4}),
     "b": TinyAdapterSpec(rank=16, target_modules=ALL, use_rslora=True, seed=2),
     # a regex over full names (the second layer only), per-module alpha
     "c": TinyAdapterSpec(rank=4, target_modules=r"model\.layers\.1\.(self_attn\.o_proj|mlp\.\w+_proj)", seed=3,
@@ -239,6 +239,7 @@ def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_d
         "half": (_edited(a, tmp_path / "half", weights=lambda t: {k: v for k, v in t.items() if "lora_B" not in k}),
                  AdapterStatus.LOAD_FAILED, "without its pair"),
         "bad-name!": (a, AdapterStatus.BAD_REQUEST, "is not valid"),
+        "bad-hub-id": ("owner/not a repo", AdapterStatus.NOT_FOUND, "cannot download owner/not a repo from the hub"),
     }
     (tmp_path / "nc" / "adapter_config.json").unlink()
     cases["no-config"] = (tmp_path / "nc", AdapterStatus.LOAD_FAILED, "adapter_config.json is missing")
@@ -254,6 +255,9 @@ def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_d
     assert taken.status is AdapterStatus.BAD_REQUEST and "already registered" in taken.message
     assert register(engine, "a", a).status is AdapterStatus.OK  # the same again: nothing changes
     assert engine.unregister_adapter("u", "nope").status is AdapterStatus.NOT_FOUND
+    # fan_in_fan_out describes Conv1D base layers only: peft ignores it for linear ones, and so does the engine
+    flipped = _edited(a, tmp_path / "fan", {"fan_in_fan_out": True})
+    assert register(engine, "fan", flipped).status is AdapterStatus.OK
 
 
 def test_info_lists_the_adapters(lora_engine):

@@ -236,11 +236,13 @@ class LLMEngine:
         for sequence in self._loading:
             adapter = sequence.adapter
             assert adapter is not None
-            reason = failures.get(adapter) or self.adapters.request_load(adapter)
+            reason, kind = failures.get(adapter), ErrorKind.GENERATION  # files unusable since registration
+            if reason is None:
+                reason, kind = self.adapters.request_load(adapter), ErrorKind.OVERLOADED
             if reason is not None:
                 self._forget(sequence.request_id)
                 sequence.status = SequenceStatus.FINISHED
-                events.append(Failed(sequence.request_id, ErrorKind.GENERATION, reason))
+                events.append(Failed(sequence.request_id, kind, reason))
             elif adapter.resident:
                 self.scheduler.add(sequence)
             else:

@@ -217,18 +217,21 @@ def _edited(source: Path, out: Path, config: dict[str, Any] | None = None,
 def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_dir, adapter_dirs, tmp_path):
     engine = make_engine(max_lora_rank=8)
     a = adapter_dirs["a"]
-    missing_weights = tmp_path / "no-weights"
+    missing_weights, missing_config = tmp_path / "no-weights", tmp_path / "no-config"
     missing_weights.mkdir()
+    missing_config.mkdir()
     (missing_weights / "adapter_config.json").write_text((a / "adapter_config.json").read_text())
+    (missing_config / "adapter_model.safetensors").write_bytes((a / "adapter_model.safetensors").read_bytes())
     other_base = build_tiny_model(tmp_path / "wide", TinyModelSpec(hidden_size=96, num_attention_heads=4))
     cases = {
         "no-dir": (tmp_path / "nowhere", AdapterStatus.NOT_FOUND, "no such directory"),
-        "no-config": (_edited(a, tmp_path / "nc", weights=lambda t: t), AdapterStatus.LOAD_FAILED, None),
+        "no-config": (missing_config, AdapterStatus.LOAD_FAILED, "adapter_config.json is missing"),
         "no-weights": (missing_weights, AdapterStatus.LOAD_FAILED, "adapter_model.safetensors is missing"),
         "rank": (adapter_dirs["b"], AdapterStatus.LOAD_FAILED, "rank 16 of model.layers.0."),
         "shapes": (build_tiny_adapter(other_base, tmp_path / "wide-adapter"), AdapterStatus.LOAD_FAILED,
                    "do not fit the base model"),
-        "lm-head": (build_tiny_adapter(model_dir, tmp_path / "lm", TinyAdapterSpec(target_modules=("q_proj", "lm_head"))),
+        "lm-head": (build_tiny_adapter(model_dir, tmp_path / "lm",
+                                       TinyAdapterSpec(target_modules=("q_proj", "lm_head"))),
                     AdapterStatus.LOAD_FAILED, "module lm_head is not supported"),
         "embed": (build_tiny_adapter(model_dir, tmp_path / "em", TinyAdapterSpec(target_modules=("embed_tokens",))),
                   AdapterStatus.LOAD_FAILED, "module model.embed_tokens is not supported"),
@@ -241,8 +244,6 @@ def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_d
         "bad-name!": (a, AdapterStatus.BAD_REQUEST, "is not valid"),
         "bad-hub-id": ("owner/not a repo", AdapterStatus.NOT_FOUND, "cannot download owner/not a repo from the hub"),
     }
-    (tmp_path / "nc" / "adapter_config.json").unlink()
-    cases["no-config"] = (tmp_path / "nc", AdapterStatus.LOAD_FAILED, "adapter_config.json is missing")
     for name, (source, status, words) in cases.items():
         result = register(engine, name, source)
         assert result.status is status, (name, result)
@@ -348,7 +349,8 @@ def test_lora_adapters_at_start(model_dir, adapter_dirs, references):
     assert token_ids(drain(engine)["r"]) == reference_greedy(references["c"], prompt_ids(engine, PROMPTS[0]), 6)
     bad = engine_config(model_dir, lora_adapters=(AdapterSpec("a", str(adapter_dirs["a"])),
                                                   AdapterSpec("gone", "/nonexistent/adapter")))
-    with pytest.raises(ModelLoadError, match=r"^LORA_ADAPTERS: adapter 'gone': no such directory /nonexistent/adapter$"):
+    with pytest.raises(ModelLoadError,
+                       match=r"^LORA_ADAPTERS: adapter 'gone': no such directory /nonexistent/adapter$"):
         LLMEngine.from_config(bad)
 
 
@@ -359,3 +361,18 @@ def test_a_bad_adapter_in_lora_adapters_stops_the_server_with_one_line(model_dir
     finally:
         proc.stop()
     assert "LORA_ADAPTERS: adapter 'broken': adapter_config.json is missing in" in proc.log()
+
+
+def test_an_adapter_whose_files_went_away_fails_its_requests_alone(make_engine, adapter_dirs, tmp_path):
+    engine = make_engine()
+    copy = _edited(adapter_dirs["a"], tmp_path / "copy")
+    assert register(engine, "gone", copy, preload=False).status is AdapterStatus.OK
+    (copy / "adapter_model.safetensors").unlink()
+    engine.add_request(on(request("r", PROMPTS[0], 4), "gone"))
+    engine.add_request(request("base", PROMPTS[0], 4))
+    events = drain(engine)
+    failed = events["r"][-1]
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.GENERATION and "'gone'" in failed.message
+    assert len(token_ids(events["base"])) == 4
+    engine.add_request(on(request("again", PROMPTS[0], 4), "gone"))  # the engine still serves; it tries again
+    assert isinstance(drain(engine)["again"][-1], Failed)

@@ -116,8 +116,8 @@ def compare(engine: object, concurrency: int, total: int, output_tokens: int, wo
 
 def register_adapters(engine: object, model_dir: str, count: int, rank: int, targets: tuple[str, ...],
                       out_dir: str) -> tuple[str, ...]:
-    """Build `count` LoRA adapters of `rank` on `targets` for the model (`serving.testing.tiny_adapter`) and
-    register them; their names."""
+    """Build `count` LoRA adapters of `rank` on `targets` for the model (`serving.testing.tiny_adapter`) in
+    `out_dir` and register them pinned (resident for good: the files are not read again); their names."""
     from serving.messages import AdapterSpec
     from serving.testing.tiny_adapter import TinyAdapterSpec, build_tiny_adapter
 
@@ -126,7 +126,7 @@ def register_adapters(engine: object, model_dir: str, count: int, rank: int, tar
         path = build_tiny_adapter(model_dir, os.path.join(out_dir, name),
                                   TinyAdapterSpec(rank=rank, alpha=2.0 * rank, target_modules=targets, seed=index,
                                                   weight_std=0.02))
-        engine.adapters.register_now(AdapterSpec(name, str(path)))  # type: ignore[attr-defined]
+        engine.adapters.register_now(AdapterSpec(name, str(path), pinned=True))  # type: ignore[attr-defined]
     return names
 
 
@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     words = tuple(int(w) for w in args.prompt_words.split(","))
     names: tuple[str, ...] = ()
     if args.adapters:
-        adapter_dir = tempfile.mkdtemp(prefix="engine-loop-adapters-")
-        names = register_adapters(engine, args.model_dir, args.adapters, args.adapter_rank,
-                                  tuple(args.adapter_targets.split(",")), adapter_dir)
+        with tempfile.TemporaryDirectory(prefix="engine-loop-adapters-") as adapter_dir:
+            names = register_adapters(engine, args.model_dir, args.adapters, args.adapter_rank,
+                                      tuple(args.adapter_targets.split(",")), adapter_dir)
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)

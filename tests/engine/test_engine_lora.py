@@ -376,3 +376,49 @@ def test_an_adapter_whose_files_went_away_fails_its_requests_alone(make_engine, 
     assert len(token_ids(events["base"])) == 4
     engine.add_request(on(request("again", PROMPTS[0], 4), "gone"))  # the engine still serves; it tries again
     assert isinstance(drain(engine)["again"][-1], Failed)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "transformers"])
+def test_mistral_and_qwen2_layers(family, lean, tmp_path):
+    from transformers import MistralConfig, Qwen2Config
+
+    from serving.engine.adapters import AdapterManager
+    from serving.engine.batch import Chunk
+    from serving.engine.block_manager import BlockManager
+    from serving.engine.model_runner import ModelRunner
+    from serving.engine.packed_linear import pack_linears
+    from serving.engine.sequence import Sequence
+    from serving.engine.stopping import StopCriteria
+    from serving.messages import SamplingParams
+
+    sizes = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
+    config = MistralConfig(**sizes, sliding_window=None) if family == "mistral" else \
+        Qwen2Config(**sizes, use_sliding_window=False)  # Qwen2: q/k/v with biases
+    torch.manual_seed(0)
+    base_dir = tmp_path / family
+    AutoModelForCausalLM.from_config(config).save_pretrained(base_dir)
+    adapter = build_tiny_adapter(base_dir, tmp_path / "adapter", TinyAdapterSpec(rank=8, target_modules=ALL, seed=5))
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    pack_linears(model)
+    runner = ModelRunner(model, pad_id=0, blocks=BlockManager(num_blocks=32, block_size=16), lean=lean)
+    assert (runner.lean is not None) == lean
+    manager = AdapterManager(engine_config(base_dir), runner)
+    manager.register_now(AdapterSpec("x", str(adapter)))
+    prompts = [list(range(3, 40)), list(range(50, 70))]
+    stop = StopCriteria(max_new_tokens=4, eos_ids=frozenset())
+    sequences = [Sequence.create(str(i), p, SamplingParams(), stop) for i, p in enumerate(prompts)]
+    sequences[0].adapter = manager.registry.get("x")  # the second stays on the base model, in the same step
+    chunks = [Chunk(s, 0, len(s.token_ids)) for s in sequences]
+    for s in sequences:
+        s.block_table, _ = runner.cache.blocks.allocate(s.token_ids, use_cache=False)
+    with torch.inference_mode():
+        batch = runner.prepare(chunks)
+        logits = runner.run(batch)
+        reference = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        expected = {"0": merged_model(base_dir, adapter)(torch.tensor([prompts[0]])).logits[0, -1],
+                    "1": reference(torch.tensor([prompts[1]])).logits[0, -1]}
+        assert (expected["0"] - reference(torch.tensor([prompts[0]])).logits[0, -1]).abs().max() > 0.1
+    for chunk, row in zip(batch.chunks, batch.sample_rows):
+        torch.testing.assert_close(logits[row], expected[chunk.sequence.request_id], atol=1e-4, rtol=1e-4)

@@ -268,6 +268,10 @@ class LLMEngine:
         """The register results that became known since the last call."""
         return self.adapters.take_results()
 
+    def close(self) -> None:
+        """Stop the adapters' load thread (the engine is stopping)."""
+        self.adapters.close()
+
     # --- grammars: a constrained sequence waits outside the queue until its grammar is compiled ---
 
     def _grammar_cache(self) -> GrammarCache:

@@ -105,7 +105,7 @@ class EngineWorker:
         self._route([Failed(request_id, ErrorKind.UNAVAILABLE, "The server is shutting down")
                      for request_id in list(self.owners)])  # still with the tokenizer
         self._flush()
-        self.engine.adapters.close()
+        self.engine.close()
         if self.tokenizer is not None:
             self.tokenizer.close()
         self.socket.setsockopt(zmq.LINGER, 1000)  # let those last events go out

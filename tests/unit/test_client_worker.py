@@ -13,6 +13,9 @@ import pytest
 from serving.client import EngineClient
 from serving.engine.worker import EngineWorker
 from serving.messages import (
+    AdapterResult,
+    AdapterSpec,
+    AdapterStatus,
     Admitted,
     ErrorKind,
     Failed,
@@ -22,12 +25,16 @@ from serving.messages import (
     HealthResult,
     ModelInfo,
     SamplingParams,
+    RegisterAdapterRequest,
     StoppingParams,
     TokenDelta,
     TokenInfo,
     TokenizeRequest,
     TokenizeResult,
     TokenSpan,
+    UnregisterAdapterRequest,
+    decode_event_batch,
+    encode,
 )
 
 INFO = ModelInfo(model_id="scripted", model_sha=None, model_pipeline_tag=None, max_input_tokens=7,
@@ -47,6 +54,8 @@ class ScriptedEngine:
     held: dict[str, list] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    registered: list[AdapterResult] = field(default_factory=list)
+    closed: bool = False
 
     def add_request(self, request: GenerateRequest):
         if request.prompt == "fail":
@@ -100,6 +109,21 @@ class ScriptedEngine:
         self.running.clear()
         self.held.clear()
         return failed
+
+    def register_adapter(self, call_id: str, spec: AdapterSpec) -> AdapterResult | None:
+        """Answered at the next turn, as a load on the engine's thread would be."""
+        self.registered.append(AdapterResult(call_id, AdapterStatus.OK, f"Adapter {spec.name} registered"))
+        return None
+
+    def unregister_adapter(self, call_id: str, name: str) -> AdapterResult:
+        return AdapterResult(call_id, AdapterStatus.NOT_FOUND, f"adapter {name!r} is not registered")
+
+    def adapter_results(self) -> list[AdapterResult]:
+        results, self.registered = self.registered, []
+        return results
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture
@@ -331,3 +355,30 @@ def test_health_is_none_when_one_replica_is_gone(tmp_path):
     finally:
         worker.running = False
         thread.join(5)
+
+
+def test_adapter_calls_are_answered_to_their_caller_and_the_engine_is_closed(tmp_path):
+    import zmq
+
+    address = f"ipc://{tmp_path}/engine.sock"
+    engine = ScriptedEngine()
+    worker = EngineWorker(engine, address)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.connect(address)
+    try:
+        socket.send(encode(RegisterAdapterRequest("r1", AdapterSpec("a", "/adapters/a"))))
+        socket.send(encode(UnregisterAdapterRequest("u1", "b")))
+        results = {}
+        while len(results) < 2:
+            assert socket.poll(SLOW_MACHINE * 1000), results
+            results.update((event.call_id, event) for event in decode_event_batch(socket.recv()).events)
+        assert results["r1"].status is AdapterStatus.OK and results["u1"].status is AdapterStatus.NOT_FOUND
+    finally:
+        worker.running = False
+        thread.join(5)
+        socket.close(0)
+        context.term()
+    assert engine.closed

@@ -37,6 +37,14 @@ LEAN = pytest.mark.parametrize("lean", [True, False], ids=["lean", "transformers
 
 
 @pytest.fixture(scope="module")
+def loaded(model_dir: Path) -> LoadedModel:
+    """This module's own copy of the tiny model (it overrides the session's): transformers' forward installs the
+    paged attention and the LoRA hooks on the model it serves, which other modules' `generate` references must not
+    meet."""
+    return load_model(engine_config(model_dir))
+
+
+@pytest.fixture(scope="module")
 def adapter_dirs(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The three adapters of SPECS, and `a2`: adapter a's targets with other weights, on the first layer only."""
     root = tmp_path_factory.mktemp("adapters")

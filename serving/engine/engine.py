@@ -13,6 +13,10 @@ and resume), and the batch is capped at half its size; a sequence whose step fai
 a `generation` error. The cap is lifted once every retried sequence has ended. The engine is marked unhealthy
 until `check_health` has run a forward again; waiting requests and later ones are served. A row whose logits hold
 a NaN fails alone (`generation`); the others go on.
+
+A request may name a LoRA adapter (`adapters`, `lora`): it holds the adapter from admission to its end, waits
+outside the queue while the adapter's weights load on the load thread, and its prompt's cache blocks are named
+under the adapter's registration; an unknown name fails at once with `adapter_not_found`.
 """
 
 from __future__ import annotations

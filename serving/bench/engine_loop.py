@@ -4,11 +4,12 @@ Run in its own process (it imports torch): `python -m serving.bench.engine_loop 
 16,64]`. For each level, `c` requests (prompts of the benchmark's word mix, `output_tokens` tokens with EOS
 ignored) are kept in flight: a new one is added as soon as one finishes, until `requests` have finished. It prints
 a line per level with output tokens per wall-second and per CPU-second of this process (the engine runs on one
-thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean decode step and the
-time spent in prefill, and writes JSON with `--json`. `--grammar medium` constrains every request with the medium
-JSON schema of `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar
-mixed` every other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's
-output length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
+thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean step and the median
+time to first token (`--prompt-words 8,700`: prompts alternating 8 and 700 words, the mixed-length workload), and
+writes JSON with `--json`. `--grammar medium` constrains every request with the medium JSON schema of
+`serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar mixed` every
+other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's output
+length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
 alternating pairs, and prints the ratio of their tokens per CPU-second. Settings come from the environment through
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 """
@@ -19,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -36,6 +38,12 @@ class LoopResult:
     cpu_seconds: float
     steps: int
     lengths: tuple[int, ...] = ()  # each request's output tokens, by request index
+    first_token_seconds: tuple[float, ...] = ()  # each request's time from its submission to its first token
+
+    @property
+    def ttft_p50(self) -> float:
+        """The median time to first token, in seconds."""
+        return statistics.median(self.first_token_seconds)
 
     @property
     def tokens_per_second(self) -> float:
@@ -63,6 +71,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
     prompts = make_prompts(total, words, seed=seed * 1000 + concurrency, shared_prefix_words=shared_prefix_words)
     submitted = finished = tokens = steps = 0
     made = [0] * total
+    submitted_at = [0.0] * total
+    first_token = [0.0] * total
 
     def submit() -> None:
         nonlocal submitted
@@ -73,6 +83,7 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
             stopping=StoppingParams(max_new_tokens=lengths[submitted] if lengths else output_tokens,
                                     ignore_eos=not constrained),
             prompt=prompts[submitted]))
+        submitted_at[submitted] = time.perf_counter()
         submitted += 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -81,16 +92,20 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
     while finished < total:
         steps += 1
         for event in engine.step():  # type: ignore[attr-defined]
+            if isinstance(event, (TokenDelta, Finished)):
+                index = int(event.request_id[1:])
+                if not first_token[index]:
+                    first_token[index] = time.perf_counter() - submitted_at[index]
             if isinstance(event, TokenDelta):
                 tokens += 1
             elif isinstance(event, Finished):  # with the last token
                 tokens += 1
                 finished += 1
-                made[int(event.request_id[1:])] = event.generated_tokens
+                made[index] = event.generated_tokens
                 if submitted < total:
                     submit()
     return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps,
-                      tuple(made))
+                      tuple(made), tuple(first_token))
 
 
 def compare(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
@@ -142,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"c={concurrency}: {result.output_tokens} tokens, {result.tokens_per_second:,.0f} tok/s, "
               f"{result.tokens_per_cpu_second:,.0f} tok/CPU-s, {result.steps} steps, "
-              f"{result.wall_seconds / result.steps * 1e3:.1f} ms/step", flush=True)
+              f"{result.wall_seconds / result.steps * 1e3:.1f} ms/step, TTFT p50 {result.ttft_p50 * 1e3:,.0f} ms",
+              flush=True)
     if args.json_path:
         with open(args.json_path, "w") as handle:
             json.dump([{**dataclasses.asdict(r), "tokens_per_second": r.tokens_per_second,

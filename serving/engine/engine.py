@@ -26,11 +26,12 @@ import torch
 from serving import tool_formats
 from serving.constraints import GRAMMAR_INVALID
 from serving.config import EngineConfig
+from serving.engine import device_memory
 from serving.engine.batch import ForwardBatch
 from serving.engine.block_manager import BlockManager
 from serving.engine.detokenizer import Detokenizer
 from serving.engine.grammar import Constraint, GrammarCache, GrammarError, LLGuidanceBackend
-from serving.engine.limits import resolve_limits
+from serving.engine.limits import Limits, resolve_limits
 from serving.engine.loader import LoadedModel, load_model
 from serving.engine.model_runner import ModelRunner
 from serving.engine.pacer import StepPacer
@@ -74,13 +75,10 @@ class LLMEngine:
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.loaded = loaded
         tokenizer = loaded.tokenizer
-        self.limits = resolve_limits(config, loaded.model, tokenizer)
-        self.validator = InputValidator(tokenizer, self.limits)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-        pool = max(self.limits.max_batch_total_tokens, self.limits.max_total_tokens)  # one sequence always fits
-        blocks = BlockManager(-(-pool // BLOCK_SIZE) + 1, BLOCK_SIZE,
-                              prefix_caching=config.prefix_caching)
-        self.runner = ModelRunner(loaded.model, pad_id, blocks, lean=config.lean_forward)
+        self.limits, self.runner = self._size_cache(loaded, config, pad_id)
+        blocks = self.runner.cache.blocks
+        self.validator = InputValidator(tokenizer, self.limits)
         self.scheduler = Scheduler(self.limits, blocks)
         self._fault_marker = config.fault_marker
         self._faulty: set[str] = set()
@@ -117,6 +115,32 @@ class LLMEngine:
             num_blocks=blocks.num_blocks - 1,
             prefix_caching=config.prefix_caching,
         )
+
+    @staticmethod
+    def _size_cache(loaded: LoadedModel, config: EngineConfig, pad_id: int) -> tuple[Limits, ModelRunner]:
+        """The limits, and the runner over a block pool of their size. On GPUs with no MAX_BATCH_TOTAL_TOKENS the
+        pool is sized after a profiled forward of a full prefill step, run through a temporary pool just large
+        enough for it, before the real pool is allocated."""
+        model = loaded.model
+        memory = (device_memory.gpu_memory({p.device for p in model.parameters()})
+                  if config.max_batch_total_tokens is None else None)
+        limits = resolve_limits(config, model, loaded.tokenizer, memory)
+        runner = None
+        if memory is not None:
+            tokens = limits.max_batch_prefill_tokens
+            longest = min(limits.max_input_tokens, tokens)  # the longest prompt a step can feed
+            probe = BlockManager(tokens // BLOCK_SIZE + -(-tokens // longest) + 1, BLOCK_SIZE, prefix_caching=False)
+            runner = ModelRunner(model, pad_id, probe, lean=config.lean_forward)
+            with torch.inference_mode():
+                activations = runner.activation_peak(tokens, longest, memory)
+            limits = resolve_limits(config, model, loaded.tokenizer, memory, activations)
+            logger.info("a prefill step of %d tokens peaks at %.1f MiB of activations", tokens, activations / 2**20)
+        pool = max(limits.max_batch_total_tokens, limits.max_total_tokens)  # one sequence always fits
+        blocks = BlockManager(-(-pool // BLOCK_SIZE) + 1, BLOCK_SIZE, prefix_caching=config.prefix_caching)
+        if runner is None:
+            return limits, ModelRunner(model, pad_id, blocks, lean=config.lean_forward)
+        runner.reallocate(blocks)
+        return limits, runner
 
     def _inject_faults(self) -> None:
         """Tests only (SERVING_FAULT_INJECTION): every forward whose step holds a marked request raises."""

@@ -166,7 +166,9 @@ def _prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int], 
     own = (starts[:, None] + query[None, :])[:, :, None]  # [rows, width, 1]: each query's position
     keys = torch.arange(columns)[None, None, :]
     visible = (keys <= own) & real[:, :, None] | (keys == 0) & ~real[:, :, None]  # padding queries see one key
-    causal_only = len(members) == 1 and int(starts[0]) == 0  # SDPA's causal mask (top left) is the same
+    # Rows that all start at position 0 need no mask: SDPA's causal one (top left) is right for every real query,
+    # and lets the kernel skip the blocks above the diagonal (half the work); padding queries are dropped anyway.
+    causal_only = not bool(starts.any())
     return AttentionGroup(
         rows=len(members), width=width, columns=columns, query_index=query_index.reshape(-1),
         blocks=block_rows([chunks[row].sequence.block_table for row in members], 0, blocks),

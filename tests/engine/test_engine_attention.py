@@ -56,9 +56,17 @@ def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
     step_keys = torch.cat([k[c.start:c.start + c.count] for c, k in zip(chunks, keys)])
     step_values = torch.cat([v[c.start:c.start + c.count] for c, v in zip(chunks, values)])
     cache.write(0, batch, step_keys, step_values)
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    assert len(batch.groups) > 2  # decode rows in windows, and prefill rows
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def _outputs(cache: PagedKVCache, batch, chunks: list[Chunk], keys: list[torch.Tensor],
+             values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paged attention of random queries for the chunks (their keys written), and SDPA's over each
+    sequence's contiguous keys."""
     queries = [torch.randn(c.count, HEADS, DIM) for c in chunks]
     out = GatheredSdpa()(torch.cat(queries), cache.key_cache[0], cache.value_cache[0], batch)
-    assert len(batch.groups) > 2  # decode rows in windows, and prefill rows
     expected = []
     for chunk, query, key, value in zip(chunks, queries, keys, values):
         length = chunk.start + chunk.count
@@ -66,7 +74,27 @@ def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
         expected.append(F.scaled_dot_product_attention(
             query.transpose(0, 1), key[:length].transpose(0, 1), value[:length].transpose(0, 1), attn_mask=mask,
             enable_gqa=True).transpose(0, 1))
-    torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-5)
+    return out, torch.cat(expected)
+
+
+def test_prompts_from_their_start_attend_together_under_the_causal_mask():
+    """Whole prompts of different lengths in one group need no mask of their own: the same output."""
+    torch.manual_seed(0)
+    blocks = BlockManager(num_blocks=40, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    lengths = [17, 15, 14]
+    sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
+    for sequence in sequences:
+        sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+    chunks = [Chunk(sequence, 0, n) for sequence, n in zip(sequences, lengths)]
+    batch = cache.prepare(chunks)
+    keys = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    values = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    cache.write(0, batch, torch.cat(keys), torch.cat(values))
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    assert [(g.rows, g.mask) for g in batch.groups] == [(3, None)]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():

@@ -224,7 +224,10 @@ def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.d
     groups = _decode_groups(chunks, decoding, offsets, block_size, dtype) if decoding else []
     for members in length_groups([chunks[row].count for row in prefilling]):
         groups.append(_prefill_group(chunks, [prefilling[i] for i in members], offsets, block_size, dtype))
-    in_order = len(groups) == 1 and groups[0].query_start == 0 and groups[0].real is None
+    in_order, first = True, 0  # the groups' queries are the step's tokens in order, each group a run of them
+    for group in groups:
+        in_order = in_order and group.query_start == first and group.real is None
+        first += group.rows * group.width
     order = None if in_order else torch.cat([g.query_index if g.real is None else g.query_index[g.real]
                                              for g in groups])
     return ForwardBatch(

@@ -10,7 +10,9 @@ writes JSON with `--json`. `--grammar medium` constrains every request with the 
 `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar mixed` every
 other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's output
 length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
-alternating pairs, and prints the ratio of their tokens per CPU-second. Settings come from the environment through
+alternating pairs, and prints the ratio of their tokens per CPU-second. `--arriving-prompt-words 2000` checks issue
+15's pacing criterion instead: the p99 inter-token latency of c decoding streams without and with a 2,000-word
+(about 2,000 tokens) prompt arriving, `--rounds` alternating pairs. Settings come from the environment through
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 """
 
@@ -124,6 +126,47 @@ def compare(engine: object, concurrency: int, total: int, output_tokens: int, wo
     return results
 
 
+def arrival(engine: object, streams: int, words: int, seed: int, rounds: int, steps: int = 100) -> None:
+    """The issue-15 criterion: `streams` requests decode; their p99 inter-token latency over `steps` steps without,
+    then with, a prompt of `words` words arriving after they started (alternating, `rounds` pairs)."""
+    from serving.messages import GenerateRequest, SamplingParams, StoppingParams
+
+    def add(request_id: str, prompt: str, tokens: int) -> None:
+        engine.add_request(GenerateRequest(  # type: ignore[attr-defined]
+            request_id=request_id, sampling=SamplingParams(),
+            stopping=StoppingParams(max_new_tokens=tokens, ignore_eos=True), prompt=prompt))
+
+    for round_index in range(rounds):
+        for arriving in (False, True):
+            base = seed * 1000 + 2 * round_index + arriving
+            for index, prompt in enumerate(make_prompts(streams, DEFAULT_PROMPT_WORDS, seed=base)):
+                add(f"s{index}", prompt, steps + 40)  # decoding through the warm-up and every measured step
+            for _ in range(20):  # every stream prefilled and decoding
+                engine.step()  # type: ignore[attr-defined]
+            if arriving:
+                add("long", make_prompts(1, (words,), seed=base)[0], 2)
+            last: dict[str, float] = {}
+            gaps: list[float] = []
+            started, first = time.perf_counter(), None
+            for _ in range(steps):
+                events = engine.step()  # type: ignore[attr-defined]
+                now = time.perf_counter()
+                for event in events:
+                    if event.request_id == "long":
+                        first = first or now - started
+                    elif event.request_id in last:
+                        gaps.append(now - last[event.request_id])
+                    if event.request_id != "long":
+                        last[event.request_id] = now
+            while engine.has_work():  # type: ignore[attr-defined]
+                engine.step()  # type: ignore[attr-defined]
+            p99 = sorted(gaps)[int(0.99 * (len(gaps) - 1))]
+            extra = f", the prompt's first token after {first * 1e3:,.0f} ms" if first is not None else ""
+            print(f"{streams} streams, round {round_index + 1}, {'with' if arriving else 'without'} a "
+                  f"{words}-word prompt arriving: p99 inter-token {p99 * 1e3:.1f} ms, median "
+                  f"{statistics.median(gaps) * 1e3:.1f} ms{extra}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
@@ -135,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare"), default="none")
     parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare")
+    parser.add_argument("--arriving-prompt-words", type=int, default=0,
+                        help="instead of the loop: p99 inter-token latency of c streams (the first --concurrency) "
+                             "without and with a prompt of this many words arriving, --rounds pairs")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
@@ -146,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(from_env(environ).engine, max_concurrent_requests=4096)
     engine = LLMEngine.from_config(config)
     words = tuple(int(w) for w in args.prompt_words.split(","))
+    if args.arriving_prompt_words:
+        arrival(engine, int(args.concurrency.split(",")[0]), args.arriving_prompt_words, args.seed, args.rounds)
+        return 0
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)

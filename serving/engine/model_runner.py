@@ -12,6 +12,7 @@ Callers hold `torch.inference_mode()`.
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any
 
 import torch
@@ -75,6 +76,10 @@ class ModelRunner:
             devices = [self.device] * len(self.lean.layers)
         parameters = inspect.signature(model.forward).parameters
         self._keep_argument = "logits_to_keep" in parameters
+        # where the last hidden states are (a model split over devices ends on another device than it starts)
+        head = model.get_output_embeddings()
+        tensor = next(itertools.chain(head.parameters(), head.buffers()), None) if head is not None else None
+        self._head_device = tensor.device if tensor is not None else self.device
         self._devices = devices
         self.cache = self._allocate(blocks)
 
@@ -120,7 +125,7 @@ class ModelRunner:
         """One forward of the step: writes every chunk's keys and values; the logits [logit rows, vocab]."""
         if self.lean is not None:
             return self.lean(batch, self.cache)
-        keep = {"logits_to_keep": batch.logits_index} if self._keep_argument else {}
+        keep = {"logits_to_keep": batch.logits_index.to(self._head_device)} if self._keep_argument else {}
         logits = self.model(input_ids=batch.input_ids[None], position_ids=batch.positions[None], use_cache=False,
                             serving_step=(batch, self.cache), **keep).logits[0]
         return logits if self._keep_argument else logits.index_select(0, batch.logits_index.to(logits.device))

@@ -1,15 +1,15 @@
 """The inputs of one forward over the paged KV cache: the step's chunks flattened into one row of tokens.
 
 A step feeds a chunk of each scheduled sequence (one token for a decoding sequence, up to the budget for a prompt
-being prefilled), all in one forward: every projection runs on the `[tokens, hidden]` matrix of all chunks, with
-no padding. Each token's keys and values are written to its slot (`slots`), then attention runs per
-`AttentionGroup`: rows whose queries attend together over keys gathered from the cache block by block (a gather
-of whole blocks copies 12x faster than one by slot on these CPUs). Decoding rows that share a long prefix of
-blocks (a system prompt) attend to it once together; the other decoding rows are grouped by context length
-(longest first, cut by `attention.row_windows`, so a short row does not read a long row's padding); prefilling
-rows by chunk length (`length_groups`). Every group's block index and additive mask are built once here and
-shared by every layer. Padding reads the null block, and the columns past a row's length are masked (a block is
-zeroed when it is handed out, so that they hold finite numbers).
+being prefilled), all in one forward: every projection runs on the `[tokens, hidden]` matrix of all chunks, with no
+padding. Each token's keys and values are written to its slot (`slots`), then attention runs per `AttentionGroup`:
+rows whose queries attend together over keys gathered from the cache block by block (a gather of whole blocks
+copies 12x faster than one by slot on these CPUs). Decoding rows that share a long prefix of blocks (a system
+prompt) attend to it once together; the other decoding rows are grouped by context length (longest first, cut by
+`attention.row_windows`, so a short row does not read a long row's padding); prefilling rows by chunk length
+(`length_groups`), chunks from a prompt's start apart from later ones (they need no mask). Every group's block
+index and additive mask are built once here and shared by every layer. Padding reads the null block, and the
+columns past a row's length are masked (a block is zeroed when it is handed out, so that they hold finite numbers).
 """
 
 from __future__ import annotations
@@ -229,10 +229,11 @@ def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.d
         if chunk.samples:
             sample_rows.append(len(logits_index) - 1)
     decoding = [row for row, chunk in enumerate(chunks) if chunk.count == 1]
-    prefilling = [row for row, chunk in enumerate(chunks) if chunk.count > 1]
     groups = _decode_groups(chunks, decoding, offsets, block_size, dtype) if decoding else []
-    for members in length_groups([chunks[row].count for row in prefilling]):
-        groups.append(_prefill_group(chunks, [prefilling[i] for i in members], offsets, block_size, dtype))
+    for from_start in (True, False):  # prompts from their start apart: they need no mask (`_prefill_group`)
+        prefilling = [row for row, chunk in enumerate(chunks) if chunk.count > 1 and (chunk.start == 0) == from_start]
+        for members in length_groups([chunks[row].count for row in prefilling]):
+            groups.append(_prefill_group(chunks, [prefilling[i] for i in members], offsets, block_size, dtype))
     in_order, first = True, 0  # the groups' queries are the step's tokens in order, each group a run of them
     for group in groups:
         in_order = in_order and group.query_start == first and group.real is None

@@ -78,22 +78,27 @@ def _outputs(cache: PagedKVCache, batch, chunks: list[Chunk], keys: list[torch.T
 
 
 def test_prompts_from_their_start_attend_together_under_the_causal_mask():
-    """Whole prompts of different lengths in one group need no mask of their own: the same output."""
+    """Whole prompts of different lengths in one group need no mask of their own, and a later chunk of a prompt
+    of about their length goes in a masked group apart: the same output as each alone."""
     torch.manual_seed(0)
     blocks = BlockManager(num_blocks=40, block_size=4)
     cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
     stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
-    lengths = [17, 15, 14]
+    lengths = [17, 15, 14, 20]
     sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
     for sequence in sequences:
         sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
-    chunks = [Chunk(sequence, 0, n) for sequence, n in zip(sequences, lengths)]
+    chunks = [Chunk(sequence, 0, n) for sequence, n in zip(sequences[:3], lengths)] + [Chunk(sequences[3], 4, 16)]
     batch = cache.prepare(chunks)
     keys = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
     values = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
-    cache.write(0, batch, torch.cat(keys), torch.cat(values))
+    earlier = torch.tensor([sequences[3].block_table[p // 4] * 4 + p % 4 for p in range(4)])  # a step before
+    cache.key_cache[0][earlier] = keys[3][:4].reshape(4, -1)
+    cache.value_cache[0][earlier] = values[3][:4].reshape(4, -1)
+    cache.write(0, batch, torch.cat([keys[0], keys[1], keys[2], keys[3][4:]]),
+                torch.cat([values[0], values[1], values[2], values[3][4:]]))
     out, expected = _outputs(cache, batch, chunks, keys, values)
-    assert [(g.rows, g.mask) for g in batch.groups] == [(3, None)]
+    assert [(g.rows, g.mask is None) for g in batch.groups] == [(3, True), (1, False)]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -25,6 +25,9 @@ from serving.engine.sequence import Sequence
 
 PAD_TOLERANCE = 1.25
 CASCADE_BLOCKS = 4  # leading blocks that one-token rows must share to attend to them once together
+# Decode rows gathered for one SDPA call, times their columns: a larger gather leaves the caches before SDPA reads
+# it (32 rows x 736 tokens of the tiny model: 13.9 ms a layer in one call, 8.7 ms in calls of 8 rows).
+GATHER_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], blo
                    dtype: torch.dtype) -> list[AttentionGroup]:
     """Groups of one-token rows. Rows that share at least `CASCADE_BLOCKS` leading blocks attend to them once
     together (a system prompt read once, not once per row); the others go longest context first, in the windows
-    of `row_windows`, each window reading only its longest row's blocks."""
+    of `row_windows`, each window reading only its longest row's blocks, cut into groups of `GATHER_TOKENS`."""
     by_first: dict[int, list[int]] = {}
     for row in rows:
         by_first.setdefault(chunks[row].sequence.block_table[0], []).append(row)
@@ -150,9 +153,11 @@ def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], blo
     order = sorted(alone, key=lambda row: -(chunks[row].start + 1))
     windows = row_windows([chunks[row].start + 1 for row in order])
     if len(windows) == 1:  # one group: the step's order, so that its queries need no gather
-        windows, order = ((0, len(alone), 0),), alone
-    for begin, end, _ in windows:
-        groups.append(_decode_group(chunks, order[begin:end], offsets, block_size, dtype))
+        windows, order = ((0, len(alone), windows[0][2]),), alone
+    for begin, end, columns in windows:
+        per_group = max(1, GATHER_TOKENS // max(columns, 1))  # so that its gathered keys stay in the caches
+        for first in range(begin, end, per_group):
+            groups.append(_decode_group(chunks, order[first:min(first + per_group, end)], offsets, block_size, dtype))
     return groups
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from serving.engine.attention import MAX_GROUPS, GatheredSdpa, _attend_with_lse, row_windows
+from serving.engine import batch as batch_module
 from serving.engine.batch import Chunk
 from serving.engine.block_manager import BlockManager
 from serving.engine.kv_cache import PagedKVCache
@@ -147,3 +148,28 @@ def test_attention_with_log_sum_exp_is_the_same_fused_and_in_plain_ops():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     expected = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=0.3)
     torch.testing.assert_close(plain[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_window_of_long_decode_rows_is_gathered_a_few_rows_at_a_time(monkeypatch):
+    """Each group's gathered keys stay within `GATHER_TOKENS`; the output is the same as each row alone."""
+    monkeypatch.setattr(batch_module, "GATHER_TOKENS", 64)
+    torch.manual_seed(0)
+    blocks = BlockManager(num_blocks=60, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    lengths = [30, 29, 28, 27, 26, 25]
+    sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
+    for sequence in sequences:
+        sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+    chunks = [Chunk(sequence, n - 1, 1) for sequence, n in zip(sequences, lengths)]
+    batch = cache.prepare(chunks)
+    keys = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    values = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    for sequence, key, value in zip(sequences, keys, values):
+        slots = torch.tensor([sequence.block_table[p // 4] * 4 + p % 4 for p in range(len(key))])
+        cache.key_cache[0][slots] = key.reshape(len(key), -1)
+        cache.value_cache[0][slots] = value.reshape(len(value), -1)
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    assert [group.rows for group in batch.groups] == [2, 2, 2]  # 64 // 30 tokens of the longest row
+    assert batch.query_order is None  # runs of consecutive step tokens, in order
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

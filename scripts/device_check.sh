@@ -7,9 +7,12 @@
 # It builds the model from its config (no download), then, through the engine's Scheduler and ModelRunner (paged
 # KV cache, lean forward, torch-only paged attention): (1) greedy tokens of 4 prompts against transformers'
 # `generate` on the same weights, (2) batch-1 decode tok/s against the memory-bandwidth roofline (weights read
-# once a token, bandwidth measured by a device-to-device copy), (3) output tok/s at concurrency 64. It prints one
-# JSON line per result and exits non-zero when greedy agreement is below 90%. The whole run is bounded by
-# DEVICE_CHECK_TIMEOUT seconds (default 420).
+# once a token, bandwidth measured by a device-to-device copy), (3) output tok/s at concurrency 64, (4) on CUDA,
+# the KV pool sized as the engine sizes it (the activation peak of a profiled 4,096-token prefill step, against the
+# config-based estimate; then a pool of that size allocated and the same step run in it), (5) on CUDA, a model
+# split between the GPU and the CPU (accelerate's hooks, each layer's KV cache on its own device: the multi-GPU
+# path) checked greedy against transformers. It prints one JSON line per result and exits non-zero when a greedy
+# agreement is below 90%. The whole run is bounded by DEVICE_CHECK_TIMEOUT seconds (default 420).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -22,8 +25,9 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from serving.engine import device_memory
 from serving.engine.block_manager import BlockManager
-from serving.engine.limits import Limits
+from serving.engine.limits import Limits, activation_bytes, kv_bytes_per_token
 from serving.engine.model_runner import ModelRunner
 from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence, SequenceStatus
@@ -58,17 +62,18 @@ def sync():
         torch.cuda.synchronize()
 
 
-def engine(tokens: int):
+def engine(tokens: int, on=None):
     blocks = BlockManager(num_blocks=tokens // 16 + 2, block_size=16)
-    runner = ModelRunner(model, pad_id=0, blocks=blocks, lean=True)
+    runner = ModelRunner(on or model, pad_id=0, blocks=blocks, lean=True)
     limits = Limits(max_input_tokens=2048, max_total_tokens=4096, max_batch_prefill_tokens=4096,
                     max_batch_total_tokens=tokens, max_batch_size=None, max_concurrent_requests=1024)
     return runner, Scheduler(limits, blocks)
 
 
-def generate(prompts, new_tokens):
-    """Greedy continuations through the engine's scheduler and runner; (outputs, decode step seconds)."""
-    runner, scheduler = engine(len(prompts) * (max(map(len, prompts)) + new_tokens) + 64 * 16)
+def generate(prompts, new_tokens, on=None):
+    """Greedy continuations through the engine's scheduler and runner (of `on`, else the model); (outputs, decode
+    step seconds, decode tokens)."""
+    runner, scheduler = engine(len(prompts) * (max(map(len, prompts)) + new_tokens) + 64 * 16, on)
     sequences = [Sequence.create(str(i), p, SamplingParams(), StopCriteria(new_tokens, frozenset()))
                  for i, p in enumerate(prompts)]
     for sequence in sequences:
@@ -98,16 +103,25 @@ def generate(prompts, new_tokens):
 
 generator = torch.Generator().manual_seed(1)
 prompts = [torch.randint(1, config.vocab_size, (n,), generator=generator).tolist() for n in (7, 33, 128, 300)]
-ours, _, _ = generate(prompts, 16)
-agree = total = 0
-with torch.inference_mode():
-    for prompt, got in zip(prompts, ours):
-        ids = torch.tensor([prompt], device=device)
-        expected = model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)[0, len(prompt):]
-        expected = expected.tolist()
-        same = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), len(got))
-        agree, total = agree + same, total + len(got)
+
+
+def agreement(on, prompts):
+    """(leading greedy tokens equal to transformers' generate, tokens) of 16 new tokens per prompt."""
+    ours, _, _ = generate(prompts, 16, on)
+    agree = total = 0
+    with torch.inference_mode():
+        for prompt, got in zip(prompts, ours):
+            ids = torch.tensor([prompt], device=on.device)
+            expected = on.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)[0, len(prompt):]
+            expected = expected.tolist()
+            same = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), len(got))
+            agree, total = agree + same, total + len(got)
+    return agree, total
+
+
+agree, total = agreement(model, prompts)
 report(check="greedy_vs_transformers", leading_tokens_equal=agree, tokens=total, share=round(agree / total, 3))
+passed = agree >= 0.9 * total
 
 if device.type == "cuda":
     buffer = torch.empty(2**28, dtype=torch.float32, device=device)  # 1 GiB
@@ -131,5 +145,34 @@ outputs, _, _ = generate([torch.randint(1, config.vocab_size, (128,), generator=
                           for _ in range(64)], 128)
 report(check="concurrency64", output_tok_s=round(sum(map(len, outputs)) / (time.perf_counter() - started), 1),
        prompt_tokens=128, output_tokens=128)
-raise SystemExit(0 if agree >= 0.9 * total else 1)
+
+memory = device_memory.gpu_memory({device})
+if memory is not None:
+    prefill = 4096
+    runner, _ = engine(prefill + 16)
+    with torch.inference_mode():
+        peak = runner.activation_peak(prefill, prefill, memory)
+        per_token = kv_bytes_per_token(config, dtype)
+        budget = device_memory.kv_budget(memory, 0.9, peak)
+        runner.reallocate(BlockManager(num_blocks=(budget // per_token) // 16 + 1, block_size=16))
+        started = time.perf_counter()
+        runner.activation_peak(prefill, prefill, memory)  # the same step, in the full pool: it must fit
+        sync()
+    report(check="cache_sizing", activations_mib=round(peak / 2**20, 1),
+           estimate_mib=round(activation_bytes(config, dtype, prefill) / 2**20, 1),
+           kv_tokens=budget // per_token, kv_gib=round(budget / 2**30, 2),
+           step_in_full_pool_s=round(time.perf_counter() - started, 3))
+    del runner
+    from accelerate import dispatch_model
+
+    with device:
+        small = AutoModelForCausalLM.from_config(LlamaConfig(**SIZES["tiny"], max_position_embeddings=4096),
+                                                 dtype=dtype, attn_implementation="sdpa").eval()
+    halves = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": "cpu",
+              "model.norm": "cpu", "lm_head": "cpu"}
+    split = dispatch_model(small.cpu(), device_map=halves)
+    agree, total = agreement(split, [[token % small.config.vocab_size for token in p] for p in prompts])
+    report(check="split_gpu_cpu_greedy", leading_tokens_equal=agree, tokens=total, share=round(agree / total, 3))
+    passed = passed and agree >= 0.9 * total
+raise SystemExit(0 if passed else 1)
 PYTHON

@@ -4,12 +4,15 @@ Run in its own process (it imports torch): `python -m serving.bench.engine_loop 
 16,64]`. For each level, `c` requests (prompts of the benchmark's word mix, `output_tokens` tokens with EOS
 ignored) are kept in flight: a new one is added as soon as one finishes, until `requests` have finished. It prints
 a line per level with output tokens per wall-second and per CPU-second of this process (the engine runs on one
-thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean decode step and the
-time spent in prefill, and writes JSON with `--json`. `--grammar medium` constrains every request with the medium
-JSON schema of `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar
-mixed` every other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's
-output length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
-alternating pairs, and prints the ratio of their tokens per CPU-second. Settings come from the environment through
+thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean step and the median
+time to first token (`--prompt-words 8,700`: prompts alternating 8 and 700 words, the mixed-length workload), and
+writes JSON with `--json`. `--grammar medium` constrains every request with the medium JSON schema of
+`serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar mixed` every
+other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's output
+length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
+alternating pairs, and prints the ratio of their tokens per CPU-second. `--arriving-prompt-words 2000` checks issue
+15's pacing criterion instead: the p99 inter-token latency of c decoding streams without and with a 2,000-word
+(about 2,000 tokens) prompt arriving, `--rounds` alternating pairs. Settings come from the environment through
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 `--adapters 4` builds four LoRA adapters (`--adapter-rank`, `--adapter-targets`) and runs, in `--rounds` rounds,
 the same requests on the base model, all on one adapter and spread over the four, and prints their ratios.
@@ -21,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +43,12 @@ class LoopResult:
     cpu_seconds: float
     steps: int
     lengths: tuple[int, ...] = ()  # each request's output tokens, by request index
+    first_token_seconds: tuple[float, ...] = ()  # each request's time from its submission to its first token
+
+    @property
+    def ttft_p50(self) -> float:
+        """The median time to first token, in seconds."""
+        return statistics.median(self.first_token_seconds)
 
     @property
     def tokens_per_second(self) -> float:
@@ -67,6 +77,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
     prompts = make_prompts(total, words, seed=seed * 1000 + concurrency, shared_prefix_words=shared_prefix_words)
     submitted = finished = tokens = steps = 0
     made = [0] * total
+    submitted_at = [0.0] * total
+    first_token = [0.0] * total
 
     def submit() -> None:
         nonlocal submitted
@@ -78,6 +90,7 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
                                     ignore_eos=not constrained),
             prompt=prompts[submitted],
             adapter=adapters[submitted % len(adapters)]))
+        submitted_at[submitted] = time.perf_counter()
         submitted += 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -86,16 +99,20 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
     while finished < total:
         steps += 1
         for event in engine.step():  # type: ignore[attr-defined]
+            if isinstance(event, (TokenDelta, Finished)):
+                index = int(event.request_id[1:])
+                if not first_token[index]:
+                    first_token[index] = time.perf_counter() - submitted_at[index]
             if isinstance(event, TokenDelta):
                 tokens += 1
             elif isinstance(event, Finished):  # with the last token
                 tokens += 1
                 finished += 1
-                made[int(event.request_id[1:])] = event.generated_tokens
+                made[index] = event.generated_tokens
                 if submitted < total:
                     submit()
     return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps,
-                      tuple(made))
+                      tuple(made), tuple(first_token))
 
 
 def compare(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
@@ -149,6 +166,47 @@ def compare_adapters(engine: object, concurrency: int, total: int, output_tokens
     return results
 
 
+def arrival(engine: object, streams: int, words: int, seed: int, rounds: int, steps: int = 100) -> None:
+    """The issue-15 criterion: `streams` requests decode; their p99 inter-token latency over `steps` steps without,
+    then with, a prompt of `words` words arriving after they started (alternating, `rounds` pairs)."""
+    from serving.messages import GenerateRequest, SamplingParams, StoppingParams
+
+    def add(request_id: str, prompt: str, tokens: int) -> None:
+        engine.add_request(GenerateRequest(  # type: ignore[attr-defined]
+            request_id=request_id, sampling=SamplingParams(),
+            stopping=StoppingParams(max_new_tokens=tokens, ignore_eos=True), prompt=prompt))
+
+    for round_index in range(rounds):
+        for arriving in (False, True):
+            base = seed * 1000 + 2 * round_index + arriving
+            for index, prompt in enumerate(make_prompts(streams, DEFAULT_PROMPT_WORDS, seed=base)):
+                add(f"s{index}", prompt, steps + 40)  # decoding through the warm-up and every measured step
+            for _ in range(20):  # every stream prefilled and decoding
+                engine.step()  # type: ignore[attr-defined]
+            if arriving:
+                add("long", make_prompts(1, (words,), seed=base)[0], 2)
+            last: dict[str, float] = {}
+            gaps: list[float] = []
+            started, first = time.perf_counter(), None
+            for _ in range(steps):
+                events = engine.step()  # type: ignore[attr-defined]
+                now = time.perf_counter()
+                for event in events:
+                    if event.request_id == "long":
+                        first = first or now - started
+                    elif event.request_id in last:
+                        gaps.append(now - last[event.request_id])
+                    if event.request_id != "long":
+                        last[event.request_id] = now
+            while engine.has_work():  # type: ignore[attr-defined]
+                engine.step()  # type: ignore[attr-defined]
+            p99 = sorted(gaps)[int(0.99 * (len(gaps) - 1))]
+            extra = f", the prompt's first token after {first * 1e3:,.0f} ms" if first is not None else ""
+            print(f"{streams} streams, round {round_index + 1}, {'with' if arriving else 'without'} a "
+                  f"{words}-word prompt arriving: p99 inter-token {p99 * 1e3:.1f} ms, median "
+                  f"{statistics.median(gaps) * 1e3:.1f} ms{extra}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
@@ -165,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                              "one adapter and spread over all of them, in --rounds rounds")
     parser.add_argument("--adapter-rank", type=int, default=16)
     parser.add_argument("--adapter-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    parser.add_argument("--arriving-prompt-words", type=int, default=0,
+                        help="instead of the loop: p99 inter-token latency of c streams (the first --concurrency) "
+                             "without and with a prompt of this many words arriving, --rounds pairs")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
@@ -176,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(from_env(environ).engine, max_concurrent_requests=4096)
     engine = LLMEngine.from_config(config)
     words = tuple(int(w) for w in args.prompt_words.split(","))
+    if args.arriving_prompt_words:
+        arrival(engine, int(args.concurrency.split(",")[0]), args.arriving_prompt_words, args.seed, args.rounds)
+        return 0
     names: tuple[str, ...] = ()
     if args.adapters:
         with tempfile.TemporaryDirectory(prefix="engine-loop-adapters-") as adapter_dir:
@@ -196,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"c={concurrency}: {result.output_tokens} tokens, {result.tokens_per_second:,.0f} tok/s, "
               f"{result.tokens_per_cpu_second:,.0f} tok/CPU-s, {result.steps} steps, "
-              f"{result.wall_seconds / result.steps * 1e3:.1f} ms/step", flush=True)
+              f"{result.wall_seconds / result.steps * 1e3:.1f} ms/step, TTFT p50 {result.ttft_p50 * 1e3:,.0f} ms",
+              flush=True)
     if args.json_path:
         with open(args.json_path, "w") as handle:
             json.dump([{**dataclasses.asdict(r), "tokens_per_second": r.tokens_per_second,

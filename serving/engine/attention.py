@@ -71,9 +71,8 @@ class GatheredSdpa:
         value_blocks = value_cache.view(blocks, -1)
         parts = []
         for group in batch.groups:
-            queries = (q.index_select(0, group.query_index) if group.query_start is None
-                       else q[group.query_start:group.query_start + group.rows * group.width]
-                       ).view(group.rows, group.width, heads, head_dim)
+            queries = (q[group.query_start:group.query_start + group.rows * group.width] if group.query_index is None
+                       else q.index_select(0, group.query_index)).view(group.rows, group.width, heads, head_dim)
             keys = key_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
             values = value_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
             if group.shared_blocks is not None:

@@ -31,13 +31,14 @@ import torch
 from serving import tool_formats
 from serving.constraints import GRAMMAR_INVALID
 from serving.config import EngineConfig
+from serving.engine import device_memory
 from serving.engine.adapter_registry import Adapter, AdapterError
 from serving.engine.adapters import AdapterManager
 from serving.engine.batch import ForwardBatch
 from serving.engine.block_manager import BlockManager
 from serving.engine.detokenizer import Detokenizer
 from serving.engine.grammar import Constraint, GrammarCache, GrammarError, LLGuidanceBackend
-from serving.engine.limits import resolve_limits
+from serving.engine.limits import Limits, resolve_limits
 from serving.engine.loader import LoadedModel, ModelLoadError, load_model
 from serving.engine.lora import LoraStacks
 from serving.engine.model_runner import ModelRunner
@@ -87,13 +88,10 @@ class LLMEngine:
         # LORA_ADAPTERS: their slots are allocated before the KV cache's budget is measured, so it leaves them room
         stacks = LoraStacks.for_model(loaded.model, config.max_lora_adapters, config.max_lora_rank) \
             if config.lora_adapters else None
-        self.limits = resolve_limits(config, loaded.model, tokenizer)
-        self.validator = InputValidator(tokenizer, self.limits)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-        pool = max(self.limits.max_batch_total_tokens, self.limits.max_total_tokens)  # one sequence always fits
-        blocks = BlockManager(-(-pool // BLOCK_SIZE) + 1, BLOCK_SIZE,
-                              prefix_caching=config.prefix_caching)
-        self.runner = ModelRunner(loaded.model, pad_id, blocks, lean=config.lean_forward)
+        self.limits, self.runner = self._size_cache(loaded, config, pad_id)
+        blocks = self.runner.cache.blocks
+        self.validator = InputValidator(tokenizer, self.limits)
         self.scheduler = Scheduler(self.limits, blocks)
         self.adapters = AdapterManager(config, self.runner, stacks)
         self._loading: list[Sequence] = []  # waiting for their LoRA adapter's weights, outside the queue
@@ -134,6 +132,32 @@ class LLMEngine:
             max_lora_adapters=config.max_lora_adapters,
             max_lora_rank=config.max_lora_rank,
         )
+
+    @staticmethod
+    def _size_cache(loaded: LoadedModel, config: EngineConfig, pad_id: int) -> tuple[Limits, ModelRunner]:
+        """The limits, and the runner over a block pool of their size. On GPUs with no MAX_BATCH_TOTAL_TOKENS the
+        pool is sized after a profiled forward of a full prefill step, run through a temporary pool just large
+        enough for it, before the real pool is allocated."""
+        model = loaded.model
+        memory = (device_memory.gpu_memory({p.device for p in model.parameters()})
+                  if config.max_batch_total_tokens is None else None)
+        limits = resolve_limits(config, model, loaded.tokenizer, memory)
+        runner = None
+        if memory is not None:
+            tokens = limits.max_batch_prefill_tokens
+            longest = min(limits.max_input_tokens, tokens)  # the longest prompt a step can feed
+            probe = BlockManager(tokens // BLOCK_SIZE + -(-tokens // longest) + 1, BLOCK_SIZE, prefix_caching=False)
+            runner = ModelRunner(model, pad_id, probe, lean=config.lean_forward)
+            with torch.inference_mode():
+                activations = runner.activation_peak(tokens, longest, memory)
+            limits = resolve_limits(config, model, loaded.tokenizer, memory, activations)
+            logger.info("a prefill step of %d tokens peaks at %.1f MiB of activations", tokens, activations / 2**20)
+        pool = max(limits.max_batch_total_tokens, limits.max_total_tokens)  # one sequence always fits
+        blocks = BlockManager(-(-pool // BLOCK_SIZE) + 1, BLOCK_SIZE, prefix_caching=config.prefix_caching)
+        if runner is None:
+            return limits, ModelRunner(model, pad_id, blocks, lean=config.lean_forward)
+        runner.reallocate(blocks)
+        return limits, runner
 
     def _inject_faults(self) -> None:
         """Tests only (SERVING_FAULT_INJECTION): every forward whose step holds a marked request raises."""

@@ -8,9 +8,11 @@
   one token each, prefill chunks the tokens they feed (a longer prompt is prefilled in chunks over several steps).
 - MAX_BATCH_TOTAL_TOKENS: the KV cache's size in tokens (its block pool). Configured, else, on the CPU, 40% of
   the available RAM divided among ENGINE_REPLICAS; on GPUs, CUDA_MEMORY_FRACTION of their memory less what is
-  allocated (the weights) and the activations of a step of MAX_BATCH_PREFILL_TOKENS tokens; divided by the KV
-  bytes per token, and at least MAX_TOTAL_TOKENS (so that one sequence always fits). Blocks are taken as tokens
-  are made; when they run out the newest sequences are preempted (see `scheduler`).
+  allocated (the weights) and the activation peak of a profiled forward of MAX_BATCH_PREFILL_TOKENS tokens (the
+  engine runs it before it allocates the pool; `device_memory`), or a bound on it computed from the config when
+  not profiled; divided by the KV bytes per token, and at least MAX_TOTAL_TOKENS (so that one sequence always
+  fits). Blocks are taken as tokens are made; when they run out the newest sequences are preempted (see
+  `scheduler`).
 - MAX_BATCH_SIZE: configured, else unlimited (MAX_CONCURRENT_REQUESTS bounds it anyway).
 """
 
@@ -23,6 +25,7 @@ import psutil
 import torch
 
 from serving.config import EngineConfig
+from serving.engine.device_memory import DeviceMemory, kv_budget
 
 DEFAULT_MAX_TOTAL_TOKENS = 4096
 DEFAULT_MAX_BATCH_PREFILL_TOKENS = 4096
@@ -80,27 +83,23 @@ def activation_bytes(model_config: Any, dtype: torch.dtype, tokens: int) -> int:
     return 2 * tokens * (width + (getattr(config, "vocab_size", 0) or 0)) * dtype.itemsize
 
 
-def free_memory_bytes(devices: set[torch.device]) -> int:
-    """Free memory summed over the CUDA devices in `devices`, or the machine's available RAM."""
-    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    if cuda:
-        return sum(torch.cuda.mem_get_info(i)[0] for i in cuda)
+def free_memory_bytes() -> int:
+    """The machine's available RAM."""
     return int(psutil.virtual_memory().available)
 
 
-def kv_memory_bytes(devices: set[torch.device], config: EngineConfig, activations: int) -> int:
-    """The memory the KV cache may take: on GPUs their memory times CUDA_MEMORY_FRACTION less what is allocated
-    and `activations`; on the CPU a share of the available RAM, divided among the replicas."""
-    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    if cuda:
-        total = sum(torch.cuda.mem_get_info(i)[1] * config.memory_fraction - torch.cuda.memory_allocated(i)
-                    for i in cuda)
-        return max(0, int(total) - activations)
-    return int(free_memory_bytes(devices) * KV_CACHE_MEMORY_FRACTION) // max(1, config.replicas)
+def kv_memory_bytes(config: EngineConfig, memory: DeviceMemory | None, activations: int) -> int:
+    """The memory the KV cache may take: on GPUs (`memory`) their memory times CUDA_MEMORY_FRACTION less what is
+    allocated and `activations`; on the CPU a share of the available RAM, divided among the replicas."""
+    if memory is not None:
+        return kv_budget(memory, config.memory_fraction, activations)
+    return int(free_memory_bytes() * KV_CACHE_MEMORY_FRACTION) // max(1, config.replicas)
 
 
-def resolve_limits(config: EngineConfig, model: Any, tokenizer: Any) -> Limits:
-    """Every limit, from the configuration where set and from the model and the free memory otherwise."""
+def resolve_limits(config: EngineConfig, model: Any, tokenizer: Any, memory: DeviceMemory | None = None,
+                   activations: int | None = None) -> Limits:
+    """Every limit, from the configuration where set and from the model and the free memory otherwise (`memory`:
+    the GPUs' probes, None on the CPU; `activations`: the profiled peak of a prefill step, else estimated)."""
     max_total = config.max_total_tokens
     if max_total is None:
         max_total = model_context_length(model.config, tokenizer) or DEFAULT_MAX_TOTAL_TOKENS
@@ -111,9 +110,9 @@ def resolve_limits(config: EngineConfig, model: Any, tokenizer: Any) -> Limits:
     batch_total = config.max_batch_total_tokens
     if batch_total is None:
         per_token = kv_bytes_per_token(model.config, model.dtype)
-        devices = {p.device for p in model.parameters()}
-        activations = activation_bytes(model.config, model.dtype, prefill)
-        budget = (kv_memory_bytes(devices, config, activations) // per_token if per_token
+        if activations is None:
+            activations = activation_bytes(model.config, model.dtype, prefill)
+        budget = (kv_memory_bytes(config, memory, activations) // per_token if per_token
                   else FALLBACK_MAX_BATCH_TOTAL_TOKENS)
         batch_total = max(max_total, budget)
     return Limits(

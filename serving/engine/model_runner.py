@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from serving.engine import attention, lora
 from serving.engine.batch import Chunk, ForwardBatch
 from serving.engine.adapter_registry import AdapterError
 from serving.engine.block_manager import BlockManager
+from serving.engine.device_memory import DeviceMemory, activation_peak
 from serving.engine.kv_cache import PagedKVCache, layer_devices
 from serving.engine.lean_forward import LeanForward
 from serving.engine.loader import ModelLoadError
@@ -77,10 +79,48 @@ class ModelRunner:
             devices = [self.device] * len(self.lean.layers)
         parameters = inspect.signature(model.forward).parameters
         self._keep_argument = "logits_to_keep" in parameters
-        kv_heads, head_dim = kv_shape(model)
-        self.cache = PagedKVCache(devices, kv_heads, head_dim, model.dtype, blocks)
+        # where the last hidden states are (a model split over devices ends on another device than it starts)
+        head = model.get_output_embeddings()
+        tensor = next(itertools.chain(head.parameters(), head.buffers()), None) if head is not None else None
+        self._head_device = tensor.device if tensor is not None else self.device
+        self._devices = devices
+        self.cache = self._allocate(blocks)
         self.lora: LoraStacks | None = None  # LoRA adapters' slots, from the first adapter on (`enable_lora`)
         self._split = len(set(devices)) > 1
+
+    def _allocate(self, blocks: BlockManager) -> PagedKVCache:
+        """A cache of `blocks`' slots on the layers' devices."""
+        kv_heads, head_dim = kv_shape(self.model)
+        return PagedKVCache(self._devices, kv_heads, head_dim, self.model.dtype, blocks)
+
+    def reallocate(self, blocks: BlockManager) -> None:
+        """Replace the cache by one of `blocks`' slots (the old one is freed first)."""
+        del self.cache
+        self.cache = self._allocate(blocks)
+
+    def activation_peak(self, tokens: int, max_length: int, memory: DeviceMemory) -> int:
+        """The bytes a prefill step of `tokens` prompt tokens (random ids, in prompts of at most `max_length`
+        tokens, every position's logits and prompt logprobs computed: the largest step a request can make) holds
+        at its peak beyond the weights and this runner's cache, which must have blocks for all of them."""
+        vocab = self.model.get_input_embeddings().num_embeddings
+        generator = torch.Generator().manual_seed(0)
+        lengths = [min(max_length, tokens - start) for start in range(0, tokens, max_length)]
+        sequences = [Sequence.create(f"profile{index}", ids.tolist(), SamplingParams(), StopCriteria(1, frozenset()),
+                                     prompt_logprobs=True)
+                     for index, ids in enumerate(torch.randint(vocab, (tokens,), generator=generator).split(lengths))]
+        blocks = self.cache.blocks
+        for sequence in sequences:
+            sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+
+        def forward() -> None:
+            batch = self.prepare([Chunk(sequence, 0, len(sequence.token_ids)) for sequence in sequences])
+            self.record_prompt_logprobs(batch, self.run(batch))
+
+        try:
+            return activation_peak(memory, forward)
+        finally:
+            for sequence in sequences:
+                blocks.free(sequence.block_table)
 
     def enable_lora(self, stacks: LoraStacks) -> None:
         """Serve LoRA adapters from `stacks`' slots (transformers' forward gets its hooks); refused for a model
@@ -112,7 +152,7 @@ class ModelRunner:
         """One forward of the step: writes every chunk's keys and values; the logits [logit rows, vocab]."""
         if self.lean is not None:
             return self.lean(batch, self.cache)
-        keep = {"logits_to_keep": batch.logits_index} if self._keep_argument else {}
+        keep = {"logits_to_keep": batch.logits_index.to(self._head_device)} if self._keep_argument else {}
         active = lora.ACTIVE.set(batch.lora)
         try:
             logits = self.model(input_ids=batch.input_ids[None], position_ids=batch.positions[None],

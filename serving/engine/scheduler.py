@@ -5,7 +5,8 @@ budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
 
 1. Every running sequence that decodes gets its token, oldest first. When its next token needs a block and none
    is free, the newest running sequence is preempted (its blocks freed, back at the head of the queue, recomputed
-   when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself.
+   when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself. The
+   decode chunks then go longest context first.
 2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left and,
    while sequences decode, what the `StepPacer` allows for each prompt in line (one long prompt arriving costs
    the streams at most about one more decode step per step; many queued prompts get proportionally more, so that
@@ -69,7 +70,9 @@ class Scheduler:
         for sequence in [s for s in self.running if s.status is not SequenceStatus.RUNNING]:
             self.finish(sequence)  # aborted since the last step
         budget = self.limits.max_batch_prefill_tokens
-        chunks = self._decodes()
+        # longest context first: the attention's row windows are then runs of consecutive step tokens (its
+        # queries need no gather and its outputs no reordering; see `batch`)
+        chunks = sorted(self._decodes(), key=lambda chunk: -chunk.start)
         room = budget - len(chunks)
         if chunks and paced is not None:  # a decode step's worth of prompt tokens for each prompt in line
             prompts = len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1)

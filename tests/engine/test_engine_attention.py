@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from serving.engine.attention import MAX_GROUPS, GatheredSdpa, _attend_with_lse, row_windows
+from serving.engine import batch as batch_module
 from serving.engine.batch import Chunk
 from serving.engine.block_manager import BlockManager
 from serving.engine.kv_cache import PagedKVCache
@@ -56,9 +57,17 @@ def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
     step_keys = torch.cat([k[c.start:c.start + c.count] for c, k in zip(chunks, keys)])
     step_values = torch.cat([v[c.start:c.start + c.count] for c, v in zip(chunks, values)])
     cache.write(0, batch, step_keys, step_values)
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    assert len(batch.groups) > 2  # decode rows in windows, and prefill rows
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def _outputs(cache: PagedKVCache, batch, chunks: list[Chunk], keys: list[torch.Tensor],
+             values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paged attention of random queries for the chunks (their keys written), and SDPA's over each
+    sequence's contiguous keys."""
     queries = [torch.randn(c.count, HEADS, DIM) for c in chunks]
     out = GatheredSdpa()(torch.cat(queries), cache.key_cache[0], cache.value_cache[0], batch)
-    assert len(batch.groups) > 2  # decode rows in windows, and prefill rows
     expected = []
     for chunk, query, key, value in zip(chunks, queries, keys, values):
         length = chunk.start + chunk.count
@@ -66,7 +75,32 @@ def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
         expected.append(F.scaled_dot_product_attention(
             query.transpose(0, 1), key[:length].transpose(0, 1), value[:length].transpose(0, 1), attn_mask=mask,
             enable_gqa=True).transpose(0, 1))
-    torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-5)
+    return out, torch.cat(expected)
+
+
+def test_prompts_from_their_start_attend_together_under_the_causal_mask():
+    """Whole prompts of different lengths in one group need no mask of their own, and a later chunk of a prompt
+    of about their length goes in a masked group apart: the same output as each alone."""
+    torch.manual_seed(0)
+    blocks = BlockManager(num_blocks=40, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    lengths = [17, 15, 14, 20]
+    sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
+    for sequence in sequences:
+        sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+    chunks = [Chunk(sequence, 0, n) for sequence, n in zip(sequences[:3], lengths)] + [Chunk(sequences[3], 4, 16)]
+    batch = cache.prepare(chunks)
+    keys = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    values = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    earlier = torch.tensor([sequences[3].block_table[p // 4] * 4 + p % 4 for p in range(4)])  # a step before
+    cache.key_cache[0][earlier] = keys[3][:4].reshape(4, -1)
+    cache.value_cache[0][earlier] = values[3][:4].reshape(4, -1)
+    cache.write(0, batch, torch.cat([keys[0], keys[1], keys[2], keys[3][4:]]),
+                torch.cat([values[0], values[1], values[2], values[3][4:]]))
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    assert [(g.rows, g.mask is None) for g in batch.groups] == [(3, True), (1, False)]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():
@@ -114,3 +148,28 @@ def test_attention_with_log_sum_exp_is_the_same_fused_and_in_plain_ops():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     expected = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=0.3)
     torch.testing.assert_close(plain[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_window_of_long_decode_rows_is_gathered_a_few_rows_at_a_time(monkeypatch):
+    """Each group's gathered keys stay within `GATHER_TOKENS`; the output is the same as each row alone."""
+    monkeypatch.setattr(batch_module, "GATHER_TOKENS", 64)
+    torch.manual_seed(0)
+    blocks = BlockManager(num_blocks=60, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    lengths = [30, 29, 28, 27, 26, 25]
+    sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
+    for sequence in sequences:
+        sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+    chunks = [Chunk(sequence, n - 1, 1) for sequence, n in zip(sequences, lengths)]
+    batch = cache.prepare(chunks)
+    keys = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    values = [torch.randn(n, KV_HEADS, DIM) for n in lengths]
+    for sequence, key, value in zip(sequences, keys, values):
+        slots = torch.tensor([sequence.block_table[p // 4] * 4 + p % 4 for p in range(len(key))])
+        cache.key_cache[0][slots] = key.reshape(len(key), -1)
+        cache.value_cache[0][slots] = value.reshape(len(value), -1)
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    assert [group.rows for group in batch.groups] == [2, 2, 2]  # 64 // 30 tokens of the longest row
+    assert batch.query_order is None  # runs of consecutive step tokens, in order
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

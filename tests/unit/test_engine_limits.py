@@ -29,7 +29,7 @@ def tokenizer(model_max_length=int(1e30)) -> SimpleNamespace:
 
 
 def resolve(monkeypatch, free=10 * 2**20, model=None, tok=None, **overrides):
-    monkeypatch.setattr(limits_module, "free_memory_bytes", lambda devices: free)
+    monkeypatch.setattr(limits_module, "free_memory_bytes", lambda: free)
     return resolve_limits(dataclasses.replace(CONFIG, **overrides), model or fake_model(), tok or tokenizer())
 
 

@@ -1,0 +1,33 @@
+"""The engine-alone benchmark: time to first token per request, and the pacing check of a long prompt arriving."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from serving.bench.engine_loop import arrival, run_level
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    from serving.config import from_env
+    from serving.engine.engine import LLMEngine
+
+    config = from_env({"HF_MODEL_ID": str(tiny_model_dir), "TORCH_NUM_THREADS": "1"}).engine
+    return LLMEngine.from_config(dataclasses.replace(config, max_concurrent_requests=64))
+
+
+def test_every_request_has_a_time_to_first_token(engine):
+    result = run_level(engine, concurrency=3, total=5, output_tokens=4, words=(8, 70), seed=0)
+    assert len(result.first_token_seconds) == 5 and all(t > 0 for t in result.first_token_seconds)
+    assert 0 < result.ttft_p50 <= max(result.first_token_seconds)
+
+
+def test_the_arriving_prompt_check_reports_both_cases(engine, capsys):
+    arrival(engine, streams=2, words=60, seed=0, rounds=1, steps=6)
+    lines = capsys.readouterr().out.splitlines()
+    assert [re.search(r"(with|without) a 60-word", line).group(1) for line in lines] == ["without", "with"]
+    assert "the prompt's first token after" in lines[1] and "first token" not in lines[0]
+    assert not engine.has_work()

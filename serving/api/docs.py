@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from serving.api.constraints import CONTEXT_NOTE, check_schemas
 from serving.api.context import services
 from serving.api.protocol import responses
+from serving.api.protocol.adapter import LoadLoraAdapterBody, RegisterAdapterBody, UnloadLoraAdapterBody
 from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.completion import CompletionRequest
 from serving.api.protocol.generate import CompatGenerateRequest, GenerateRequest
@@ -33,10 +34,11 @@ blueprint = Blueprint("docs", __name__)
 
 REF = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (GenerateRequest, CompatGenerateRequest, ChatCompletionRequest,
-                                         CompletionRequest, GenerateInstance)
+                                         CompletionRequest, GenerateInstance, RegisterAdapterBody,
+                                         LoadLoraAdapterBody, UnloadLoraAdapterBody)
 RESPONSES = (
     responses.GenerateResponse, responses.StreamResponse, responses.ErrorResponse, responses.OpenAIErrorResponse,
-    responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
+    responses.Info, responses.Adapter, responses.SimpleToken, responses.ChatTokenizeResponse,
     responses.ModelList, responses.Model, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
     responses.VertexResponse,
 )
@@ -77,6 +79,14 @@ DESCRIPTIONS = {400: "Bad JSON (TGI's routes: plain text); on the OpenAI routes 
                 413: "Body over PAYLOAD_LIMIT", 415: "Not a JSON Content-Type",
                 422: "A wrong shape (plain text) or a bad value (JSON)", 424: "Generation error",
                 429: "Model is overloaded", 500: "Incomplete generation", 503: "Engine unavailable"}
+ADAPTER_DESCRIPTIONS = {400: "A missing or malformed field, a name of the base model, or a name registered to "
+                             "another source", 404: "No such source directory or hub id, or no such adapter",
+                        424: "The adapter cannot serve this model (format, shapes, target modules, rank over "
+                             "MAX_LORA_RANK)",
+                        507: "No room: every resident adapter slot (MAX_LORA_ADAPTERS) is pinned or in use",
+                        503: "Engine unavailable (no replica registered the adapter)"}
+ADAPTER_NOTE = ("Reaches every engine replica (all or none) and may download and load weights: it can take long. "
+                "Needs the API key when API_KEY is set.")
 
 
 def _errors(error: str, statuses: tuple[int, ...] = (422, 424, 429, 500, 503)) -> dict[str, Any]:
@@ -131,6 +141,59 @@ def _events(*schemas: str, done: bool = False) -> dict[str, Any]:
     return {"type": "object", "required": ["data"], "properties": {"data": data}}
 
 
+def _adapter_call(summary: str, statuses: tuple[int, ...], error: str, text: str,
+                  body: dict[str, Any] | None = None, parameters: list[dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
+    """A protected operation on LoRA adapters: plain text `text` on success, `error`'s JSON body otherwise."""
+    json_error = _content("application/json", _ref(error))
+    operation: dict[str, Any] = {
+        "tags": [SAGEMAKER_TAG if error == "ErrorResponse" else OPENAI_TAG], "summary": summary,
+        "description": ADAPTER_NOTE,
+        "responses": {"200": {"description": text, "content": PLAIN},
+                      "401": {"description": DESCRIPTIONS[401]},
+                      **{str(status): {"description": ADAPTER_DESCRIPTIONS[status], "content": json_error}
+                         for status in statuses}},
+        "security": [{}, {"bearer": []}]}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": body}
+    if parameters is not None:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _adapter_paths() -> dict[str, Any]:
+    """SageMaker's and vLLM's routes that register, unregister and list LoRA adapters."""
+    query = [{"name": name, "in": "query", "required": False, "schema": schema,
+              "description": "With a body that is not JSON, the field of the same name"}
+             for name, schema in (("name", {"type": "string"}), ("src", {"type": "string"}),
+                                  ("preload", {"type": "boolean"}), ("pin", {"type": "boolean"}))]
+    alias = {"name": "X-Amzn-SageMaker-Adapter-Alias", "in": "header", "required": False,
+             "schema": {"type": "string"}, "description": "The adapter's name in the answer's text"}
+    return {
+        "/adapters": {
+            "post": _adapter_call("SageMaker: register a LoRA adapter (`src`: a local PEFT directory or a hub id)",
+                                  (400, 404, 424, 503, 507), "ErrorResponse", "`Adapter {name} registered`",
+                                  _content("application/json", _ref("RegisterAdapterBody")), [*query, alias]),
+            "get": {"tags": [SAGEMAKER_TAG], "summary": "The registered LoRA adapters",
+                    "responses": {"200": _json_answer("Adapters", {"type": "array", "items": _ref("Adapter")}),
+                                  "401": {"description": DESCRIPTIONS[401]}},
+                    "security": [{}, {"bearer": []}]},
+        },
+        "/adapters/{name}": {"delete": _adapter_call(
+            "SageMaker: unregister a LoRA adapter (requests in flight on it finish first)", (404, 503),
+            "ErrorResponse", "`Adapter {name} unregistered`",
+            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, alias])},
+        "/v1/load_lora_adapter": {"post": _adapter_call(
+            "vLLM: register a LoRA adapter", (400, 404, 424, 503, 507), "OpenAIErrorResponse",
+            "`Success: LoRA adapter '{name}' added successfully.`",
+            _content("application/json", _ref("LoadLoraAdapterBody")))},
+        "/v1/unload_lora_adapter": {"post": _adapter_call(
+            "vLLM: unregister a LoRA adapter", (400, 404, 503), "OpenAIErrorResponse",
+            "`Success: LoRA adapter '{name}' removed successfully.`",
+            _content("application/json", _ref("UnloadLoraAdapterBody")))},
+    }
+
+
 def _paths(model_id: str) -> dict[str, Any]:
     """Every route of the server (`model_id`: the served model's, the example of `/v1/models/{model_id}`)."""
     health = {"200": {"description": "Healthy (empty body)"},
@@ -175,6 +238,7 @@ def _paths(model_id: str) -> dict[str, Any]:
                 "text/event-stream": {"schema": _events("StreamResponse", "ErrorResponse", "ChatCompletionChunk",
                                                         "Completion", openai_error, done=True)}}},
             "ErrorResponse"),
+        **_adapter_paths(),
         "/vertex": _generation(
             TGI_TAG, "Google Vertex AI: generate every instance",
             {"type": "object", "required": ["instances"], "properties": {"instances": {
@@ -197,14 +261,15 @@ def _paths(model_id: str) -> dict[str, Any]:
         "/info": _get(TGI_TAG, "Model and server info", {"200": _json_answer("Info", _ref("Info"))}),
         "/metrics": _get(TGI_TAG, "Prometheus metrics", {"200": {
             "description": "Prometheus text exposition", "content": _content("text/plain", {"type": "string"})}}),
-        "/v1/models": _get(OPENAI_TAG, "The served model", {"200": _json_answer("Models", _ref("ModelList"))}),
+        "/v1/models": _get(OPENAI_TAG, "The served model and its LoRA adapters",
+                           {"200": _json_answer("Models", _ref("ModelList"))}),
         "/v1/models/{model_id}": {"get": {
-            "tags": [OPENAI_TAG], "summary": "The served model, by its id",
+            "tags": [OPENAI_TAG], "summary": "The served model or a LoRA adapter, by its id",
             "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"},
                             "example": model_id}],
             "responses": {"200": _json_answer("Model", _ref("Model")),
-                          "404": {"description": "Not the served model's id (OpenAI's error body, `code: "
-                                                 "model_not_found`), or no such path (empty body)"}}}},
+                          "404": {"description": "Neither the served model's id nor an adapter's (OpenAI's error "
+                                                 "body, `code: model_not_found`), or no such path (empty body)"}}}},
         "/docs": _get(TGI_TAG, "This document in Swagger UI (served with its assets: no internet needed)", {
             "200": {"description": "HTML page", "content": _content("text/html", {"type": "string"})}}),
         "/docs/{asset}": {"get": {

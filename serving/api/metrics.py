@@ -8,9 +8,9 @@ appears only once something was recorded. The exposition is written here rather 
 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; constrained generations by grammar
-kind and grammars that failed to compile (`serving_*`, ours); the input length, `max_new_tokens`,
-success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
+kind, grammars that failed to compile and admitted generations by LoRA adapter (`serving_*`, ours); the input
+length, `max_new_tokens`, success and durations per generation, from its engine events (`MeteredClient`); a
+failure once per failed HTTP request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
 queue and batch gauges are asked of the engine at scrape time.
 """
 

@@ -3,8 +3,8 @@
 An incoming id in either header is kept when it is short and plain (letters, digits, `._:-`), else a new one is
 made; both headers carry it back. When the response is closed (a stream included) the logger `serving.access`
 writes one JSON line: id, method, route, status, prompt and generated tokens, queue, inference and total time,
-finish reasons, the LoRA adapter asked for and the error type of a stream that ended in an error event. No prompt text, header or body is
-ever logged. Health, metrics and docs calls are logged at debug level.
+finish reasons, the LoRA adapter asked for and the error type of a stream that ended in an error event. No
+prompt text, header or body is ever logged. Health, metrics and docs calls are logged at debug level.
 """
 
 from __future__ import annotations

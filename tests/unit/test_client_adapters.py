@@ -73,7 +73,8 @@ class AdapterEngine:
             if self.silent:
                 return None
             if self.refuse is not None:
-                return AdapterResult(call_id=message.call_id, status=self.refuse, message=f"refused {message.spec.name}")
+                return AdapterResult(call_id=message.call_id, status=self.refuse,
+                                     message=f"refused {message.spec.name}")
             self.registered[message.spec.name] = message.spec
             return AdapterResult(call_id=message.call_id, status=AdapterStatus.OK, message="ok")
         if isinstance(message, UnregisterAdapterRequest):

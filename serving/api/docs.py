@@ -75,7 +75,9 @@ def _content(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 PLAIN = _content("text/plain", {"type": "string"})
 DESCRIPTIONS = {400: "Bad JSON (TGI's routes: plain text); on the OpenAI routes also a wrong shape or a bad value",
-                401: "Missing or wrong API key (when API_KEY is set)", 404: "Unknown model",
+                401: "Missing or wrong API key (when API_KEY is set)",
+                404: "Unknown model: with LoRA adapters registered, a `model` that names neither the base model nor "
+                     "an adapter (or, on /invocations, an unknown adapter header)",
                 413: "Body over PAYLOAD_LIMIT", 415: "Not a JSON Content-Type",
                 422: "A wrong shape (plain text) or a bad value (JSON)", 424: "Generation error",
                 429: "Model is overloaded", 500: "Incomplete generation", 503: "Engine unavailable"}
@@ -146,14 +148,19 @@ def _adapter_call(summary: str, statuses: tuple[int, ...], error: str, text: str
                   ) -> dict[str, Any]:
     """A protected operation on LoRA adapters: plain text `text` on success, `error`'s JSON body otherwise."""
     json_error = _content("application/json", _ref(error))
+    answers: dict[str, Any] = {"200": {"description": text, "content": PLAIN},
+                               "401": {"description": DESCRIPTIONS[401]},
+                               **{str(status): {"description": ADAPTER_DESCRIPTIONS[status], "content": json_error}
+                                  for status in statuses}}
+    if body is not None:  # the framework's answers about the body (plain text on SageMaker's routes)
+        framework = PLAIN if error == "ErrorResponse" else json_error
+        answers["400"] = {"description": f"{ADAPTER_DESCRIPTIONS[400]}; or bad JSON", "content": {
+            **json_error, **framework}}
+        for status in (413,) if error == "ErrorResponse" else (413, 415):  # /adapters takes any other body too
+            answers[str(status)] = {"description": DESCRIPTIONS[status], "content": framework}
     operation: dict[str, Any] = {
         "tags": [SAGEMAKER_TAG if error == "ErrorResponse" else OPENAI_TAG], "summary": summary,
-        "description": ADAPTER_NOTE,
-        "responses": {"200": {"description": text, "content": PLAIN},
-                      "401": {"description": DESCRIPTIONS[401]},
-                      **{str(status): {"description": ADAPTER_DESCRIPTIONS[status], "content": json_error}
-                         for status in statuses}},
-        "security": [{}, {"bearer": []}]}
+        "description": ADAPTER_NOTE, "responses": dict(sorted(answers.items())), "security": [{}, {"bearer": []}]}
     if body is not None:
         operation["requestBody"] = {"required": True, "content": body}
     if parameters is not None:
@@ -200,7 +207,7 @@ def _paths(model_id: str) -> dict[str, Any]:
               "503": {"description": "Unhealthy", "content": _content("application/json", _ref("ErrorResponse"))}}
     chat = _ref("ChatCompletionRequest")
     openai_error = "OpenAIErrorResponse"
-    openai_statuses = (424, 429, 500, 503)
+    openai_statuses = (404, 424, 429, 500, 503)
     tgi_event = _events("StreamResponse", "ErrorResponse")
     paths = {
         "/": {
@@ -237,7 +244,7 @@ def _paths(model_id: str) -> dict[str, Any]:
                     _ref("Completion")]}},
                 "text/event-stream": {"schema": _events("StreamResponse", "ErrorResponse", "ChatCompletionChunk",
                                                         "Completion", openai_error, done=True)}}},
-            "ErrorResponse"),
+            "ErrorResponse", (404, 422, 424, 429, 500, 503)),
         **_adapter_paths(),
         "/vertex": _generation(
             TGI_TAG, "Google Vertex AI: generate every instance",

@@ -1,6 +1,6 @@
 """LoRA adapters on the wire: which adapter a request runs with, and the bodies that register and unregister them.
 
-The rule for OpenAI's `model` field (README, "LoRA adapters"): absent, `tgi`, the model's id (HF_MODEL_ID or its
+The rule for OpenAI's `model` field (README, "LoRA adapters"): absent (or empty), `tgi`, the model's id (HF_MODEL_ID or its
 directory) and the directory's last name mean the base model; any other name is sent as an optional adapter, which
 the engine runs on the base model while no adapter is registered at all (clients send whatever model name they were
 configured with) and otherwise refuses with ADAPTER_NOT_FOUND when no adapter has that name. TGI's `adapter_id`
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import msgspec.structs
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.api.catalogue import Error
 from serving.api.errors import ApiError
@@ -23,6 +23,7 @@ from serving.messages import AdapterInfo, AdapterSpec, GenerateRequest
 TGI_MODEL = "tgi"  # what TGI's own clients send as `model`
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
+Text = Annotated[str, Field(pattern=r"\S")]  # a name or source: not empty, not only blanks
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def base_model_names(model_id: str) -> frozenset[str]:
 
 def by_model(model: str | None, model_id: str) -> AdapterChoice:
     """The adapter OpenAI's `model` field chooses (see the module's rule)."""
-    if model is None or model in base_model_names(model_id):
+    if not model or model in base_model_names(model_id):
         return AdapterChoice()
     return AdapterChoice(model, optional=True)
 
@@ -67,8 +68,8 @@ class RegisterAdapterBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str
-    src: str
+    name: Text
+    src: Text
     preload: bool = True
     pin: bool = False
 
@@ -87,8 +88,8 @@ class LoadLoraAdapterBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    lora_name: str
-    lora_path: str
+    lora_name: Text
+    lora_path: Text
 
     @classmethod
     def of(cls, data: Any) -> "LoadLoraAdapterBody":
@@ -101,7 +102,7 @@ class UnloadLoraAdapterBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    lora_name: str
+    lora_name: Text
 
     @classmethod
     def of(cls, data: Any) -> "UnloadLoraAdapterBody":
@@ -116,7 +117,8 @@ def _validated(model: type[BaseModel], data: Any) -> Any:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise ApiError(Error.ADAPTER_BAD_REQUEST, f"Invalid adapter request: `{field}`: {error['msg']}") from None
+        problem = "must not be blank" if error["type"] == "string_pattern_mismatch" else error["msg"]
+        raise ApiError(Error.ADAPTER_BAD_REQUEST, f"Invalid adapter request: `{field}`: {problem}") from None
 
 
 def query_fields(args: Mapping[str, str]) -> dict[str, Any]:
@@ -132,11 +134,9 @@ def query_fields(args: Mapping[str, str]) -> dict[str, Any]:
 
 
 def adapter_spec(name: str, source: str, model_id: str, preload: bool = True, pinned: bool = False) -> AdapterSpec:
-    """The engine's registration of `name`; a blank name or source, or a name meaning the base model, is a 400."""
+    """The engine's registration of `name` (blanks around it and `source` dropped); a name meaning the base model
+    is a 400."""
     name, source = name.strip(), source.strip()
-    if not name or not source:
-        raise ApiError(Error.ADAPTER_BAD_REQUEST, "Invalid adapter request: the adapter's name and source must not "
-                                                  "be empty")
     if name in base_model_names(model_id):
         raise ApiError(Error.ADAPTER_BAD_REQUEST, f"Invalid adapter request: `{name}` names the base model")
     return AdapterSpec(name=name, source=source, preload=preload, pinned=pinned)

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from serving.engine.attention import row_windows
 from serving.engine.sequence import Sequence
+
+if TYPE_CHECKING:
+    from serving.engine.lora import LoraStep
 
 PAD_TOLERANCE = 1.25
 CASCADE_BLOCKS = 4  # leading blocks that one-token rows must share to attend to them once together
@@ -78,6 +82,7 @@ class ForwardBatch:
     logits_index: Tensor  # [logit rows]: the step tokens whose logits are computed
     sample_rows: list[int]  # for each sampling chunk, its row in the logits
     prompt_rows: list[tuple[int, int]]  # for each chunk (in order): (first logits row, rows) of its scored positions
+    lora: LoraStep | None = None  # the rows on LoRA adapters (None: every row is on the base model)
 
     @property
     def tokens(self) -> int:

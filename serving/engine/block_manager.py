@@ -8,7 +8,8 @@ reserved for `max_new_tokens`. Block 0 is the null block: never handed out, the 
 Prefix caching: a full block is named by a hash of its tokens chained with the hash of the block before it, so a
 block whose tokens match but whose earlier prefix differs has another name. `allocate` walks a new prompt's full
 blocks (all but the last token, which must be computed for the first logits) and shares every block already
-known by name: its reference count goes up. A missed block is registered under its name at once, before it is
+known by name: its reference count goes up. A chain starts from a root: `ROOT` for the base model, a LoRA
+adapter's own per registration (its keys and values differ), so that prompts share blocks only on the same weights. A missed block is registered under its name at once, before it is
 computed, so that identical prompts arriving together share it too; a block is `ready` once a forward has written
 it, and until then sharers wait for it (`Scheduler`) rather than compute it twice. A block whose last reference
 goes keeps its name while it is ready, in least-recently-freed order, and is evicted (renamed) only when a fresh
@@ -89,15 +90,15 @@ class BlockManager:
         and tuples of ints hash the same in every process."""
         return hash((parent, tokens))
 
-    def cached_blocks(self, token_ids: list[int]) -> int:
+    def cached_blocks(self, token_ids: list[int], root: int = ROOT) -> int:
         """How many of the leading full blocks of `token_ids` (all but the last token) the cache holds now."""
-        return len(self._hits(token_ids))
+        return len(self._hits(token_ids, root))
 
-    def _hits(self, token_ids: list[int]) -> list[int]:
-        """The blocks that `allocate` would share for `token_ids`."""
+    def _hits(self, token_ids: list[int], root: int) -> list[int]:
+        """The blocks that `allocate` would share for `token_ids` chained from `root`."""
         if not self.prefix_caching:
             return []
-        parent, hits = ROOT, []
+        parent, hits = root, []
         for start in range(0, len(token_ids) - self.block_size, self.block_size):
             tokens = tuple(token_ids[start:start + self.block_size])
             parent = self.chain_hash(parent, tokens)
@@ -107,19 +108,20 @@ class BlockManager:
             hits.append(block_id)
         return hits
 
-    def can_allocate(self, token_ids: list[int], reserve: int = 0, use_cache: bool = True) -> bool:
+    def can_allocate(self, token_ids: list[int], reserve: int = 0, use_cache: bool = True,
+                     root: int = ROOT) -> bool:
         """Whether `allocate` would find blocks for `token_ids` and leave `reserve` free ones (a shared block
         that nobody uses counts as taken from the free ones too)."""
-        hits = self._hits(token_ids) if use_cache else []
+        hits = self._hits(token_ids, root) if use_cache else []
         revived = sum(1 for block_id in hits if self.blocks[block_id].ref_count == 0)
         return self.blocks_for(len(token_ids)) - len(hits) + revived + reserve <= self.free_blocks
 
-    def allocate(self, token_ids: list[int], use_cache: bool = True) -> tuple[list[int], int]:
-        """A block table for `token_ids` (shared blocks first) and how many leading tokens it shares; each full
-        block is named (shared or registered). `use_cache` False computes every token (its blocks are still
-        named for others)."""
+    def allocate(self, token_ids: list[int], use_cache: bool = True, root: int = ROOT) -> tuple[list[int], int]:
+        """A block table for `token_ids` (shared blocks first) and how many leading tokens it shares, chained from
+        `root`; each full block is named (shared or registered). `use_cache` False computes every token (its
+        blocks are still named for others)."""
         table: list[int] = []
-        parent = ROOT
+        parent = root
         shared = 0
         sharing = use_cache and self.prefix_caching
         for index in range(self.blocks_for(len(token_ids))):
@@ -164,7 +166,8 @@ class BlockManager:
         """Whether the block's slots are computed."""
         return self.blocks[block_id].ready
 
-    def mark_computed(self, table: list[int], token_ids: list[int], before: int, after: int) -> None:
+    def mark_computed(self, table: list[int], token_ids: list[int], before: int, after: int,
+                      root: int = ROOT) -> None:
         """A forward wrote the slots of positions [before, after): the blocks it completed are ready, and named
         (when they were not yet: blocks filled while decoding) so that later prompts can share them."""
         size = self.block_size
@@ -175,7 +178,7 @@ class BlockManager:
             block.ready = True
             if block.hash is None and self.prefix_caching:
                 tokens = tuple(token_ids[index * size:(index + 1) * size])
-                parent = self.blocks[table[index - 1]].hash if index else ROOT
+                parent = self.blocks[table[index - 1]].hash if index else root
                 if parent is None:
                     continue  # the chain is broken (a block whose name was taken): nothing after it is named
                 name = self.chain_hash(parent, tokens)

@@ -21,17 +21,21 @@ import logging
 import time
 from concurrent import futures
 
+import msgspec
 import torch
 
 from serving import tool_formats
 from serving.constraints import GRAMMAR_INVALID
 from serving.config import EngineConfig
+from serving.engine.adapter_registry import Adapter, AdapterError
+from serving.engine.adapters import AdapterManager
 from serving.engine.batch import ForwardBatch
 from serving.engine.block_manager import BlockManager
 from serving.engine.detokenizer import Detokenizer
 from serving.engine.grammar import Constraint, GrammarCache, GrammarError, LLGuidanceBackend
 from serving.engine.limits import resolve_limits
-from serving.engine.loader import LoadedModel, load_model
+from serving.engine.loader import LoadedModel, ModelLoadError, load_model
+from serving.engine.lora import LoraStacks
 from serving.engine.model_runner import ModelRunner
 from serving.engine.pacer import StepPacer
 from serving.engine.sampling import SampleOutput, SamplingState, sample
@@ -47,6 +51,8 @@ from serving.engine.validation import (
     template_text,
 )
 from serving.messages import (
+    AdapterResult,
+    AdapterSpec,
     Admitted,
     EngineEvent,
     ErrorKind,
@@ -74,6 +80,9 @@ class LLMEngine:
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.loaded = loaded
         tokenizer = loaded.tokenizer
+        # LORA_ADAPTERS: their slots are allocated before the KV cache's budget is measured, so it leaves them room
+        stacks = LoraStacks.for_model(loaded.model, config.max_lora_adapters, config.max_lora_rank) \
+            if config.lora_adapters else None
         self.limits = resolve_limits(config, loaded.model, tokenizer)
         self.validator = InputValidator(tokenizer, self.limits)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
@@ -82,6 +91,8 @@ class LLMEngine:
                               prefix_caching=config.prefix_caching)
         self.runner = ModelRunner(loaded.model, pad_id, blocks, lean=config.lean_forward)
         self.scheduler = Scheduler(self.limits, blocks)
+        self.adapters = AdapterManager(config, self.runner, stacks)
+        self._loading: list[Sequence] = []  # waiting for their LoRA adapter's weights, outside the queue
         self._fault_marker = config.fault_marker
         self._faulty: set[str] = set()
         if self._fault_marker:
@@ -116,6 +127,8 @@ class LLMEngine:
             block_size=BLOCK_SIZE,
             num_blocks=blocks.num_blocks - 1,
             prefix_caching=config.prefix_caching,
+            max_lora_adapters=config.max_lora_adapters,
+            max_lora_rank=config.max_lora_rank,
         )
 
     def _inject_faults(self) -> None:
@@ -132,8 +145,15 @@ class LLMEngine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
-        """Load the configured model and warm it up with one short forward."""
+        """Load the configured model, register LORA_ADAPTERS and warm up with one short forward (raises
+        ModelLoadError naming a bad adapter)."""
         engine = cls(load_model(config), config)
+        for spec in config.lora_adapters:
+            try:
+                engine.adapters.register_now(spec)
+            except AdapterError as error:
+                engine.adapters.close()
+                raise ModelLoadError(f"LORA_ADAPTERS: {error.message}") from None
         engine.warmup()
         return engine
 
@@ -158,24 +178,99 @@ class LLMEngine:
         if len(self._requests) >= self.limits.max_concurrent_requests:
             return [Failed(request.request_id, ErrorKind.OVERLOADED, "Model is overloaded")]
         try:
+            adapter = self._adapter(request)
             check_grammar(request)
             if prompt_ids is None:
                 prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
+        if adapter is not None and not self.adapters.request_load(adapter):
+            return [Failed(request.request_id, ErrorKind.OVERLOADED, self._no_room(adapter))]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
         sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
+        if adapter is not None:
+            self.adapters.registry.acquire(adapter)
+            sequence.adapter, sequence.cache_root = adapter, adapter.cache_root
         self._requests[request.request_id] = sequence
         if self._fault_marker and self._fault_marker in (request.prompt or ""):
             self._faulty.add(request.request_id)
         if request.sampling.grammar is None:
-            self.scheduler.add(sequence)
+            self._enqueue(sequence)
         else:
             cache = self._grammar_cache()
             sequence.constraint = Constraint(cache.submit(request.sampling.grammar), cache.backend)
             self._compiling.append(sequence)
         prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
         return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text)]
+
+    # --- LoRA adapters: a sequence waits outside the queue until its adapter is resident ---
+
+    def _adapter(self, request: GenerateRequest) -> Adapter | None:
+        """The registered adapter the request names; None for the base model (no name, or an optional name while
+        no adapter is registered at all); raises RequestError (ADAPTER_NOT_FOUND) naming an unknown one."""
+        if request.adapter is None:
+            return None
+        adapter = self.adapters.registry.get(request.adapter)
+        if adapter is None:
+            if request.adapter_optional and not len(self.adapters.registry):
+                return None
+            raise RequestError(ErrorKind.ADAPTER_NOT_FOUND, f"adapter {request.adapter!r} is not registered")
+        return adapter
+
+    def _no_room(self, adapter: Adapter) -> str:
+        """Why a request on `adapter` cannot run."""
+        return (f"no room to load adapter {adapter.name!r}: all {self.adapters.registry.slots} adapter slots "
+                "(MAX_LORA_ADAPTERS) hold pinned adapters")
+
+    def _enqueue(self, sequence: Sequence) -> None:
+        """Queue a sequence whose adapter is resident (or that has none); the others wait for their load."""
+        if sequence.adapter is None or sequence.adapter.resident:
+            self.scheduler.add(sequence)
+        else:
+            self._loading.append(sequence)
+
+    def _queue_loaded(self, events: list[EngineEvent]) -> None:
+        """Collect the ended adapter loads and answer their registrations; queue the sequences whose adapter is
+        resident now, fail those whose load failed or can never happen, and start the loads that a freed slot
+        allows. With nothing else to do, wait a little for a load rather than spin."""
+        if not self.scheduler.running and not self.scheduler.waiting and not self._compiling:
+            self.adapters.wait(COMPILE_WAIT)
+        failures = dict(self.adapters.poll())
+        waiting = []
+        for sequence in self._loading:
+            adapter = sequence.adapter
+            assert adapter is not None
+            reason = failures.get(adapter)
+            if reason is None and not self.adapters.request_load(adapter):
+                reason = self._no_room(adapter)
+            if reason is not None:
+                self._forget(sequence.request_id)
+                sequence.status = SequenceStatus.FINISHED
+                events.append(Failed(sequence.request_id, ErrorKind.GENERATION, reason))
+            elif adapter.resident:
+                self.scheduler.add(sequence)
+            else:
+                waiting.append(sequence)
+        self._loading = waiting
+
+    def _forget(self, request_id: str) -> Sequence | None:
+        """Drop a request that ended (or was aborted) and release its adapter; the sequence, if it was known."""
+        sequence = self._requests.pop(request_id, None)
+        if sequence is not None and sequence.adapter is not None:
+            self.adapters.registry.release(sequence.adapter)
+        return sequence
+
+    def register_adapter(self, call_id: str, spec: AdapterSpec) -> AdapterResult | None:
+        """Register a LoRA adapter: its result, or None when it comes later from `adapter_results`."""
+        return self.adapters.register(call_id, spec)
+
+    def unregister_adapter(self, call_id: str, name: str) -> AdapterResult:
+        """Unregister a LoRA adapter (requests in flight on it finish first)."""
+        return self.adapters.unregister(call_id, name)
+
+    def adapter_results(self) -> list[AdapterResult]:
+        """The register results that became known since the last call."""
+        return self.adapters.take_results()
 
     # --- grammars: a constrained sequence waits outside the queue until its grammar is compiled ---
 
@@ -201,23 +296,25 @@ class LLMEngine:
             try:
                 sequence.constraint.start()
             except GrammarError as error:
-                self._requests.pop(sequence.request_id, None)
+                self._forget(sequence.request_id)
                 sequence.status = SequenceStatus.FINISHED
                 failure = invalid(f"{GRAMMAR_INVALID}{error}")
                 events.append(Failed(sequence.request_id, failure.kind, failure.message))
                 continue
-            self.scheduler.add(sequence)
+            self._enqueue(sequence)
         self._compiling = waiting
 
     # --- end of grammars ---
 
     def abort(self, request_id: str) -> None:
         """Forget a request: it leaves the queue now, or its row at the next step; it emits nothing more."""
-        sequence = self._requests.pop(request_id, None)
+        sequence = self._forget(request_id)
         if sequence is None:
             return
         if sequence in self._compiling:
             self._compiling.remove(sequence)
+        elif sequence in self._loading:
+            self._loading.remove(sequence)
         elif sequence.status is SequenceStatus.WAITING:
             self.scheduler.remove(sequence)
         sequence.status = SequenceStatus.ABORTED
@@ -231,11 +328,11 @@ class LLMEngine:
 
     def has_work(self) -> bool:
         """Whether `step()` has anything to do."""
-        return bool(self._requests) or bool(self.scheduler.running)
+        return bool(self._requests) or bool(self.scheduler.running) or self.adapters.loading()
 
     def stats(self) -> tuple[int, int]:
         """(running, waiting) sequences."""
-        return len(self.scheduler.running), len(self.scheduler.waiting) + len(self._compiling)
+        return len(self.scheduler.running), len(self.scheduler.waiting) + len(self._compiling) + len(self._loading)
 
     def batch_tokens(self) -> int:
         """The tokens the KV cache blocks in use hold room for."""
@@ -251,8 +348,8 @@ class LLMEngine:
                             prefix_hit_tokens=blocks.stats.hit_tokens, preemptions=self.scheduler.preemptions)
 
     def info(self) -> ModelInfo:
-        """The loaded model's facts and the resolved limits."""
-        return self._info
+        """The loaded model's facts, the resolved limits and the LoRA adapters registered now."""
+        return msgspec.structs.replace(self._info, adapters=self.adapters.info())
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResult:
         """Tokenize text, or a chat rendered by the template, with each token's byte offsets."""
@@ -273,6 +370,8 @@ class LLMEngine:
         sample where a chunk ends its sequence."""
         if self._compiling:
             self._queue_compiled(events)
+        if self._loading or self.adapters.loading():
+            self._queue_loaded(events)
         self._retried &= self._requests.keys()
         if not self._retried:
             self._retry_cap = None
@@ -350,7 +449,7 @@ class LLMEngine:
                 top_tokens: tuple[TokenInfo, ...]) -> Finished:
         """End a sequence normally with its last token, and describe it."""
         sequence.status = SequenceStatus.FINISHED
-        self._requests.pop(sequence.request_id, None)
+        self._forget(sequence.request_id)
         self.scheduler.finish(sequence)
         now = time.monotonic()
         scheduled_at = sequence.scheduled_at if sequence.scheduled_at is not None else now
@@ -390,7 +489,7 @@ class LLMEngine:
         if sequence.status is SequenceStatus.RUNNING:
             self.scheduler.finish(sequence)
         sequence.status = SequenceStatus.FINISHED
-        self._requests.pop(sequence.request_id, None)
+        self._forget(sequence.request_id)
         self._faulty.discard(sequence.request_id)
         events.append(Failed(sequence.request_id, ErrorKind.GENERATION, message))
 

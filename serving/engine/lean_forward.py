@@ -31,6 +31,7 @@ from torch import Tensor
 
 from serving.engine.batch import ForwardBatch
 from serving.engine.kv_cache import PagedKVCache
+from serving.engine.lora import LoraStep
 from serving.engine.packed_linear import PackedLinear, PackedSlice
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -137,32 +138,53 @@ class LeanForward:
         half = self.head_dim // 2
         cos = cos[0, :, None, :]  # [tokens, 1, head_dim]
         sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)[:, None, :]  # rotate_half's sign
+        lora = batch.lora
         for index, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, self.norm(x, layer.input_norm), cos, sin, half)
+            q, k, v = self._qkv(index, layer, self.norm(x, layer.input_norm), cos, sin, half, lora)
             cache.write(index, batch, k, v)
             attended = cache.attention(q, cache.key_cache[index], cache.value_cache[index], batch)
-            x = layer.o(x, attended.reshape(tokens, self.heads * self.head_dim))
+            attended = attended.reshape(tokens, self.heads * self.head_dim)
+            x = layer.o(x, attended)
+            if lora is not None:
+                lora.add(index, "o_proj", attended, x)
             h = self.norm(x, layer.post_norm)
             if layer.gate_up is not None:
-                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+                gate_up = layer.gate_up(h)
+                if lora is not None:
+                    lora.add(index, "gate_up_proj", h, gate_up)
+                gate, up = gate_up.chunk(2, dim=-1)
             else:
                 gate, up = layer.gate(h), layer.up(h)
-            x = layer.down(x, F.silu(gate) * up)
+                if lora is not None:
+                    lora.add(index, "gate_proj", h, gate)
+                    lora.add(index, "up_proj", h, up)
+            act = F.silu(gate) * up
+            x = layer.down(x, act)
+            if lora is not None:
+                lora.add(index, "down_proj", act, x)
         if batch.logits_index.shape[0] != tokens:
             x = x.index_select(0, batch.logits_index)
         return self.lm_head(self.norm(x, self.final_norm))
 
-    def _qkv(self, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int
-             ) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries [tokens, heads, head_dim] and keys, values [tokens, kv_heads, head_dim], rotated."""
+    def _qkv(self, index: int, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int,
+             lora: LoraStep | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries [tokens, heads, head_dim] and keys, values [tokens, kv_heads, head_dim], rotated; with the
+        step's LoRA deltas added before the rotation."""
         tokens = h.shape[0]
         if layer.qkv is not None:  # one call; queries and keys rotated together
-            qkv = layer.qkv(h).view(tokens, self.heads + 2 * self.kv_heads, self.head_dim)
+            fused = layer.qkv(h)
+            if lora is not None:
+                lora.add(index, "qkv_proj", h, fused)
+            qkv = fused.view(tokens, self.heads + 2 * self.kv_heads, self.head_dim)
             qk = _rotate(qkv[:, :self.heads + self.kv_heads], cos, sin, half)
             return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
-        q = _rotate(layer.q(h).view(tokens, self.heads, self.head_dim), cos, sin, half)
-        k = _rotate(layer.k(h).view(tokens, self.kv_heads, self.head_dim), cos, sin, half)
-        return q, k, layer.v(h).view(tokens, self.kv_heads, self.head_dim)
+        q, k, v = layer.q(h), layer.k(h), layer.v(h)
+        if lora is not None:
+            for name, y in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
+                lora.add(index, name, h, y)
+        q = _rotate(q.view(tokens, self.heads, self.head_dim), cos, sin, half)
+        k = _rotate(k.view(tokens, self.kv_heads, self.head_dim), cos, sin, half)
+        return q, k, v.view(tokens, self.kv_heads, self.head_dim)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor, half: int) -> Tensor:

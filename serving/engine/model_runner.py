@@ -11,21 +11,24 @@ Callers hold `torch.inference_mode()`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from serving.engine import attention
+from serving.engine import attention, lora
 from serving.engine.batch import Chunk, ForwardBatch
+from serving.engine.adapter_registry import AdapterError
 from serving.engine.block_manager import BlockManager
 from serving.engine.kv_cache import PagedKVCache, layer_devices
 from serving.engine.lean_forward import LeanForward
 from serving.engine.loader import ModelLoadError
+from serving.engine.lora import LoraStacks, LoraStep, install_hooks
 from serving.engine.sequence import Sequence
 from serving.engine.stopping import StopCriteria
-from serving.messages import SamplingParams
+from serving.messages import AdapterStatus, SamplingParams
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -76,18 +79,43 @@ class ModelRunner:
         self._keep_argument = "logits_to_keep" in parameters
         kv_heads, head_dim = kv_shape(model)
         self.cache = PagedKVCache(devices, kv_heads, head_dim, model.dtype, blocks)
+        self.lora: LoraStacks | None = None  # LoRA adapters' slots, from the first adapter on (`enable_lora`)
+        self._split = len(set(devices)) > 1
+
+    def enable_lora(self, stacks: LoraStacks) -> None:
+        """Serve LoRA adapters from `stacks`' slots (transformers' forward gets its hooks); refused for a model
+        split over several devices."""
+        if self._split:
+            raise AdapterError(AdapterStatus.LOAD_FAILED, "LoRA adapters are not served on a model split over "
+                               "several GPUs")
+        self.lora = stacks
+        if self.lean is None:
+            install_hooks(self.model)
 
     def prepare(self, chunks: list[Chunk]) -> ForwardBatch:
-        """The forward inputs of a step's chunks."""
-        return self.cache.prepare(chunks)
+        """The forward inputs of a step's chunks, with the rows of the chunks on LoRA adapters."""
+        batch = self.cache.prepare(chunks)
+        if self.lora is None or all(chunk.sequence.adapter is None for chunk in chunks):
+            return batch
+        spans, first, rank = [], 0, 0
+        for chunk in chunks:
+            adapter = chunk.sequence.adapter
+            spans.append((None if adapter is None else adapter.slot, first, chunk.count))
+            first += chunk.count
+            rank = max(rank, adapter.rank or 0) if adapter is not None else rank
+        return dataclasses.replace(batch, lora=LoraStep.build(self.lora, spans, rank, first, self.device))
 
     def run(self, batch: ForwardBatch) -> Tensor:
         """One forward of the step: writes every chunk's keys and values; the logits [logit rows, vocab]."""
         if self.lean is not None:
             return self.lean(batch, self.cache)
         keep = {"logits_to_keep": batch.logits_index} if self._keep_argument else {}
-        logits = self.model(input_ids=batch.input_ids[None], position_ids=batch.positions[None], use_cache=False,
-                            serving_step=(batch, self.cache), **keep).logits[0]
+        active = lora.ACTIVE.set(batch.lora)
+        try:
+            logits = self.model(input_ids=batch.input_ids[None], position_ids=batch.positions[None],
+                                use_cache=False, serving_step=(batch, self.cache), **keep).logits[0]
+        finally:
+            lora.ACTIVE.reset(active)
         return logits if self._keep_argument else logits.index_select(0, batch.logits_index.to(logits.device))
 
     @staticmethod

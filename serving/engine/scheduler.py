@@ -88,10 +88,11 @@ class Scheduler:
         max_rows = min(caps) if caps else None
         while self.waiting and room > 0 and (max_rows is None or len(self.running) < max_rows):
             head = self.waiting[0]
-            if not self.blocks.can_allocate(head.token_ids, len(self.running), head.uses_prefix_cache):
+            if not self.blocks.can_allocate(head.token_ids, len(self.running), head.uses_prefix_cache,
+                                            head.cache_root):
                 break
             self.waiting.popleft()
-            head.block_table, _ = self.blocks.allocate(head.token_ids, head.uses_prefix_cache)
+            head.block_table, _ = self.blocks.allocate(head.token_ids, head.uses_prefix_cache, head.cache_root)
             head.computed = 0
             head.mark_scheduled()
             self.running.append(head)
@@ -106,7 +107,8 @@ class Scheduler:
         for chunk in chunks:
             sequence = chunk.sequence
             sequence.computed = chunk.start + chunk.count
-            self.blocks.mark_computed(sequence.block_table, sequence.token_ids, chunk.start, sequence.computed)
+            self.blocks.mark_computed(sequence.block_table, sequence.token_ids, chunk.start, sequence.computed,
+                                      sequence.cache_root)
 
     def _decodes(self) -> list[Chunk]:
         """A one-token chunk for every decoding sequence, preempting the newest ones while blocks are short."""

@@ -1,5 +1,5 @@
-"""One request inside the engine: its token ids, parameters, random generator, decoding state, timings and its
-place in the paged KV cache (block table, tokens computed)."""
+"""One request inside the engine: its token ids, parameters, random generator, decoding state, timings, its LoRA
+adapter and its place in the paged KV cache (block table, tokens computed)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from enum import Enum
 
 import torch
 
+from serving.engine.adapter_registry import Adapter
+from serving.engine.block_manager import ROOT
 from serving.engine.detokenizer import DecodeState
 from serving.engine.grammar import Constraint
 from serving.engine.stopping import StopCriteria
@@ -53,6 +55,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)  # the KV cache blocks of its tokens, in order
     computed: int = 0  # leading tokens whose keys and values are in the cache
     constraint: Constraint | None = None  # the request's grammar, when it has one
+    adapter: Adapter | None = None  # the LoRA adapter it runs on (None: the base model), held until it ends
+    cache_root: int = ROOT  # where its prompt's block hash chain starts: the adapter's own root, or the base's
 
     @classmethod
     def create(cls, request_id: str, prompt_ids: list[int], sampling: SamplingParams, stop: StopCriteria,

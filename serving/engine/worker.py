@@ -37,8 +37,10 @@ from serving.messages import (
     HealthRequest,
     InfoRequest,
     InfoResult,
+    RegisterAdapterRequest,
     TokenizeRequest,
     TokenizeResult,
+    UnregisterAdapterRequest,
     decode_client_message,
     encode,
 )
@@ -70,6 +72,7 @@ class EngineWorker:
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.socket.bind(address)
         self.owners: dict[str, bytes] = {}
+        self.adapter_calls: dict[str, bytes] = {}  # register calls waiting for their adapter's load
         self.outbox: dict[bytes, list[EngineEvent]] = defaultdict(list)
         self.running = True
 
@@ -91,6 +94,8 @@ class EngineWorker:
             self._take_tokenized()
             if self.engine.has_work():
                 self._route(self.engine.step())
+            for result in self.engine.adapter_results():
+                self.outbox[self.adapter_calls.pop(result.call_id)].append(result)
             self._log_state()
             self._flush()
             self._beat()
@@ -98,6 +103,7 @@ class EngineWorker:
         self._route([Failed(request_id, ErrorKind.UNAVAILABLE, "The server is shutting down")
                      for request_id in list(self.owners)])  # still with the tokenizer
         self._flush()
+        self.engine.adapters.close()
         if self.tokenizer is not None:
             self.tokenizer.close()
         self.socket.setsockopt(zmq.LINGER, 1000)  # let those last events go out
@@ -165,6 +171,14 @@ class EngineWorker:
                 self.tokenizer.submit(message.call_id, message, identity)
         elif isinstance(message, InfoRequest):
             self.outbox[identity].append(InfoResult(call_id=message.call_id, info=self.engine.info()))
+        elif isinstance(message, RegisterAdapterRequest):
+            result = self.engine.register_adapter(message.call_id, message.spec)
+            if result is None:
+                self.adapter_calls[message.call_id] = identity  # answered when its load ends
+            else:
+                self.outbox[identity].append(result)
+        elif isinstance(message, UnregisterAdapterRequest):
+            self.outbox[identity].append(self.engine.unregister_adapter(message.call_id, message.name))
         elif isinstance(message, HealthRequest):
             health = self.engine.health(message.call_id)
             if self.tokenizer is not None:

@@ -13,6 +13,9 @@ import pytest
 from serving.client import EngineClient
 from serving.engine.worker import EngineWorker
 from serving.messages import (
+    AdapterResult,
+    AdapterSpec,
+    AdapterStatus,
     Admitted,
     ErrorKind,
     Failed,
@@ -36,17 +39,47 @@ INFO = ModelInfo(model_id="scripted", model_sha=None, model_pipeline_tag=None, m
 
 
 @dataclass
+class ScriptedAdapters:
+    """The scripted engine's adapter loader: registrations finish a turn later, as a load off the step loop does."""
+
+    registered: dict[str, AdapterSpec] = field(default_factory=dict)
+    finished: list[AdapterResult] = field(default_factory=list)
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
 class ScriptedEngine:
     """Emits one token per step per request, `max_new_tokens` of them; fails prompts that say 'fail'.
 
     A request whose prompt starts with 'hold' is admitted but makes no token until `release` is set, so a test can
-    look at it while it is surely still running, however fast the machine is.
+    look at it while it is surely still running, however fast the machine is. Adapters register a turn after the
+    call (any source but '/missing') and unregister at once.
     """
 
     running: dict[str, list] = field(default_factory=dict)
     held: dict[str, list] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    adapters: ScriptedAdapters = field(default_factory=ScriptedAdapters)
+
+    def register_adapter(self, call_id: str, spec: AdapterSpec) -> AdapterResult | None:
+        if spec.source == "/missing":
+            return AdapterResult(call_id, AdapterStatus.NOT_FOUND, f"no such directory {spec.source}")
+        self.adapters.registered[spec.name] = spec
+        self.adapters.finished.append(AdapterResult(call_id, AdapterStatus.OK, "registered"))
+        return None
+
+    def unregister_adapter(self, call_id: str, name: str) -> AdapterResult:
+        if self.adapters.registered.pop(name, None) is None:
+            return AdapterResult(call_id, AdapterStatus.NOT_FOUND, f"adapter {name!r} is not registered")
+        return AdapterResult(call_id, AdapterStatus.OK, "unregistered")
+
+    def adapter_results(self) -> list[AdapterResult]:
+        results, self.adapters.finished = self.adapters.finished, []
+        return results
 
     def add_request(self, request: GenerateRequest):
         if request.prompt == "fail":
@@ -178,6 +211,15 @@ def test_calls_info_health_tokenize(engine_and_client):
     assert health is not None and health.healthy
     result = client.tokenize(TokenizeRequest(call_id="c1", text="abc"))
     assert result.tokens[0].stop == 3
+
+
+def test_adapter_calls_through_the_worker(engine_and_client):
+    engine, client = engine_and_client
+    assert client.register_adapter(AdapterSpec(name="sql", source="/d/sql")).status is AdapterStatus.OK
+    assert list(engine.adapters.registered) == ["sql"]
+    assert client.register_adapter(AdapterSpec(name="gone", source="/missing")).status is AdapterStatus.NOT_FOUND
+    assert client.unregister_adapter("sql").status is AdapterStatus.OK
+    assert client.unregister_adapter("sql").status is AdapterStatus.NOT_FOUND
 
 
 def test_health_is_none_when_no_engine_answers(tmp_path):

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, send_from_directory
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from serving.api.constraints import CONTEXT_NOTE, check_schemas
+from serving.api.constraints import CONTEXT_NOTE, Served, check_schemas
 from serving.api.context import services
 from serving.api.protocol import responses
 from serving.api.protocol.adapter import LoadLoraAdapterBody, RegisterAdapterBody, UnloadLoraAdapterBody
@@ -294,11 +294,12 @@ def _paths(model_id: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the server's routes, with this server's limits in the checked schemas."""
+def openapi_document(limits: Limits, vocab_size: int, served: Served) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the server's routes, with this server's limits and the adapters registered now
+    in the checked schemas."""
     _, request_schemas = models_json_schema([(model, "validation") for model in REQUESTS], ref_template=REF)
     schemas = dict(request_schemas["$defs"])
-    check_schemas(schemas, limits, vocab_size)
+    check_schemas(schemas, limits, vocab_size, served)
     for shape in RESPONSES:
         schema = TypeAdapter(shape).json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
@@ -309,7 +310,7 @@ def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str
                  "description": "TGI's API, OpenAI's Chat Completions and Completions, and SageMaker's "
                                 "invocations, served by `serving`.",
                  "license": {"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}},
-        "paths": _paths(model_id),
+        "paths": _paths(served.model_id),
         "components": {"schemas": dict(sorted(schemas.items())),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "Needed only when the server has an API_KEY"}}},
@@ -321,8 +322,9 @@ def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str
 def openapi() -> Response:
     """The OpenAPI document."""
     context = services()
-    info = context.info()
-    return json_response(openapi_document(Limits.of(context.config, info), info.vocab_size, info.model_id))
+    info = context.info(refresh=True)
+    served = Served(info.model_id, tuple(adapter.name for adapter in info.adapters))
+    return json_response(openapi_document(Limits.of(context.config, info), info.vocab_size, served))
 
 
 @blueprint.get("/docs")

@@ -252,3 +252,14 @@ def test_the_access_log_names_the_adapter(http, with_sql, caplog):
     response.close()
     [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.access"]
     assert line["adapter"] == "sql"
+
+
+def test_the_document_names_the_registered_adapters(http, engine):
+    schemas = http.get("/api-doc/openapi.json").json["components"]["schemas"]
+    assert schemas["GenerateParameters"]["properties"]["adapter_id"]["anyOf"][0] == {"enum": [""]}
+    assert schemas["ChatCompletionRequest"]["properties"]["model"]["anyOf"][0] == {"type": "string"}
+    engine.register_adapter(AdapterSpec(name="sql", source="/d/sql"))
+    schemas = http.get("/api-doc/openapi.json").json["components"]["schemas"]
+    assert schemas["GenerateStreamParameters"]["properties"]["adapter_id"]["anyOf"][0] == {"enum": ["", "sql"]}
+    assert schemas["CompletionRequest"]["properties"]["model"]["anyOf"][0] == {"enum": ["", BASE, "tgi", "sql"]}
+    assert schemas["TokenizeParameters"]["properties"]["adapter_id"]["anyOf"][0] == {"type": "string"}

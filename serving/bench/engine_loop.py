@@ -11,6 +11,8 @@ mixed` every other one, and `--grammar compare` runs `medium`, then the same req
 output length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
 alternating pairs, and prints the ratio of their tokens per CPU-second. Settings come from the environment through
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
+`--adapters 4` builds four LoRA adapters (`--adapter-rank`, `--adapter-targets`) and runs, in `--rounds` rounds,
+the same requests on the base model, all on one adapter and spread over the four, and prints their ratios.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 
 from serving.bench.load import DEFAULT_PROMPT_WORDS, make_prompts
@@ -50,10 +53,11 @@ class LoopResult:
 
 def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
               seed: int, grammar: str = "none", lengths: tuple[int, ...] = (),
-              shared_prefix_words: int = 0) -> LoopResult:
+              shared_prefix_words: int = 0, adapters: tuple[str | None, ...] = (None,)) -> LoopResult:
     """Keep `concurrency` requests in the engine until `total` have finished (`grammar`: none, medium or mixed;
     `lengths`: each request's own output length, instead of `output_tokens`; `shared_prefix_words`: every prompt
-    starts with the same text of that many words)."""
+    starts with the same text of that many words; request i runs on LoRA adapter `adapters[i % len(adapters)]`,
+    None being the base model)."""
     from serving.bench.grammar_mask import MEDIUM_SCHEMA
     from serving.constraints import json_schema_grammar
     from serving.messages import Finished, GenerateRequest, SamplingParams, StoppingParams, TokenDelta
@@ -72,7 +76,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
             sampling=SamplingParams(grammar=medium if constrained else None),
             stopping=StoppingParams(max_new_tokens=lengths[submitted] if lengths else output_tokens,
                                     ignore_eos=not constrained),
-            prompt=prompts[submitted]))
+            prompt=prompts[submitted],
+            adapter=adapters[submitted % len(adapters)]))
         submitted += 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -109,6 +114,41 @@ def compare(engine: object, concurrency: int, total: int, output_tokens: int, wo
     return results
 
 
+def register_adapters(engine: object, model_dir: str, count: int, rank: int, targets: tuple[str, ...],
+                      out_dir: str) -> tuple[str, ...]:
+    """Build `count` LoRA adapters of `rank` on `targets` for the model (`serving.testing.tiny_adapter`) in
+    `out_dir` and register them pinned (resident for good: the files are not read again); their names."""
+    from serving.messages import AdapterSpec
+    from serving.testing.tiny_adapter import TinyAdapterSpec, build_tiny_adapter
+
+    names = tuple(f"lora{i}" for i in range(count))
+    for index, name in enumerate(names):
+        path = build_tiny_adapter(model_dir, os.path.join(out_dir, name),
+                                  TinyAdapterSpec(rank=rank, alpha=2.0 * rank, target_modules=targets, seed=index,
+                                                  weight_std=0.02))
+        engine.adapters.register_now(AdapterSpec(name, str(path), pinned=True))  # type: ignore[attr-defined]
+    return names
+
+
+def compare_adapters(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
+                     seed: int, rounds: int, names: tuple[str, ...]) -> list[LoopResult]:
+    """Alternate the same requests on the base model, all on one adapter, and spread over every adapter; print
+    each round's tokens per second and the ratios to the base model's."""
+    cases = {"base": (None,), "one adapter": names[:1], f"{len(names)} adapters": names}
+    results = []
+    for round_index in range(rounds):
+        measured = {label: run_level(engine, concurrency, total, output_tokens, words, seed, adapters=adapters)
+                    for label, adapters in cases.items()}
+        results += measured.values()
+        base = measured["base"]
+        print(f"c={concurrency} round {round_index + 1}: " + ", ".join(
+            f"{label} {r.tokens_per_second:,.0f} tok/s {r.tokens_per_cpu_second:,.0f} tok/CPU-s "
+            f"({r.wall_seconds / r.steps * 1e3:.1f} ms/step, {r.tokens_per_cpu_second / base.tokens_per_cpu_second:.2f}"
+            f"x CPU, {r.tokens_per_second / base.tokens_per_second:.2f}x wall)"
+            for label, r in measured.items()), flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
@@ -120,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare"), default="none")
     parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare")
+    parser.add_argument("--adapters", type=int, default=0,
+                        help="LoRA adapters to build and register: alternate the requests on the base model, on "
+                             "one adapter and spread over all of them, in --rounds rounds")
+    parser.add_argument("--adapter-rank", type=int, default=16)
+    parser.add_argument("--adapter-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
@@ -131,9 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(from_env(environ).engine, max_concurrent_requests=4096)
     engine = LLMEngine.from_config(config)
     words = tuple(int(w) for w in args.prompt_words.split(","))
+    names: tuple[str, ...] = ()
+    if args.adapters:
+        with tempfile.TemporaryDirectory(prefix="engine-loop-adapters-") as adapter_dir:
+            names = register_adapters(engine, args.model_dir, args.adapters, args.adapter_rank,
+                                      tuple(args.adapter_targets.split(",")), adapter_dir)
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
+        if names:
+            results += compare_adapters(engine, concurrency, total, args.output_tokens, words, args.seed,
+                                        args.rounds, names)
+            continue
         if args.grammar == "compare":
             results += compare(engine, concurrency, total, args.output_tokens, words, args.seed, args.rounds)
             continue

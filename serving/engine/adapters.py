@@ -57,10 +57,19 @@ class AdapterManager:
         self._stacks = stacks
 
     def stacks(self) -> LoraStacks:
-        """The slots' tensors (allocated with the first adapter that is loaded)."""
+        """The slots' tensors, allocated with the first adapter that is loaded; raises NO_ROOM when the memory is
+        not there (LORA_ADAPTERS allocates them before the KV cache takes its share)."""
         if self._stacks is None:
-            self._enable(LoraStacks.for_model(self._runner.model, self.config.max_lora_adapters,
-                                              self.config.max_lora_rank))
+            config = self.config
+            try:
+                stacks = LoraStacks.for_model(self._runner.model, config.max_lora_adapters, config.max_lora_rank)
+            except RuntimeError as error:  # torch.OutOfMemoryError included
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise AdapterError(AdapterStatus.NO_ROOM, f"no memory for {config.max_lora_adapters} LoRA adapter "
+                                   f"slots of rank {config.max_lora_rank}: {first}; lower MAX_LORA_ADAPTERS or "
+                                   "MAX_LORA_RANK, or name an adapter in LORA_ADAPTERS so that the slots are "
+                                   "allocated before the KV cache") from None
+            self._enable(stacks)
         assert self._stacks is not None
         return self._stacks
 
@@ -115,17 +124,20 @@ class AdapterManager:
         logger.info("LoRA adapter %s unregistered", name)
         return AdapterResult(call_id, AdapterStatus.OK, f"Adapter {name} unregistered")
 
-    def request_load(self, adapter: Adapter) -> bool:
-        """Make sure a held adapter is resident or loading; False when it cannot be (every slot pinned). While
-        every slot is only in use it stays unloaded: call again at a later step."""
+    def request_load(self, adapter: Adapter) -> str | None:
+        """Make sure an adapter that a request needs is resident or loading; why it never can be, else None.
+        While every slot is pinned or in use it stays unloaded: call again at a later step."""
         if adapter.slot is not None:
-            return True
+            return None
         try:
+            self.stacks()
             self.registry.claim_slot(adapter)
-        except AdapterError:
-            return not self.registry.all_pinned()
+        except AdapterError as error:
+            if error.status is AdapterStatus.NO_ROOM and not self.registry.all_pinned():
+                return None  # a slot frees when a request ends
+            return error.message
         self._start(adapter, registration=False)
-        return True
+        return None
 
     def _start(self, adapter: Adapter, registration: bool, calls: list[str] | None = None) -> None:
         """Read (and, with a slot, place) the adapter on the worker thread."""

@@ -13,6 +13,10 @@ and resume), and the batch is capped at half its size; a sequence whose step fai
 a `generation` error. The cap is lifted once every retried sequence has ended. The engine is marked unhealthy
 until `check_health` has run a forward again; waiting requests and later ones are served. A row whose logits hold
 a NaN fails alone (`generation`); the others go on.
+
+A request may name a LoRA adapter (`adapters`, `lora`): it holds the adapter from admission to its end, waits
+outside the queue while the adapter's weights load on the load thread, and its prompt's cache blocks are named
+under the adapter's registration; an unknown name fails at once with `adapter_not_found`.
 """
 
 from __future__ import annotations
@@ -147,13 +151,13 @@ class LLMEngine:
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         """Load the configured model, register LORA_ADAPTERS and warm up with one short forward (raises
         ModelLoadError naming a bad adapter)."""
-        engine = cls(load_model(config), config)
-        for spec in config.lora_adapters:
-            try:
+        loaded = load_model(config)
+        try:
+            engine = cls(loaded, config)
+            for spec in config.lora_adapters:
                 engine.adapters.register_now(spec)
-            except AdapterError as error:
-                engine.adapters.close()
-                raise ModelLoadError(f"LORA_ADAPTERS: {error.message}") from None
+        except AdapterError as error:
+            raise ModelLoadError(f"LORA_ADAPTERS: {error.message}") from None
         engine.warmup()
         return engine
 
@@ -184,8 +188,9 @@ class LLMEngine:
                 prompt_ids = self.validator.prompt_ids(request)
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
-        if adapter is not None and not self.adapters.request_load(adapter):
-            return [Failed(request.request_id, ErrorKind.OVERLOADED, self._no_room(adapter))]
+        refusal = self.adapters.request_load(adapter) if adapter is not None else None
+        if refusal is not None:
+            return [Failed(request.request_id, ErrorKind.OVERLOADED, refusal)]
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
         sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         if adapter is not None:
@@ -217,11 +222,6 @@ class LLMEngine:
             raise RequestError(ErrorKind.ADAPTER_NOT_FOUND, f"adapter {request.adapter!r} is not registered")
         return adapter
 
-    def _no_room(self, adapter: Adapter) -> str:
-        """Why a request on `adapter` cannot run."""
-        return (f"no room to load adapter {adapter.name!r}: all {self.adapters.registry.slots} adapter slots "
-                "(MAX_LORA_ADAPTERS) hold pinned adapters")
-
     def _enqueue(self, sequence: Sequence) -> None:
         """Queue a sequence whose adapter is resident (or that has none); the others wait for their load."""
         if sequence.adapter is None or sequence.adapter.resident:
@@ -240,13 +240,13 @@ class LLMEngine:
         for sequence in self._loading:
             adapter = sequence.adapter
             assert adapter is not None
-            reason = failures.get(adapter)
-            if reason is None and not self.adapters.request_load(adapter):
-                reason = self._no_room(adapter)
+            reason, kind = failures.get(adapter), ErrorKind.GENERATION  # files unusable since registration
+            if reason is None:
+                reason, kind = self.adapters.request_load(adapter), ErrorKind.OVERLOADED
             if reason is not None:
                 self._forget(sequence.request_id)
                 sequence.status = SequenceStatus.FINISHED
-                events.append(Failed(sequence.request_id, ErrorKind.GENERATION, reason))
+                events.append(Failed(sequence.request_id, kind, reason))
             elif adapter.resident:
                 self.scheduler.add(sequence)
             else:
@@ -271,6 +271,10 @@ class LLMEngine:
     def adapter_results(self) -> list[AdapterResult]:
         """The register results that became known since the last call."""
         return self.adapters.take_results()
+
+    def close(self) -> None:
+        """Stop the adapters' load thread (the engine is stopping)."""
+        self.adapters.close()
 
     # --- grammars: a constrained sequence waits outside the queue until its grammar is compiled ---
 
@@ -389,7 +393,7 @@ class LLMEngine:
         if batch.sample_rows:
             if len(batch.sample_rows) != logits.shape[0]:
                 logits = logits[torch.tensor(batch.sample_rows, device=logits.device)]
-            self._advance([chunk.sequence for chunk in chunks if chunk.samples], logits, events)
+            self._advance([chunk.sequence for chunk in batch.chunks if chunk.samples], logits, events)
 
     def _advance(self, sequences: list[Sequence], logits: torch.Tensor, events: list[EngineEvent]) -> None:
         """Sample a token for every sequence (a row of `logits`) and emit its events."""

@@ -1,19 +1,21 @@
 """LoRA in the batched forward: every resident adapter's matrices in slot tensors, and each step's rows by adapter.
 
 A step's rows (tokens) carry their sequence's adapter slot; a targeted projection `y = W x` of a row on an adapter
-becomes `y + B (A x)` (the scale folded into B). Per projection and step this is one segmented matmul over all
-the adapters of the step, however many: the rows of each slot are gathered into one padded batch
-`[slots, width, in]` (`LoraStep`), multiplied by the slots' A^T `[slots, in, R]` and B `[slots, R, out]` with two
-`bmm`s, and the real rows' deltas are added back with one `index_add_`: five ops, where a loop over adapters costs
-four per adapter. Rows on the base model are not gathered; a step without adapter rows has no `LoraStep` and runs
-exactly the base forward. Only the slots from the lowest to the highest one the step uses are read.
+becomes `y + B (A x)` (the scale folded into B). `ModelRunner.prepare` orders a step's chunks by adapter (decoding
+rows first, then prompt rows, as before), so the rows of each adapter are at most two segments of consecutive
+rows: each projection then loops over the segments (`LoraStep`), two GEMMs on views each (`x[seg] @ A^T`, then
+`addmm_` into `y[seg]`), with no gather, no padding and no scatter. Rows on the base model are in no segment; a
+step without adapter rows has no `LoraStep` and runs exactly the base forward. A padded one-`bmm`-for-all-adapters
+variant was measured slower on the CPU (`docs/performance.md`): prompts of different lengths pad to the longest
+and the gathers copy every row.
 
-`LoraStacks` holds, per layer, A^T and B for every projection (`q_proj` ... `down_proj`), and for the fused
-siblings that `packed_linear` packs together (`qkv_proj`, `gate_up_proj`) views of one tensor each whose ranks sit
-side by side and whose B is block-diagonal, so that the lean forward adds one delta to the fused output. Ranks are
-padded to MAX_LORA_RANK with zeros, stored rank-major, and a step computes only the ranks below the largest rank
-of its adapters (a step of rank-8 adapters costs rank 8, whatever MAX_LORA_RANK is). Memory: layers x slots x (the projections' inputs + outputs) x MAX_LORA_RANK values, plus as much
-again for the block-diagonal B's zeros of the fused groups.
+`LoraStacks` holds, per layer, each group of sibling projections that `packed_linear` fuses (`qkv_proj`,
+`gate_up_proj`; `o_proj` and `down_proj` alone) as one A `[slots, R x members, in]`, rank-major (row
+`rank x members + member`), and each member's B `[slots, R, out]`: the first `r x members` rows of A hold every
+member's ranks below r, so a segment computes its adapter's own rank r, not MAX_LORA_RANK (R), and the fused
+q/k/v (gate/up) input meets A once for all members; each member's ranks then meet its own B into its own output
+columns. Memory: layers x slots x R x (the projections' inputs + outputs) values in the model's dtype (Llama-7B,
+8 slots, R = 64, bfloat16: 2.6 GB; the small benchmark model, R = 16: 0.1 GB), allocated with the first adapter.
 
 transformers' own forward (LEAN_FORWARD=false) gets the same deltas from forward hooks on its projections
 (`install_hooks`), which read the step being run from `ACTIVE`.
@@ -45,28 +47,34 @@ def projection_shapes(model: Any) -> ProjectionShapes:
 
 @dataclass(frozen=True)
 class _View:
-    """A projection's place in its group's tensors: A^T [slots, in, R * members] and B [slots, R * members, out],
-    rank-major (column `rank * members + index` is rank `rank` of member `index`), so that the first `r * members`
-    columns hold every member's ranks below r; `index` None is the whole group (the fused projection)."""
+    """A projection's place in its group's tensors: one A [slots, R x members, in], rank-major (row
+    `rank x members + member` is that member's rank), so that the first `r x members` rows hold every member's
+    ranks below r; and each member's B [slots, R, out]. `index` None is the whole group (the fused projection),
+    whose output holds the members' outputs side by side (`columns`)."""
 
     a: Tensor
-    b: Tensor
+    b: tuple[Tensor, ...]  # each member's B (index None), or this member's alone
     members: int
     index: int | None
-    columns: slice  # of the group's output
+    columns: tuple[slice, ...]  # each member's output columns in the fused output (index None)
 
-    def matrices(self, low: int, high: int, rank: int) -> tuple[Tensor, Tensor]:
-        """A^T [slots, in, r] and B [slots, r, out] of slots [low, high), ranks below `rank` (r: of all members
-        for the whole group)."""
-        if self.index is None:
-            span = slice(0, rank * self.members)
+    def rows(self, rank: int) -> slice:
+        """The rows of A holding ranks below `rank` (every member's for a group, this member's otherwise)."""
+        return slice(0, rank * self.members) if self.index is None else slice(self.index, rank * self.members,
+                                                                                self.members)
+
+    def add(self, slot: int, rank: int, x: Tensor, y: Tensor) -> None:
+        """`y += B (A x)` for rows x [rows, in] and y [rows, out] on the slot's adapter of rank `rank`."""
+        xa = x @ self.a[slot, self.rows(rank)].t()  # [rows, r x members]: a fused group's members in one GEMM
+        if self.index is None and self.members > 1:
+            for member, (b, columns) in enumerate(zip(self.b, self.columns)):
+                y[:, columns].addmm_(xa[:, member::self.members], b[slot, :rank])
         else:
-            span = slice(self.index, rank * self.members, self.members)
-        return self.a[low:high, :, span], self.b[low:high, span, self.columns]
+            y.addmm_(xa, self.b[0][slot, :rank])
 
 
 class LoraStacks:
-    """Every slot's A^T and B per layer and projection (fused groups included), on the model's device."""
+    """Every slot's A and B per layer and projection (fused groups included), on the model's device."""
 
     def __init__(self, shapes: ProjectionShapes, slots: int, rank: int, dtype: torch.dtype,
                  device: torch.device) -> None:
@@ -74,16 +82,17 @@ class LoraStacks:
         for _ in range(shapes.layers):
             views: dict[str, _View] = {}
             for group, members in GROUPS.items():
-                fan_in = shapes.modules[members[0]][0]
-                fan_out = sum(shapes.modules[m][1] for m in members)
-                a = torch.zeros(slots, fan_in, rank * len(members), dtype=dtype, device=device)
-                b = torch.zeros(slots, rank * len(members), fan_out, dtype=dtype, device=device)
-                views[group] = _View(a, b, len(members), None, slice(None))
-                start = 0
+                a = torch.zeros(slots, rank * len(members), shapes.modules[members[0]][0], dtype=dtype,
+                                device=device)
+                bs = tuple(torch.zeros(slots, rank, shapes.modules[m][1], dtype=dtype, device=device)
+                           for m in members)
+                bounds = [0]
+                for member in members:
+                    bounds.append(bounds[-1] + shapes.modules[member][1])
+                columns = tuple(slice(low, high) for low, high in zip(bounds, bounds[1:]))
+                views[group] = _View(a, bs, len(members), None, columns)
                 for index, member in enumerate(members):
-                    stop = start + shapes.modules[member][1]
-                    views[member] = _View(a, b, len(members), index, slice(start, stop))
-                    start = stop
+                    views[member] = _View(a, (bs[index],), len(members), index, (columns[index],))
             self.views.append(views)
 
     @classmethod
@@ -96,73 +105,47 @@ class LoraStacks:
         for layer, views in enumerate(self.views):
             for group in GROUPS:
                 views[group].a[slot].zero_()
-                views[group].b[slot].zero_()
+                for b in views[group].b:
+                    b[slot].zero_()
             for projection in PROJECTIONS:
                 pair = weights.modules.get((layer, projection))
                 if pair is None:
                     continue
                 lora_a, lora_b = pair  # [r, in], [out, r] (scaled)
-                a, b = views[projection].matrices(slot, slot + 1, lora_a.shape[0])
-                a[0].copy_(lora_a.t())
-                b[0].copy_(lora_b.t())
+                view, rank = views[projection], lora_a.shape[0]
+                view.a[slot, view.rows(rank)].copy_(lora_a)
+                view.b[0][slot, :rank].copy_(lora_b.t())
 
 
 @dataclass(frozen=True)
 class LoraStep:
-    """One step's rows by adapter slot: slots [low, high) gathered into `[high - low, width]` padded rows; only
-    ranks below the largest rank of the step's adapters are computed."""
+    """One step's rows on adapters, as segments of consecutive rows on one adapter (`ModelRunner.prepare` orders
+    a step's chunks by adapter, so that each adapter has at most a segment of decoding rows and one of prompt
+    rows)."""
 
     stacks: LoraStacks
-    low: int
-    high: int
-    rank: int
-    width: int
-    gather: Tensor | None  # [(high - low) * width]: the step row of each padded position (None: all rows, in order)
-    real: Tensor | None  # positions of [(high - low) * width] that are real rows (None: no padding)
-    rows: Tensor  # [real rows]: the step row of each real position, in order
+    segments: tuple[tuple[int, int, int, int], ...]  # (slot, first row, end row, rank)
 
     @classmethod
-    def build(cls, stacks: LoraStacks, spans: list[tuple[int | None, int, int]], rank: int, tokens: int,
-              device: torch.device) -> LoraStep | None:
-        """From each chunk's (slot or None, first row, rows) and the largest rank of their adapters; None when no
-        row is on an adapter."""
-        by_slot: dict[int, list[int]] = {}
-        for slot, first, count in spans:
-            if slot is not None:
-                by_slot.setdefault(slot, []).extend(range(first, first + count))
-        if not by_slot:
-            return None
-        low, high = min(by_slot), max(by_slot) + 1
-        width = max(len(rows) for rows in by_slot.values())
-        gather: list[int] = []
-        real: list[int] = []
-        rows: list[int] = []
-        for slot in range(low, high):
-            members = by_slot.get(slot, [])
-            real.extend(range(len(gather), len(gather) + len(members)))
-            rows.extend(members)
-            gather.extend(members + [members[-1] if members else 0] * (width - len(members)))
-        everything = high - low == 1 and rows == list(range(tokens))
-
-        def tensor(values: list[int]) -> Tensor:
-            return torch.tensor(values, dtype=torch.long, device=device)
-
-        return cls(stacks=stacks, low=low, high=high, rank=rank, width=width, gather=None if everything else tensor(gather),
-                   real=None if len(real) == len(gather) else tensor(real), rows=tensor(rows))
+    def build(cls, stacks: LoraStacks, spans: list[tuple[int | None, int, int, int]]) -> LoraStep | None:
+        """From each chunk's (slot or None, first row, rows, rank), in row order; None when no row is on an
+        adapter."""
+        segments: list[tuple[int, int, int, int]] = []
+        for slot, first, count, rank in spans:
+            if slot is None:
+                continue
+            if segments and segments[-1][0] == slot and segments[-1][2] == first:
+                segments[-1] = (slot, segments[-1][1], first + count, rank)
+            else:
+                segments.append((slot, first, first + count, rank))
+        return cls(stacks, tuple(segments)) if segments else None
 
     def add(self, layer: int, name: str, x: Tensor, y: Tensor) -> None:
         """`y += B (A x)` in place for the rows on adapters: x [tokens, in] is the projection `name`'s input,
         y [tokens, out] its output (or the residual it was added to)."""
-        a, b = self.stacks.views[layer][name].matrices(self.low, self.high, self.rank)  # [slots, in, r], [slots, r, out]
-        if self.gather is None:
-            y.add_(torch.bmm(torch.bmm(x[None], a), b)[0])
-            return
-        slots = self.high - self.low
-        xs = x.index_select(0, self.gather).view(slots, self.width, x.shape[-1])
-        delta = torch.bmm(torch.bmm(xs, a), b).view(slots * self.width, -1)  # [slots * width, out]
-        if self.real is not None:
-            delta = delta.index_select(0, self.real)
-        y.index_add_(0, self.rows, delta)
+        view = self.stacks.views[layer][name]
+        for slot, first, end, rank in self.segments:
+            view.add(slot, rank, x[first:end], y[first:end])
 
 
 ACTIVE: ContextVar[LoraStep | None] = ContextVar("serving_lora_step", default=None)

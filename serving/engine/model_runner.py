@@ -93,17 +93,20 @@ class ModelRunner:
             install_hooks(self.model)
 
     def prepare(self, chunks: list[Chunk]) -> ForwardBatch:
-        """The forward inputs of a step's chunks, with the rows of the chunks on LoRA adapters."""
-        batch = self.cache.prepare(chunks)
+        """The forward inputs of a step's chunks; with LoRA adapters, the chunks ordered by adapter (decoding ones
+        first, as the scheduler plans them) and their rows' segments (`lora.LoraStep`). `batch.chunks` is the
+        order of the logits rows."""
         if self.lora is None or all(chunk.sequence.adapter is None for chunk in chunks):
-            return batch
-        spans, first, rank = [], 0, 0
+            return self.cache.prepare(chunks)
+        chunks = sorted(chunks, key=lambda c: (c.count > 1, -1 if c.sequence.adapter is None
+                                               else c.sequence.adapter.slot))
+        spans, first = [], 0
         for chunk in chunks:
             adapter = chunk.sequence.adapter
-            spans.append((None if adapter is None else adapter.slot, first, chunk.count))
+            spans.append((None, first, chunk.count, 0) if adapter is None
+                         else (adapter.slot, first, chunk.count, adapter.rank or 0))
             first += chunk.count
-            rank = max(rank, adapter.rank or 0) if adapter is not None else rank
-        return dataclasses.replace(batch, lora=LoraStep.build(self.lora, spans, rank, first, self.device))
+        return dataclasses.replace(self.cache.prepare(chunks), lora=LoraStep.build(self.lora, spans))
 
     def run(self, batch: ForwardBatch) -> Tensor:
         """One forward of the step: writes every chunk's keys and values; the logits [logit rows, vocab]."""

@@ -7,7 +7,9 @@ with everything the step made for it. Requests waiting for the tokenizer count a
 MAX_CONCURRENT_REQUESTS of them wait (more are `overloaded`). When idle it blocks on the socket and the
 tokenizer's wakeup pipe, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
 the heartbeat file, whose age tells the launcher when the engine is stuck in a step. On SIGTERM every request
-still queued or running ends with an `unavailable` failure, which its HTTP worker reports.
+still queued or running ends with an `unavailable` failure, which its HTTP worker reports. LoRA adapter calls:
+an unregister is answered at once; a register when its adapter's files are checked (and loaded), on the engine's
+load thread (`engine/adapters.py`), so its `AdapterResult` goes out on a later turn.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class EngineWorker:
         self._route([Failed(request_id, ErrorKind.UNAVAILABLE, "The server is shutting down")
                      for request_id in list(self.owners)])  # still with the tokenizer
         self._flush()
-        self.engine.adapters.close()
+        self.engine.close()
         if self.tokenizer is not None:
             self.tokenizer.close()
         self.socket.setsockopt(zmq.LINGER, 1000)  # let those last events go out

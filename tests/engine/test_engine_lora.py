@@ -24,7 +24,7 @@ from serving.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPECS = {
-    "a": TinyAdapterSpec(rank=8, seed=1),
+    "a": TinyAdapterSpec(rank=8, seed=1, rank_pattern={"v_proj": 4}),
     "b": TinyAdapterSpec(rank=16, target_modules=ALL, use_rslora=True, seed=2),
     # a regex over full names (the second layer only), per-module alpha
     "c": TinyAdapterSpec(rank=4, target_modules=r"model\.layers\.1\.(self_attn\.o_proj|mlp\.\w+_proj)", seed=3,
@@ -34,6 +34,14 @@ PROMPTS = ("Hello world the model", "Deep neural network data token server reque
            "the a an of to")
 LONG = " ".join(["the model was learning deep neural network data"] * 6)  # several KV cache blocks
 LEAN = pytest.mark.parametrize("lean", [True, False], ids=["lean", "transformers"])
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir: Path) -> LoadedModel:
+    """This module's own copy of the tiny model (it overrides the session's): transformers' forward installs the
+    paged attention and the LoRA hooks on the model it serves, which other modules' `generate` references must not
+    meet."""
+    return load_model(engine_config(model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -217,18 +225,21 @@ def _edited(source: Path, out: Path, config: dict[str, Any] | None = None,
 def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_dir, adapter_dirs, tmp_path):
     engine = make_engine(max_lora_rank=8)
     a = adapter_dirs["a"]
-    missing_weights = tmp_path / "no-weights"
+    missing_weights, missing_config = tmp_path / "no-weights", tmp_path / "no-config"
     missing_weights.mkdir()
+    missing_config.mkdir()
     (missing_weights / "adapter_config.json").write_text((a / "adapter_config.json").read_text())
+    (missing_config / "adapter_model.safetensors").write_bytes((a / "adapter_model.safetensors").read_bytes())
     other_base = build_tiny_model(tmp_path / "wide", TinyModelSpec(hidden_size=96, num_attention_heads=4))
     cases = {
         "no-dir": (tmp_path / "nowhere", AdapterStatus.NOT_FOUND, "no such directory"),
-        "no-config": (_edited(a, tmp_path / "nc", weights=lambda t: t), AdapterStatus.LOAD_FAILED, None),
+        "no-config": (missing_config, AdapterStatus.LOAD_FAILED, "adapter_config.json is missing"),
         "no-weights": (missing_weights, AdapterStatus.LOAD_FAILED, "adapter_model.safetensors is missing"),
         "rank": (adapter_dirs["b"], AdapterStatus.LOAD_FAILED, "rank 16 of model.layers.0."),
         "shapes": (build_tiny_adapter(other_base, tmp_path / "wide-adapter"), AdapterStatus.LOAD_FAILED,
                    "do not fit the base model"),
-        "lm-head": (build_tiny_adapter(model_dir, tmp_path / "lm", TinyAdapterSpec(target_modules=("q_proj", "lm_head"))),
+        "lm-head": (build_tiny_adapter(model_dir, tmp_path / "lm",
+                                       TinyAdapterSpec(target_modules=("q_proj", "lm_head"))),
                     AdapterStatus.LOAD_FAILED, "module lm_head is not supported"),
         "embed": (build_tiny_adapter(model_dir, tmp_path / "em", TinyAdapterSpec(target_modules=("embed_tokens",))),
                   AdapterStatus.LOAD_FAILED, "module model.embed_tokens is not supported"),
@@ -239,9 +250,8 @@ def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_d
         "half": (_edited(a, tmp_path / "half", weights=lambda t: {k: v for k, v in t.items() if "lora_B" not in k}),
                  AdapterStatus.LOAD_FAILED, "without its pair"),
         "bad-name!": (a, AdapterStatus.BAD_REQUEST, "is not valid"),
+        "bad-hub-id": ("owner/not a repo", AdapterStatus.NOT_FOUND, "cannot download owner/not a repo from the hub"),
     }
-    (tmp_path / "nc" / "adapter_config.json").unlink()
-    cases["no-config"] = (tmp_path / "nc", AdapterStatus.LOAD_FAILED, "adapter_config.json is missing")
     for name, (source, status, words) in cases.items():
         result = register(engine, name, source)
         assert result.status is status, (name, result)
@@ -254,6 +264,9 @@ def test_bad_adapters_are_refused_with_one_line_naming_them(make_engine, model_d
     assert taken.status is AdapterStatus.BAD_REQUEST and "already registered" in taken.message
     assert register(engine, "a", a).status is AdapterStatus.OK  # the same again: nothing changes
     assert engine.unregister_adapter("u", "nope").status is AdapterStatus.NOT_FOUND
+    # fan_in_fan_out describes Conv1D base layers only: peft ignores it for linear ones, and so does the engine
+    flipped = _edited(a, tmp_path / "fan", {"fan_in_fan_out": True})
+    assert register(engine, "fan", flipped).status is AdapterStatus.OK
 
 
 def test_info_lists_the_adapters(lora_engine):
@@ -344,7 +357,8 @@ def test_lora_adapters_at_start(model_dir, adapter_dirs, references):
     assert token_ids(drain(engine)["r"]) == reference_greedy(references["c"], prompt_ids(engine, PROMPTS[0]), 6)
     bad = engine_config(model_dir, lora_adapters=(AdapterSpec("a", str(adapter_dirs["a"])),
                                                   AdapterSpec("gone", "/nonexistent/adapter")))
-    with pytest.raises(ModelLoadError, match=r"^LORA_ADAPTERS: adapter 'gone': no such directory /nonexistent/adapter$"):
+    with pytest.raises(ModelLoadError,
+                       match=r"^LORA_ADAPTERS: adapter 'gone': no such directory /nonexistent/adapter$"):
         LLMEngine.from_config(bad)
 
 
@@ -355,3 +369,64 @@ def test_a_bad_adapter_in_lora_adapters_stops_the_server_with_one_line(model_dir
     finally:
         proc.stop()
     assert "LORA_ADAPTERS: adapter 'broken': adapter_config.json is missing in" in proc.log()
+
+
+def test_an_adapter_whose_files_went_away_fails_its_requests_alone(make_engine, adapter_dirs, tmp_path):
+    engine = make_engine()
+    copy = _edited(adapter_dirs["a"], tmp_path / "copy")
+    assert register(engine, "gone", copy, preload=False).status is AdapterStatus.OK
+    (copy / "adapter_model.safetensors").unlink()
+    engine.add_request(on(request("r", PROMPTS[0], 4), "gone"))
+    engine.add_request(request("base", PROMPTS[0], 4))
+    events = drain(engine)
+    failed = events["r"][-1]
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.GENERATION and "'gone'" in failed.message
+    assert len(token_ids(events["base"])) == 4
+    engine.add_request(on(request("again", PROMPTS[0], 4), "gone"))  # the engine still serves; it tries again
+    assert isinstance(drain(engine)["again"][-1], Failed)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "transformers"])
+def test_mistral_and_qwen2_layers(family, lean, tmp_path):
+    from transformers import MistralConfig, Qwen2Config
+
+    from serving.engine.adapters import AdapterManager
+    from serving.engine.batch import Chunk
+    from serving.engine.block_manager import BlockManager
+    from serving.engine.model_runner import ModelRunner
+    from serving.engine.packed_linear import pack_linears
+    from serving.engine.sequence import Sequence
+    from serving.engine.stopping import StopCriteria
+    from serving.messages import SamplingParams
+
+    sizes = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
+    config = MistralConfig(**sizes, sliding_window=None) if family == "mistral" else \
+        Qwen2Config(**sizes, use_sliding_window=False)  # Qwen2: q/k/v with biases
+    torch.manual_seed(0)
+    base_dir = tmp_path / family
+    AutoModelForCausalLM.from_config(config).save_pretrained(base_dir)
+    adapter = build_tiny_adapter(base_dir, tmp_path / "adapter", TinyAdapterSpec(rank=8, target_modules=ALL, seed=5))
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    pack_linears(model)
+    runner = ModelRunner(model, pad_id=0, blocks=BlockManager(num_blocks=32, block_size=16), lean=lean)
+    assert (runner.lean is not None) == lean
+    manager = AdapterManager(engine_config(base_dir), runner)
+    manager.register_now(AdapterSpec("x", str(adapter)))
+    prompts = [list(range(3, 40)), list(range(50, 70))]
+    stop = StopCriteria(max_new_tokens=4, eos_ids=frozenset())
+    sequences = [Sequence.create(str(i), p, SamplingParams(), stop) for i, p in enumerate(prompts)]
+    sequences[0].adapter = manager.registry.get("x")  # the second stays on the base model, in the same step
+    chunks = [Chunk(s, 0, len(s.token_ids)) for s in sequences]
+    for s in sequences:
+        s.block_table, _ = runner.cache.blocks.allocate(s.token_ids, use_cache=False)
+    with torch.inference_mode():
+        batch = runner.prepare(chunks)
+        logits = runner.run(batch)
+        reference = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        expected = {"0": merged_model(base_dir, adapter)(torch.tensor([prompts[0]])).logits[0, -1],
+                    "1": reference(torch.tensor([prompts[1]])).logits[0, -1]}
+        assert (expected["0"] - reference(torch.tensor([prompts[0]])).logits[0, -1]).abs().max() > 0.1
+    for chunk, row in zip(batch.chunks, batch.sample_rows):
+        torch.testing.assert_close(logits[row], expected[chunk.sequence.request_id], atol=1e-4, rtol=1e-4)

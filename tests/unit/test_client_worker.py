@@ -25,12 +25,16 @@ from serving.messages import (
     HealthResult,
     ModelInfo,
     SamplingParams,
+    RegisterAdapterRequest,
     StoppingParams,
     TokenDelta,
     TokenInfo,
     TokenizeRequest,
     TokenizeResult,
     TokenSpan,
+    UnregisterAdapterRequest,
+    decode_event_batch,
+    encode,
 )
 
 INFO = ModelInfo(model_id="scripted", model_sha=None, model_pipeline_tag=None, max_input_tokens=7,
@@ -39,47 +43,19 @@ INFO = ModelInfo(model_id="scripted", model_sha=None, model_pipeline_tag=None, m
 
 
 @dataclass
-class ScriptedAdapters:
-    """The scripted engine's adapter loader: registrations finish a turn later, as a load off the step loop does."""
-
-    registered: dict[str, AdapterSpec] = field(default_factory=dict)
-    finished: list[AdapterResult] = field(default_factory=list)
-    closed: bool = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@dataclass
 class ScriptedEngine:
     """Emits one token per step per request, `max_new_tokens` of them; fails prompts that say 'fail'.
 
     A request whose prompt starts with 'hold' is admitted but makes no token until `release` is set, so a test can
-    look at it while it is surely still running, however fast the machine is. Adapters register a turn after the
-    call (any source but '/missing') and unregister at once.
+    look at it while it is surely still running, however fast the machine is.
     """
 
     running: dict[str, list] = field(default_factory=dict)
     held: dict[str, list] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
-    adapters: ScriptedAdapters = field(default_factory=ScriptedAdapters)
-
-    def register_adapter(self, call_id: str, spec: AdapterSpec) -> AdapterResult | None:
-        if spec.source == "/missing":
-            return AdapterResult(call_id, AdapterStatus.NOT_FOUND, f"no such directory {spec.source}")
-        self.adapters.registered[spec.name] = spec
-        self.adapters.finished.append(AdapterResult(call_id, AdapterStatus.OK, "registered"))
-        return None
-
-    def unregister_adapter(self, call_id: str, name: str) -> AdapterResult:
-        if self.adapters.registered.pop(name, None) is None:
-            return AdapterResult(call_id, AdapterStatus.NOT_FOUND, f"adapter {name!r} is not registered")
-        return AdapterResult(call_id, AdapterStatus.OK, "unregistered")
-
-    def adapter_results(self) -> list[AdapterResult]:
-        results, self.adapters.finished = self.adapters.finished, []
-        return results
+    registered: list[AdapterResult] = field(default_factory=list)
+    closed: bool = False
 
     def add_request(self, request: GenerateRequest):
         if request.prompt == "fail":
@@ -133,6 +109,21 @@ class ScriptedEngine:
         self.running.clear()
         self.held.clear()
         return failed
+
+    def register_adapter(self, call_id: str, spec: AdapterSpec) -> AdapterResult | None:
+        """Answered at the next turn, as a load on the engine's thread would be."""
+        self.registered.append(AdapterResult(call_id, AdapterStatus.OK, f"Adapter {spec.name} registered"))
+        return None
+
+    def unregister_adapter(self, call_id: str, name: str) -> AdapterResult:
+        return AdapterResult(call_id, AdapterStatus.NOT_FOUND, f"adapter {name!r} is not registered")
+
+    def adapter_results(self) -> list[AdapterResult]:
+        results, self.registered = self.registered, []
+        return results
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture
@@ -213,13 +204,11 @@ def test_calls_info_health_tokenize(engine_and_client):
     assert result.tokens[0].stop == 3
 
 
-def test_adapter_calls_through_the_worker(engine_and_client):
-    engine, client = engine_and_client
-    assert client.register_adapter(AdapterSpec(name="sql", source="/d/sql")).status is AdapterStatus.OK
-    assert list(engine.adapters.registered) == ["sql"]
-    assert client.register_adapter(AdapterSpec(name="gone", source="/missing")).status is AdapterStatus.NOT_FOUND
-    assert client.unregister_adapter("sql").status is AdapterStatus.OK
-    assert client.unregister_adapter("sql").status is AdapterStatus.NOT_FOUND
+def test_adapter_calls_through_the_client_and_the_worker(engine_and_client):
+    _, client = engine_and_client
+    result = client.register_adapter(AdapterSpec(name="sql", source="/d/sql"))  # answered a turn later
+    assert (result.status, result.message) == (AdapterStatus.OK, "Adapter sql registered")
+    assert client.unregister_adapter("b").status is AdapterStatus.NOT_FOUND
 
 
 def test_health_is_none_when_no_engine_answers(tmp_path):
@@ -373,3 +362,30 @@ def test_health_is_none_when_one_replica_is_gone(tmp_path):
     finally:
         worker.running = False
         thread.join(5)
+
+
+def test_adapter_calls_are_answered_to_their_caller_and_the_engine_is_closed(tmp_path):
+    import zmq
+
+    address = f"ipc://{tmp_path}/engine.sock"
+    engine = ScriptedEngine()
+    worker = EngineWorker(engine, address)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.connect(address)
+    try:
+        socket.send(encode(RegisterAdapterRequest("r1", AdapterSpec("a", "/adapters/a"))))
+        socket.send(encode(UnregisterAdapterRequest("u1", "b")))
+        results = {}
+        while len(results) < 2:
+            assert socket.poll(SLOW_MACHINE * 1000), results
+            results.update((event.call_id, event) for event in decode_event_batch(socket.recv()).events)
+        assert results["r1"].status is AdapterStatus.OK and results["u1"].status is AdapterStatus.NOT_FOUND
+    finally:
+        worker.running = False
+        thread.join(5)
+        socket.close(0)
+        context.term()
+    assert engine.closed

@@ -1,4 +1,5 @@
-"""The HTTP workers' handle on the engine process: generate, tokenize, info and health over a local socket."""
+"""The HTTP workers' handle on the engine process: generate, tokenize, info, health and LoRA adapter registration
+over a local socket."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import msgspec
 import msgspec.structs
 
 from serving.messages import (
     AbortRequest,
+    AdapterResult,
+    AdapterSpec,
+    AdapterStatus,
     EngineEvent,
     ErrorKind,
     Failed,
@@ -24,8 +28,10 @@ from serving.messages import (
     HealthResult,
     InfoRequest,
     ModelInfo,
+    RegisterAdapterRequest,
     TokenizeRequest,
     TokenizeResult,
+    UnregisterAdapterRequest,
     decode_event_batch,
     encode,
 )
@@ -33,6 +39,7 @@ from serving.messages import (
 logger = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
+ADAPTER_CALL_TIMEOUT = 900.0  # registering an adapter may download it from the hub and load it
 # /ping must answer within SageMaker's 2 s even while the engine is in a long step (a big prefill on a slow device):
 # a health call that is not answered within HEALTH_ANSWER_WAIT is judged by the engine's recent activity instead.
 HEALTH_ANSWER_WAIT = 0.5
@@ -69,12 +76,21 @@ class EngineClientProtocol(Protocol):
         """Tokenize text or a chat; a failure comes back in `TokenizeResult.error`."""
         ...
 
-    def info(self) -> ModelInfo:
-        """The loaded model's facts and resolved limits (cached after the first call)."""
+    def info(self, refresh: bool = False) -> ModelInfo:
+        """The loaded model's facts and resolved limits, cached after the first call; `refresh` asks the engine
+        again (the registered adapters change)."""
         ...
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """The engine's health, or None when it did not answer within `timeout` seconds."""
+        ...
+
+    def register_adapter(self, spec: AdapterSpec) -> AdapterResult:
+        """Register a LoRA adapter with every engine replica (all or none)."""
+        ...
+
+    def unregister_adapter(self, name: str) -> AdapterResult:
+        """Unregister a LoRA adapter from every engine replica."""
         ...
 
 
@@ -204,7 +220,8 @@ class EngineClient:
         self._queues[key] = queue
         return queue
 
-    def _call(self, message: TokenizeRequest | InfoRequest, timeout: float, replica: _Replica | None = None):
+    def _call(self, message: TokenizeRequest | InfoRequest | RegisterAdapterRequest | UnregisterAdapterRequest,
+              timeout: float, replica: _Replica | None = None):
         """Send a request that has exactly one reply and wait for it."""
         import gevent.queue
 
@@ -272,9 +289,12 @@ class EngineClient:
         """Tokenize text or a chat in the engine."""
         return self._call(request, timeout=CALL_TIMEOUT)
 
-    def info(self) -> ModelInfo:
-        """The loaded model's facts, fetched once; the request and batch-token limits add up every replica's."""
-        if self._info is None:
+    def info(self, refresh: bool = False) -> ModelInfo:
+        """The loaded model's facts, fetched once (again with `refresh`, and after this worker registered or
+        unregistered an adapter); the request and batch-token limits add up every replica's. Generations use the
+        cached facts, so only the routes that show the adapters (`/info`, `/v1/models`, `/adapters`) pay a round
+        trip for the current set, which another worker may have changed."""
+        if self._info is None or refresh:
             infos = [self._call(InfoRequest(call_id=uuid.uuid4().hex), CALL_TIMEOUT, replica).info
                      for replica in self._replicas]
             self._info = msgspec.structs.replace(
@@ -282,6 +302,60 @@ class EngineClient:
                 max_batch_total_tokens=sum(info.max_batch_total_tokens for info in infos),
                 num_blocks=sum(info.num_blocks for info in infos))
         return self._info
+
+    def _fan_out(self, make: Callable[[], RegisterAdapterRequest | UnregisterAdapterRequest],
+                 replicas: Sequence[_Replica]) -> list[AdapterResult | EngineUnavailable]:
+        """Send one adapter call to each of `replicas` at once and wait for every answer (or its failure)."""
+        import gevent
+
+        jobs = [gevent.spawn(self._call, make(), ADAPTER_CALL_TIMEOUT, replica) for replica in replicas]
+        gevent.joinall(jobs)
+        results: list[AdapterResult | EngineUnavailable] = []
+        for job in jobs:
+            if isinstance(job.exception, EngineUnavailable):
+                results.append(job.exception)
+            elif job.exception is not None:
+                raise job.exception
+            else:
+                results.append(job.value)
+        return results
+
+    def register_adapter(self, spec: AdapterSpec) -> AdapterResult:
+        """Register `spec` with every replica at once. When one refuses (or does not answer) the replicas that
+        accepted it unregister it again, and the first refusal is the answer (or `EngineUnavailable` raised)."""
+        results = self._fan_out(lambda: RegisterAdapterRequest(call_id=uuid.uuid4().hex, spec=spec), self._replicas)
+        refused = [result for result in results if not isinstance(result, AdapterResult)
+                   or result.status is not AdapterStatus.OK]
+        if refused:
+            accepted = [replica for replica, result in zip(self._replicas, results)
+                        if isinstance(result, AdapterResult) and result.status is AdapterStatus.OK]
+            if accepted:
+                logger.warning("adapter %s: rolling back its registration on %d replicas", spec.name, len(accepted))
+                self._fan_out(lambda: UnregisterAdapterRequest(call_id=uuid.uuid4().hex, name=spec.name), accepted)
+        self._refresh_info()
+        if refused and isinstance(refused[0], EngineUnavailable):
+            raise refused[0]
+        return refused[0] if refused else results[0]
+
+    def unregister_adapter(self, name: str) -> AdapterResult:
+        """Unregister `name` from every replica: done when any replica had it and none failed otherwise;
+        NOT_FOUND when none had it."""
+        results = self._fan_out(lambda: UnregisterAdapterRequest(call_id=uuid.uuid4().hex, name=name),
+                                self._replicas)
+        self._refresh_info()
+        for result in results:
+            if isinstance(result, EngineUnavailable):
+                raise result
+        failed = [result for result in results if result.status not in (AdapterStatus.OK, AdapterStatus.NOT_FOUND)]
+        done = [result for result in results if result.status is AdapterStatus.OK]
+        return failed[0] if failed else (done or results)[0]
+
+    def _refresh_info(self) -> None:
+        """Fetch the model's facts again after the adapters changed (kept as they were when it fails)."""
+        try:
+            self.info(refresh=True)
+        except EngineUnavailable:
+            logger.warning("the engine did not answer an info call after an adapter change")
 
     @staticmethod
     def _health_answer(replica: _Replica, queue: "gevent.queue.Queue", started: float, timeout: float

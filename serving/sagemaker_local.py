@@ -13,7 +13,11 @@ becomes SageMaker's `ModelError` (HTTP 424, `OriginalStatusCode`, `OriginalMessa
 started ends with a `ModelStreamError` event. Signatures are not checked; any credentials do.
 
 Every endpoint name goes to `--container`, unless `--endpoint NAME=URL` names endpoints (then others are 400
-`ValidationError`, like an unknown endpoint). Only the standard library is used.
+`ValidationError`, like an unknown endpoint). An adapter inference component, `--adapter-component IC=ADAPTER`:
+an invocation with `InferenceComponentName=IC` reaches the container with SageMaker's
+`X-Amzn-SageMaker-Adapter-Identifier: ADAPTER` header, as an endpoint with adapter inference components sends it
+(register the adapter with the container's `POST /adapters` first, as SageMaker does when it creates the
+component). Only the standard library is used.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ FORWARDED_HEADERS = (
     "X-Amzn-SageMaker-Inference-Id", "X-Amzn-SageMaker-Enable-Explanations",
     "X-Amzn-SageMaker-Inference-Component", "X-Amzn-SageMaker-Session-Id",
 )
+ADAPTER_HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
 ROUTE = re.compile(r"^/endpoints/([^/]+)/(invocations|invocations-response-stream)$")
 VARIANT = "AllTraffic"
 ACCOUNT = "000000000000"
@@ -128,6 +133,9 @@ class RuntimeHandler(BaseHTTPRequestHandler):
                                                 f"{MAX_PAYLOAD_BYTES} bytes.")
             return
         headers = {name: self.headers[name] for name in FORWARDED_HEADERS if self.headers.get(name) is not None}
+        adapter = self.server.adapters.get(self.headers.get("X-Amzn-SageMaker-Inference-Component", ""))
+        if adapter is not None:
+            headers[ADAPTER_HEADER] = adapter
         if operation == "invocations-response-stream":
             headers.pop("Accept", None)
             accept = self.headers.get("X-Amzn-SageMaker-Accept")
@@ -222,10 +230,12 @@ class RuntimeServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], container: str | None, endpoints: Mapping[str, str]) -> None:
+    def __init__(self, address: tuple[str, int], container: str | None, endpoints: Mapping[str, str],
+                 adapters: Mapping[str, str] | None = None) -> None:
         super().__init__(address, RuntimeHandler)
         self.container = container
         self.endpoints = dict(endpoints)
+        self.adapters = dict(adapters or {})  # adapter inference component name -> the adapter it serves
 
     def container_for(self, endpoint: str) -> str | None:
         """The container URL serving `endpoint`, or None for an unknown endpoint."""
@@ -239,17 +249,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="URL of the running container (default http://127.0.0.1:8080)")
     parser.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL",
                         help="serve only these endpoint names, each from its own container (repeatable)")
+    parser.add_argument("--adapter-component", action="append", default=[], metavar="IC=ADAPTER",
+                        help="an adapter inference component: invocations naming IC run the LoRA adapter ADAPTER "
+                             "(repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8081, help="port to listen on (default 8081; 0: any free port)")
     args = parser.parse_args(argv)
-    endpoints = {}
-    for item in args.endpoint:
-        name, sep, url = item.partition("=")
-        if not sep or not name or not url:
-            parser.error(f"--endpoint takes NAME=URL, not {item!r}")
-        endpoints[name] = url
-    args.endpoints = endpoints
+    args.endpoints = _pairs(parser, "--endpoint", "NAME=URL", args.endpoint)
+    args.adapters = _pairs(parser, "--adapter-component", "IC=ADAPTER", args.adapter_component)
     return args
+
+
+def _pairs(parser: argparse.ArgumentParser, option: str, form: str, items: list[str]) -> dict[str, str]:
+    """The `KEY=VALUE` items of a repeatable option (a malformed one stops with the usage)."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            parser.error(f"{option} takes {form}, not {item!r}")
+        pairs[key] = value
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s [sagemaker-local %(process)d] %(message)s")
-    server = RuntimeServer((args.host, args.port), args.container, args.endpoints)
+    server = RuntimeServer((args.host, args.port), args.container, args.endpoints, args.adapters)
     host, port = server.server_address[:2]
     targets = ", ".join(f"{name} -> {url}" for name, url in args.endpoints.items()) or f"any name -> {args.container}"
     logger.info("SageMaker runtime stand-in on http://%s:%d (%s)", host, port, targets)

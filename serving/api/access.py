@@ -3,7 +3,8 @@
 With an API key, `POST` to a generation route needs `Authorization: Bearer <key>` or gets 401 with an empty
 body: the scheme word is case-insensitive, the key is compared exactly and in constant time (TGI lowercases the
 whole header, so a key differing in case passed there). Health, info, metrics, models and docs stay open
-(API.md §0.2); `/chat_tokenize`, which TGI leaves open, needs the key too: it costs as much as a prompt.
+(API.md §0.2); `/chat_tokenize`, which TGI leaves open, needs the key too: it costs as much as a prompt, and so
+do the LoRA adapter routes (`/adapters` with any method, vLLM's load and unload), which change what is served.
 CORS follows tower-http's layer as TGI configures it: methods GET and POST, the one header `content-type`, origin
 `*` unless `CORS_ALLOW_ORIGIN` lists origins (then only a listed `Origin` is echoed).
 A preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered before routing and auth, on any path.
@@ -21,6 +22,7 @@ PROTECTED_PATHS = frozenset({
     "/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/vertex", "/invocations",
     "/tokenize", "/chat_tokenize",
 })
+ADAPTER_PATHS = frozenset({"/adapters", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
 ALLOW_METHODS = "GET,POST"
 ALLOW_HEADERS = "content-type"
 VARY = "origin, access-control-request-method, access-control-request-headers"
@@ -31,6 +33,14 @@ def _empty(status: int) -> Response:
     response = Response(b"", status)
     del response.headers["Content-Type"]
     return response
+
+
+def _protected() -> bool:
+    """Whether the current request needs the API key."""
+    path = request.path
+    if path in ADAPTER_PATHS or path.startswith("/adapters/"):
+        return True
+    return request.method == "POST" and path in PROTECTED_PATHS
 
 
 class AccessControl:
@@ -58,7 +68,7 @@ class AccessControl:
 
     def authorize(self) -> Response | None:
         """401 for a protected route without the right bearer token; None lets the request through."""
-        if self.expected is None or request.method != "POST" or request.path not in PROTECTED_PATHS:
+        if self.expected is None or not _protected():
             return None
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")  # WSGI headers are latin-1
         if scheme.lower() == "bearer" and hmac.compare_digest(key.encode("latin-1", "replace"), self.expected):

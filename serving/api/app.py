@@ -6,7 +6,7 @@ import os
 
 from flask import Flask
 
-from serving.api import access, docs, errors, openai, requestlog, sagemaker, tgi, vertex
+from serving.api import access, adapters, docs, errors, openai, requestlog, sagemaker, tgi, vertex
 from serving.api.catalogue import Error
 from serving.api.context import EXTENSION, Services
 from serving.api.errors import ApiError
@@ -21,7 +21,8 @@ def create_app(config: ServerConfig, client: EngineClientProtocol) -> Flask:
     app.url_map.merge_slashes = False  # `/v1//chat/completions` is a 404 like TGI's, not a redirect past the key check
     metrics = Metrics(config.metrics_dir)
     app.extensions[EXTENSION] = Services(config, MeteredClient(client, metrics), metrics)
-    for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, vertex.blueprint, docs.blueprint):
+    for blueprint in (tgi.blueprint, openai.blueprint, sagemaker.blueprint, vertex.blueprint, adapters.blueprint,
+                      docs.blueprint):
         app.register_blueprint(blueprint)
     errors.register(app)
     requestlog.register(app)

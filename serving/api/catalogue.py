@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from serving.messages import ErrorKind
+from serving.messages import AdapterStatus, ErrorKind
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ class Error(Enum):
     TOO_MANY_CONNECTIONS = _same("too_many_connections", 503)  # a reserved connection asked for more than health
     INTERNAL = _same("internal_error", 500)
     MODEL_NOT_FOUND = _mistake("model_not_found", 404, openai_status=404)  # GET /v1/models/{id} of another model
+    # Registering and unregistering LoRA adapters (`AdapterStatus`), with SageMaker's statuses on both families.
+    ADAPTER_BAD_REQUEST = _mistake("adapter_bad_request", 400)
+    ADAPTER_MISSING = _mistake("adapter_not_found", 404, openai_status=404)  # no such source, or not registered
+    ADAPTER_LOAD_FAILED = _mistake("adapter_load_failed", 424, openai_status=424)  # its files cannot serve the model
+    ADAPTER_NO_ROOM = _same("adapter_no_room", 507)  # every resident adapter slot is pinned or in use
     DROPPED = _same("dropped", 499)  # the client went away: only counted, never answered
     # Framework errors about the request itself, raised before a route's own checks.
     UNSUPPORTED_MEDIA_TYPE = _mistake("unsupported_media_type", 415, openai_status=415)
@@ -100,5 +105,16 @@ class Error(Enum):
         """The kind of an engine `Failed` event."""
         return _ENGINE_KINDS[kind]
 
+    @classmethod
+    def of_adapter_status(cls, status: AdapterStatus) -> Error:
+        """The kind of a failed adapter registration or unregistration."""
+        return _ADAPTER_KINDS[status]
+
 
 _ENGINE_KINDS = {kind: Error[kind.name] for kind in ErrorKind}
+_ADAPTER_KINDS = {
+    AdapterStatus.BAD_REQUEST: Error.ADAPTER_BAD_REQUEST,
+    AdapterStatus.NOT_FOUND: Error.ADAPTER_MISSING,
+    AdapterStatus.LOAD_FAILED: Error.ADAPTER_LOAD_FAILED,
+    AdapterStatus.NO_ROOM: Error.ADAPTER_NO_ROOM,
+}

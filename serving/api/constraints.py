@@ -11,8 +11,10 @@ holds this module and the routes to each other.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
+from serving.api.protocol.adapter import base_model_names
 from serving.api.protocol.validation import Limits
 
 SchemaMap = dict[str, Any]
@@ -59,10 +61,31 @@ def _narrow(schema: SchemaMap, **rules: Any) -> None:
         branch.update(rules)
 
 
-def _checked_parameters(shape: SchemaMap, limits: Limits, streaming: bool) -> SchemaMap:
+@dataclass(frozen=True)
+class Served:
+    """What a request may name: the served model's id and the LoRA adapters registered now."""
+
+    model_id: str
+    adapters: tuple[str, ...]
+
+    def adapter_id(self) -> SchemaMap:
+        """TGI's `adapter_id`: a registered adapter, or none (null or empty) for the base model."""
+        return {"anyOf": [{"enum": ["", *self.adapters]}, NULL],
+                "description": "A registered LoRA adapter (GET /adapters); null or empty: the base model"}
+
+    def narrow_model(self, fields: SchemaMap) -> None:
+        """OpenAI's `model`: anything while no adapter is registered, else the base model's names or an adapter."""
+        if self.adapters:
+            names = ["", *sorted(base_model_names(self.model_id)), *self.adapters]
+            fields["model"] = {"anyOf": [{"enum": names}, NULL],
+                               "description": "The base model (null, empty, `tgi`, its id) or a registered LoRA adapter"}
+
+
+def _checked_parameters(shape: SchemaMap, limits: Limits, streaming: bool, served: Served) -> SchemaMap:
     """TGI's `parameters` with `Knobs.check`'s rules (and a stream's: one sequence, no prompt details)."""
     schema = copy.deepcopy(shape)
     fields = schema["properties"]
+    fields["adapter_id"] = served.adapter_id()
     _narrow(fields["best_of"], minimum=0, maximum=1 if streaming else limits.max_best_of)
     _narrow(fields["temperature"], exclusiveMinimum=0)
     _narrow(fields["repetition_penalty"], exclusiveMinimum=0)
@@ -112,7 +135,7 @@ def _openai_knobs(fields: SchemaMap, limits: Limits) -> None:
     _logit_bias(fields)
 
 
-def _checked_chat(shape: SchemaMap, limits: Limits) -> SchemaMap:
+def _checked_chat(shape: SchemaMap, limits: Limits, served: Served) -> SchemaMap:
     """The chat body with its checks: `response_format` in OpenAI's or TGI's shape, `tool_choice` one of OpenAI's
     (a named function must be one of `tools`: a check the schema cannot state)."""
     schema = copy.deepcopy(shape)
@@ -122,16 +145,18 @@ def _checked_chat(shape: SchemaMap, limits: Limits) -> SchemaMap:
     _narrow(fields["top_logprobs"], maximum=limits.max_top_n_tokens)
     fields["response_format"] = {"anyOf": [RESPONSE_FORMAT, NULL]}
     fields["tool_choice"] = TOOL_CHOICE
+    served.narrow_model(fields)
     return schema
 
 
-def _checked_completion(shape: SchemaMap, limits: Limits, vocab_size: int) -> SchemaMap:
+def _checked_completion(shape: SchemaMap, limits: Limits, vocab_size: int, served: Served) -> SchemaMap:
     """The completions body with its checks: prompts within the batch size and the vocabulary, no suffix."""
     schema = copy.deepcopy(shape)
     fields = schema["properties"]
     _openai_knobs(fields, limits)
     _narrow(fields["repetition_penalty"], exclusiveMinimum=0)
     _narrow(fields["logprobs"], maximum=limits.max_top_n_tokens)
+    served.narrow_model(fields)
     fields["suffix"] = {**NULL, "description": "Not supported: anything but null is refused"}
     token_id = {"type": "integer", "minimum": 0, "maximum": vocab_size - 1}
     ids = {"type": "array", "items": token_id, "minItems": 1}
@@ -153,7 +178,7 @@ def _vertex_instance(shape: SchemaMap) -> SchemaMap:
     return schema
 
 
-def check_schemas(schemas: SchemaMap, limits: Limits, vocab_size: int) -> None:
+def check_schemas(schemas: SchemaMap, limits: Limits, vocab_size: int, served: Served) -> None:
     """Replace the generation bodies' schemas by checked ones and add the shape-only ones the reading routes use."""
     parameters = schemas["GenerateParameters"]
     schemas["TokenizeParameters"] = copy.deepcopy(parameters)
@@ -167,8 +192,8 @@ def check_schemas(schemas: SchemaMap, limits: Limits, vocab_size: int) -> None:
     _narrow(vertex["properties"]["max_new_tokens"], minimum=1)
     schemas["VertexParameters"] = {**vertex, "title": "VertexParameters"}
     schemas["GenerateInstance"] = _vertex_instance(schemas["GenerateInstance"])
-    schemas["GenerateParameters"] = _checked_parameters(parameters, limits, streaming=False)
-    schemas["GenerateStreamParameters"] = {**_checked_parameters(parameters, limits, streaming=True),
+    schemas["GenerateParameters"] = _checked_parameters(parameters, limits, streaming=False, served=served)
+    schemas["GenerateStreamParameters"] = {**_checked_parameters(parameters, limits, streaming=True, served=served),
                                            "title": "GenerateStreamParameters"}
     generate = schemas["GenerateRequest"]
     schemas["GenerateRequest"] = _checked_generate(generate, "GenerateParameters")
@@ -178,5 +203,5 @@ def check_schemas(schemas: SchemaMap, limits: Limits, vocab_size: int) -> None:
     compat["if"] = {"required": ["stream"], "properties": {"stream": {"const": True}}}
     compat["then"] = {"properties": {"parameters": _ref("GenerateStreamParameters")}}
     schemas["CompatGenerateRequest"] = compat
-    schemas["ChatCompletionRequest"] = _checked_chat(schemas["ChatCompletionRequest"], limits)
-    schemas["CompletionRequest"] = _checked_completion(schemas["CompletionRequest"], limits, vocab_size)
+    schemas["ChatCompletionRequest"] = _checked_chat(schemas["ChatCompletionRequest"], limits, served)
+    schemas["CompletionRequest"] = _checked_completion(schemas["CompletionRequest"], limits, vocab_size, served)

@@ -25,9 +25,9 @@ class Services:
     client: EngineClientProtocol
     metrics: Metrics
 
-    def info(self) -> ModelInfo:
-        """The loaded model's facts (the client caches them)."""
-        return self.client.info()
+    def info(self, refresh: bool = False) -> ModelInfo:
+        """The loaded model's facts (the client caches them; `refresh` asks the engine for the current adapters)."""
+        return self.client.info(refresh)
 
 
 def services() -> Services:

@@ -18,9 +18,10 @@ from flask import Blueprint, Response, send_from_directory
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from serving.api.constraints import CONTEXT_NOTE, check_schemas
+from serving.api.constraints import CONTEXT_NOTE, Served, check_schemas
 from serving.api.context import services
 from serving.api.protocol import responses
+from serving.api.protocol.adapter import LoadLoraAdapterBody, RegisterAdapterBody, UnloadLoraAdapterBody
 from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.completion import CompletionRequest
 from serving.api.protocol.generate import CompatGenerateRequest, GenerateRequest
@@ -33,10 +34,11 @@ blueprint = Blueprint("docs", __name__)
 
 REF = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (GenerateRequest, CompatGenerateRequest, ChatCompletionRequest,
-                                         CompletionRequest, GenerateInstance)
+                                         CompletionRequest, GenerateInstance, RegisterAdapterBody,
+                                         LoadLoraAdapterBody, UnloadLoraAdapterBody)
 RESPONSES = (
     responses.GenerateResponse, responses.StreamResponse, responses.ErrorResponse, responses.OpenAIErrorResponse,
-    responses.Info, responses.SimpleToken, responses.ChatTokenizeResponse,
+    responses.Info, responses.Adapter, responses.SimpleToken, responses.ChatTokenizeResponse,
     responses.ModelList, responses.Model, responses.ChatCompletion, responses.ChatCompletionChunk, responses.Completion,
     responses.VertexResponse,
 )
@@ -73,10 +75,20 @@ def _content(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 PLAIN = _content("text/plain", {"type": "string"})
 DESCRIPTIONS = {400: "Bad JSON (TGI's routes: plain text); on the OpenAI routes also a wrong shape or a bad value",
-                401: "Missing or wrong API key (when API_KEY is set)", 404: "Unknown model",
+                401: "Missing or wrong API key (when API_KEY is set)",
+                404: "Unknown model: with LoRA adapters registered, a `model` that names neither the base model nor "
+                     "an adapter (or, on /invocations, an unknown adapter header)",
                 413: "Body over PAYLOAD_LIMIT", 415: "Not a JSON Content-Type",
                 422: "A wrong shape (plain text) or a bad value (JSON)", 424: "Generation error",
                 429: "Model is overloaded", 500: "Incomplete generation", 503: "Engine unavailable"}
+ADAPTER_DESCRIPTIONS = {400: "A missing or malformed field, a name of the base model, or a name registered to "
+                             "another source", 404: "No such source directory or hub id, or no such adapter",
+                        424: "The adapter cannot serve this model (format, shapes, target modules, rank over "
+                             "MAX_LORA_RANK)",
+                        507: "No room: every resident adapter slot (MAX_LORA_ADAPTERS) is pinned or in use",
+                        503: "Engine unavailable (no replica registered the adapter)"}
+ADAPTER_NOTE = ("Reaches every engine replica (all or none) and may download and load weights: it can take long. "
+                "Needs the API key when API_KEY is set.")
 
 
 def _errors(error: str, statuses: tuple[int, ...] = (422, 424, 429, 500, 503)) -> dict[str, Any]:
@@ -131,13 +143,71 @@ def _events(*schemas: str, done: bool = False) -> dict[str, Any]:
     return {"type": "object", "required": ["data"], "properties": {"data": data}}
 
 
+def _adapter_call(summary: str, statuses: tuple[int, ...], error: str, text: str,
+                  body: dict[str, Any] | None = None, parameters: list[dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
+    """A protected operation on LoRA adapters: plain text `text` on success, `error`'s JSON body otherwise."""
+    json_error = _content("application/json", _ref(error))
+    answers: dict[str, Any] = {"200": {"description": text, "content": PLAIN},
+                               "401": {"description": DESCRIPTIONS[401]},
+                               **{str(status): {"description": ADAPTER_DESCRIPTIONS[status], "content": json_error}
+                                  for status in statuses}}
+    if body is not None:  # the framework's answers about the body (plain text on SageMaker's routes)
+        framework = PLAIN if error == "ErrorResponse" else json_error
+        answers["400"] = {"description": f"{ADAPTER_DESCRIPTIONS[400]}; or bad JSON", "content": {
+            **json_error, **framework}}
+        for status in (413,) if error == "ErrorResponse" else (413, 415):  # /adapters takes any other body too
+            answers[str(status)] = {"description": DESCRIPTIONS[status], "content": framework}
+    operation: dict[str, Any] = {
+        "tags": [SAGEMAKER_TAG if error == "ErrorResponse" else OPENAI_TAG], "summary": summary,
+        "description": ADAPTER_NOTE, "responses": dict(sorted(answers.items())), "security": [{}, {"bearer": []}]}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": body}
+    if parameters is not None:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _adapter_paths() -> dict[str, Any]:
+    """SageMaker's and vLLM's routes that register, unregister and list LoRA adapters."""
+    query = [{"name": name, "in": "query", "required": False, "schema": schema,
+              "description": "With a body that is not JSON, the field of the same name"}
+             for name, schema in (("name", {"type": "string"}), ("src", {"type": "string"}),
+                                  ("preload", {"type": "boolean"}), ("pin", {"type": "boolean"}))]
+    alias = {"name": "X-Amzn-SageMaker-Adapter-Alias", "in": "header", "required": False,
+             "schema": {"type": "string"}, "description": "The adapter's name in the answer's text"}
+    return {
+        "/adapters": {
+            "post": _adapter_call("SageMaker: register a LoRA adapter (`src`: a local PEFT directory or a hub id)",
+                                  (400, 404, 424, 503, 507), "ErrorResponse", "`Adapter {name} registered`",
+                                  _content("application/json", _ref("RegisterAdapterBody")), [*query, alias]),
+            "get": {"tags": [SAGEMAKER_TAG], "summary": "The registered LoRA adapters",
+                    "responses": {"200": _json_answer("Adapters", {"type": "array", "items": _ref("Adapter")}),
+                                  "401": {"description": DESCRIPTIONS[401]}},
+                    "security": [{}, {"bearer": []}]},
+        },
+        "/adapters/{name}": {"delete": _adapter_call(
+            "SageMaker: unregister a LoRA adapter (requests in flight on it finish first)", (404, 503),
+            "ErrorResponse", "`Adapter {name} unregistered`",
+            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, alias])},
+        "/v1/load_lora_adapter": {"post": _adapter_call(
+            "vLLM: register a LoRA adapter", (400, 404, 424, 503, 507), "OpenAIErrorResponse",
+            "`Success: LoRA adapter '{name}' added successfully.`",
+            _content("application/json", _ref("LoadLoraAdapterBody")))},
+        "/v1/unload_lora_adapter": {"post": _adapter_call(
+            "vLLM: unregister a LoRA adapter", (400, 404, 503), "OpenAIErrorResponse",
+            "`Success: LoRA adapter '{name}' removed successfully.`",
+            _content("application/json", _ref("UnloadLoraAdapterBody")))},
+    }
+
+
 def _paths(model_id: str) -> dict[str, Any]:
     """Every route of the server (`model_id`: the served model's, the example of `/v1/models/{model_id}`)."""
     health = {"200": {"description": "Healthy (empty body)"},
               "503": {"description": "Unhealthy", "content": _content("application/json", _ref("ErrorResponse"))}}
     chat = _ref("ChatCompletionRequest")
     openai_error = "OpenAIErrorResponse"
-    openai_statuses = (424, 429, 500, 503)
+    openai_statuses = (404, 424, 429, 500, 503)
     tgi_event = _events("StreamResponse", "ErrorResponse")
     paths = {
         "/": {
@@ -174,7 +244,8 @@ def _paths(model_id: str) -> dict[str, Any]:
                     _ref("Completion")]}},
                 "text/event-stream": {"schema": _events("StreamResponse", "ErrorResponse", "ChatCompletionChunk",
                                                         "Completion", openai_error, done=True)}}},
-            "ErrorResponse"),
+            "ErrorResponse", (404, 422, 424, 429, 500, 503)),
+        **_adapter_paths(),
         "/vertex": _generation(
             TGI_TAG, "Google Vertex AI: generate every instance",
             {"type": "object", "required": ["instances"], "properties": {"instances": {
@@ -197,14 +268,15 @@ def _paths(model_id: str) -> dict[str, Any]:
         "/info": _get(TGI_TAG, "Model and server info", {"200": _json_answer("Info", _ref("Info"))}),
         "/metrics": _get(TGI_TAG, "Prometheus metrics", {"200": {
             "description": "Prometheus text exposition", "content": _content("text/plain", {"type": "string"})}}),
-        "/v1/models": _get(OPENAI_TAG, "The served model", {"200": _json_answer("Models", _ref("ModelList"))}),
+        "/v1/models": _get(OPENAI_TAG, "The served model and its LoRA adapters",
+                           {"200": _json_answer("Models", _ref("ModelList"))}),
         "/v1/models/{model_id}": {"get": {
-            "tags": [OPENAI_TAG], "summary": "The served model, by its id",
+            "tags": [OPENAI_TAG], "summary": "The served model or a LoRA adapter, by its id",
             "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"},
                             "example": model_id}],
             "responses": {"200": _json_answer("Model", _ref("Model")),
-                          "404": {"description": "Not the served model's id (OpenAI's error body, `code: "
-                                                 "model_not_found`), or no such path (empty body)"}}}},
+                          "404": {"description": "Neither the served model's id nor an adapter's (OpenAI's error "
+                                                 "body, `code: model_not_found`), or no such path (empty body)"}}}},
         "/docs": _get(TGI_TAG, "This document in Swagger UI (served with its assets: no internet needed)", {
             "200": {"description": "HTML page", "content": _content("text/html", {"type": "string"})}}),
         "/docs/{asset}": {"get": {
@@ -222,11 +294,12 @@ def _paths(model_id: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the server's routes, with this server's limits in the checked schemas."""
+def openapi_document(limits: Limits, vocab_size: int, served: Served) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the server's routes, with this server's limits and the adapters registered now
+    in the checked schemas."""
     _, request_schemas = models_json_schema([(model, "validation") for model in REQUESTS], ref_template=REF)
     schemas = dict(request_schemas["$defs"])
-    check_schemas(schemas, limits, vocab_size)
+    check_schemas(schemas, limits, vocab_size, served)
     for shape in RESPONSES:
         schema = TypeAdapter(shape).json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
@@ -237,7 +310,7 @@ def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str
                  "description": "TGI's API, OpenAI's Chat Completions and Completions, and SageMaker's "
                                 "invocations, served by `serving`.",
                  "license": {"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}},
-        "paths": _paths(model_id),
+        "paths": _paths(served.model_id),
         "components": {"schemas": dict(sorted(schemas.items())),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "Needed only when the server has an API_KEY"}}},
@@ -249,8 +322,9 @@ def openapi_document(limits: Limits, vocab_size: int, model_id: str) -> dict[str
 def openapi() -> Response:
     """The OpenAPI document."""
     context = services()
-    info = context.info()
-    return json_response(openapi_document(Limits.of(context.config, info), info.vocab_size, info.model_id))
+    info = context.info(refresh=True)
+    served = Served(info.model_id, tuple(adapter.name for adapter in info.adapters))
+    return json_response(openapi_document(Limits.of(context.config, info), info.vocab_size, served))
 
 
 @blueprint.get("/docs")

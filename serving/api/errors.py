@@ -21,9 +21,11 @@ from serving.api.catalogue import Error
 from serving.api.context import failure_tally
 from serving.api.wire import json_response
 from serving.client import EngineUnavailable
-from serving.messages import Failed
+from serving.messages import ErrorKind, Failed
 
 logger = logging.getLogger(__name__)
+
+MODEL_NOT_FOUND_CODE = "model_not_found"  # OpenAI's `error.code` of a model (or adapter) that does not exist
 
 class ApiError(Exception):
     """An error reported as JSON: its catalogue `kind` fixes the status, the types and the metrics label."""
@@ -50,8 +52,12 @@ class ApiError(Exception):
 
     @classmethod
     def from_failed(cls, failed: Failed) -> "ApiError":
-        """The engine's `Failed` event, whose message is already the user-facing text (and its code, if any)."""
-        return cls(Error.of_engine(failed.kind), failed.message, failed.code)
+        """The engine's `Failed` event, whose message is already the user-facing text (and its code, if any; an
+        unknown adapter is OpenAI's `model_not_found`)."""
+        code = failed.code
+        if code is None and failed.kind is ErrorKind.ADAPTER_NOT_FOUND:
+            code = MODEL_NOT_FOUND_CODE
+        return cls(Error.of_engine(failed.kind), failed.message, code)
 
     @classmethod
     def dropped(cls) -> "ApiError":

@@ -8,9 +8,9 @@ appears only once something was recorded. The exposition is written here rather 
 
 What is recorded where (TGI's rules, API.md §5.4): `tgi_request_count` once per generation route call and, on
 the OpenAI routes and `/chat_tokenize`, once more per generation they start; constrained generations by grammar
-kind and grammars that failed to compile (`serving_*`, ours); the input length, `max_new_tokens`,
-success and durations per generation, from its engine events (`MeteredClient`); a failure once per failed HTTP
-request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
+kind, grammars that failed to compile and admitted generations by LoRA adapter (`serving_*`, ours); the input
+length, `max_new_tokens`, success and durations per generation, from its engine events (`MeteredClient`); a
+failure once per failed HTTP request under one reason, labelled with the catalogue's `err` values (`dropped` when its client went away). The
 queue and batch gauges are asked of the engine at scrape time.
 """
 
@@ -28,6 +28,8 @@ from serving.api.catalogue import Error
 from serving.client import EngineClientProtocol, Sink
 from serving.constraints import GRAMMAR_INVALID
 from serving.messages import (
+    AdapterResult,
+    AdapterSpec,
     Admitted,
     EngineEvent,
     Failed,
@@ -64,7 +66,11 @@ HELP = {
     "serving_preemptions": "Sequences preempted for lack of KV cache blocks since the start (recomputed later)",
     "serving_constrained_requests": "Generations constrained by a grammar (grammar, response_format or tools), by kind",
     "serving_grammar_failures": "Grammars refused because they could not be compiled",
+    "serving_adapter_requests": "Generations admitted, by the LoRA adapter they run with (base: none)",
 }
+BASE_LABEL = "base"  # the `adapter` label of generations on the base model
+OTHER_LABEL = "other"  # the `adapter` label of every adapter after the first MAX_ADAPTER_LABELS ones
+MAX_ADAPTER_LABELS = 32  # adapter names each process counts under their own label
 
 def duration_buckets() -> list[float]:
     """TGI's 35 geometric buckets for every `*_duration`: 0.0001 s times 1.5, 1.5², ... (computed as TGI does)."""
@@ -88,6 +94,7 @@ class Metrics:
         self._registry = CollectorRegistry(auto_describe=False)
         self._lock = threading.Lock()
         self._metrics: dict[str, Any] = {}
+        self._adapter_labels: set[str] = set()
 
     def _get(self, kind: type, name: str, **options: Any) -> Any:
         """The metric `name`, created on first use."""
@@ -111,6 +118,18 @@ class Metrics:
     def grammar_failure(self) -> None:
         """Count a grammar that could not be compiled (in the HTTP process or in the engine)."""
         self._get(Counter, "serving_grammar_failures").inc()
+
+    def adapter_request(self, adapter: str | None) -> None:
+        """Count an admitted generation under its adapter's name (`base` for none): the first MAX_ADAPTER_LABELS
+        names get a label each, any later one `other`, so that the label values stay bounded."""
+        label = BASE_LABEL if adapter is None else adapter
+        if label not in self._adapter_labels:
+            with self._lock:
+                if len(self._adapter_labels) < MAX_ADAPTER_LABELS:
+                    self._adapter_labels.add(label)
+                else:
+                    label = OTHER_LABEL
+        self._get(Counter, "serving_adapter_requests", labelnames=["adapter"]).labels(adapter=label).inc()
 
     def failure(self, error: Error) -> None:
         """Count a failed request under the catalogue's `err` label for its kind."""
@@ -215,11 +234,20 @@ class _RecordingSink:
         event = item[1]
         if isinstance(event, Admitted):
             self._metrics.admitted(event.input_length, self._request.stopping.max_new_tokens, self._info)
+            self._metrics.adapter_request(self._adapter())
         elif isinstance(event, Finished):
             self._metrics.finished(event, time.monotonic() - self._started, self._info)
         elif isinstance(event, Failed) and GRAMMAR_INVALID in event.message:
             self._metrics.grammar_failure()
         self._sink.put(item)
+
+    def _adapter(self) -> str | None:
+        """The adapter the generation runs with: the one it names, except a `model` name that is no adapter this
+        process has seen registered (the engine ran it on the base model)."""
+        adapter = self._request.adapter
+        if adapter is None or not self._request.adapter_optional:
+            return adapter
+        return adapter if any(known.name == adapter for known in self._info.adapters) else None
 
 
 class MeteredClient:
@@ -244,10 +272,18 @@ class MeteredClient:
         """Tokenize in the engine."""
         return self._client.tokenize(request)
 
-    def info(self) -> ModelInfo:
-        """The loaded model's facts."""
-        return self._client.info()
+    def info(self, refresh: bool = False) -> ModelInfo:
+        """The loaded model's facts (asked again with `refresh`)."""
+        return self._client.info(refresh)
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """The engine's health."""
         return self._client.health(timeout)
+
+    def register_adapter(self, spec: AdapterSpec) -> AdapterResult:
+        """Register a LoRA adapter with every engine replica."""
+        return self._client.register_adapter(spec)
+
+    def unregister_adapter(self, name: str) -> AdapterResult:
+        """Unregister a LoRA adapter from every engine replica."""
+        return self._client.unregister_adapter(name)

@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: `/v1/chat/completions`, `/v1/completions` and `/v1/models`."""
+"""OpenAI-compatible routes: `/v1/chat/completions`, `/v1/completions` and `/v1/models`; `model` chooses a LoRA
+adapter by the rule of `protocol.adapter`."""
 
 from __future__ import annotations
 
@@ -7,18 +8,20 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, request
 
+from serving.api.adapters import chosen
 from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services, unix_now
-from serving.api.errors import ApiError, use_openai_errors
+from serving.api.errors import MODEL_NOT_FOUND_CODE, ApiError, use_openai_errors
 from serving.api.feed import EventFeed
 from serving.api.headers import generation_headers, stream_headers
+from serving.api.protocol.adapter import by_model
 from serving.api.protocol.body import parse_body
 from serving.api.protocol.chat import ChatCompletionRequest, ChatResponder
 from serving.api.protocol.completion import CompletionRequest, CompletionResponder
 from serving.api.protocol.validation import Limits
 from serving.api.streaming import stream
 from serving.api.wire import json_response
-from serving.messages import GenerateRequest, ModelInfo
+from serving.messages import AdapterInfo, GenerateRequest, ModelInfo
 
 blueprint = Blueprint("openai", __name__)
 blueprint.before_request(use_openai_errors)
@@ -69,7 +72,8 @@ def chat(body: ChatCompletionRequest) -> Response:
     request_id = new_id()
     responder = ChatResponder(body, f"chatcmpl-{request_id}", unix_now(), body.response_model(info.model_id),
                               plan, limits.reasoning)
-    return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
+    adapter = chosen(by_model(body.model, info.model_id))
+    return _serve(responder, lambda: adapter.apply(body.to_engine_requests(request_id, limits)), body.stream,
                   body.characters(), started)
 
 
@@ -79,7 +83,8 @@ def completions(body: CompletionRequest) -> Response:
     body.check_batch(limits)
     request_id = new_id()
     responder = CompletionResponder(body, f"cmpl-{request_id}", unix_now(), info.model_id)
-    return _serve(responder, lambda: body.to_engine_requests(request_id, limits), body.stream,
+    adapter = chosen(by_model(body.model, info.model_id))
+    return _serve(responder, lambda: adapter.apply(body.to_engine_requests(request_id, limits)), body.stream,
                   body.characters(), started)
 
 
@@ -100,16 +105,31 @@ def _model(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": model_id}
 
 
+def _adapter_model(adapter: AdapterInfo, base: str) -> dict[str, Any]:
+    """A LoRA adapter's model object, as vLLM shows one: its source as `root`, the base model as `parent`."""
+    return {"id": adapter.name, "object": "model", "created": 0, "owned_by": base, "root": adapter.source,
+            "parent": base}
+
+
+def _cards() -> dict[str, dict[str, Any]]:
+    """Every model object by id: the served model, then one per registered adapter (asked of the engine now)."""
+    info = services().info(refresh=True)
+    cards = {info.model_id: _model(info.model_id)}
+    cards.update((adapter.name, _adapter_model(adapter, info.model_id)) for adapter in info.adapters)
+    return cards
+
+
 @blueprint.get("/v1/models")
 def models() -> Response:
-    """The one served model."""
-    return json_response({"object": "list", "data": [_model(services().info().model_id)]})
+    """The served model and its LoRA adapters."""
+    return json_response({"object": "list", "data": list(_cards().values())})
 
 
 @blueprint.get("/v1/models/<path:model_id>")
 def model(model_id: str) -> Response:
-    """The served model, asked for by its id; any other id is OpenAI's 404 `model_not_found`."""
-    served = services().info().model_id
-    if model_id != served:
-        raise ApiError(Error.MODEL_NOT_FOUND, f"The model `{model_id}` does not exist", code="model_not_found")
-    return json_response(_model(served))
+    """The served model or an adapter, asked for by its id; any other id is OpenAI's 404 `model_not_found`."""
+    card = _cards().get(model_id)
+    if card is None:
+        raise ApiError(Error.MODEL_NOT_FOUND, f"The model `{model_id}` does not exist",
+                       code=MODEL_NOT_FOUND_CODE)
+    return json_response(card)

@@ -3,8 +3,8 @@
 An incoming id in either header is kept when it is short and plain (letters, digits, `._:-`), else a new one is
 made; both headers carry it back. When the response is closed (a stream included) the logger `serving.access`
 writes one JSON line: id, method, route, status, prompt and generated tokens, queue, inference and total time,
-finish reasons and the error type of a stream that ended in an error event. No prompt text, header or body is
-ever logged. Health, metrics and docs calls are logged at debug level.
+finish reasons, the LoRA adapter asked for and the error type of a stream that ended in an error event. No
+prompt text, header or body is ever logged. Health, metrics and docs calls are logged at debug level.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class RequestRecord:
     started: float
     finished: list[Finished] = field(default_factory=list)
     error_type: str | None = None
+    adapter: str | None = None  # the LoRA adapter the request named (None: the base model)
 
 
 def current_record() -> RequestRecord | None:
@@ -75,6 +76,7 @@ def log_line(record: RequestRecord, method: str, path: str, status: int) -> None
         "inference_time": round(max((f.inference_time for f in done), default=0.0), 6),
         "total_time": round(time.monotonic() - record.started, 6),
         "finish_reason": ",".join(f.finish_reason.value for f in done) or None,
+        "adapter": record.adapter,
         "error_type": record.error_type,
     }
     logger.log(logging.DEBUG if path in QUIET_PATHS else logging.INFO, "%s", json.dumps(fields))

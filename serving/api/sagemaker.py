@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
 from serving.api import openai, tgi
+from serving.api.adapters import take_sagemaker_header
 from serving.api.catalogue import Error
 from serving.api.context import services
 from serving.api.errors import BodyError, use_openai_errors
@@ -43,7 +44,9 @@ def invocations() -> Response:
     """Generate (`inputs`), chat (`messages`) or complete (`prompt`), streaming when `stream` is true.
 
     A body that fits no variant but is plainly a chat or a completion (`messages` or `prompt`, no `inputs`) gets
-    that route's own error, in OpenAI's shape; anything else TGI's untagged-enum error."""
+    that route's own error, in OpenAI's shape; anything else TGI's untagged-enum error. SageMaker's adapter header
+    (an adapter inference component) chooses the LoRA adapter, over the body's `model` or `adapter_id`."""
+    take_sagemaker_header()
     data, text = read_json(request, services().config.payload_limit)
     for model, handle in VARIANTS:
         try:

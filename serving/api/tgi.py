@@ -8,12 +8,14 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from serving.api.adapters import chosen
 from serving.api.catalogue import Error
 from serving.api.context import count_request, new_id, services
 from serving.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.api.errors import ApiError
 from serving.api.feed import EventFeed
 from serving.api.headers import generation_headers, stream_headers
+from serving.api.protocol.adapter import adapter_json, by_adapter_id
 from serving.api.protocol.body import parse_body
 from serving.api.protocol.chat import ChatCompletionRequest
 from serving.api.protocol.generate import CompatGenerateRequest, GenerateRequest, generate_response, stream_renderer
@@ -42,7 +44,9 @@ def generate(body: GenerateRequest, prefix: str, as_list: bool) -> Response:
     count_request()
     context = services()
     limits = Limits.of(context.config, context.info())
-    generations = EventFeed(context.client, body.to_engine_requests(new_id(), limits, streaming=False)).collect()
+    adapter = chosen(by_adapter_id(body.parameters.adapter_id))
+    requests = adapter.apply(body.to_engine_requests(new_id(), limits, streaming=False))
+    generations = EventFeed(context.client, requests).collect()
     response = generate_response(body, generations, prefix)
     headers = generation_headers(context.config.compute_type, len(body.inputs), started, generations)
     return json_response([response] if as_list else response, headers=headers)
@@ -53,7 +57,8 @@ def generate_stream(body: GenerateRequest, prefix: str) -> Response:
     count_request()
     context = services()
     limits = Limits.of(context.config, context.info())
-    return stream(context.client, lambda: body.to_engine_requests(new_id(), limits, streaming=True),
+    adapter = chosen(by_adapter_id(body.parameters.adapter_id))
+    return stream(context.client, lambda: adapter.apply(body.to_engine_requests(new_id(), limits, streaming=True)),
                   stream_headers(context.config.compute_type, len(body.inputs)), stream_renderer(body, prefix),
                   _tgi_error, done=False)
 
@@ -97,9 +102,10 @@ def generate_stream_route() -> Response:
 @blueprint.get("/info")
 def info() -> Response:
     """TGI's `Info`, with its key set and order, then the dtype, device type and device map summary (module ranges
-    to devices) of the loaded model and its KV cache: block size, blocks (over every replica), prefix caching."""
+    to devices) of the loaded model and its KV cache: block size, blocks (over every replica), prefix caching; and
+    the LoRA adapters registered now, with the limits on them."""
     context = services()
-    model = context.info()
+    model = context.info(refresh=True)
     config = context.config
     return json_response({
         "model_id": model.model_id,
@@ -122,6 +128,9 @@ def info() -> Response:
         "kv_cache_block_size": model.block_size,
         "kv_cache_blocks": model.num_blocks,
         "prefix_caching": model.prefix_caching,
+        "max_lora_adapters": model.max_lora_adapters,
+        "max_lora_rank": model.max_lora_rank,
+        "lora_adapters": [adapter_json(adapter) for adapter in model.adapters],
     })
 
 

@@ -9,6 +9,10 @@ from typing import Iterator
 
 from serving.config import ServerConfig
 from serving.messages import (
+    AdapterInfo,
+    AdapterResult,
+    AdapterSpec,
+    AdapterStatus,
     Admitted,
     ErrorKind,
     Failed,
@@ -63,6 +67,10 @@ class FakeEngineClient:
     cancelled: list[str] = field(default_factory=list)
     closed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    adapters: dict[str, AdapterInfo] = field(default_factory=dict)
+    adapter_status: AdapterStatus = AdapterStatus.OK  # the answer of every register call
+    adapter_calls: list[AdapterSpec | str] = field(default_factory=list)
+    info_refreshes: int = 0
 
     def open(self, request: GenerateRequest, sink, tag: int) -> None:
         """Relay the script's events for `request` to `sink` from a thread."""
@@ -87,12 +95,38 @@ class FakeEngineClient:
             self.cancelled.append(request_id)
             self.closed.add(request_id)
 
-    def info(self) -> ModelInfo:
-        """The facts of a tiny model without a pipeline tag (unless set)."""
+    def info(self, refresh: bool = False) -> ModelInfo:
+        """The facts of a tiny model without a pipeline tag (unless set), with the registered adapters."""
+        self.info_refreshes += refresh
         return ModelInfo(model_id="test-org/tiny-model", model_sha=None, model_pipeline_tag=self.pipeline_tag,
                          max_input_tokens=100, max_total_tokens=128, max_batch_total_tokens=4096,
                          max_concurrent_requests=128, dtype="float32", device="cpu", device_map={},
-                         has_chat_template=True, num_parameters=1000, vocab_size=320)
+                         has_chat_template=True, num_parameters=1000, vocab_size=320,
+                         adapters=tuple(self.adapters.values()), max_lora_adapters=4, max_lora_rank=64)
+
+    def register_adapter(self, spec: AdapterSpec) -> AdapterResult:
+        """Answer `adapter_status`; registered (rank 8, q and v) when it is OK."""
+        self.adapter_calls.append(spec)
+        if self.adapter_status is AdapterStatus.OK:
+            self.adapters[spec.name] = AdapterInfo(name=spec.name, source=spec.source, rank=8,
+                                                   target_modules=("q_proj", "v_proj"), pinned=spec.pinned,
+                                                   resident=spec.preload)
+        return AdapterResult(call_id="a", status=self.adapter_status, message=f"scripted {self.adapter_status.value}")
+
+    def unregister_adapter(self, name: str) -> AdapterResult:
+        """Forget a registered adapter; NOT_FOUND for any other name."""
+        self.adapter_calls.append(name)
+        if self.adapters.pop(name, None) is None:
+            return AdapterResult(call_id="a", status=AdapterStatus.NOT_FOUND, message=f"Adapter {name} not found")
+        return AdapterResult(call_id="a", status=AdapterStatus.OK, message="ok")
+
+    def unknown_adapter(self, request: GenerateRequest) -> Failed | None:
+        """The engine's refusal of an adapter that is not registered (an optional one only while some is)."""
+        name = request.adapter
+        if name is None or name in self.adapters or (request.adapter_optional and not self.adapters):
+            return None
+        return Failed(request_id=request.request_id, kind=ErrorKind.ADAPTER_NOT_FOUND,
+                      message=f"The model `{name}` does not exist.")
 
     def health(self, timeout: float = 1.5) -> HealthResult | None:
         """`healthy`, or no answer when it is None."""
@@ -130,6 +164,11 @@ class FakeEngineClient:
         try:
             if self.raise_on_generate:
                 raise RuntimeError("scripted client crash")
+            unknown = self.unknown_adapter(request)
+            if unknown is not None:
+                done = True
+                yield unknown
+                return
             if self.fail_at_admission:
                 done = True
                 yield Failed(request_id=request.request_id, kind=self.fail_kind, message=self.fail_message,

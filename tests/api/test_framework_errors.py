@@ -90,7 +90,7 @@ def test_a_client_exception_is_a_500_json_and_the_server_keeps_serving(http, eng
 def test_unreachable_engine_is_503(http, engine, monkeypatch):
     from serving.client import EngineUnavailable
 
-    def unavailable():
+    def unavailable(refresh: bool = False):
         raise EngineUnavailable("the engine did not answer within 30 s")
 
     monkeypatch.setattr(engine, "info", unavailable)

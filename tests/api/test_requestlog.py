@@ -25,7 +25,7 @@ def test_a_request_id_is_made_and_returned_in_both_headers(http, caplog):
     assert line == {
         "request_id": request_id, "method": "POST", "route": "/generate", "status": 200, "prompt_tokens": 3,
         "generated_tokens": 2, "queue_time": 0.001, "inference_time": 0.002, "total_time": line["total_time"],
-        "finish_reason": "length", "error_type": None,
+        "finish_reason": "length", "adapter": None, "error_type": None,
     }
     assert "secret" not in caplog.text
 

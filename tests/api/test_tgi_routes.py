@@ -164,7 +164,7 @@ def test_info_keys_in_order(http):
         "max_stop_sequences", "max_input_tokens", "max_total_tokens", "validation_workers",
         "max_client_batch_size", "router", "version", "sha", "docker_label",
         "model_dtype", "model_device_type", "device_map", "kv_cache_block_size", "kv_cache_blocks",
-        "prefix_caching"]
+        "prefix_caching", "max_lora_adapters", "max_lora_rank", "lora_adapters"]
     assert body["model_id"] == "test-org/tiny-model"
     assert (body["model_dtype"], body["model_device_type"], body["device_map"]) == ("torch.float32", "cpu", {})
     assert body["router"] == "text-generation-router"

@@ -40,4 +40,4 @@ def test_schemathesis_finds_no_failure(tiny_model_dir: Path, tmp_path: Path) -> 
     print("\n".join(line for line in report.splitlines() if re.search(r"generated|=====", line)))
     assert run.returncode == 0, report[-20000:]
     assert summary is not None and summary[1] == summary[2] and int(summary[1]) > 1000, report[-5000:]
-    assert "Operations:       18 selected / 18 total" in report
+    assert "Operations:       21 selected / 23 total" in report

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from sagemaker_helpers import RuntimeProcess
 from servers import REPO_ROOT, free_port
@@ -84,3 +85,24 @@ def test_stream_py_and_predict_messages_py_through_the_local_runtime(server, tmp
         assert '"completion_tokens": ' in answered.stdout
     finally:
         runtime.stop()
+
+
+def test_adapters_py_registers_and_invokes_an_adapter_component(server, tiny_model_dir, tmp_path):
+    from serving.testing.tiny_adapter import build_tiny_adapter
+
+    adapter_dir = build_tiny_adapter(tiny_model_dir, tmp_path / "sql")
+    runtime = RuntimeProcess(server.url, tmp_path, "--adapter-component", "my-llm-sql=sql")
+    try:
+        registered = run_example("adapters.py", "register", "--container", server.url, "--adapter",
+                                 f"sql={adapter_dir}")
+        assert registered.stdout.strip() == "Adapter sql registered"
+        env = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url}
+        for client in ((), ("--sdk",)):
+            answered = run_example("adapters.py", "invoke", "--endpoint-name", "my-llm", "--component",
+                                   "my-llm-sql", "--max-tokens", "4", *client, env=env)
+            assert '"completion_tokens": ' in answered.stdout
+        metrics = requests.get(server.url + "/metrics", timeout=10).text
+        assert 'serving_adapter_requests{adapter="sql"} 2' in metrics
+    finally:
+        runtime.stop()
+        requests.delete(server.url + "/adapters/sql", timeout=60)

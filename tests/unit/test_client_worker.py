@@ -204,6 +204,13 @@ def test_calls_info_health_tokenize(engine_and_client):
     assert result.tokens[0].stop == 3
 
 
+def test_adapter_calls_through_the_client_and_the_worker(engine_and_client):
+    _, client = engine_and_client
+    result = client.register_adapter(AdapterSpec(name="sql", source="/d/sql"))  # answered a turn later
+    assert (result.status, result.message) == (AdapterStatus.OK, "Adapter sql registered")
+    assert client.unregister_adapter("b").status is AdapterStatus.NOT_FOUND
+
+
 def test_health_is_none_when_no_engine_answers(tmp_path):
     client = EngineClient(f"ipc://{tmp_path}/nobody.sock")
     assert client.health(timeout=0.2) is None

@@ -125,6 +125,19 @@ class VertexResponse(TypedDict):
     predictions: list[str]
 
 
+class Adapter(TypedDict):
+    """A registered LoRA adapter, in `/info` and `GET /adapters`: its source, rank (null until its config was
+    read), the projections it changes, whether it is pinned and whether its weights are in memory now."""
+
+    __pydantic_config__ = EXACT
+    name: str
+    src: str
+    rank: int | None
+    target_modules: list[str]
+    pinned: bool
+    resident: bool
+
+
 class Info(TypedDict):
     """`GET /info`: TGI's key set, then the model's dtype, device and device map, then its KV cache."""
 
@@ -149,6 +162,9 @@ class Info(TypedDict):
     kv_cache_block_size: int
     kv_cache_blocks: int
     prefix_caching: bool
+    max_lora_adapters: int
+    max_lora_rank: int
+    lora_adapters: list[Adapter]
 
 
 class SimpleToken(TypedDict):
@@ -170,13 +186,16 @@ class ChatTokenizeResponse(TypedDict):
 
 
 class Model(TypedDict):
-    """The one entry of `/v1/models`."""
+    """An entry of `/v1/models`: the served model, or a LoRA adapter with its source (`root`) and base model
+    (`parent`), as vLLM shows one."""
 
     __pydantic_config__ = EXACT
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    root: NotRequired[str]
+    parent: NotRequired[str]
 
 
 class ModelList(TypedDict):

@@ -82,6 +82,9 @@ def test_llama3_json_answer_starting_with_a_brace_is_a_call_else_text():
     text = AssistantReader(plan("llama3_json"), reasoning=False)
     read(text, ["It is {warm}"])
     assert text.message() == {"role": "assistant", "content": "It is {warm}"}
+    answer = AssistantReader(plan("llama3_json"), reasoning=False)  # `response_format`'s object beside the tools
+    deltas = read(answer, ['{"na', 'me": "fig"}'])
+    assert deltas == [{"content": '{"name": "fig"}'}] and answer.message()["content"] == '{"name": "fig"}'
 
 
 def test_a_call_cut_short_keeps_the_arguments_it_has():

@@ -2,8 +2,9 @@
 
 `AssistantReader` takes the tokens one at a time (special tokens included, since markers may be special tokens)
 and returns OpenAI delta fields: `reasoning_content` for a `<think>...</think>` section the answer starts with, or
-for the answer up to `</think>` when the prompt opened the section (reasoning models only), `content` for text, `tool_calls` entries once the tool format's marker appears (or, for
-Llama 3.1's format, when the answer itself starts with `{`). Text that may be the start of a marker is held back
+for the answer up to `</think>` when the prompt opened the section (reasoning models only), `content` for text,
+`tool_calls` entries once the tool format's marker appears (or, for Llama 3.1's format, when the answer itself
+starts as a call does: `{"name": <a tool>, "parameters": `). Text that may be the start of a marker is held back
 until it is known not to be one. A whole answer is read the same way, so streams and non-streaming responses agree.
 """
 
@@ -60,8 +61,14 @@ class AssistantReader:
                         return delta
                     self._pending, self._phase = stripped[len(THINK_OPEN):], "thinking"
                 elif self.plan is not None and not self.plan.format.marker and stripped.startswith("{"):
-                    self._phase = "calls"
-                    self._pending = stripped
+                    openings = self.plan.call_openings()
+                    if any(opening.startswith(stripped) and opening != stripped for opening in openings):
+                        return delta  # a call's opening so far: held back until it is known
+                    if any(stripped.startswith(opening) for opening in openings):
+                        self._phase = "calls"
+                        self._pending = stripped
+                    else:
+                        self._phase = "content"  # an answer that is a JSON object (`response_format`)
                 else:
                     self._phase = "content"
                     if self._thought:  # the answer after a thinking section starts at its first visible character

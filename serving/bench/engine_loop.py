@@ -9,8 +9,11 @@ time spent in prefill, and writes JSON with `--json`. `--grammar medium` constra
 JSON schema of `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar
 mixed` every other one, and `--grammar compare` runs `medium`, then the same requests unconstrained with each one's
 output length as `medium` made it (so both runs do the same prefills and decode the same tokens), in `--rounds`
-alternating pairs, and prints the ratio of their tokens per CPU-second. Settings come from the environment through
-`serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
+alternating pairs, and prints the ratio of their tokens per CPU-second. `--grammar sharing` asks what constrained
+neighbours cost an unconstrained request: it alternates `mixed` runs with all-unconstrained runs of the same output
+lengths and prints, for the requests that are unconstrained in both (every other one), their tokens per second and
+inter-token latency in each. Settings come from the environment through `serving.config` like the server's, so
+`DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -36,6 +40,7 @@ class LoopResult:
     cpu_seconds: float
     steps: int
     lengths: tuple[int, ...] = ()  # each request's output tokens, by request index
+    gaps: tuple[tuple[float, ...], ...] = ()  # each request's inter-token latencies in seconds, by request index
 
     @property
     def tokens_per_second(self) -> float:
@@ -63,6 +68,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
     prompts = make_prompts(total, words, seed=seed * 1000 + concurrency, shared_prefix_words=shared_prefix_words)
     submitted = finished = tokens = steps = 0
     made = [0] * total
+    gaps: list[list[float]] = [[] for _ in range(total)]
+    last: dict[int, float] = {}  # each running request's latest token time
 
     def submit() -> None:
         nonlocal submitted
@@ -80,17 +87,23 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
         submit()
     while finished < total:
         steps += 1
-        for event in engine.step():  # type: ignore[attr-defined]
-            if isinstance(event, TokenDelta):
-                tokens += 1
-            elif isinstance(event, Finished):  # with the last token
-                tokens += 1
+        events = engine.step()  # type: ignore[attr-defined]
+        now = time.perf_counter()
+        for event in events:
+            if not isinstance(event, (TokenDelta, Finished)):
+                continue
+            tokens += 1
+            index = int(event.request_id[1:])
+            if index in last:
+                gaps[index].append(now - last[index])
+            last[index] = now
+            if isinstance(event, Finished):  # with the last token
                 finished += 1
-                made[int(event.request_id[1:])] = event.generated_tokens
+                made[index] = event.generated_tokens
                 if submitted < total:
                     submit()
     return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps,
-                      tuple(made))
+                      tuple(made), tuple(tuple(g) for g in gaps))
 
 
 def compare(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
@@ -109,6 +122,31 @@ def compare(engine: object, concurrency: int, total: int, output_tokens: int, wo
     return results
 
 
+def _unconstrained_half(result: LoopResult) -> tuple[float, float, float]:
+    """Tokens per wall-second, mean and p90 inter-token latency (ms) of the odd-numbered requests (the ones that
+    `mixed` leaves unconstrained)."""
+    gaps = sorted(gap for index in range(1, result.requests, 2) for gap in result.gaps[index])
+    tokens = sum(result.lengths[1::2])
+    return tokens / result.wall_seconds, statistics.fmean(gaps) * 1e3, gaps[int(0.9 * (len(gaps) - 1))] * 1e3
+
+
+def sharing(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
+            rounds: int) -> list[LoopResult]:
+    """Alternate half-constrained runs and all-unconstrained runs of the same output lengths; print what the
+    unconstrained half made in each, and the ratios."""
+    results = []
+    for round_index in range(rounds):
+        mixed = run_level(engine, concurrency, total, output_tokens, words, seed, "mixed")
+        free = run_level(engine, concurrency, total, output_tokens, words, seed, "none", mixed.lengths)
+        results += [mixed, free]
+        (mixed_rate, mixed_itl, mixed_p90), (free_rate, free_itl, free_p90) = map(_unconstrained_half, (mixed, free))
+        print(f"c={concurrency} round {round_index + 1}: unconstrained half beside constrained rows "
+              f"{mixed_rate:,.0f} tok/s, ITL {mixed_itl:.1f} ms (p90 {mixed_p90:.1f}); in an all-unconstrained "
+              f"batch {free_rate:,.0f} tok/s, ITL {free_itl:.1f} ms (p90 {free_p90:.1f}); ratio tok/s "
+              f"{mixed_rate / free_rate:.2f}, ITL {mixed_itl / free_itl:.2f}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
@@ -118,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
     parser.add_argument("--shared-prefix-words", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare"), default="none")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare")
+    parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare", "sharing"), default="none")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare or sharing")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
 
@@ -131,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(from_env(environ).engine, max_concurrent_requests=4096)
     engine = LLMEngine.from_config(config)
     words = tuple(int(w) for w in args.prompt_words.split(","))
+    if args.grammar != "none":  # the grammar backend's byte table and the schema's compile, outside the figures
+        run_level(engine, 1, 1, 8, words, args.seed, "medium")
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
-        if args.grammar == "compare":
-            results += compare(engine, concurrency, total, args.output_tokens, words, args.seed, args.rounds)
+        if args.grammar in ("compare", "sharing"):
+            paired = compare if args.grammar == "compare" else sharing
+            results += paired(engine, concurrency, total, args.output_tokens, words, args.seed, args.rounds)
             continue
         result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed, args.grammar,
                            shared_prefix_words=args.shared_prefix_words)

@@ -37,35 +37,10 @@ _CLOSED = object()  # put by `close`: wakes a reader whose feed was closed under
 WATCH_INTERVAL = 2.0
 
 
-@dataclass(frozen=True)
-class Step:
-    """One generated token of request `index`; `finished` is set on that request's last token, `admitted` (its
-    prompt's facts: the decoded prompt when the request asked for `echo`, where it leaves a thinking section) on
-    its first."""
+class AdmittedFacts:
+    """What the engine's `Admitted` said about a request's prompt (`admitted`, when it came)."""
 
-    index: int
-    delta: TokenDelta
-    finished: Finished | None = None
-    admitted: Admitted | None = None
-
-    @property
-    def prompt_text(self) -> str | None:
-        """The decoded prompt, on the first step of a request that asked for `echo`."""
-        return None if self.admitted is None else self.admitted.prompt_text
-
-    @property
-    def thinking(self) -> Thinking:
-        """Where the request's chat prompt left a reasoning model's thinking section (known on the first step)."""
-        return Thinking.UNOPENED if self.admitted is None else self.admitted.thinking
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One engine request's whole output."""
-
-    deltas: list[TokenDelta]
-    finished: Finished
-    admitted: Admitted | None = None
+    admitted: Admitted | None
 
     @property
     def prompt_text(self) -> str | None:
@@ -76,6 +51,26 @@ class Generation:
     def thinking(self) -> Thinking:
         """Where the request's chat prompt left a reasoning model's thinking section."""
         return Thinking.UNOPENED if self.admitted is None else self.admitted.thinking
+
+
+@dataclass(frozen=True)
+class Step(AdmittedFacts):
+    """One generated token of request `index`; `finished` is set on that request's last token, `admitted` on its
+    first."""
+
+    index: int
+    delta: TokenDelta
+    finished: Finished | None = None
+    admitted: Admitted | None = None
+
+
+@dataclass(frozen=True)
+class Generation(AdmittedFacts):
+    """One engine request's whole output."""
+
+    deltas: list[TokenDelta]
+    finished: Finished
+    admitted: Admitted | None = None
 
     def mean_logprob(self) -> float:
         """The mean log-probability of the generated tokens, which ranks `best_of` sequences."""

@@ -64,8 +64,8 @@ def _content_text(value: Any) -> Any:
 # apply_chat_template's own arguments and what it hands the template itself: not for `chat_template_kwargs`
 RESERVED_TEMPLATE_VARIABLES = frozenset({
     "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
-    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
-    "return_assistant_tokens_mask", "tokenizer_kwargs",
+    "continue_final_message", "tokenize", "sanitize_control_tokens", "padding", "truncation", "max_length",
+    "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
 })
 Role = Literal["system", "developer", "user", "assistant", "tool"]  # OpenAI's; `developer` is a newer `system`
 

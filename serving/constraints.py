@@ -4,6 +4,7 @@ A `messages.Grammar` names its kind (a JSON Schema, a regular expression or a La
 `llguidance_grammar` turns it into llguidance's serialised grammar, with compact JSON whitespace (`, ` and `: `
 between items, nothing else: a weak model cannot run away in spaces), and `grammar_error` runs llguidance's own
 compiler over it without a tokenizer, so a bad schema or regex is refused before anything is queued.
+`thinking_grammar` puts a reasoning model's thinking section, unconstrained, in front of an answer's grammar.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import json
 import re
 from typing import Mapping
 
+import msgspec.structs
+
 from llguidance import LLMatcher
 
-from serving.messages import Grammar, GrammarKind
+from serving.messages import Grammar, GrammarKind, Thinking
+from serving.tool_formats import THINK_CLOSE, THINK_OPEN
 
 GRAMMAR_WITH_MIN_TOKENS = ("a grammar (`grammar`, `response_format` or `tools`) cannot be combined with "
                            "`min_tokens` or `ignore_eos`: the grammar ends the text with EOS once it is complete")
@@ -57,3 +61,26 @@ def lark_items(added_tokens: Mapping[str, int], text: str) -> str:
     parts = re.split("(" + "|".join(map(re.escape, markers)) + ")", text) if markers else [text]
     return " ".join(f"<[{added_tokens[part]}]>" if part in added_tokens else json.dumps(part)
                     for part in parts if part)
+
+
+def thinking_grammar(grammar: Grammar, added_tokens: Mapping[str, int], thinking: Thinking) -> Grammar:
+    """A reasoning model's grammar: the answer's `grammar` after the thinking section, free text up to `</think>`,
+    that the prompt calls for: an optional `<think>...</think>` (UNOPENED), the rest of one the prompt opened
+    (OPEN), or none (CLOSED: the prompt holds it already)."""
+    answer = msgspec.structs.replace(grammar, after_thinking=False)
+    if thinking is Thinking.CLOSED:
+        return answer
+    close_tag = lark_items(added_tokens, THINK_CLOSE)
+    lazy = "" if THINK_CLOSE in added_tokens else "[lazy]"  # a text tag ends the section at its first occurrence
+    opening = "" if thinking is Thinking.OPEN else lark_items(added_tokens, THINK_OPEN) + " "
+    optional = "" if thinking is Thinking.OPEN else "?"
+    lines = ["%llguidance {}", f"start: think{optional} constrained", 'think: section "\\n"*',
+             f"section{lazy}: {opening}/(.|\\n)*/ {close_tag}"]
+    if answer.kind is GrammarKind.JSON_SCHEMA:
+        lines.append(f"constrained: %json {json.dumps({**json.loads(answer.value), 'x-guidance': JSON_OPTIONS})}")
+    elif answer.kind is GrammarKind.REGEX:
+        lines.append("constrained: /" + answer.value.replace("/", "\\/") + "/")
+    else:
+        body = answer.value.replace("%llguidance {}\n", "")
+        lines.append(re.sub(r"^start:", "constrained:", body, count=1, flags=re.MULTILINE))
+    return Grammar(kind=GrammarKind.LARK, value="\n".join(lines) + "\n")

@@ -43,12 +43,23 @@ class GrammarKind(str, Enum):
     LARK = "lark"
 
 
+class Thinking(str, Enum):
+    """Where a rendered chat prompt leaves a reasoning model's thinking section (`<think>...</think>`)."""
+
+    UNOPENED = "unopened"  # the answer may start with one (the model opens it itself)
+    OPEN = "open"  # the prompt ends inside one (the template opened it): the answer starts as reasoning
+    CLOSED = "closed"  # the prompt ends just after one (e.g. `enable_thinking: false`): the answer does not think
+
+
 class Grammar(msgspec.Struct, frozen=True):
     """A constraint on the generated text, checked by the API layer (`serving.constraints`); the engine masks every
-    token the grammar does not allow and allows EOS exactly when the text is complete."""
+    token the grammar does not allow and allows EOS exactly when the text is complete. `after_thinking` marks a
+    reasoning model's answer grammar: the engine puts the thinking section that the rendered prompt calls for in
+    front of it (`serving.constraints.thinking_grammar`)."""
 
     kind: GrammarKind
     value: str
+    after_thinking: bool = False
 
 
 class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -107,6 +118,7 @@ class ChatPrompt(msgspec.Struct, frozen=True):
     messages: tuple[ChatMessage, ...]
     continue_final_message: bool = False
     tools: tuple[dict[str, Any], ...] | None = None
+    template_kwargs: dict[str, Any] | None = None  # vLLM's `chat_template_kwargs`, e.g. `enable_thinking`
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, tag="generate"):
@@ -202,6 +214,7 @@ class Admitted(msgspec.Struct, frozen=True, tag="admitted"):
     input_length: int
     seed: int | None
     prompt_text: str | None = None  # the decoded prompt, when the request asked for `echo`
+    thinking: Thinking = Thinking.UNOPENED  # where a chat prompt leaves a reasoning model's thinking section
 
 
 class TokenDelta(msgspec.Struct, frozen=True, tag="token"):

@@ -1,4 +1,5 @@
-"""The model families' native tool-call formats, and which one a chat template speaks (torch-free).
+"""The model families' native tool-call formats, which one a chat template speaks, and where a prompt leaves a
+reasoning model's thinking section (torch-free).
 
 - `hermes` (Hermes 2 Pro, Qwen 2.5/3): `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, one block
   per call.
@@ -11,6 +12,8 @@ A template that speaks none of them gets the `hermes` format through a system pr
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from serving.messages import Thinking
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,14 @@ def detect(template: str | None) -> str | None:
 def has_thinking(template: str | None) -> bool:
     """Whether a chat template writes or expects a `<think>...</think>` section."""
     return bool(template) and THINK_CLOSE in template  # type: ignore[operator]
+
+
+def prompt_thinking(prompt: str, continued: str | None = None) -> Thinking:
+    """Where a rendered prompt leaves the thinking section: its last tag (`<think>` or `</think>`) counts when only
+    whitespace follows it (a template that opens the section, or renders it empty, at the end of the generation
+    prompt) or when it lies in `continued`, the text of an assistant message that the answer continues."""
+    opened, closed = prompt.rfind(THINK_OPEN), prompt.rfind(THINK_CLOSE)
+    tag, at = (THINK_OPEN, opened) if opened > closed else (THINK_CLOSE, closed)
+    if at < 0 or (prompt[at + len(tag):].strip() and not (continued is not None and tag in continued)):
+        return Thinking.UNOPENED
+    return Thinking.OPEN if tag == THINK_OPEN else Thinking.CLOSED

@@ -27,7 +27,7 @@ from flask import has_request_context, request as http_request
 from serving.api.errors import ApiError
 from serving.api.requestlog import current_record
 from serving.client import EngineClientProtocol
-from serving.messages import Admitted, ErrorKind, Failed, Finished, GenerateRequest, TokenDelta
+from serving.messages import Admitted, ErrorKind, Failed, Finished, GenerateRequest, Thinking, TokenDelta
 
 logger = logging.getLogger(__name__)
 
@@ -37,24 +37,40 @@ _CLOSED = object()  # put by `close`: wakes a reader whose feed was closed under
 WATCH_INTERVAL = 2.0
 
 
+class AdmittedFacts:
+    """What the engine's `Admitted` said about a request's prompt (`admitted`, when it came)."""
+
+    admitted: Admitted | None
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The decoded prompt, when the request asked for `echo`."""
+        return None if self.admitted is None else self.admitted.prompt_text
+
+    @property
+    def thinking(self) -> Thinking:
+        """Where the request's chat prompt left a reasoning model's thinking section."""
+        return Thinking.UNOPENED if self.admitted is None else self.admitted.thinking
+
+
 @dataclass(frozen=True)
-class Step:
-    """One generated token of request `index`; `finished` is set on that request's last token, `prompt_text` (the
-    decoded prompt, when the request asked for `echo`) on its first."""
+class Step(AdmittedFacts):
+    """One generated token of request `index`; `finished` is set on that request's last token, `admitted` on its
+    first."""
 
     index: int
     delta: TokenDelta
     finished: Finished | None = None
-    prompt_text: str | None = None
+    admitted: Admitted | None = None
 
 
 @dataclass(frozen=True)
-class Generation:
+class Generation(AdmittedFacts):
     """One engine request's whole output."""
 
     deltas: list[TokenDelta]
     finished: Finished
-    prompt_text: str | None = None
+    admitted: Admitted | None = None
 
     def mean_logprob(self) -> float:
         """The mean log-probability of the generated tokens, which ranks `best_of` sequences."""
@@ -150,7 +166,7 @@ class EventFeed:
         """
         if keepalive is not None:
             threading.Thread(target=self._tick, args=(keepalive,), daemon=True, name="feed-tick").start()
-        prompt_texts: dict[int, str | None] = {}
+        admitted: dict[int, Admitted] = {}
         while self._running:
             index, event = self._next()
             if event is _IDLE:
@@ -166,15 +182,15 @@ class EventFeed:
                 self._ended(index)
                 error = ApiError.from_failed(event)
             elif isinstance(event, Admitted):
-                prompt_texts[index] = event.prompt_text
+                admitted[index] = event
             elif isinstance(event, TokenDelta):
-                yield Step(index, event, prompt_text=prompt_texts.pop(index, None))
+                yield Step(index, event, admitted=admitted.pop(index, None))
             elif isinstance(event, Finished):
                 self._ended(index)
                 if self._record is not None:
                     self._record.finished.append(event)
                 yield Step(index, TokenDelta(event.request_id, event.token, event.top_tokens), event,
-                           prompt_texts.pop(index, None))
+                           admitted.pop(index, None))
             if error is not None:
                 if self._record is not None:
                     self._record.error_type = error.error_type
@@ -185,20 +201,20 @@ class EventFeed:
         """Every request's whole output, in request order; the first error is raised."""
         deltas: dict[int, list[TokenDelta]] = {}
         finished: dict[int, Finished] = {}
-        prompt_texts: dict[int, str] = {}
+        admitted: dict[int, Admitted] = {}
         try:
             for step in self.steps(None):
                 if isinstance(step, ApiError):
                     raise step
                 assert step is not None
                 deltas.setdefault(step.index, []).append(step.delta)
-                if step.prompt_text is not None:
-                    prompt_texts[step.index] = step.prompt_text
+                if step.admitted is not None:
+                    admitted[step.index] = step.admitted
                 if step.finished is not None:
                     finished[step.index] = step.finished
         finally:
             self.close()
-        return [Generation(deltas[index], finished[index], prompt_texts.get(index)) for index in sorted(finished)]
+        return [Generation(deltas[index], finished[index], admitted.get(index)) for index in sorted(finished)]
 
     def close(self) -> None:
         """Close (abort) every request that has not ended, at once, and wake the reader."""

@@ -16,6 +16,9 @@ alternating pairs, and prints the ratio of their tokens per CPU-second. `--arriv
 `serving.config` like the server's, so `DTYPE=bfloat16` or `MAX_BATCH_PREFILL_TOKENS` apply here too.
 `--adapters 4` builds four LoRA adapters (`--adapter-rank`, `--adapter-targets`) and runs, in `--rounds` rounds,
 the same requests on the base model, all on one adapter and spread over the four, and prints their ratios.
+`--grammar sharing` asks what constrained neighbours cost an unconstrained request: it alternates `mixed` runs
+with all-unconstrained runs of the same output lengths and prints, for the requests that are unconstrained in both
+(every other one), their tokens per second and inter-token latency in each.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class LoopResult:
     cpu_seconds: float
     steps: int
     lengths: tuple[int, ...] = ()  # each request's output tokens, by request index
+    gaps: tuple[tuple[float, ...], ...] = ()  # each request's inter-token latencies in seconds, by request index
     first_token_seconds: tuple[float, ...] = ()  # each request's time from its submission to its first token
 
     @property
@@ -79,6 +83,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
     made = [0] * total
     submitted_at = [0.0] * total
     first_token = [0.0] * total
+    gaps: list[list[float]] = [[] for _ in range(total)]
+    last: dict[int, float] = {}  # each running request's latest token time
 
     def submit() -> None:
         nonlocal submitted
@@ -98,21 +104,25 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
         submit()
     while finished < total:
         steps += 1
-        for event in engine.step():  # type: ignore[attr-defined]
-            if isinstance(event, (TokenDelta, Finished)):
-                index = int(event.request_id[1:])
-                if not first_token[index]:
-                    first_token[index] = time.perf_counter() - submitted_at[index]
-            if isinstance(event, TokenDelta):
-                tokens += 1
-            elif isinstance(event, Finished):  # with the last token
-                tokens += 1
+        events = engine.step()  # type: ignore[attr-defined]
+        now = time.perf_counter()
+        for event in events:
+            if not isinstance(event, (TokenDelta, Finished)):
+                continue
+            tokens += 1
+            index = int(event.request_id[1:])
+            if not first_token[index]:
+                first_token[index] = now - submitted_at[index]
+            if index in last:
+                gaps[index].append(now - last[index])
+            last[index] = now
+            if isinstance(event, Finished):  # with the last token
                 finished += 1
                 made[index] = event.generated_tokens
                 if submitted < total:
                     submit()
     return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps,
-                      tuple(made), tuple(first_token))
+                      tuple(made), tuple(tuple(g) for g in gaps), tuple(first_token))
 
 
 def compare(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
@@ -207,6 +217,31 @@ def arrival(engine: object, streams: int, words: int, seed: int, rounds: int, st
                   f"{statistics.median(gaps) * 1e3:.1f} ms{extra}", flush=True)
 
 
+def _unconstrained_half(result: LoopResult) -> tuple[float, float, float]:
+    """Tokens per wall-second, mean and p90 inter-token latency (ms) of the odd-numbered requests (the ones that
+    `mixed` leaves unconstrained)."""
+    gaps = sorted(gap for index in range(1, result.requests, 2) for gap in result.gaps[index])
+    tokens = sum(result.lengths[1::2])
+    return tokens / result.wall_seconds, statistics.fmean(gaps) * 1e3, gaps[int(0.9 * (len(gaps) - 1))] * 1e3
+
+
+def sharing(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
+            rounds: int) -> list[LoopResult]:
+    """Alternate half-constrained runs and all-unconstrained runs of the same output lengths; print what the
+    unconstrained half made in each, and the ratios."""
+    results = []
+    for round_index in range(rounds):
+        mixed = run_level(engine, concurrency, total, output_tokens, words, seed, "mixed")
+        free = run_level(engine, concurrency, total, output_tokens, words, seed, "none", mixed.lengths)
+        results += [mixed, free]
+        (mixed_rate, mixed_itl, mixed_p90), (free_rate, free_itl, free_p90) = map(_unconstrained_half, (mixed, free))
+        print(f"c={concurrency} round {round_index + 1}: unconstrained half beside constrained rows "
+              f"{mixed_rate:,.0f} tok/s, ITL {mixed_itl:.1f} ms (p90 {mixed_p90:.1f}); in an all-unconstrained "
+              f"batch {free_rate:,.0f} tok/s, ITL {free_itl:.1f} ms (p90 {free_p90:.1f}); ratio tok/s "
+              f"{mixed_rate / free_rate:.2f}, ITL {mixed_itl / free_itl:.2f}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
@@ -216,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-words", default=",".join(map(str, DEFAULT_PROMPT_WORDS)))
     parser.add_argument("--shared-prefix-words", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare"), default="none")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare")
+    parser.add_argument("--grammar", choices=("none", "medium", "mixed", "compare", "sharing"), default="none")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating pairs of --grammar compare or sharing")
     parser.add_argument("--adapters", type=int, default=0,
                         help="LoRA adapters to build and register: alternate the requests on the base model, on "
                              "one adapter and spread over all of them, in --rounds rounds")
@@ -245,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="engine-loop-adapters-") as adapter_dir:
             names = register_adapters(engine, args.model_dir, args.adapters, args.adapter_rank,
                                       tuple(args.adapter_targets.split(",")), adapter_dir)
+    if args.grammar != "none":  # the grammar backend's byte table and the schema's compile, outside the figures
+        run_level(engine, 1, 1, 8, words, args.seed, "medium")
     results = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         total = args.requests if args.requests is not None else max(8, 2 * concurrency)
@@ -252,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             results += compare_adapters(engine, concurrency, total, args.output_tokens, words, args.seed,
                                         args.rounds, names)
             continue
-        if args.grammar == "compare":
-            results += compare(engine, concurrency, total, args.output_tokens, words, args.seed, args.rounds)
+        if args.grammar in ("compare", "sharing"):
+            paired = compare if args.grammar == "compare" else sharing
+            results += paired(engine, concurrency, total, args.output_tokens, words, args.seed, args.rounds)
             continue
         result = run_level(engine, concurrency, total, args.output_tokens, words, args.seed, args.grammar,
                            shared_prefix_words=args.shared_prefix_words)

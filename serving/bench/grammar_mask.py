@@ -3,9 +3,10 @@
 `python -m serving.bench.grammar_mask --model-dir DIR [--rows 16,64] [--steps 200]` loads only the tokenizer,
 gives each of B rows its own matcher of the medium JSON schema (`MEDIUM_SCHEMA`, also what `engine_loop
 --grammar medium` constrains every request with), and times `GrammarMasks.apply` (fill the bitmask, unpack it,
-mask the [B, V] scores) and `consume` over random logits; a row whose value is complete starts again. It prints
-the mean and p99 per step for each B. In the engine the advance and the next fill run in the mask thread while the
-next forward runs; here nothing overlaps them, so this is the whole cost.
+mask the [B, V] scores) and `consume` over random logits; a row whose value is complete starts again (in a new
+batch, as in the engine, whose first mask is filled then). It prints the mean and p99 per step for each B. In the
+engine the advance and the next fill run in the mask thread while the next forward runs; here nothing overlaps
+them, so this is the whole cost.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]
         masks.consume(ids)
         masks.settle()  # the whole cost, none of it hidden behind a forward
         times.append(time.perf_counter() - started)
-        for index, matcher in enumerate(masks.matchers):
-            if matcher.is_stopped():
-                masks.matchers[index] = backend.matcher(template)
+        if any(matcher.is_stopped() for matcher in masks.matchers):  # new rows: a new batch, its mask filled anew
+            masks = GrammarMasks(masks.rows, [backend.matcher(template) if matcher.is_stopped() else matcher
+                                              for matcher in masks.matchers], backend)
     return times
 
 

@@ -29,7 +29,7 @@ import msgspec
 import torch
 
 from serving import tool_formats
-from serving.constraints import GRAMMAR_INVALID
+from serving.constraints import GRAMMAR_INVALID, thinking_grammar
 from serving.config import EngineConfig
 from serving.engine import device_memory
 from serving.engine.adapter_registry import Adapter, AdapterError
@@ -49,6 +49,7 @@ from serving.engine.sequence import Sequence, SequenceStatus
 from serving.engine.stopping import StopCriteria, eos_token_ids
 from serving.engine.validation import (
     InputValidator,
+    Prompt,
     RequestError,
     check_grammar,
     invalid,
@@ -124,7 +125,7 @@ class LLMEngine:
             num_parameters=loaded.num_parameters,
             tool_format=tool_formats.detect(template_text(tokenizer)),
             added_tokens=added_tokens(tokenizer),
-            reasoning=tool_formats.has_thinking(template_text(tokenizer)),
+            reasoning=self.validator.reasoning,
             vocab_size=len(tokenizer),
             block_size=BLOCK_SIZE,
             num_blocks=blocks.num_blocks - 1,
@@ -200,21 +201,22 @@ class LLMEngine:
                 logger.exception("health check forward failed")
         return self._healthy
 
-    def add_request(self, request: GenerateRequest, prompt_ids: list[int] | None = None) -> list[EngineEvent]:
-        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message; `prompt_ids` are its
-        checked ids when they were made elsewhere (the worker's tokenizer process)."""
+    def add_request(self, request: GenerateRequest, prompt: Prompt | None = None) -> list[EngineEvent]:
+        """Validate and queue a request: `[Admitted]`, or `[Failed]` with TGI's message; `prompt` is its checked
+        prompt when it was made elsewhere (the worker's tokenizer process)."""
         if len(self._requests) >= self.limits.max_concurrent_requests:
             return [Failed(request.request_id, ErrorKind.OVERLOADED, "Model is overloaded")]
         try:
             adapter = self._adapter(request)
             check_grammar(request)
-            if prompt_ids is None:
-                prompt_ids = self.validator.prompt_ids(request)
+            if prompt is None:
+                prompt = self.validator.prompt(request)
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
         refusal = self.adapters.request_load(adapter) if adapter is not None else None
         if refusal is not None:
             return [Failed(request.request_id, ErrorKind.OVERLOADED, refusal)]
+        prompt_ids = prompt.ids
         stop = StopCriteria.build(request.stopping, len(prompt_ids), self.limits.max_total_tokens, self.eos_ids)
         sequence = Sequence.create(request.request_id, prompt_ids, request.sampling, stop, request.prefill_logprobs)
         if adapter is not None:
@@ -226,11 +228,14 @@ class LLMEngine:
         if request.sampling.grammar is None:
             self._enqueue(sequence)
         else:
+            grammar = request.sampling.grammar
+            if grammar.after_thinking:
+                grammar = thinking_grammar(grammar, self._info.added_tokens, prompt.thinking)
             cache = self._grammar_cache()
-            sequence.constraint = Constraint(cache.submit(request.sampling.grammar), cache.backend)
+            sequence.constraint = Constraint(cache.submit(grammar), cache.backend)
             self._compiling.append(sequence)
         prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
-        return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text)]
+        return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text, prompt.thinking)]
 
     # --- LoRA adapters: a sequence waits outside the queue until its adapter is resident ---
 

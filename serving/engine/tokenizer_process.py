@@ -2,7 +2,7 @@
 
 A big prompt (megabytes of chat content) costs seconds of tokenizer and Jinja work, and Python work in a thread
 of the engine process would hold the GIL against the loop, whose every torch call gives it up and takes it back.
-So the worker hands each new request's validation (`InputValidator.prompt_ids`) and each tokenize call to one
+So the worker hands each new request's validation (`InputValidator.prompt`) and each tokenize call to one
 spawned process holding a copy of the tokenizer; the loop goes on stepping, and a pipe wakes it when a result is
 ready. Results are taken in the order the work was submitted. A tokenizer process that dies fails the work it
 held and is replaced.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from serving.engine.limits import Limits
-from serving.engine.validation import InputValidator, RequestError
+from serving.engine.validation import InputValidator, Prompt, RequestError
 from serving.lifeline import die_with_parent
 from serving.messages import ErrorKind, Failed, GenerateRequest, TokenizeRequest, TokenizeResult
 
@@ -46,11 +46,11 @@ def _ready() -> bool:
     return _validator is not None
 
 
-def _prompt_ids(request: GenerateRequest) -> list[int] | Failed:
-    """A generate request's checked prompt ids, or its `Failed` with TGI's message."""
+def _prompt(request: GenerateRequest) -> Prompt | Failed:
+    """A generate request's checked prompt, or its `Failed` with TGI's message."""
     assert _validator is not None
     try:
-        return _validator.prompt_ids(request)
+        return _validator.prompt(request)
     except RequestError as error:
         return Failed(request.request_id, error.kind, error.message, error.code)
 
@@ -100,7 +100,7 @@ class TokenizerProcess:
 
     def submit(self, key: str, message: GenerateRequest | TokenizeRequest, owner: bytes) -> None:
         """Start validating a generate request or tokenizing a tokenize call."""
-        work: Callable[[Any], Any] = _prompt_ids if isinstance(message, GenerateRequest) else _tokenize
+        work: Callable[[Any], Any] = _prompt if isinstance(message, GenerateRequest) else _tokenize
         try:
             future = self._executor.submit(work, message)
         except BrokenProcessPool:

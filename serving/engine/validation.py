@@ -12,11 +12,13 @@ bound, and its message says "at least" that many tokens. `/tokenize` answers at 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
 import msgspec.structs
 
+from serving import tool_formats
 from serving.constraints import GRAMMAR_WITH_MIN_TOKENS
 from serving.engine.limits import Limits
 from serving.messages import (
@@ -26,6 +28,7 @@ from serving.messages import (
     Failed,
     GenerateRequest,
     TokenizeRequest,
+    Thinking,
     TokenizeResult,
     TokenSpan,
 )
@@ -72,6 +75,14 @@ def check_grammar(request: GenerateRequest) -> None:
         raise invalid(GRAMMAR_WITH_MIN_TOKENS)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A request's checked prompt ids, and where its rendered chat leaves a reasoning model's thinking section."""
+
+    ids: list[int]
+    thinking: Thinking = Thinking.UNOPENED
+
+
 class InputValidator:
     """Turns a request's prompt or chat into checked token ids."""
 
@@ -79,6 +90,7 @@ class InputValidator:
         self.tokenizer = tokenizer
         self.limits = limits
         self.longest_token = max((len(token) for token in tokenizer.get_vocab()), default=1)
+        self.reasoning = tool_formats.has_thinking(template_text(tokenizer))
 
     def _bounded(self, text: str, limit: int) -> tuple[str, bool]:
         """`text`, or the prefix of it that must already hold more than `limit` tokens (and True) when it is that
@@ -89,7 +101,8 @@ class InputValidator:
     def render_chat(self, chat: ChatPrompt) -> str:
         """The conversation rendered by the chat template, ready for generation or continuing the last message.
 
-        OpenAI's `developer` role is passed on as `system` to a template that never mentions it."""
+        OpenAI's `developer` role is passed on as `system` to a template that never mentions it; the request's
+        `chat_template_kwargs` become the template's variables."""
         template = getattr(self.tokenizer, "chat_template", None)
         if template is None:
             raise RequestError(ErrorKind.TEMPLATE, "Template error: template not found")
@@ -105,7 +118,7 @@ class InputValidator:
             return self.tokenizer.apply_chat_template(
                 messages, tools=list(chat.tools) if chat.tools else None, tokenize=False,
                 add_generation_prompt=not chat.continue_final_message,
-                continue_final_message=chat.continue_final_message)
+                continue_final_message=chat.continue_final_message, **(chat.template_kwargs or {}))
         except Exception as exc:  # the template is the model author's code: any error in it is a template error
             raise RequestError(ErrorKind.TEMPLATE, f"Template error: {exc}") from exc
 
@@ -130,9 +143,20 @@ class InputValidator:
             raise invalid(f"token ids must be >= 0 and < {vocabulary}. Given: {unknown[0]}")
         return list(ids)
 
-    def prompt_ids(self, request: GenerateRequest) -> list[int]:
-        """The checked (and truncated) prompt ids of a generate request."""
+    def thinking(self, chat: ChatPrompt | None, text: str) -> Thinking:
+        """Where the rendered chat `text` leaves a reasoning model's thinking section."""
+        if chat is None or not self.reasoning:
+            return Thinking.UNOPENED
+        continued = chat.messages[-1].content if chat.continue_final_message and chat.messages else None
+        return tool_formats.prompt_thinking(text, continued)
+
+    def prompt(self, request: GenerateRequest) -> Prompt:
+        """The checked (and truncated) prompt of a generate request."""
         text, add_special_tokens = self.text_of(request.prompt, request.chat, request.add_special_tokens)
+        return Prompt(self._prompt_ids(request, text, add_special_tokens), self.thinking(request.chat, text))
+
+    def _prompt_ids(self, request: GenerateRequest, text: str, add_special_tokens: bool) -> list[int]:
+        """The checked (and truncated) prompt ids of a generate request whose text is `text`."""
         if not text and not request.prompt_ids:
             raise invalid("`inputs` cannot be empty")
         max_input, max_total = self.limits.max_input_tokens, self.limits.max_total_tokens

@@ -199,7 +199,7 @@ class EngineWorker:
             elif isinstance(result, Failed):
                 self._route([result])
             else:
-                self._route(self.engine.add_request(job.message, prompt_ids=result))
+                self._route(self.engine.add_request(job.message, prompt=result))
 
     def _route(self, events: list[EngineEvent]) -> None:
         """Queue each request event for the worker that owns the request; forget finished requests."""

@@ -25,5 +25,18 @@ def test_engine_loop_with_every_other_request_constrained(tiny_model_dir):
     assert result.requests == 6 and 0 < result.output_tokens <= 6 * 40
 
 
+def test_sharing_pairs_a_half_constrained_run_with_a_free_one_of_the_same_lengths(tiny_model_dir, capsys):
+    from serving.bench.engine_loop import sharing
+    from serving.config import from_env
+    from serving.engine.engine import LLMEngine
+
+    config = from_env({"HF_MODEL_ID": str(tiny_model_dir), "TORCH_NUM_THREADS": "1"}).engine
+    engine = LLMEngine.from_config(dataclasses.replace(config, max_concurrent_requests=64))
+    mixed, free = sharing(engine, concurrency=4, total=6, output_tokens=30, words=(5,), seed=0, rounds=1)
+    assert mixed.lengths == free.lengths and free.lengths[1::2] == (30, 30, 30)
+    assert [len(gaps) for gaps in free.gaps] == [length - 1 for length in free.lengths]
+    assert "unconstrained half beside constrained rows" in capsys.readouterr().out
+
+
 def test_the_medium_schema_is_a_valid_schema():
     jsonschema.Draft202012Validator.check_schema(MEDIUM_SCHEMA)

@@ -6,12 +6,14 @@ import json
 import re
 
 import jsonschema
+import msgspec.structs
 import torch
 
 from engine_helpers import PROMPTS, drain, finished, generate_alone, request, token_ids
-from serving.constraints import json_schema_grammar
+from serving.constraints import json_schema_grammar, thinking_grammar
 from serving.engine.grammar import GrammarMasks
-from serving.messages import Admitted, ErrorKind, Failed, FinishReason, Grammar, GrammarKind
+from serving.engine.validation import Prompt
+from serving.messages import Admitted, ErrorKind, Failed, FinishReason, Grammar, GrammarKind, Thinking
 
 SCHEMA = {
     "type": "object",
@@ -107,3 +109,35 @@ def test_mask_touches_only_constrained_rows(make_engine):
     assert torch.equal(masked[0], scores[0]) and torch.equal(masked[2], scores[2])
     allowed = masked[1].isfinite().nonzero().flatten().tolist()
     assert allowed and all(engine.detokenizer.token_texts([t])[0].isdigit() for t in allowed)
+
+
+def _accepts(engine, grammar: Grammar, text: str) -> bool:
+    """Whether `grammar`, compiled for the engine's tokenizer, takes the tokens of `text` and is then complete."""
+    backend = engine._grammar_cache().backend
+    matcher = backend.matcher(backend.compile(grammar))
+    ids = engine.loaded.tokenizer.encode(text, add_special_tokens=False)
+    return all(matcher.consume_token(token) for token in ids) and matcher.is_accepting()
+
+
+def test_the_thinking_section_before_an_answer_follows_the_prompt(make_engine):
+    engine = make_engine()
+    answer = json_schema_grammar({"type": "integer", "minimum": 0, "maximum": 99})
+    opened, unopened, closed = (thinking_grammar(answer, {}, thinking)
+                                for thinking in (Thinking.OPEN, Thinking.UNOPENED, Thinking.CLOSED))
+    assert _accepts(engine, opened, 'not {"json"} at all</think>\n42')  # free text until the section ends
+    assert not _accepts(engine, opened, "42")
+    assert _accepts(engine, unopened, "<think>hmm</think>\n\n42") and _accepts(engine, unopened, "42")
+    assert not _accepts(engine, unopened, "hmm</think>42")
+    assert _accepts(engine, closed, "42") and not _accepts(engine, closed, "<think>hmm</think>42")
+
+
+def test_a_prompt_that_closed_the_section_gets_the_answer_grammar_alone(make_engine):
+    engine = make_engine()
+    grammar = msgspec.structs.replace(json_schema_grammar(SCHEMA), after_thinking=True)
+    ids = engine.loaded.tokenizer.encode(PROMPTS[1])
+    [admitted] = engine.add_request(request("r", PROMPTS[1], 120, do_sample=True, seed=1, grammar=grammar),
+                                    prompt=Prompt(ids, Thinking.CLOSED))
+    assert isinstance(admitted, Admitted) and admitted.thinking is Thinking.CLOSED
+    done = finished(drain(engine)["r"])
+    assert done.finish_reason is FinishReason.EOS_TOKEN
+    jsonschema.validate(json.loads(done.generated_text), SCHEMA)

@@ -99,7 +99,7 @@ def reference_greedy(model: Any, ids: list[int], new_tokens: int) -> list[int]:
 
 def prompt_ids(engine: LLMEngine, prompt: str) -> list[int]:
     """The prompt's token ids as the engine makes them."""
-    return engine.validator.prompt_ids(request("ids", prompt))
+    return list(engine.validator.prompt(request("ids", prompt)).ids)
 
 
 @LEAN

@@ -123,11 +123,16 @@ def test_streamed_tool_calls_assemble_in_the_sdk_stream_helper(server):
 
 
 def test_tool_call_cut_by_max_tokens_ends_with_length(server):
-    completion = _client(server).chat.completions.create(
-        model="tgi", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=30, seed=5)
+    kwargs = dict(model="tgi", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=45, seed=5)
+    completion = _client(server).chat.completions.create(**kwargs)
     choice = completion.choices[0]
     assert choice.finish_reason == "length"
-    assert choice.message.tool_calls[0].function.name in PARAMETERS
+    [call] = choice.message.tool_calls
+    assert call.function.name in PARAMETERS and call.function.arguments.startswith("{")
+    chunks = [chunk for chunk in _client(server).chat.completions.create(stream=True, **kwargs) if chunk.choices]
+    assert chunks[-1].choices[0].finish_reason == "length"  # as OpenAI ends a cut call, with the arguments so far
+    entries = [entry for chunk in chunks for entry in chunk.choices[0].delta.tool_calls or []]
+    assert "".join(entry.function.arguments or "" for entry in entries) == call.function.arguments
 
 
 def test_auto_answers_text_when_the_model_does_not_call(server):

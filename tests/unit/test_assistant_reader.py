@@ -8,6 +8,8 @@ import pytest
 
 from serving.api.protocol.assistant import AssistantReader
 from serving.api.protocol.tools import CallScanner, ToolPlan, value_end
+from serving.messages import Thinking
+from serving.tool_formats import prompt_thinking
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
@@ -80,6 +82,9 @@ def test_llama3_json_answer_starting_with_a_brace_is_a_call_else_text():
     text = AssistantReader(plan("llama3_json"), reasoning=False)
     read(text, ["It is {warm}"])
     assert text.message() == {"role": "assistant", "content": "It is {warm}"}
+    answer = AssistantReader(plan("llama3_json"), reasoning=False)  # `response_format`'s object beside the tools
+    deltas = read(answer, ['{"na', 'me": "fig"}'])
+    assert deltas == [{"content": '{"name": "fig"}'}] and answer.message()["content"] == '{"name": "fig"}'
 
 
 def test_a_call_cut_short_keeps_the_arguments_it_has():
@@ -96,6 +101,38 @@ def test_thinking_section_is_reasoning_content_streamed_and_whole():
     plain = AssistantReader(None, reasoning=True)
     read(plain, ["No thinking <think> here"])
     assert plain.message() == {"role": "assistant", "content": "No thinking <think> here"}
+
+
+def test_a_prompt_that_opens_the_section_makes_the_answer_reasoning_until_it_closes():
+    reader = AssistantReader(plan(), reasoning=True, thinking=Thinking.OPEN)
+    deltas = read(reader, ["\nMaybe <tool", "_call> later", ("</think>", True), "\n\n",
+                           '<tool_call>\n{"name": "f", "arguments": {"city": "Oslo"}}\n</tool_call>'])
+    assert joined(deltas, "reasoning_content") == "\nMaybe <tool_call> later" and joined(deltas, "content") == ""
+    message = reader.message()
+    assert message["content"] is None and message["reasoning_content"] == "\nMaybe <tool_call> later"
+    assert message["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"city": "Oslo"}'}
+    cut = AssistantReader(None, reasoning=True, thinking=Thinking.OPEN)
+    read(cut, ["Still thinking"])
+    assert cut.message() == {"role": "assistant", "content": "", "reasoning_content": "Still thinking"}
+
+
+def test_a_prompt_that_closed_the_section_leaves_the_answer_as_it_is():
+    reader = AssistantReader(None, reasoning=True, thinking=Thinking.CLOSED)
+    read(reader, [("<think>", True), "x", ("</think>", True), "Yes."])
+    assert reader.message() == {"role": "assistant", "content": "<think>x</think>Yes."}
+
+
+@pytest.mark.parametrize("prompt, continued, thinking", [
+    ("<|im_start|>assistant\n<think>\n", None, Thinking.OPEN),
+    ("<|im_start|>assistant\n<think>\n\n</think>\n\n", None, Thinking.CLOSED),
+    ("<|im_start|>assistant\n", None, Thinking.UNOPENED),
+    ("<|user|>\nWhat is <think>?<|end|>\n<|assistant|>\n", None, Thinking.UNOPENED),
+    ("<|assistant|>\n<think>\nFirst,", "<think>\nFirst,", Thinking.OPEN),
+    ("<|assistant|>\n<think>x</think>So", "<think>x</think>So", Thinking.CLOSED),
+    ("<|user|>\n<think>\n<|assistant|>\nSo", "So", Thinking.UNOPENED),
+])
+def test_where_a_prompt_leaves_the_thinking_section(prompt, continued, thinking):
+    assert prompt_thinking(prompt, continued) is thinking
 
 
 @pytest.mark.parametrize("text, end", [

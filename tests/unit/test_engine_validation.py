@@ -30,7 +30,7 @@ def request(prompt=PROMPT, max_new_tokens=None, truncate=None, chat=None) -> Gen
 
 def refusal(check, req) -> tuple[ErrorKind, str]:
     with pytest.raises(RequestError) as caught:
-        check.prompt_ids(req)
+        check.prompt(req).ids
     return caught.value.kind, caught.value.message
 
 
@@ -62,16 +62,16 @@ def test_messages_and_order(tokenizer, limits, req, message):
 ])
 def test_length_refusals_carry_openais_code(tokenizer, req, code):
     with pytest.raises(RequestError) as caught:
-        validator(tokenizer).prompt_ids(req)
+        validator(tokenizer).prompt(req).ids
     assert caught.value.code == code
 
 
 def test_valid_prompts_and_left_truncation(tokenizer):
     ids = tokenizer.encode(PROMPT)
-    assert validator(tokenizer, 20, 40).prompt_ids(request(max_new_tokens=5)) == ids
-    assert validator(tokenizer).prompt_ids(request(truncate=8)) == ids[-8:]
-    assert validator(tokenizer, 20, 1040).prompt_ids(request(max_new_tokens=5000)) == ids  # only 1024 is checked
-    assert validator(tokenizer, 20, 40).prompt_ids(request(max_new_tokens=None)) == ids
+    assert validator(tokenizer, 20, 40).prompt(request(max_new_tokens=5)).ids == ids
+    assert validator(tokenizer).prompt(request(truncate=8)).ids == ids[-8:]
+    assert validator(tokenizer, 20, 1040).prompt(request(max_new_tokens=5000)).ids == ids  # only 1024 is checked
+    assert validator(tokenizer, 20, 40).prompt(request(max_new_tokens=None)).ids == ids
 
 
 CHAT = ChatPrompt((ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello")))
@@ -82,7 +82,7 @@ def test_chat_rendering(tokenizer):
     assert check.render_chat(CHAT) == "<s><|user|>\nHi</s>\n<|assistant|>\nHello</s>\n<|assistant|>\n"
     continued = check.render_chat(ChatPrompt(CHAT.messages, continue_final_message=True))
     assert continued == "<s><|user|>\nHi</s>\n<|assistant|>\nHello"
-    ids = check.prompt_ids(request(prompt=None, chat=CHAT))
+    ids = check.prompt(request(prompt=None, chat=CHAT)).ids
     assert ids == tokenizer.encode(check.render_chat(CHAT), add_special_tokens=False)
 
 

@@ -1,9 +1,10 @@
 """What an assistant's generated tokens mean: a thinking section, text content, and tool calls.
 
 `AssistantReader` takes the tokens one at a time (special tokens included, since markers may be special tokens)
-and returns OpenAI delta fields: `reasoning_content` for a `<think>...</think>` section the answer starts with
-(reasoning models only), `content` for text, `tool_calls` entries once the tool format's marker appears (or, for
-Llama 3.1's format, when the answer itself starts with `{`). Text that may be the start of a marker is held back
+and returns OpenAI delta fields: `reasoning_content` for a `<think>...</think>` section the answer starts with, or
+for the answer up to `</think>` when the prompt opened the section (reasoning models only), `content` for text,
+`tool_calls` entries once the tool format's marker appears (or, for Llama 3.1's format, when the answer itself
+starts as a call does: `{"name": <a tool>, "parameters": `). Text that may be the start of a marker is held back
 until it is known not to be one. A whole answer is read the same way, so streams and non-streaming responses agree.
 """
 
@@ -13,21 +14,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.api.protocol.tools import CallScanner, ToolPlan
+from serving.messages import Thinking
 from serving.tool_formats import THINK_CLOSE, THINK_OPEN
 
 
 @dataclass
 class AssistantReader:
-    """One choice's reading state."""
+    """One choice's reading state (`thinking`: where the prompt left the thinking section)."""
 
     plan: ToolPlan | None
     reasoning: bool
+    thinking: Thinking = Thinking.UNOPENED
     scanner: CallScanner | None = None
     _pending: str = ""
     _phase: str = "start"  # start -> (thinking -> start ->) content -> calls
     _thought: bool = False  # a thinking section was read
     reasoning_text: list[str] = field(default_factory=list)
     content_text: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.reasoning and self.thinking is Thinking.OPEN:
+            self._phase = "thinking"
 
     def _markers(self) -> tuple[str, ...]:
         """The strings whose appearance changes the phase now."""
@@ -48,14 +55,20 @@ class AssistantReader:
                 stripped = self._pending.lstrip()
                 if not stripped:
                     return delta
-                if self.reasoning and not self._thought and (stripped.startswith(THINK_OPEN)
-                                                             or THINK_OPEN.startswith(stripped)):
+                if self._may_think() and (stripped.startswith(THINK_OPEN)
+                                          or THINK_OPEN.startswith(stripped)):
                     if len(stripped) < len(THINK_OPEN):
                         return delta
                     self._pending, self._phase = stripped[len(THINK_OPEN):], "thinking"
                 elif self.plan is not None and not self.plan.format.marker and stripped.startswith("{"):
-                    self._phase = "calls"
-                    self._pending = stripped
+                    openings = self.plan.call_openings()
+                    if any(opening.startswith(stripped) and opening != stripped for opening in openings):
+                        return delta  # a call's opening so far: held back until it is known
+                    if any(stripped.startswith(opening) for opening in openings):
+                        self._phase = "calls"
+                        self._pending = stripped
+                    else:
+                        self._phase = "content"  # an answer that is a JSON object (`response_format`)
                 else:
                     self._phase = "content"
                     if self._thought:  # the answer after a thinking section starts at its first visible character
@@ -83,6 +96,10 @@ class AssistantReader:
             self._pending = self._pending[len(self._pending) - held:]
             return delta
         return delta
+
+    def _may_think(self) -> bool:
+        """Whether a `<think>` now opens a thinking section: at the start of an answer whose prompt did not."""
+        return self.reasoning and self.thinking is Thinking.UNOPENED and not self._thought
 
     def _is_marker(self, text: str) -> bool:
         """Whether a special token is the tool format's marker."""
@@ -122,7 +139,7 @@ class AssistantReader:
         message: dict[str, Any] = {"role": "assistant", "content": None if calls and not content.strip() else content}
         if calls:
             message["tool_calls"] = calls
-        if self._thought or self.reasoning_text:
+        if self._thought or self.reasoning_text or self._phase == "thinking":
             message["reasoning_content"] = "".join(self.reasoning_text)
         return message
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from serving import messages
 from serving.api.feed import Generation, Step
@@ -18,7 +18,7 @@ from serving.tool_formats import FALLBACK
 from serving.api.protocol.tokens import openai_logprob
 from serving.api.protocol.validation import Knobs, Limits, openai_temperature, parse_logit_bias
 from serving.api.version import SYSTEM_FINGERPRINT
-from serving.messages import FinishReason
+from serving.messages import FinishReason, Thinking
 
 
 def _stop_list(value: Any) -> Any:
@@ -61,6 +61,12 @@ def _content_text(value: Any) -> Any:
     raise ValueError("data did not match any variant of untagged enum MessageContent")
 
 
+# apply_chat_template's own arguments and what it hands the template itself: not for `chat_template_kwargs`
+RESERVED_TEMPLATE_VARIABLES = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "sanitize_control_tokens", "padding", "truncation", "max_length",
+    "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
+})
 Role = Literal["system", "developer", "user", "assistant", "tool"]  # OpenAI's; `developer` is a newer `system`
 
 
@@ -155,6 +161,16 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     ignore_eos: bool = False  # vLLM's extra fields: generate past EOS / not end before `min_tokens` tokens
     min_tokens: U32 | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's: the chat template's variables
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _free_template_variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The template's own variables only: none of the names that the server sets itself."""
+        taken = sorted(RESERVED_TEMPLATE_VARIABLES.intersection(value or {}))
+        if taken:
+            raise ValueError(f"`chat_template_kwargs` cannot set {', '.join(taken)}: the server sets them")
+        return value
 
     def tool_plan(self, limits: Limits) -> ToolPlan | None:
         """The tools this request offers and how they must be used (tool errors are raised here, before any
@@ -229,6 +245,7 @@ class ChatCompletionRequest(BaseModel):
             messages=tuple(chat),
             continue_final_message=bool(self.messages) and self.messages[-1].role == "assistant",
             tools=tuple(plan.tools) if plan is not None and native_tools else None,
+            template_kwargs=self.chat_template_kwargs,
         )
 
     def characters(self) -> int:
@@ -281,9 +298,11 @@ class ChatResponder:
         """Whether answers are read (split into reasoning, content and tool calls) rather than passed through."""
         return self.plan is not None or self.reasoning
 
-    def _reader(self, index: int) -> AssistantReader:
-        """The reader of choice `index`."""
-        return self.readers.setdefault(index, AssistantReader(self.plan, self.reasoning))
+    def _reader(self, index: int, thinking: Thinking) -> AssistantReader:
+        """The reader of choice `index` (made at its first token, when `thinking` is known)."""
+        if index not in self.readers:
+            self.readers[index] = AssistantReader(self.plan, self.reasoning, thinking)
+        return self.readers[index]
 
     def _logprobs(self, deltas: list[messages.TokenDelta]) -> dict[str, Any] | None:
         """`logprobs.content`, when asked for."""
@@ -298,7 +317,7 @@ class ChatResponder:
         if not self.reads:
             return {"role": "assistant", "content": without_stop(finished.generated_text, finished.finish_reason,
                                                                  self.stops)}, reason
-        reader = self._reader(index)
+        reader = self._reader(index, generation.thinking)
         for delta in generation.deltas:
             reader.feed(delta.token.text, delta.token.special)
         reader.finish()
@@ -339,7 +358,7 @@ class ChatResponder:
             fields: dict[str, Any] = {"content": holdback.release("" if delta.token.special else delta.token.text,
                                                                   finish_reason)}
         else:
-            reader = self._reader(step.index)
+            reader = self._reader(step.index, step.thinking)
             fields = reader.feed(delta.token.text, delta.token.special)
             if finished is not None:
                 for key, value in reader.finish().items():

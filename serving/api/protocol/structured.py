@@ -9,16 +9,16 @@ grammar is checked with the engine's own compiler before anything is queued; its
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Mapping
+
+import msgspec.structs
 
 from flask import has_app_context
 
 from serving.api.context import services
 from serving.api.errors import ApiError
-from serving.constraints import GRAMMAR_INVALID, JSON_OPTIONS, grammar_error, json_schema_grammar, lark_items
-from serving.messages import Grammar, GrammarKind
-from serving.tool_formats import THINK_CLOSE, THINK_OPEN
+from serving.constraints import GRAMMAR_INVALID, grammar_error, json_schema_grammar, thinking_grammar
+from serving.messages import Grammar, GrammarKind, Thinking
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
 SCHEMA_KEYWORDS_WITH_SCHEMAS = ("items", "additionalItems", "contains", "not", "if", "then", "else",
@@ -86,18 +86,10 @@ def schema_grammar(schema: Any, max_bytes: int) -> Grammar:
 
 
 def after_thinking(grammar: Grammar, added_tokens: Mapping[str, int], max_bytes: int) -> Grammar:
-    """A reasoning model's grammar: an optional, unconstrained `<think>...</think>` section, then `grammar`."""
-    open_tag, close_tag = lark_items(added_tokens, THINK_OPEN), lark_items(added_tokens, THINK_CLOSE)
-    lazy = "" if THINK_CLOSE in added_tokens else "[lazy]"  # a text tag ends the section at its first occurrence
-    lines = ["%llguidance {}", "start: think? constrained", f"think{lazy}: {open_tag} /(.|\\n)*/ {close_tag} \"\\n\"*"]
-    if grammar.kind is GrammarKind.JSON_SCHEMA:
-        lines.append(f"constrained: %json {json.dumps({**json.loads(grammar.value), 'x-guidance': JSON_OPTIONS})}")
-    elif grammar.kind is GrammarKind.REGEX:
-        lines.append("constrained: /" + grammar.value.replace("/", "\\/") + "/")
-    else:
-        body = grammar.value.replace("%llguidance {}\n", "")
-        lines.append(re.sub(r"^start:", "constrained:", body, count=1, flags=re.MULTILINE))
-    return checked(Grammar(kind=GrammarKind.LARK, value="\n".join(lines) + "\n"), max_bytes)
+    """A reasoning model's answer grammar, marked for the engine, which puts the thinking section that the rendered
+    prompt calls for in front of it; checked here with the largest (an optional section)."""
+    checked(thinking_grammar(grammar, added_tokens, Thinking.UNOPENED), max_bytes)
+    return msgspec.structs.replace(grammar, after_thinking=True)
 
 
 def tgi_grammar(spec: dict[str, Any], max_bytes: int) -> Grammar:

@@ -75,6 +75,13 @@ class ToolPlan:
         return cls(offered, choice == "required" or name is not None, parallel is not False and name is None,
                    FORMATS.get(tool_format or "", FALLBACK))
 
+    def call_openings(self) -> tuple[str, ...]:
+        """How each call begins as the grammar writes it (compact JSON, the name first): for a format without a
+        marker, what tells a call from an answer that is itself a JSON object."""
+        key = json.dumps(self.format.arguments_key)
+        return tuple(f'{{"name": {json.dumps(tool["function"]["name"], ensure_ascii=False)}, {key}: '
+                     for tool in self.tools)
+
     def call_schema(self) -> dict[str, Any]:
         """The JSON Schema of one call: `{"name": <one tool>, <arguments key>: <its parameters>}`."""
         key = self.format.arguments_key

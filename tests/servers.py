@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,3 +116,24 @@ def running_server(model_dir: Path, log_dir: Path, **env_overrides: str) -> Iter
         yield proc
     finally:
         proc.stop()
+
+
+@contextmanager
+def template_server(tmp_path_factory: Any, name: str, template: Path, added_tokens: Any,
+                    **env_overrides: str) -> Iterator[ServerProcess]:
+    """A running server on a tiny model (2,048 positions) with `template` as its chat template and `added_tokens`
+    (a family's markers) in its tokenizer, stopped by pid on leaving."""
+    from serving.testing.tiny_model import TinyModelSpec, build_tiny_model
+
+    spec = TinyModelSpec(max_position_embeddings=2048, added_tokens=added_tokens, chat_template=template.read_text())
+    model = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}"), spec)
+    with running_server(model, tmp_path_factory.mktemp(f"server-{name}"), MAX_TOTAL_TOKENS="2048",
+                        **env_overrides) as proc:
+        yield proc
+
+
+def openai_client(server: ServerProcess) -> Any:
+    """The openai SDK's client for `server`'s /v1 routes, without retries."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)

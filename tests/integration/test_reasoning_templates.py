@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 import requests
 
+from servers import openai_client
+
 pytestmark = pytest.mark.integration
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -33,25 +35,11 @@ TOOLS = [{"type": "function", "function": {"name": "forecast", "parameters": PAR
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request, tmp_path_factory):
     """(family name, a server on a tiny model with that family's reasoning template)."""
-    from servers import start_server
-    from serving.testing.tiny_model import TinyModelSpec, build_tiny_model
+    from servers import template_server
 
     name = request.param
-    spec = TinyModelSpec(max_position_embeddings=2048, added_tokens=FAMILIES[name],
-                         chat_template=(TEMPLATES / f"{name}.jinja").read_text())
-    model = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}"), spec)
-    proc = start_server(model, tmp_path_factory.mktemp(f"server-{name}"), MAX_TOTAL_TOKENS="2048")
-    try:
-        proc.wait_ready()
+    with template_server(tmp_path_factory, name, TEMPLATES / f"{name}.jinja", FAMILIES[name]) as proc:
         yield name, proc
-    finally:
-        proc.stop()
-
-
-def _client(server):
-    from openai import OpenAI
-
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def _bias(server, text: str, value: float) -> dict[str, float]:
@@ -61,7 +49,7 @@ def _bias(server, text: str, value: float) -> dict[str, float]:
 
 def _streamed(server, **kwargs) -> tuple[str, str]:
     """(reasoning_content, content) of a stream, joined."""
-    chunks = list(_client(server).chat.completions.create(stream=True, **kwargs))
+    chunks = list(openai_client(server).chat.completions.create(stream=True, **kwargs))
     deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
     return ("".join(getattr(d, "reasoning_content", None) or "" for d in deltas),
             "".join(d.content or "" for d in deltas))
@@ -74,7 +62,7 @@ def test_the_prompt_opens_the_section_and_the_answer_starts_as_reasoning(family)
     assert rendered.endswith(OPENED[name])
     kwargs = dict(model="tgi", messages=MESSAGES, max_tokens=60, temperature=0,
                   logit_bias=_bias(server, "</think>", 1))
-    completion = _client(server).chat.completions.create(**kwargs)
+    completion = openai_client(server).chat.completions.create(**kwargs)
     message = completion.choices[0].message
     assert message.reasoning_content and "</think>" not in message.reasoning_content
     assert message.content is not None and not message.content.startswith("</think>")
@@ -85,7 +73,7 @@ def test_the_grammar_applies_after_the_section_the_prompt_opened(family):
     _, server = family
     kwargs = dict(model="tgi", messages=MESSAGES, max_tokens=200, temperature=0,
                   logit_bias=_bias(server, "</think>", 2), response_format=RESPONSE_FORMAT)
-    completion = _client(server).chat.completions.create(**kwargs)
+    completion = openai_client(server).chat.completions.create(**kwargs)
     message = completion.choices[0].message
     assert completion.choices[0].finish_reason == "stop"
     assert message.reasoning_content and "</think>" not in message.reasoning_content
@@ -104,13 +92,13 @@ def test_tool_calls_are_read_after_the_section(family):
     _, server = family
     kwargs = dict(model="tgi", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=200,
                   temperature=0, logit_bias=_bias(server, "</think>", 2), parallel_tool_calls=False)
-    completion = _client(server).chat.completions.create(**kwargs)
+    completion = openai_client(server).chat.completions.create(**kwargs)
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.reasoning_content
     [call] = choice.message.tool_calls
     assert call.function.name == "forecast"
     jsonschema.validate(json.loads(call.function.arguments), PARAMETERS)
-    with _client(server).chat.completions.stream(**kwargs) as stream:
+    with openai_client(server).chat.completions.stream(**kwargs) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].finish_reason == "tool_calls"
     assert final.choices[0].message.tool_calls[0].function.arguments == call.function.arguments
@@ -124,7 +112,7 @@ def test_enable_thinking_false_closes_the_section_in_the_prompt(family):
         assert rendered.endswith(OPENED[name])
         return
     assert rendered.endswith("<think>\n\n</think>\n\n")
-    completion = _client(server).chat.completions.create(
+    completion = openai_client(server).chat.completions.create(
         model="tgi", messages=MESSAGES, max_tokens=100, temperature=0, response_format=RESPONSE_FORMAT,
         logit_bias=_bias(server, "<think>", 100), extra_body={"chat_template_kwargs": {"enable_thinking": False}})
     message = completion.choices[0].message

@@ -10,6 +10,8 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
+from servers import openai_client
+
 pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -57,12 +59,6 @@ class Person(BaseModel):
     member: bool
 
 
-def _client(server):
-    from openai import OpenAI
-
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-
-
 def _check_calls(tool_calls, names=tuple(PARAMETERS)):
     assert tool_calls
     for call in tool_calls:
@@ -72,7 +68,7 @@ def _check_calls(tool_calls, names=tuple(PARAMETERS)):
 
 
 def test_openai_parse_returns_the_pydantic_object(server):
-    client = _client(server)
+    client = openai_client(server)
     for seed in range(3):
         completion = client.chat.completions.parse(model="tgi", messages=MESSAGES, response_format=Person,
                                                    max_tokens=120, seed=seed)
@@ -82,7 +78,7 @@ def test_openai_parse_returns_the_pydantic_object(server):
 
 
 def test_json_object_and_tgi_response_format(server):
-    client = _client(server)
+    client = openai_client(server)
     completion = client.chat.completions.create(model="tgi", messages=MESSAGES, max_tokens=150, seed=1,
                                                 response_format={"type": "json_object"})
     if completion.choices[0].finish_reason == "stop":
@@ -96,7 +92,7 @@ def test_json_object_and_tgi_response_format(server):
 
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
 def test_tools_required_and_named(server, choice):
-    client = _client(server)
+    client = openai_client(server)
     completion = client.chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS, tool_choice=choice,
                                                 max_tokens=120, seed=3, parallel_tool_calls=False)
     message = completion.choices[0].message
@@ -106,7 +102,7 @@ def test_tools_required_and_named(server, choice):
 
 
 def test_streamed_tool_calls_assemble_in_the_sdk_stream_helper(server):
-    client = _client(server)
+    client = openai_client(server)
     kwargs = dict(model="tgi", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=200, seed=4)
     with client.chat.completions.stream(**kwargs) as stream:
         final = stream.get_final_completion()
@@ -124,19 +120,19 @@ def test_streamed_tool_calls_assemble_in_the_sdk_stream_helper(server):
 
 def test_tool_call_cut_by_max_tokens_ends_with_length(server):
     kwargs = dict(model="tgi", messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=45, seed=5)
-    completion = _client(server).chat.completions.create(**kwargs)
+    completion = openai_client(server).chat.completions.create(**kwargs)
     choice = completion.choices[0]
     assert choice.finish_reason == "length"
     [call] = choice.message.tool_calls
     assert call.function.name in PARAMETERS and call.function.arguments.startswith("{")
-    chunks = [chunk for chunk in _client(server).chat.completions.create(stream=True, **kwargs) if chunk.choices]
+    chunks = [chunk for chunk in openai_client(server).chat.completions.create(stream=True, **kwargs) if chunk.choices]
     assert chunks[-1].choices[0].finish_reason == "length"  # as OpenAI ends a cut call, with the arguments so far
     entries = [entry for chunk in chunks for entry in chunk.choices[0].delta.tool_calls or []]
     assert "".join(entry.function.arguments or "" for entry in entries) == call.function.arguments
 
 
 def test_auto_answers_text_when_the_model_does_not_call(server):
-    completion = _client(server).chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS,
+    completion = openai_client(server).chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS,
                                                          max_tokens=10, temperature=0)
     choice = completion.choices[0]
     assert choice.message.tool_calls is None and choice.message.content
@@ -149,7 +145,7 @@ def test_conversation_with_tool_results_continues(server):
             "name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees"},
     ]
-    completion = _client(server).chat.completions.create(model="tgi", messages=messages, tools=TOOLS,
+    completion = openai_client(server).chat.completions.create(model="tgi", messages=messages, tools=TOOLS,
                                                          max_tokens=5, temperature=0)
     assert completion.choices[0].finish_reason in ("stop", "length", "tool_calls")
 

@@ -12,6 +12,8 @@ import jsonschema
 import pytest
 import requests
 
+from servers import openai_client
+
 pytestmark = pytest.mark.integration
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -35,25 +37,11 @@ MESSAGES = [{"role": "user", "content": "Weather in Oslo?"}]
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request, tmp_path_factory):
     """(family name, a server on a tiny model speaking that family's tool format)."""
-    from servers import start_server
-    from serving.testing.tiny_model import TinyModelSpec, build_tiny_model
+    from servers import template_server
 
     name = request.param
-    spec = TinyModelSpec(max_position_embeddings=2048, added_tokens=FAMILIES[name],
-                         chat_template=(TEMPLATES / f"{name}.jinja").read_text())
-    model = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}"), spec)
-    proc = start_server(model, tmp_path_factory.mktemp(f"server-{name}"), MAX_TOTAL_TOKENS="2048")
-    try:
-        proc.wait_ready()
+    with template_server(tmp_path_factory, name, TEMPLATES / f"{name}.jinja", FAMILIES[name]) as proc:
         yield name, proc
-    finally:
-        proc.stop()
-
-
-def _client(server):
-    from openai import OpenAI
-
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def _token_id(server, text: str) -> int:
@@ -83,7 +71,7 @@ def test_the_template_sees_its_native_tools_and_tool_messages(family):
 
 def test_required_calls_in_the_native_format(family):
     _, server = family
-    completion = _client(server).chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS,
+    completion = openai_client(server).chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS,
                                                          tool_choice="required", max_tokens=150, seed=1,
                                                          parallel_tool_calls=False)
     assert completion.choices[0].finish_reason == "tool_calls"
@@ -92,7 +80,7 @@ def test_required_calls_in_the_native_format(family):
 
 def test_auto_answers_text_when_the_model_does_not_call(family):
     _, server = family
-    completion = _client(server).chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS,
+    completion = openai_client(server).chat.completions.create(model="tgi", messages=MESSAGES, tools=TOOLS,
                                                          max_tokens=8, temperature=0)
     message = completion.choices[0].message
     assert message.tool_calls is None and message.content
@@ -104,10 +92,10 @@ def test_auto_calls_when_the_model_emits_its_marker(family):
     bias = {str(_token_id(server, MARKERS[name])): 100}
     kwargs = dict(model="tgi", messages=MESSAGES, tools=TOOLS, max_tokens=150, seed=2, logit_bias=bias,
                   parallel_tool_calls=False)
-    completion = _client(server).chat.completions.create(**kwargs)
+    completion = openai_client(server).chat.completions.create(**kwargs)
     assert completion.choices[0].finish_reason == "tool_calls"
     _valid(completion.choices[0].message.tool_calls)
-    with _client(server).chat.completions.stream(**kwargs) as stream:
+    with openai_client(server).chat.completions.stream(**kwargs) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].finish_reason == "tool_calls"
     assert [c.function.arguments for c in final.choices[0].message.tool_calls] == [
@@ -119,7 +107,7 @@ def test_reasoning_is_split_out_and_the_grammar_applies_after_it(family):
     schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["n"]}
     response_format = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
     if name != "hermes":  # a model without a thinking section is unaffected
-        completion = _client(server).chat.completions.create(model="tgi", messages=MESSAGES, max_tokens=100,
+        completion = openai_client(server).chat.completions.create(model="tgi", messages=MESSAGES, max_tokens=100,
                                                              seed=3, response_format=response_format)
         message = completion.choices[0].message
         assert getattr(message, "reasoning_content", None) is None
@@ -129,12 +117,12 @@ def test_reasoning_is_split_out_and_the_grammar_applies_after_it(family):
     bias = {str(_token_id(server, "<think>")): 100, str(_token_id(server, "</think>")): 0.6}
     kwargs = dict(model="tgi", messages=MESSAGES, max_tokens=300, temperature=0, logit_bias=bias,
                   response_format=response_format)
-    completion = _client(server).chat.completions.create(**kwargs)
+    completion = openai_client(server).chat.completions.create(**kwargs)
     message = completion.choices[0].message
     assert completion.choices[0].finish_reason == "stop"
     assert message.reasoning_content and "think>" not in message.content + message.reasoning_content
     jsonschema.validate(json.loads(message.content), schema)
-    chunks = list(_client(server).chat.completions.create(stream=True, **kwargs))
+    chunks = list(openai_client(server).chat.completions.create(stream=True, **kwargs))
     deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
     assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == message.reasoning_content
     assert "".join(d.content or "" for d in deltas) == message.content
@@ -145,12 +133,12 @@ def test_tools_with_response_format_call_or_answer_in_the_schema(family):
     schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 8}}, "required": ["answer"]}
     kwargs = dict(model="tgi", messages=MESSAGES, tools=TOOLS, max_tokens=150, seed=6, parallel_tool_calls=False,
                   response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
-    answered = _client(server).chat.completions.create(**kwargs).choices[0]
+    answered = openai_client(server).chat.completions.create(**kwargs).choices[0]
     assert answered.finish_reason == "stop" and answered.message.tool_calls is None
     jsonschema.validate(json.loads(answered.message.content), schema)
     if name == "llama3_json":  # its calls and the answer both start with `{`: the bias would favour both alike
         return
-    called = _client(server).chat.completions.create(
+    called = openai_client(server).chat.completions.create(
         logit_bias={str(_token_id(server, MARKERS[name])): 100}, **kwargs).choices[0]
     assert called.finish_reason == "tool_calls"
     _valid(called.message.tool_calls)

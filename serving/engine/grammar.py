@@ -65,10 +65,6 @@ class GrammarBackend(Protocol):
         """Write each matcher's allowed tokens into the rows of `bitmask` [len(matchers), words] (int32)."""
         ...
 
-    def advance(self, matchers: list[Matcher], tokens: list[int]) -> list[bool]:
-        """Consume one token per matcher; False where the grammar refuses it."""
-        ...
-
 
 class LLGuidanceBackend:
     """llguidance (`LLMatcher`): compiles in about a millisecond at any vocabulary size and imports no torch."""
@@ -78,9 +74,6 @@ class LLGuidanceBackend:
 
         self.vocab_size = vocab_size
         self._tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(eos_ids))
-        # One native call per step for the whole batch, without the GIL, on one worker: the mask thread's Python
-        # never contends with the engine's per row, and the forward keeps the other cores.
-        self._executor = llguidance.LLExecutor(num_threads=1)
 
     def compile(self, grammar: Grammar) -> Any:
         """Build and check the template matcher."""
@@ -103,13 +96,11 @@ class LLGuidanceBackend:
         return template.deep_copy()
 
     def fill(self, matchers: list[Matcher], bitmask: Tensor) -> None:
-        """One mask row per matcher, computed by llguidance in one call without the GIL."""
-        self._executor.unsafe_compute_mask_ptr(list(zip(matchers, range(len(matchers)))), bitmask.data_ptr(),
-                                               bitmask.shape[1] * 4, bitmask.shape[0])
-
-    def advance(self, matchers: list[Matcher], tokens: list[int]) -> list[bool]:
-        """Every matcher's token consumed in one call without the GIL."""
-        return self._executor.consume_token_par(list(zip(matchers, tokens)))
+        """One mask row per matcher, computed by llguidance without the GIL."""
+        words = bitmask.shape[1]
+        for row, matcher in enumerate(matchers):
+            view = bitmask[row]
+            matcher.unsafe_compute_mask_ptr(view.data_ptr(), words * 4)  # type: ignore[attr-defined]
 
 
 class GrammarCache:
@@ -164,10 +155,8 @@ class GrammarMasks:
     bitmask: Tensor = field(init=False)
     _filled: Future | None = field(default=None, init=False)  # the next step's fill, done or under way
     _batch_allowed: Tensor | None = field(default=None, init=False)  # [B, V], reused: unconstrained rows all true
-    _row_list: list[int] = field(init=False)  # `rows` as ints, read every step
 
     def __post_init__(self) -> None:
-        self._row_list = self.rows.tolist()
         self.bitmask = torch.zeros(len(self.matchers), (self.backend.vocab_size + 31) // 32, dtype=torch.int32)
 
     @classmethod
@@ -202,7 +191,7 @@ class GrammarMasks:
         """Advance each constrained row's matcher by its chosen token, then fill the next step's mask, both in
         the mask thread (`apply` waits for them)."""
         chosen = ids.tolist()
-        self._filled = MASK_THREAD.submit(self._advance, [chosen[row] for row in self._row_list])
+        self._filled = MASK_THREAD.submit(self._advance, [chosen[row] for row in self.rows.tolist()])
 
     def settle(self) -> None:
         """Wait for the work under way in the mask thread (before the matchers are read from another thread)."""
@@ -211,8 +200,8 @@ class GrammarMasks:
 
     def _advance(self, tokens: list[int]) -> None:
         """In the mask thread: consume each row's token, then fill the bitmask for the next step."""
-        for token, matcher, accepted in zip(tokens, self.matchers, self.backend.advance(self.matchers, tokens)):
-            if not accepted:
+        for token, matcher in zip(tokens, self.matchers):
+            if not matcher.consume_token(token):
                 logger.error("grammar refused sampled token %d: %s", token,
                              getattr(matcher, "get_error", lambda: "")())
         self.backend.fill(self.matchers, self.bitmask)

@@ -155,8 +155,10 @@ class GrammarMasks:
     bitmask: Tensor = field(init=False)
     _filled: Future | None = field(default=None, init=False)  # the next step's fill, done or under way
     _batch_allowed: Tensor | None = field(default=None, init=False)  # [B, V], reused: unconstrained rows all true
+    _row_list: list[int] = field(init=False)  # `rows` as ints, read every step
 
     def __post_init__(self) -> None:
+        self._row_list = self.rows.tolist()
         self.bitmask = torch.zeros(len(self.matchers), (self.backend.vocab_size + 31) // 32, dtype=torch.int32)
 
     @classmethod
@@ -191,7 +193,7 @@ class GrammarMasks:
         """Advance each constrained row's matcher by its chosen token, then fill the next step's mask, both in
         the mask thread (`apply` waits for them)."""
         chosen = ids.tolist()
-        self._filled = MASK_THREAD.submit(self._advance, [chosen[row] for row in self.rows.tolist()])
+        self._filled = MASK_THREAD.submit(self._advance, [chosen[row] for row in self._row_list])
 
     def settle(self) -> None:
         """Wait for the work under way in the mask thread (before the matchers are read from another thread)."""

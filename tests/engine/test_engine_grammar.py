@@ -111,6 +111,22 @@ def test_mask_touches_only_constrained_rows(make_engine):
     assert allowed and all(engine.detokenizer.token_texts([t])[0].isdigit() for t in allowed)
 
 
+def test_mask_refuses_logits_beyond_the_grammar_vocabulary_and_leaves_its_input_alone(make_engine):
+    engine = make_engine()
+    cache = engine._grammar_cache()
+    template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
+    masks = GrammarMasks(torch.tensor([0, 2]), [cache.backend.matcher(template) for _ in range(2)], cache.backend)
+    vocab = cache.backend.vocab_size
+    scores = torch.randn(3, vocab + 40)
+    original = scores.clone()
+    masked = masks.apply(scores)
+    assert torch.equal(scores, original) and torch.equal(masked[1], scores[1])
+    for row in (0, 2):
+        assert masked[row, vocab:].eq(float("-inf")).all()
+        allowed = masked[row].isfinite().nonzero().flatten()
+        assert len(allowed) and torch.equal(masked[row, allowed], scores[row, allowed])
+
+
 def _accepts(engine, grammar: Grammar, text: str) -> bool:
     """Whether `grammar`, compiled for the engine's tokenizer, takes the tokens of `text` and is then complete."""
     backend = engine._grammar_cache().backend

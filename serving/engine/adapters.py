@@ -108,7 +108,7 @@ class AdapterManager:
         """Register and load an adapter before serving (LORA_ADAPTERS); raises AdapterError."""
         result = self.register("start-up", spec)
         while result is None:
-            futures.wait([load.future for load in self._loads])
+            futures.wait(self.pending())
             self.poll()
             result = next((r for r in self.take_results() if r.call_id == "start-up"), None)
         if result.status is not AdapterStatus.OK:
@@ -194,9 +194,9 @@ class AdapterManager:
         results, self._results = self._results, []
         return results
 
-    def wait(self, timeout: float) -> None:
-        """Block until a load ends, at most `timeout` seconds (an otherwise idle step)."""
-        futures.wait([load.future for load in self._loads], timeout=timeout, return_when=futures.FIRST_COMPLETED)
+    def pending(self) -> list[futures.Future[AdapterWeights]]:
+        """The loads under way, to wait on."""
+        return [load.future for load in self._loads]
 
     def close(self) -> None:
         """Stop the worker thread (a load under way is finished first)."""

@@ -77,7 +77,7 @@ from serving.messages import (
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 16  # tokens per KV cache block
-COMPILE_WAIT = 0.05  # seconds an otherwise idle step waits for a grammar to compile
+IDLE_WAIT = 0.05  # seconds an otherwise idle step waits for a grammar's compile or an adapter's load
 
 
 class LLMEngine:
@@ -261,9 +261,7 @@ class LLMEngine:
     def _queue_loaded(self, events: list[EngineEvent]) -> None:
         """Collect the ended adapter loads and answer their registrations; queue the sequences whose adapter is
         resident now, fail those whose load failed or can never happen, and start the loads that a freed slot
-        allows. With nothing else to do, wait a little for a load rather than spin."""
-        if not self.scheduler.running and not self.scheduler.waiting and not self._compiling:
-            self.adapters.wait(COMPILE_WAIT)
+        allows."""
         failures = dict(self.adapters.poll())
         waiting = []
         for sequence in self._loading:
@@ -315,11 +313,7 @@ class LLMEngine:
         return self._grammars
 
     def _queue_compiled(self, events: list[EngineEvent]) -> None:
-        """Queue the sequences whose grammar is ready; fail those whose grammar did not compile. With nothing else
-        to do, wait a little for a compile rather than spin."""
-        if not self.scheduler.running and not self.scheduler.waiting:
-            futures.wait([s.constraint.template for s in self._compiling if s.constraint is not None],
-                         timeout=COMPILE_WAIT, return_when=futures.FIRST_COMPLETED)
+        """Queue the sequences whose grammar is ready; fail those whose grammar did not compile."""
         waiting = []
         for sequence in self._compiling:
             assert sequence.constraint is not None
@@ -401,9 +395,13 @@ class LLMEngine:
     def _step(self, events: list[EngineEvent]) -> None:
         """Queue the sequences whose grammar is ready; schedule, run the forward, record what it computed and
         sample where a chunk ends its sequence."""
+        if (self._compiling or self.adapters.loading()) and not self.scheduler.running and not self.scheduler.waiting:
+            # nothing else to do: wait a little for a compile or a load to end rather than spin
+            pending = [s.constraint.template for s in self._compiling if s.constraint is not None]
+            futures.wait(pending + self.adapters.pending(), timeout=IDLE_WAIT, return_when=futures.FIRST_COMPLETED)
         if self._compiling:
             self._queue_compiled(events)
-        if self._loading or self.adapters.loading():
+        if self._loading or self.adapters.loading():  # after the compiles: a compiled sequence may wait for a load
             self._queue_loaded(events)
         self._retried &= self._requests.keys()
         if not self._retried:

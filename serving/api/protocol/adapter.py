@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Mapping, Self
 
 import msgspec.structs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -62,63 +62,48 @@ def by_adapter_id(adapter_id: str | None) -> AdapterChoice:
     return AdapterChoice(adapter_id) if adapter_id else AdapterChoice()
 
 
-class RegisterAdapterBody(BaseModel):
-    """SageMaker's `POST /adapters`: the adapter's name, its source (a local directory or a hub id), whether to load
-    it now, and whether to keep it in memory for good."""
+class _AdapterBody(BaseModel):
+    """A body of the adapter routes: unknown fields ignored, a missing or malformed one a 400."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def of(cls, data: Any) -> Self:
+        """Validate a JSON body (or `POST /adapters`' query parameters); a 400 naming the first field at fault."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"]) or "body"
+            problem = "must not be blank" if error["type"] == "string_pattern_mismatch" else error["msg"]
+            raise ApiError(Error.ADAPTER_BAD_REQUEST, f"Invalid adapter request: `{field}`: {problem}") from None
+
+
+class RegisterAdapterBody(_AdapterBody):
+    """SageMaker's `POST /adapters`: the adapter's name, its source (a local directory or a hub id), whether to load
+    it now, and whether to keep it in memory for good."""
 
     name: Text
     src: Text
     preload: bool = True
     pin: bool = False
 
-    @classmethod
-    def of(cls, data: Any) -> "RegisterAdapterBody":
-        """Validate a JSON body (or the query parameters); a missing or malformed field is SageMaker's 400."""
-        return _validated(cls, data)
-
     def spec(self, model_id: str) -> AdapterSpec:
         """The engine's registration, refusing a name that the `model` field would read as the base model."""
         return adapter_spec(self.name, self.src, model_id, preload=self.preload, pinned=self.pin)
 
 
-class LoadLoraAdapterBody(BaseModel):
+class LoadLoraAdapterBody(_AdapterBody):
     """vLLM's `POST /v1/load_lora_adapter`."""
-
-    model_config = ConfigDict(extra="ignore")
 
     lora_name: Text
     lora_path: Text
 
-    @classmethod
-    def of(cls, data: Any) -> "LoadLoraAdapterBody":
-        """Validate the JSON body; a missing or malformed field is a 400."""
-        return _validated(cls, data)
 
-
-class UnloadLoraAdapterBody(BaseModel):
+class UnloadLoraAdapterBody(_AdapterBody):
     """vLLM's `POST /v1/unload_lora_adapter`."""
 
-    model_config = ConfigDict(extra="ignore")
-
     lora_name: Text
-
-    @classmethod
-    def of(cls, data: Any) -> "UnloadLoraAdapterBody":
-        """Validate the JSON body; a missing or malformed field is a 400."""
-        return _validated(cls, data)
-
-
-def _validated(model: type[BaseModel], data: Any) -> Any:
-    """`data` as `model`, or a 400 naming the first field at fault."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        problem = "must not be blank" if error["type"] == "string_pattern_mismatch" else error["msg"]
-        raise ApiError(Error.ADAPTER_BAD_REQUEST, f"Invalid adapter request: `{field}`: {problem}") from None
 
 
 def query_fields(args: Mapping[str, str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
 import msgspec.structs
 
@@ -63,6 +63,11 @@ def lark_items(added_tokens: Mapping[str, int], text: str) -> str:
                     for part in parts if part)
 
 
+def lark_json(schema: Any) -> str:
+    """A Lark rule's body that matches JSON valid against `schema`, written compactly (`JSON_OPTIONS`)."""
+    return f"%json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}"
+
+
 def thinking_grammar(grammar: Grammar, added_tokens: Mapping[str, int], thinking: Thinking) -> Grammar:
     """A reasoning model's grammar: the answer's `grammar` after the thinking section, free text up to `</think>`,
     that the prompt calls for: an optional `<think>...</think>` (UNOPENED), the rest of one the prompt opened
@@ -77,7 +82,7 @@ def thinking_grammar(grammar: Grammar, added_tokens: Mapping[str, int], thinking
     lines = ["%llguidance {}", f"start: think{optional} constrained", 'think: section "\\n"*',
              f"section{lazy}: {opening}/(.|\\n)*/ {close_tag}"]
     if answer.kind is GrammarKind.JSON_SCHEMA:
-        lines.append(f"constrained: %json {json.dumps({**json.loads(answer.value), 'x-guidance': JSON_OPTIONS})}")
+        lines.append(f"constrained: {lark_json(json.loads(answer.value))}")
     elif answer.kind is GrammarKind.REGEX:
         lines.append("constrained: /" + answer.value.replace("/", "\\/") + "/")
     else:

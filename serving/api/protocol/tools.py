@@ -26,7 +26,7 @@ from typing import Any, Mapping
 from serving.api.catalogue import Error
 from serving.api.errors import ApiError
 from serving.api.protocol.structured import checked, closed
-from serving.constraints import JSON_OPTIONS, lark_items
+from serving.constraints import JSON_OPTIONS, lark_items, lark_json
 from serving.messages import Grammar, GrammarKind
 from serving.tool_formats import FALLBACK, FORMATS, ToolFormat
 
@@ -105,7 +105,7 @@ class ToolPlan:
         body = f"{lit(fmt.open)} call {more} {lit(fmt.close)}"
         lines = ["%llguidance {}", f"call: %json {json.dumps(self.call_schema())}"]
         if answer_schema is not None:
-            lines.append(f"answer: %json {json.dumps({**closed(answer_schema), 'x-guidance': JSON_OPTIONS})}")
+            lines.append(f"answer: {lark_json(closed(answer_schema))}")
         if self.required:
             lines.append(f"start: {lit(fmt.marker)} {body}")
         elif answer_schema is not None:

@@ -64,6 +64,7 @@ class EngineConfig:
     fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
     packed_linear: bool = True  # CPU linear layers on oneDNN with prepacked weights (`engine/packed_linear.py`)
     lean_forward: bool = True  # Llama-family models run `engine/lean_forward.py` instead of transformers' forward
+    decode_kernel: bool = True  # CPU decode attention reads the paged blocks in place (`engine/decode_kernel.py`)
     prefix_caching: bool = True  # KV cache blocks of prompts are kept and shared by later prompts (PREFIX_CACHING)
     replicas: int = 1  # engine processes, each with its own copy of the model (ENGINE_REPLICAS)
     replica: int = 0  # which of them this process is (set by the launcher for each)
@@ -349,6 +350,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         fault_marker=env.str("SERVING_FAULT_INJECTION"),
         packed_linear=env.bool("CPU_PACKED_LINEAR", default=True),
         lean_forward=env.bool("LEAN_FORWARD", default=True),
+        decode_kernel=env.bool("CPU_DECODE_KERNEL", default=True),
         prefix_caching=env.bool("PREFIX_CACHING", default=True),
         replicas=replicas,
         replica=replica,

@@ -6,7 +6,8 @@ padding. Each token's keys and values are written to its slot (`slots`), then at
 rows whose queries attend together over keys gathered from the cache block by block (a gather of whole blocks
 copies 12x faster than one by slot on these CPUs). Decoding rows that share a long prefix of blocks (a system
 prompt) attend to it once together; the other decoding rows are grouped by context length (longest first, cut by
-`attention.row_windows`, so a short row does not read a long row's padding); prefilling rows by chunk length
+`attention.row_windows`, so a short row does not read a long row's padding), or, where the CPU decode kernel
+runs, all in one group that it reads over their block tables in place; prefilling rows by chunk length
 (`length_groups`), chunks from a prompt's start apart from later ones (they need no mask). Every group's block
 index and additive mask are built once here and shared by every layer. Padding reads the null block, and the
 columns past a row's length are masked (a block is zeroed when it is handed out, so that they hold finite numbers).
@@ -70,6 +71,8 @@ class AttentionGroup:
     shared_blocks: Tensor | None = None  # [blocks]: leading blocks every row attends to (one-token rows only)
     shared_span: tuple[int, int] | None = None  # (first, count) when the shared blocks are consecutive (no gather)
     query_start: int | None = None  # the first step token when the queries are consecutive ones (no gather)
+    lengths: Tensor | None = None  # [rows] int32: keys per row when the rows are read in place by the decode
+    # kernel (one-token rows); `blocks` is then each row's block table, int32 [rows, columns / block_size]
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,26 @@ def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], b
         query_start=tokens[0] if consecutive else None)
 
 
+def _in_place_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int) -> AttentionGroup:
+    """One-token rows that the decode kernel reads over their block tables: no gather, no padding, no mask."""
+    lengths = [chunks[row].start + 1 for row in members]
+    blocks = -(-max(lengths) // block_size)
+    tables = [chunks[row].sequence.block_table for row in members]
+    tokens = [offsets[row] for row in members]
+    consecutive = tokens == list(range(tokens[0], tokens[0] + len(tokens)))
+    return AttentionGroup(
+        rows=len(members), width=1, columns=blocks * block_size,
+        query_index=None if consecutive else torch.tensor(tokens, dtype=torch.long),
+        blocks=block_rows(tables, 0, blocks).to(torch.int32).view(len(members), blocks), mask=None, real=None,
+        query_start=tokens[0] if consecutive else None, lengths=torch.tensor(lengths, dtype=torch.int32))
+
+
 def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], block_size: int,
-                   dtype: torch.dtype) -> list[AttentionGroup]:
+                   dtype: torch.dtype, in_place: bool) -> list[AttentionGroup]:
     """Groups of one-token rows. Rows that share at least `CASCADE_BLOCKS` leading blocks attend to them once
-    together (a system prompt read once, not once per row); the others go longest context first, in the windows
-    of `row_windows`, each window reading only its longest row's blocks, cut into groups of `GATHER_TOKENS`."""
+    together (a system prompt read once, not once per row); the others, `in_place`, in one group that the decode
+    kernel reads over their block tables, else longest context first, in the windows of `row_windows`, each
+    window reading only its longest row's blocks, cut into groups of `GATHER_TOKENS`."""
     by_first: dict[int, list[int]] = {}
     for row in rows:
         by_first.setdefault(chunks[row].sequence.block_table[0], []).append(row)
@@ -155,6 +173,8 @@ def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], blo
             groups.append(_decode_group(chunks, members, offsets, block_size, dtype, shared))
         else:
             alone.extend(members)
+    if in_place and alone:
+        return [*groups, _in_place_group(chunks, sorted(alone), offsets, block_size)]
     order = sorted(alone, key=lambda row: -(chunks[row].start + 1))
     windows = row_windows([chunks[row].start + 1 for row in order])
     if len(windows) == 1:  # one group: the step's order, so that its queries need no gather
@@ -212,8 +232,9 @@ def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[
 
 
 def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.dtype,
-          device: torch.device) -> ForwardBatch:
-    """The forward inputs of a step's chunks (each sequence's `block_table` already covers its chunk)."""
+          device: torch.device, in_place: bool = False) -> ForwardBatch:
+    """The forward inputs of a step's chunks (each sequence's `block_table` already covers its chunk); `in_place`:
+    decoding rows outside a cascade go to the decode kernel (`AttentionGroup.lengths`)."""
     ids: list[int] = []
     positions: list[int] = []
     offsets: list[int] = []
@@ -239,7 +260,7 @@ def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.d
         if chunk.samples:
             sample_rows.append(len(logits_index) - 1)
     decoding = [row for row, chunk in enumerate(chunks) if chunk.count == 1]
-    groups = _decode_groups(chunks, decoding, offsets, block_size, dtype) if decoding else []
+    groups = _decode_groups(chunks, decoding, offsets, block_size, dtype, in_place) if decoding else []
     for from_start in (True, False):  # prompts from their start apart: they need no mask (`_prefill_group`)
         prefilling = [row for row, chunk in enumerate(chunks) if chunk.count > 1 and (chunk.start == 0) == from_start]
         for members in length_groups([chunks[row].count for row in prefilling]):

@@ -148,7 +148,7 @@ class LLMEngine:
             tokens = limits.max_batch_prefill_tokens
             longest = min(limits.max_input_tokens, tokens)  # the longest prompt a step can feed
             probe = BlockManager(tokens // BLOCK_SIZE + -(-tokens // longest) + 1, BLOCK_SIZE, prefix_caching=False)
-            runner = ModelRunner(model, pad_id, probe, lean=config.lean_forward)
+            runner = ModelRunner(model, pad_id, probe, lean=config.lean_forward, decode_kernel=config.decode_kernel)
             with torch.inference_mode():
                 activations = runner.activation_peak(tokens, longest, memory)
             limits = resolve_limits(config, model, loaded.tokenizer, memory, activations)
@@ -156,7 +156,8 @@ class LLMEngine:
         pool = max(limits.max_batch_total_tokens, limits.max_total_tokens)  # one sequence always fits
         blocks = BlockManager(-(-pool // BLOCK_SIZE) + 1, BLOCK_SIZE, prefix_caching=config.prefix_caching)
         if runner is None:
-            return limits, ModelRunner(model, pad_id, blocks, lean=config.lean_forward)
+            return limits, ModelRunner(model, pad_id, blocks, lean=config.lean_forward,
+                                       decode_kernel=config.decode_kernel)
         runner.reallocate(blocks)
         return limits, runner
 

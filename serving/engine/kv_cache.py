@@ -62,7 +62,8 @@ class PagedKVCache:
         if fresh:
             for store in (*self.key_cache, *self.value_cache):
                 store.view(self.blocks.num_blocks, -1).index_fill_(0, torch.tensor(fresh, device=store.device), 0)
-        return forward_batch.build(chunks, self.block_size, self.blocks.num_blocks, self.dtype, self.device)
+        return forward_batch.build(chunks, self.block_size, self.blocks.num_blocks, self.dtype, self.device,
+                                   self.attention.in_place)
 
     def write(self, layer: int, batch: ForwardBatch, keys: Tensor, values: Tensor) -> None:
         """Store the step's keys and values [tokens, kv_heads, head_dim] of a layer in their slots."""

@@ -14,15 +14,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import logging
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from serving.engine import attention, lora
+from serving.engine.attention import GatheredSdpa
 from serving.engine.batch import Chunk, ForwardBatch
 from serving.engine.adapter_registry import AdapterError
 from serving.engine.block_manager import BlockManager
+from serving.engine.decode_kernel import load as load_decode_kernel
 from serving.engine.device_memory import DeviceMemory, activation_peak
 from serving.engine.kv_cache import PagedKVCache, layer_devices
 from serving.engine.lean_forward import LeanForward
@@ -31,6 +34,9 @@ from serving.engine.lora import LoraStacks, LoraStep, install_hooks
 from serving.engine.sequence import Sequence
 from serving.engine.stopping import StopCriteria
 from serving.messages import AdapterStatus, SamplingParams
+
+DECODE_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+logger = logging.getLogger(__name__)
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -60,7 +66,8 @@ def kv_shape(model: Any) -> tuple[int, int]:
 class ModelRunner:
     """Runs the model for the engine over its paged KV cache; knows nothing about requests beyond token ids."""
 
-    def __init__(self, model: Any, pad_id: int, blocks: BlockManager, lean: bool = True) -> None:
+    def __init__(self, model: Any, pad_id: int, blocks: BlockManager, lean: bool = True,
+                 decode_kernel: bool = False) -> None:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = model.get_input_embeddings().weight.device
@@ -84,14 +91,26 @@ class ModelRunner:
         tensor = next(itertools.chain(head.parameters(), head.buffers()), None) if head is not None else None
         self._head_device = tensor.device if tensor is not None else self.device
         self._devices = devices
+        self._attention = GatheredSdpa(decode_kernel=decode_kernel and self._decode_kernel_loads())
         self.cache = self._allocate(blocks)
         self.lora: LoraStacks | None = None  # LoRA adapters' slots, from the first adapter on (`enable_lora`)
         self._split = len(set(devices)) > 1
 
+    def _decode_kernel_loads(self) -> bool:
+        """Whether the CPU decode kernel serves this model (every layer on the CPU, a dtype it takes) and loads;
+        says why not when it should have but did not."""
+        if any(device.type != "cpu" for device in self._devices) or self.model.dtype not in DECODE_KERNEL_DTYPES:
+            return False
+        reason = load_decode_kernel()
+        if reason is not None:
+            logger.warning("the CPU decode kernel is unavailable (%s): decode attention gathers blocks for SDPA",
+                           reason)
+        return reason is None
+
     def _allocate(self, blocks: BlockManager) -> PagedKVCache:
         """A cache of `blocks`' slots on the layers' devices."""
         kv_heads, head_dim = kv_shape(self.model)
-        return PagedKVCache(self._devices, kv_heads, head_dim, self.model.dtype, blocks)
+        return PagedKVCache(self._devices, kv_heads, head_dim, self.model.dtype, blocks, self._attention)
 
     def reallocate(self, blocks: BlockManager) -> None:
         """Replace the cache by one of `blocks`' slots (the old one is freed first)."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import torch
 import torch.nn.functional as F
 
+from serving.engine import decode_kernel, model_runner
 from serving.engine.attention import MAX_GROUPS, GatheredSdpa, _attend_with_lse, row_windows
 from serving.engine import batch as batch_module
 from serving.engine.batch import Chunk
@@ -13,6 +17,7 @@ from serving.engine.kv_cache import PagedKVCache
 from serving.engine.sequence import Sequence
 from serving.engine.stopping import StopCriteria
 from serving.messages import SamplingParams
+from engine_helpers import finished, generate_alone, request
 
 HEADS, KV_HEADS, DIM = 4, 2, 8
 
@@ -30,12 +35,23 @@ def test_row_windows_cover_every_row_with_its_group_longest():
         assert stop == following[0] and all(lengths[row] <= columns for row in range(start, stop))
 
 
-def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
+@pytest.fixture(scope="module")
+def kernel() -> None:
+    """The CPU decode kernel, built (or found in the cache) and loaded."""
+    reason = decode_kernel.load()
+    assert reason is None, reason
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["gathered", "decode-kernel"])
+def test_paged_attention_equals_sdpa_over_each_sequence_alone(in_place: bool, request: pytest.FixtureRequest):
     """Decode rows of very different lengths and prefill chunks (one from the start, one after cached tokens)
-    in one step, over block tables that interleave in the pool."""
+    in one step, over block tables that interleave in the pool: decode rows gathered in windows, or read in place
+    by the decode kernel."""
+    if in_place:
+        request.getfixturevalue("kernel")
     torch.manual_seed(0)
     blocks = BlockManager(num_blocks=40, block_size=4)
-    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place))
     stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
     lengths = [30, 3, 17, 12, 9]  # tokens in each sequence
     sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
@@ -58,7 +74,11 @@ def test_gathered_attention_equals_sdpa_over_each_sequence_alone():
     step_values = torch.cat([v[c.start:c.start + c.count] for c, v in zip(chunks, values)])
     cache.write(0, batch, step_keys, step_values)
     out, expected = _outputs(cache, batch, chunks, keys, values)
-    assert len(batch.groups) > 2  # decode rows in windows, and prefill rows
+    decoding = [group for group in batch.groups if group.width == 1]
+    if in_place:  # the three decode rows in one group, in step order, over their tables
+        assert [(group.rows, group.lengths.tolist()) for group in decoding] == [(3, [30, 3, 12])]
+    else:
+        assert len(decoding) > 1 and all(group.lengths is None for group in batch.groups)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -67,7 +87,7 @@ def _outputs(cache: PagedKVCache, batch, chunks: list[Chunk], keys: list[torch.T
     """The paged attention of random queries for the chunks (their keys written), and SDPA's over each
     sequence's contiguous keys."""
     queries = [torch.randn(c.count, HEADS, DIM) for c in chunks]
-    out = GatheredSdpa()(torch.cat(queries), cache.key_cache[0], cache.value_cache[0], batch)
+    out = cache.attention(torch.cat(queries), cache.key_cache[0], cache.value_cache[0], batch)
     expected = []
     for chunk, query, key, value in zip(chunks, queries, keys, values):
         length = chunk.start + chunk.count
@@ -173,3 +193,56 @@ def test_a_window_of_long_decode_rows_is_gathered_a_few_rows_at_a_time(monkeypat
     assert [group.rows for group in batch.groups] == [2, 2, 2]  # 64 // 30 tokens of the longest row
     assert batch.query_order is None  # runs of consecutive step tokens, in order
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_decode_kernel_reads_scattered_blocks_like_sdpa_over_contiguous_keys(kernel: None, dtype: torch.dtype):
+    """Rows of 1 to 300 keys over shuffled blocks, queries as a strided view (as the fused projection makes
+    them), in each dtype the kernel takes: SDPA's output over each row's keys laid out in order."""
+    torch.manual_seed(3)
+    block_size, blocks, rows = 16, 200, 7
+    key_cache = torch.randn(blocks * block_size, KV_HEADS * DIM).to(dtype)
+    value_cache = torch.randn(blocks * block_size, KV_HEADS * DIM).to(dtype)
+    lengths = [1, 300, 16, 17, 64, 250, 2]
+    tables = torch.randperm(blocks - 1)[:rows * 19].add(1).view(rows, 19)
+    fused = torch.randn(rows, HEADS + 2 * KV_HEADS, DIM).to(dtype)
+    queries = fused[:, :HEADS]  # row stride (heads + 2 kv heads) x dim
+    out = torch.ops.serving.paged_decode(queries, key_cache, value_cache, tables.to(torch.int32),
+                                         torch.tensor(lengths, dtype=torch.int32), block_size, 0.3)
+    for row, length in enumerate(lengths):
+        slots = (tables[row, :, None] * block_size + torch.arange(block_size)).reshape(-1)[:length]
+        keys = key_cache[slots].float().view(length, KV_HEADS, DIM).transpose(0, 1)
+        values = value_cache[slots].float().view(length, KV_HEADS, DIM).transpose(0, 1)
+        expected = F.scaled_dot_product_attention(queries[row, :, None].float(), keys, values, scale=0.3,
+                                                  enable_gqa=True)[:, 0]
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out[row].float(), expected, rtol=tolerance, atol=tolerance)
+
+
+def test_decode_kernel_refuses_a_length_past_its_table(kernel: None):
+    cache = torch.zeros(64, KV_HEADS * DIM)
+    with pytest.raises(RuntimeError, match="fit its table"):
+        torch.ops.serving.paged_decode(torch.zeros(1, HEADS, DIM), cache, cache, torch.ones(1, 2, dtype=torch.int32),
+                                       torch.tensor([9], dtype=torch.int32), 4, 1.0)
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        torch.ops.serving.paged_decode(torch.zeros(1, HEADS, DIM), cache, cache,
+                                       torch.tensor([[16]], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+                                       4, 1.0)
+
+
+def test_without_a_compiler_the_kernel_is_unavailable_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    reason = decode_kernel.load()
+    assert reason is not None and "no-such-compiler" in reason
+    assert not list(tmp_path.rglob("*.so"))
+
+
+def test_an_engine_without_the_kernel_gathers_blocks_and_says_why(make_engine, monkeypatch, caplog):
+    monkeypatch.setattr(model_runner, "load_decode_kernel", lambda: "no C++ compiler (g++) on this machine")
+    with caplog.at_level(logging.WARNING, logger="serving.engine.model_runner"):
+        engine = make_engine()
+    assert engine.runner.cache.attention.in_place is False
+    assert "no C++ compiler (g++) on this machine" in caplog.text
+    done = finished(generate_alone(engine, request("r", "Hello there", 4)))
+    assert done.generated_tokens == 4

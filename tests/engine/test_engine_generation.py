@@ -34,8 +34,11 @@ def test_greedy_alone_matches_generate(make_engine, references):
         assert done.seed is None
 
 
-def test_batch_of_different_lengths_matches_each_alone(make_engine, references):
-    engine = make_engine()
+@pytest.mark.parametrize("kernel", [True, False], ids=["decode-kernel", "gathered"])
+def test_batch_of_different_lengths_matches_each_alone(make_engine, references, kernel):
+    """With the CPU decode kernel (the default) and with CPU_DECODE_KERNEL=false (blocks gathered for SDPA)."""
+    engine = make_engine(decode_kernel=kernel)
+    assert engine.runner.cache.attention.in_place is kernel
     for i, prompt in enumerate(PROMPTS):
         assert engine.add_request(request(f"r{i}", prompt, MAX_NEW))[0].request_id == f"r{i}"
     events = drain(engine)

@@ -1,0 +1,170 @@
+// Decode attention over the paged KV cache on the CPU, reading every row's blocks where they lie.
+//
+// The torch-only path (`GatheredSdpa`) copies each decoding row's blocks into one padded tensor before SDPA reads
+// them again: on long contexts the copy and SDPA's per-block overhead for a single query are most of a decode
+// step. This kernel walks each row's block table instead: for each (row, kv head) it scores the row's query heads
+// of that kv head against every key of the row, takes the softmax and sums the values, reading each key and value
+// once from its slot. Work is split over the intra-op threads by context length, so long and short rows balance.
+//
+// serving::paged_decode(q, key_cache, value_cache, block_tables, lengths, block_size, scale) -> out
+//   q            [rows, heads, head_dim]   (any row and head strides; the last dimension contiguous)
+//   key_cache    [slots, kv_heads * head_dim] contiguous, value_cache the same
+//   block_tables [rows, max_blocks] int32: the blocks of each row, in order
+//   lengths      [rows] int32: the keys each row attends to (positions 0 .. length - 1)
+//   out          [rows, heads, head_dim] contiguous, q's dtype
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SERVING_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SERVING_CLONES
+#endif
+
+namespace {
+
+struct Shape {
+  int64_t rows, heads, kv_heads, head_dim, block_size, max_blocks;
+  int64_t q_row_stride, q_head_stride, cache_row_stride;
+  float scale;
+};
+
+// One (row, kv head): its `group` query heads against the row's keys; `scores` holds group x length floats.
+template <typename T>
+SERVING_CLONES void attend_one(const T* q, const T* key_cache, const T* value_cache, const int32_t* table,
+                               int64_t length, int64_t kv_head, const Shape& s, T* out, std::vector<float>& scores,
+                               std::vector<float>& query, std::vector<float>& acc) {
+  const int64_t group = s.heads / s.kv_heads;
+  const int64_t d = s.head_dim;
+  scores.resize(static_cast<size_t>(group * length));
+  query.resize(static_cast<size_t>(group * d));
+  acc.assign(static_cast<size_t>(group * d), 0.0f);
+  float* qf = query.data();
+  for (int64_t g = 0; g < group; ++g) {
+    const T* src = q + (kv_head * group + g) * s.q_head_stride;
+    for (int64_t i = 0; i < d; ++i) qf[g * d + i] = static_cast<float>(src[i]) * s.scale;
+  }
+  float* sc = scores.data();
+  for (int64_t t = 0; t < length; ++t) {
+    const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+    const T* k = key_cache + slot * s.cache_row_stride + kv_head * d;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = qf + g * d;
+      float dot = 0.0f;
+      for (int64_t i = 0; i < d; ++i) dot += qg[i] * static_cast<float>(k[i]);
+      sc[g * length + t] = dot;
+    }
+  }
+  std::vector<float> sums(static_cast<size_t>(group));
+  for (int64_t g = 0; g < group; ++g) {
+    float* row = sc + g * length;
+    float high = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < length; ++t) high = std::max(high, row[t]);
+    float sum = 0.0f;
+    for (int64_t t = 0; t < length; ++t) {
+      row[t] = std::exp(row[t] - high);
+      sum += row[t];
+    }
+    sums[g] = sum;
+  }
+  float* a = acc.data();
+  for (int64_t t = 0; t < length; ++t) {
+    const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+    const T* v = value_cache + slot * s.cache_row_stride + kv_head * d;
+    for (int64_t g = 0; g < group; ++g) {
+      const float w = sc[g * length + t];
+      float* ag = a + g * d;
+      for (int64_t i = 0; i < d; ++i) ag[i] += w * static_cast<float>(v[i]);
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    const float inverse = 1.0f / sums[g];
+    T* dst = out + (kv_head * group + g) * d;
+    for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(a[g * d + i] * inverse);
+  }
+}
+
+template <typename T>
+void run(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache, const int32_t* tables,
+         const int32_t* lengths, const Shape& s, at::Tensor& out) {
+  const T* qp = q.data_ptr<T>();
+  const T* kp = key_cache.data_ptr<T>();
+  const T* vp = value_cache.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  const int64_t tasks = s.rows * s.kv_heads;
+  // Split the tasks into one contiguous range per thread of about equal keys read (rows differ in length).
+  std::vector<int64_t> cost(static_cast<size_t>(tasks + 1), 0);
+  for (int64_t task = 0; task < tasks; ++task) cost[task + 1] = cost[task] + lengths[task / s.kv_heads] + 1;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores, query, acc;
+    for (int64_t part = begin; part < end; ++part) {
+      const int64_t first = std::lower_bound(cost.begin(), cost.end(), cost[tasks] * part / parts) - cost.begin();
+      const int64_t last = std::lower_bound(cost.begin(), cost.end(), cost[tasks] * (part + 1) / parts) - cost.begin();
+      for (int64_t task = std::min(first, tasks); task < std::min(last, tasks); ++task) {
+        const int64_t row = task / s.kv_heads, kv_head = task % s.kv_heads;
+        attend_one<T>(qp + row * s.q_row_stride, kp, vp, tables + row * s.max_blocks, lengths[row], kv_head, s,
+                      op + row * s.heads * s.head_dim, scores, query, acc);
+      }
+    }
+  });
+}
+
+at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+                        const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size, double scale) {
+  TORCH_CHECK(q.device().is_cpu() && key_cache.device().is_cpu(), "paged_decode runs on the CPU");
+  TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [rows, heads, head_dim] with a contiguous last dim");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the caches must be contiguous");
+  TORCH_CHECK(key_cache.scalar_type() == q.scalar_type() && value_cache.scalar_type() == q.scalar_type(),
+              "q and the caches must share a dtype");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.is_contiguous() && block_tables.dim() == 2,
+              "block_tables must be a contiguous int32 [rows, max_blocks]");
+  TORCH_CHECK(lengths.scalar_type() == at::kInt && lengths.is_contiguous(), "lengths must be contiguous int32");
+  Shape s;
+  s.rows = q.size(0);
+  s.heads = q.size(1);
+  s.head_dim = q.size(2);
+  s.kv_heads = key_cache.size(1) / s.head_dim;
+  s.block_size = block_size;
+  s.max_blocks = block_tables.size(1);
+  s.q_row_stride = q.stride(0);
+  s.q_head_stride = q.stride(1);
+  s.cache_row_stride = key_cache.size(1);
+  s.scale = static_cast<float>(scale);
+  TORCH_CHECK(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "heads must be a multiple of the kv heads");
+  TORCH_CHECK(block_tables.size(0) == s.rows && lengths.size(0) == s.rows, "one table and length per row");
+  at::Tensor out = at::empty({s.rows, s.heads, s.head_dim}, q.options());
+  const int32_t* tables = block_tables.data_ptr<int32_t>();
+  const int32_t* lens = lengths.data_ptr<int32_t>();
+  const int64_t cache_blocks = key_cache.size(0) / block_size;
+  for (int64_t row = 0; row < s.rows; ++row) {
+    TORCH_CHECK(lens[row] > 0 && lens[row] <= s.max_blocks * block_size, "a row's length must fit its table");
+    for (int64_t b = 0; b < (lens[row] + block_size - 1) / block_size; ++b) {
+      const int32_t block = tables[row * s.max_blocks + b];
+      TORCH_CHECK(block >= 0 && block < cache_blocks, "a block table names a block outside the cache");
+    }
+  }
+  switch (q.scalar_type()) {
+    case at::kFloat: run<float>(q, key_cache, value_cache, tables, lens, s, out); break;
+    case at::kBFloat16: run<at::BFloat16>(q, key_cache, value_cache, tables, lens, s, out); break;
+    case at::kHalf: run<at::Half>(q, key_cache, value_cache, tables, lens, s, out); break;
+    default: TORCH_CHECK(false, "paged_decode takes float32, bfloat16 or float16");
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(serving, m) {
+  m.def("paged_decode(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor lengths, "
+        "int block_size, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(serving, CPU, m) { m.impl("paged_decode", paged_decode); }

@@ -1,0 +1,92 @@
+"""The CPU decode-attention kernel (`decode_kernel.cpp`): built once per machine with the system's C++ compiler,
+cached, and loaded as the torch op `torch.ops.serving.paged_decode`.
+
+Building needs g++ (or $CXX) and torch's C++ headers; it takes about half a minute and is done at most once per
+source, torch version and CPU architecture (the library is cached under `cache_dir()`, keyed by all three). Where
+it cannot be built (no compiler, headers stripped from a slim image) `load` returns None with the reason, and the
+engine attends with the torch-only `GatheredSdpa` instead; the server runs either way. The container builds it
+when the image is built (`python -m serving.engine.decode_kernel`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("decode_kernel.cpp")
+# Vectorized float reductions without giving up IEEE infinities and NaNs (no -ffast-math).
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno", "-fassociative-math",
+         "-fno-signed-zeros", "-fno-trapping-math")
+_lock = threading.Lock()
+_loaded: dict[str, str | None] = {}  # library path -> None when loaded, else why it failed
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept: $XDG_CACHE_HOME/serving/kernels (~/.cache by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "serving" / "kernels"
+
+
+def library_path() -> Path:
+    """The cached library for this source, torch build and machine architecture."""
+    key = hashlib.sha256(SOURCE.read_bytes())
+    key.update(f"{torch.__version__}|{platform.machine()}|{' '.join(FLAGS)}".encode())
+    return cache_dir() / f"paged_decode-{key.hexdigest()[:16]}.so"
+
+
+def _compile(target: Path) -> None:
+    """Compile the source into `target` (raises with the compiler's message)."""
+    from torch.utils import cpp_extension
+
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++) on this machine")
+    includes = [f"-I{path}" for path in cpp_extension.include_paths()]
+    libraries = [f"-L{path}" for path in cpp_extension.library_paths()]
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        command = [compiler, *FLAGS, abi, *includes, str(SOURCE), "-o", str(built), *libraries,
+                   "-lc10", "-ltorch_cpu"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE.name} failed: {result.stderr.strip()[-2000:]}")
+        os.replace(built, target)  # atomic: a concurrent builder never loads a half-written library
+
+
+def load() -> str | None:
+    """Load the kernel (building it first when it is not cached); None when `torch.ops.serving.paged_decode` is
+    ready, else why it is not."""
+    with _lock:
+        target = library_path()
+        key = str(target)
+        if key not in _loaded:
+            try:
+                if not target.exists():
+                    _compile(target)
+                torch.ops.load_library(key)
+                _loaded[key] = None
+            except (OSError, RuntimeError) as error:
+                _loaded[key] = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return _loaded[key]
+
+
+def main() -> int:
+    """Build and load the kernel; print where it is or why it could not be built."""
+    reason = load()
+    print(f"decode kernel: {library_path()}" if reason is None else f"decode kernel unavailable: {reason}")
+    return 0 if reason is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

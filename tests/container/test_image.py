@@ -126,6 +126,16 @@ def test_image_metadata(image):
     assert [tool for tool in tools if not tool.endswith("apt-get")] == [], "no build tools, pip or caches"
 
 
+def test_the_cpu_image_carries_its_decode_kernel_prebuilt(image):
+    """The CPU variant loads its decode kernel from the image (no compiler there, nothing built at start)."""
+    labels = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
+    if labels.get("serving.variant") != "cpu":
+        pytest.skip("a GPU image attends on the GPU")
+    out = docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", image, "-c",
+                 "from serving.engine.decode_kernel import library_path, load; print(library_path().exists(), load())")
+    assert out.stdout.split() == ["True", "None"], out.stdout + out.stderr
+
+
 def test_ping_and_info(container):
     ping = requests.get(container.url + "/ping", timeout=2)
     assert (ping.status_code, ping.content) == (200, b"")

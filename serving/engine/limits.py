@@ -4,8 +4,11 @@
   synonyms) and the tokenizer's `model_max_length` when that is a real value (< 1e6); else 4096. When only
   MAX_INPUT_TOKENS is configured it is raised to at least MAX_INPUT_TOKENS + 1.
 - MAX_INPUT_TOKENS: configured, else MAX_TOTAL_TOKENS - 1.
-- MAX_BATCH_PREFILL_TOKENS: configured, else 4096 (TGI's default). The token budget of a step: decoding rows count
-  one token each, prefill chunks the tokens they feed (a longer prompt is prefilled in chunks over several steps).
+- MAX_BATCH_PREFILL_TOKENS: configured, else 4096 (TGI's default) on GPUs and 2048 (vLLM's CPU default) for a
+  model wholly on the CPU, where a step of 4,096 prompt tokens takes a third of a second on the smallest model and
+  every stream waits for it: half the budget gave the same throughput and 0.55-0.65x the time to first token in
+  the mixed-length benchmark (`docs/performance.md`). The token budget of a step: decoding rows count one token
+  each, prefill chunks the tokens they feed (a longer prompt is prefilled in chunks over several steps).
 - MAX_BATCH_TOTAL_TOKENS: the KV cache's size in tokens (its block pool). Configured, else, on the CPU, 40% of
   the available RAM divided among ENGINE_REPLICAS; on GPUs, CUDA_MEMORY_FRACTION of their memory less what is
   allocated (the weights) and the activation peak of a profiled forward of MAX_BATCH_PREFILL_TOKENS tokens (the
@@ -29,6 +32,7 @@ from serving.engine.device_memory import DeviceMemory, kv_budget
 
 DEFAULT_MAX_TOTAL_TOKENS = 4096
 DEFAULT_MAX_BATCH_PREFILL_TOKENS = 4096
+DEFAULT_CPU_MAX_BATCH_PREFILL_TOKENS = 2048
 FALLBACK_MAX_BATCH_TOTAL_TOKENS = 16384
 KV_CACHE_MEMORY_FRACTION = 0.4
 SANE_MODEL_MAX_LENGTH = 1_000_000
@@ -106,7 +110,9 @@ def resolve_limits(config: EngineConfig, model: Any, tokenizer: Any, memory: Dev
         if config.max_input_tokens is not None:
             max_total = max(max_total, config.max_input_tokens + 1)
     max_input = config.max_input_tokens or max_total - 1
-    prefill = config.max_batch_prefill_tokens or DEFAULT_MAX_BATCH_PREFILL_TOKENS
+    prefill = config.max_batch_prefill_tokens or (
+        DEFAULT_CPU_MAX_BATCH_PREFILL_TOKENS if all(p.device.type == "cpu" for p in model.parameters())
+        else DEFAULT_MAX_BATCH_PREFILL_TOKENS)
     batch_total = config.max_batch_total_tokens
     if batch_total is None:
         per_token = kv_bytes_per_token(model.config, model.dtype)

@@ -9,7 +9,8 @@ import torch
 
 from serving.config import EngineConfig
 from serving.engine import limits as limits_module
-from serving.engine.limits import DEFAULT_MAX_BATCH_PREFILL_TOKENS, kv_bytes_per_token, resolve_limits
+from serving.engine.limits import (DEFAULT_CPU_MAX_BATCH_PREFILL_TOKENS, DEFAULT_MAX_BATCH_PREFILL_TOKENS,
+                                   kv_bytes_per_token, resolve_limits)
 
 CONFIG = EngineConfig(
     model_id="m", revision=None, hf_token=None, trust_remote_code=False, num_gpus=None, dtype=None,
@@ -20,8 +21,9 @@ LLAMA = SimpleNamespace(max_position_embeddings=2048, num_hidden_layers=4, num_a
                         num_key_value_heads=2, hidden_size=256)
 
 
-def fake_model(model_config=LLAMA, dtype=torch.float32) -> SimpleNamespace:
-    return SimpleNamespace(config=model_config, dtype=dtype, parameters=lambda: iter([torch.zeros(1)]))
+def fake_model(model_config=LLAMA, dtype=torch.float32, device: str = "cpu") -> SimpleNamespace:
+    return SimpleNamespace(config=model_config, dtype=dtype,
+                           parameters=lambda: iter([SimpleNamespace(device=torch.device(device))]))
 
 
 def tokenizer(model_max_length=int(1e30)) -> SimpleNamespace:
@@ -43,9 +45,14 @@ def test_kv_bytes_per_token():
 def test_defaults_from_the_model_and_memory(monkeypatch):
     limits = resolve(monkeypatch)
     assert (limits.max_total_tokens, limits.max_input_tokens) == (2048, 2047)
-    assert limits.max_batch_prefill_tokens == DEFAULT_MAX_BATCH_PREFILL_TOKENS
+    assert limits.max_batch_prefill_tokens == DEFAULT_CPU_MAX_BATCH_PREFILL_TOKENS == 2048
     assert limits.max_batch_total_tokens == int(10 * 2**20 * 0.4) // 2048
     assert limits.max_batch_size is None and limits.max_concurrent_requests == 128
+
+
+def test_a_model_on_a_gpu_prefills_tgis_default_budget(monkeypatch):
+    limits = resolve(monkeypatch, model=fake_model(device="cuda"), max_batch_total_tokens=4096)
+    assert limits.max_batch_prefill_tokens == DEFAULT_MAX_BATCH_PREFILL_TOKENS == 4096
 
 
 def test_the_tokenizer_limit_counts_only_when_sane(monkeypatch):

@@ -3,7 +3,9 @@
 TGI's `decode_token` scheme: a sequence keeps a prefix offset and a read offset into its ids (prompt then output).
 The new text of a step is `decode(ids[prefix:]) - decode(ids[prefix:read])`; while that ends in U+FFFD (an
 incomplete UTF-8 sequence, e.g. the first byte tokens of an emoji) it is held back as "" and the offsets stay, so
-the next token carries the whole character. Decoding starts with up to five prompt tokens as context, so that
+the next token carries the whole character; but after `MAX_HELD_TOKENS` tokens it goes out as it is (a model
+emitting bytes that never form a character would otherwise make every step decode an ever longer window, and
+its stream would carry nothing). Decoding starts with up to five prompt tokens as context, so that
 tokenizers which drop a leading space at the start of a text (SentencePiece) decode the first token correctly.
 Streaming text keeps special tokens; the final `generated_text` skips them. Neither cleans up tokenization spaces,
 so the concatenated deltas equal the final decode when no special token is generated.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 CONTEXT_TOKENS = 5
+MAX_HELD_TOKENS = 16  # a UTF-8 character spans at most four byte tokens; a run this long is not one character
 REPLACEMENT_CHARACTER = "\ufffd"
 
 
@@ -57,7 +60,8 @@ class Detokenizer:
         texts = []
         for i, (ids, state) in enumerate(sequences):
             prefix_text, full_text = decoded[2 * i], decoded[2 * i + 1]
-            if len(full_text) > len(prefix_text) and not full_text.endswith(REPLACEMENT_CHARACTER):
+            complete = not full_text.endswith(REPLACEMENT_CHARACTER) or len(ids) - state.read_offset >= MAX_HELD_TOKENS
+            if len(full_text) > len(prefix_text) and complete:
                 texts.append(full_text[len(prefix_text):])
                 state.prefix_offset, state.read_offset = state.read_offset, len(ids)
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.engine.detokenizer import DecodeState, Detokenizer
+from serving.engine.detokenizer import MAX_HELD_TOKENS, DecodeState, Detokenizer
 from serving.testing.tiny_model import TinyModelSpec, build_tokenizer
 
 TEXT = "Hello café naïve 日本 🙂 über straße, résumé 42!"
@@ -79,3 +79,14 @@ def test_flush_releases_an_incomplete_character_at_the_end(tokenizer):
     held = detokenizer.flush(ids, state)
     assert held.endswith("\ufffd")
     assert "".join(deltas) + held == tokenizer.decode(ids)
+
+
+def test_bytes_that_never_form_a_character_go_out_after_a_bounded_hold(tokenizer):
+    """A model emitting stray UTF-8 lead bytes: held at most MAX_HELD_TOKENS tokens, then emitted as they are."""
+    detokenizer = Detokenizer(tokenizer)
+    lead = tokenizer.encode("🙂", add_special_tokens=False)[0]  # a 4-byte character's first byte alone
+    deltas = stream(detokenizer, [], [lead] * (3 * MAX_HELD_TOKENS))
+    emitted = [i for i, delta in enumerate(deltas) if delta]
+    assert emitted and emitted[0] == MAX_HELD_TOKENS - 1
+    assert all(b - a == MAX_HELD_TOKENS for a, b in zip(emitted, emitted[1:]))
+    assert "".join(deltas) == tokenizer.decode([lead] * (3 * MAX_HELD_TOKENS))

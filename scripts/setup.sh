@@ -12,3 +12,6 @@ quiet pip install -q "torch==2.13.0"
 quiet pip install -q -e ".[test,sagemaker]"
 # TGI's own client pins huggingface_hub<1, which transformers 5 outgrew; its code works with the newer hub.
 quiet pip install -q --no-deps "text-generation==0.7.0"
+# The CPU decode kernel, built once per machine with g++ (the server builds it at its first start otherwise; without
+# a compiler it runs with torch's gathered SDPA, so this step never fails the setup).
+python -m serving.engine.decode_kernel || true

@@ -8,9 +8,10 @@ budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
    when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself. The
    decode chunks then go longest context first.
 2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left and,
-   while sequences decode, what the `StepPacer` allows for each prompt in line (one long prompt arriving costs
-   the streams at most about one more decode step per step; many queued prompts get proportionally more, so that
-   they are not starved), and at least `min(budget, block_size)` tokens a step, so that a prompt progresses.
+   while sequences decode, what the `StepPacer` allows times the square of the prompts in line, in whole blocks
+   (one long prompt arriving costs the streams at most about one more decode step per step; a queue drains faster
+   the longer it is, since every prompt in it waits: with k in line, k^2 decode steps' worth, up to the budget),
+   and at least `min(budget, block_size)` tokens a step, so that a prompt progresses.
 3. Waiting sequences are admitted, first come first served (no overtaking), while the budget lasts, the batch
    stays within MAX_BATCH_SIZE (and the retry cap), and the pool has blocks for the prompt beyond the cached
    prefix plus one free block per running sequence (headroom to decode before anyone is preempted). An idle
@@ -74,9 +75,11 @@ class Scheduler:
         # queries need no gather and its outputs no reordering; see `batch`)
         chunks = sorted(self._decodes(), key=lambda chunk: -chunk.start)
         room = budget - len(chunks)
-        if chunks and paced is not None:  # a decode step's worth of prompt tokens for each prompt in line
+        if chunks and paced is not None:  # a decode step's worth of prompt tokens, times the prompts in line squared
             prompts = len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1)
-            room = min(room, paced * max(1, prompts))
+            room = min(room, paced * max(1, prompts) ** 2)
+            room -= room % self.blocks.block_size  # whole blocks: chunks end on block edges, and the forward sees
+            # fewer distinct token counts (each new one costs oneDNN a primitive of its GEMMs, ~0.5 ms, here)
         room = max(room, min(budget, self.blocks.block_size))
         filling: set[int] = set()  # blocks that this step's prefill chunks compute
         for sequence in self.running:

@@ -134,7 +134,7 @@ def test_64_sequences_of_1000_tokens_hold_at_most_their_tokens_plus_a_block_each
     assert queue.blocks.used_blocks * 16 <= tokens + 64 * 16
 
 
-def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_per_prompt_in_line():
+def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_by_the_prompts_in_line():
     queue = scheduler(limits(prefill=1000), seq("a", 2))
     run(queue, queue.schedule())
     queue.add(seq("long", 300))
@@ -143,4 +143,10 @@ def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_per_prompt_in_lin
     run(queue, queue.schedule())
     queue.add(seq("long", 300))
     queue.add(seq("other", 300))
-    assert plan(queue.schedule(paced=40)) == [("a", 2, 1), ("long", 0, 80)]  # two in line: twice the tokens
+    assert plan(queue.schedule(paced=40)) == [("a", 2, 1), ("long", 0, 160)]  # two in line: four times the tokens
+    queue = scheduler(limits(prefill=1000), seq("a", 2), blocks=400)
+    run(queue, queue.schedule())
+    for name in ("long", "b", "c"):
+        queue.add(seq(name, 300))
+    # three in line: 9 x 39 = 351 tokens, cut to whole blocks of 4: 348
+    assert plan(queue.schedule(paced=39)) == [("a", 2, 1), ("long", 0, 300), ("b", 0, 48)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import gevent
 import gevent.queue
@@ -126,16 +128,25 @@ class ScriptedEngine:
         self.closed = True
 
 
+@contextmanager
+def served(engine: Any, address: str) -> Iterator[EngineWorker]:
+    """`engine` behind an engine worker on `address`, in a thread that is stopped and joined on exit."""
+    worker = EngineWorker(engine, address)
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.running = False
+        thread.join(5)
+
+
 @pytest.fixture
 def engine_and_client(tmp_path):
     address = f"ipc://{tmp_path}/engine.sock"
     engine = ScriptedEngine()
-    worker = EngineWorker(engine, address)
-    thread = threading.Thread(target=worker.serve, daemon=True)
-    thread.start()
-    yield engine, EngineClient(address)
-    worker.running = False
-    thread.join(5)
+    with served(engine, address):
+        yield engine, EngineClient(address)
 
 
 def generate(client: EngineClient, req: GenerateRequest):
@@ -235,17 +246,13 @@ def stuck_engine_and_client(tmp_path):
     """A StuckEngine served by a worker thread, a client, and an idle health call already answered."""
     address = f"ipc://{tmp_path}/stuck.sock"
     engine = StuckEngine()
-    worker = EngineWorker(engine, address)
-    thread = threading.Thread(target=worker.serve, daemon=True)
-    thread.start()
-    client = EngineClient(address)
-    try:
-        assert client.health(timeout=SLOW_MACHINE).healthy, "an idle engine answers itself"
-        yield engine, client
-    finally:
-        engine.unstick.set()
-        worker.running = False
-        thread.join(5)
+    with served(engine, address):
+        client = EngineClient(address)
+        try:
+            assert client.health(timeout=SLOW_MACHINE).healthy, "an idle engine answers itself"
+            yield engine, client
+        finally:
+            engine.unstick.set()
 
 
 def test_health_answers_while_the_engine_is_inside_a_step(stuck_engine_and_client):
@@ -291,16 +298,12 @@ class CountingEngine(ScriptedEngine):
 @pytest.fixture
 def two_replicas(tmp_path):
     """Two engine workers (replicas) and one client that spreads over both."""
-    engines, workers, threads = [CountingEngine(), CountingEngine()], [], []
+    engines = [CountingEngine(), CountingEngine()]
     addresses = [f"ipc://{tmp_path}/engine.sock", f"ipc://{tmp_path}/engine.sock.1"]
-    for engine, address in zip(engines, addresses):
-        workers.append(EngineWorker(engine, address))
-        threads.append(threading.Thread(target=workers[-1].serve, daemon=True))
-        threads[-1].start()
-    yield engines, EngineClient(addresses)
-    for worker, thread in zip(workers, threads):
-        worker.running = False
-        thread.join(5)
+    with ExitStack() as stack:
+        for engine, address in zip(engines, addresses):
+            stack.enter_context(served(engine, address))
+        yield engines, EngineClient(addresses)
 
 
 def test_generations_spread_over_the_replicas(two_replicas):
@@ -353,15 +356,9 @@ def test_health_and_info_count_every_replica(two_replicas):
 def test_health_is_none_when_one_replica_is_gone(tmp_path):
     engine = ScriptedEngine()
     address = f"ipc://{tmp_path}/engine.sock"
-    worker = EngineWorker(engine, address)
-    thread = threading.Thread(target=worker.serve, daemon=True)
-    thread.start()
-    try:
+    with served(engine, address):
         assert EngineClient([address]).health(timeout=2).healthy
         assert EngineClient([address, f"{address}.1"]).health(timeout=0.3) is None
-    finally:
-        worker.running = False
-        thread.join(5)
 
 
 def test_adapter_calls_are_answered_to_their_caller_and_the_engine_is_closed(tmp_path):
@@ -369,23 +366,19 @@ def test_adapter_calls_are_answered_to_their_caller_and_the_engine_is_closed(tmp
 
     address = f"ipc://{tmp_path}/engine.sock"
     engine = ScriptedEngine()
-    worker = EngineWorker(engine, address)
-    thread = threading.Thread(target=worker.serve, daemon=True)
-    thread.start()
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
-    socket.connect(address)
     try:
-        socket.send(encode(RegisterAdapterRequest("r1", AdapterSpec("a", "/adapters/a"))))
-        socket.send(encode(UnregisterAdapterRequest("u1", "b")))
-        results = {}
-        while len(results) < 2:
-            assert socket.poll(SLOW_MACHINE * 1000), results
-            results.update((event.call_id, event) for event in decode_event_batch(socket.recv()).events)
-        assert results["r1"].status is AdapterStatus.OK and results["u1"].status is AdapterStatus.NOT_FOUND
+        with served(engine, address):
+            socket.connect(address)
+            socket.send(encode(RegisterAdapterRequest("r1", AdapterSpec("a", "/adapters/a"))))
+            socket.send(encode(UnregisterAdapterRequest("u1", "b")))
+            results = {}
+            while len(results) < 2:
+                assert socket.poll(SLOW_MACHINE * 1000), results
+                results.update((event.call_id, event) for event in decode_event_batch(socket.recv()).events)
+            assert results["r1"].status is AdapterStatus.OK and results["u1"].status is AdapterStatus.NOT_FOUND
     finally:
-        worker.running = False
-        thread.join(5)
         socket.close(0)
         context.term()
     assert engine.closed

@@ -116,6 +116,13 @@ def _common_blocks(tables: list[list[int]], limit: int) -> int:
     return count
 
 
+def _one_token_queries(tokens: list[int]) -> tuple[Tensor | None, int | None]:
+    """`(query_index, query_start)` of one-token rows at these step tokens: no index when they are consecutive."""
+    if tokens == list(range(tokens[0], tokens[0] + len(tokens))):
+        return None, tokens[0]
+    return torch.tensor(tokens, dtype=torch.long), None
+
+
 def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int,
                   dtype: torch.dtype, shared: int = 0) -> AttentionGroup:
     """One-token rows attending together: each reads its blocks after the `shared` leading ones they all share
@@ -129,16 +136,14 @@ def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], b
     if min(lengths) < columns:
         visible = torch.arange(columns)[None, :] < torch.tensor(lengths)[:, None]
         mask = _additive(visible[:, None, None, :], dtype)
-    tokens = [offsets[row] for row in members]
-    consecutive = tokens == list(range(tokens[0], tokens[0] + len(tokens)))
+    query_index, query_start = _one_token_queries([offsets[row] for row in members])
     lead = tables[0][:shared]
     return AttentionGroup(
-        rows=len(members), width=1, columns=columns,
-        query_index=None if consecutive else torch.tensor(tokens, dtype=torch.long),
+        rows=len(members), width=1, columns=columns, query_index=query_index,
         blocks=block_rows(tables, shared, blocks), mask=mask, real=None,
         shared_blocks=torch.tensor(lead, dtype=torch.long) if shared else None,
         shared_span=(lead[0], shared) if shared and lead == list(range(lead[0], lead[0] + shared)) else None,
-        query_start=tokens[0] if consecutive else None)
+        query_start=query_start)
 
 
 def _in_place_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int) -> AttentionGroup:
@@ -146,13 +151,11 @@ def _in_place_group(chunks: list[Chunk], members: list[int], offsets: list[int],
     lengths = [chunks[row].start + 1 for row in members]
     blocks = -(-max(lengths) // block_size)
     tables = [chunks[row].sequence.block_table for row in members]
-    tokens = [offsets[row] for row in members]
-    consecutive = tokens == list(range(tokens[0], tokens[0] + len(tokens)))
+    query_index, query_start = _one_token_queries([offsets[row] for row in members])
     return AttentionGroup(
-        rows=len(members), width=1, columns=blocks * block_size,
-        query_index=None if consecutive else torch.tensor(tokens, dtype=torch.long),
+        rows=len(members), width=1, columns=blocks * block_size, query_index=query_index,
         blocks=block_rows(tables, 0, blocks).to(torch.int32).view(len(members), blocks), mask=None, real=None,
-        query_start=tokens[0] if consecutive else None, lengths=torch.tensor(lengths, dtype=torch.int32))
+        query_start=query_start, lengths=torch.tensor(lengths, dtype=torch.int32))
 
 
 def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], block_size: int,

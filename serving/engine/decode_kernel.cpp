@@ -51,10 +51,14 @@ SERVING_CLONES void attend_one(const T* q, const T* key_cache, const T* value_ca
     const T* src = q + (kv_head * group + g) * s.q_head_stride;
     for (int64_t i = 0; i < d; ++i) qf[g * d + i] = static_cast<float>(src[i]) * s.scale;
   }
+  // where position t of this row's keys (or values) of this kv head starts in a cache
+  const auto at = [&](const T* cache, int64_t t) {
+    return cache + (static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size) *
+                       s.cache_row_stride + kv_head * d;
+  };
   float* sc = scores.data();
   for (int64_t t = 0; t < length; ++t) {
-    const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
-    const T* k = key_cache + slot * s.cache_row_stride + kv_head * d;
+    const T* k = at(key_cache, t);
     for (int64_t g = 0; g < group; ++g) {
       const float* qg = qf + g * d;
       float dot = 0.0f;
@@ -76,8 +80,7 @@ SERVING_CLONES void attend_one(const T* q, const T* key_cache, const T* value_ca
   }
   float* a = acc.data();
   for (int64_t t = 0; t < length; ++t) {
-    const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
-    const T* v = value_cache + slot * s.cache_row_stride + kv_head * d;
+    const T* v = at(value_cache, t);
     for (int64_t g = 0; g < group; ++g) {
       const float w = sc[g * length + t];
       float* ag = a + g * d;

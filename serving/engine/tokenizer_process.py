@@ -76,6 +76,7 @@ class TokenizerProcess:
 
     def __init__(self, tokenizer: Any, limits: Limits) -> None:
         self._initargs = (tokenizer, limits, os.getpid())
+        self.max_jobs = limits.max_concurrent_requests  # generate requests it holds before new ones are refused
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self._jobs: dict[str, Job] = {}
@@ -127,6 +128,13 @@ class TokenizerProcess:
         job = self._jobs.pop(key, None)
         if job is not None:
             job.future.cancel()
+
+    def drop_all(self) -> list[Job]:
+        """Forget every job (the engine is stopping): the jobs, whose work is cancelled or finishes unseen."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            self.cancel(job.key)
+        return jobs
 
     def finished(self) -> list[tuple[Job, Any]]:
         """The jobs done so far, in submission order up to the first still running, with their results (a

@@ -1,21 +1,22 @@
-"""The engine process main: a ZeroMQ ROUTER in front of `LLMEngine`, the only IO on the engine side.
+"""The engine process main: the step loop of `LLMEngine`, fed by the courier's thread (`courier`).
 
-Each loop turn drains every message waiting on the socket (new requests, aborts, calls), hands new requests
-and tokenize calls to the tokenizer process (`tokenizer_process`: big prompts never pause the steps), queues the
-requests it has validated, runs one engine step when there is work, and sends each HTTP worker one `EventBatch`
-with everything the step made for it. Requests waiting for the tokenizer count as waiting, and at most
-MAX_CONCURRENT_REQUESTS of them wait (more are `overloaded`). When idle it blocks on the socket and the
-tokenizer's wakeup pipe, so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches
-the heartbeat file, whose age tells the launcher when the engine is stuck in a step. On SIGTERM every request
-still queued or running ends with an `unavailable` failure, which its HTTP worker reports. LoRA adapter calls:
-an unregister is answered at once; a register when its adapter's files are checked (and loaded), on the engine's
-load thread (`engine/adapters.py`), so its `AdapterResult` goes out on a later turn.
+The courier reads the ZeroMQ socket as messages arrive and has new requests tokenized and checked by the tokenizer
+process (`tokenizer_process`: big prompts never pause the steps) while a step runs. Each loop turn takes what it
+delivered (checked requests, aborts, calls), runs one engine step when there is work, and posts each HTTP worker
+one `EventBatch` with everything the step made for it. Requests waiting for the tokenizer count as waiting, and
+at most MAX_CONCURRENT_REQUESTS of them wait (more are `overloaded`). When idle it blocks on the courier's inbox,
+so it costs nothing. Every turn (at most once a HEARTBEAT_INTERVAL) it touches the heartbeat file, whose age
+tells the launcher when the engine is stuck in a step. On SIGTERM every request still queued or running ends with
+an `unavailable` failure, which its HTTP worker reports. LoRA adapter calls: an unregister is answered at once; a
+register when its adapter's files are checked (and loaded), on the engine's load thread (`engine/adapters.py`),
+so its `AdapterResult` goes out on a later turn.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import time
 from collections import defaultdict
@@ -26,13 +27,12 @@ import msgspec
 import zmq
 
 from serving.config import EngineConfig, from_env
+from serving.engine.courier import SHUTDOWN_MESSAGE, Courier, Delivery, unavailable
 from serving.logs import setup_logging
 from serving.messages import (
     AbortRequest,
-    ClientMessage,
     EngineEvent,
     ErrorKind,
-    EventBatch,
     Failed,
     Finished,
     GenerateRequest,
@@ -41,10 +41,7 @@ from serving.messages import (
     InfoResult,
     RegisterAdapterRequest,
     TokenizeRequest,
-    TokenizeResult,
     UnregisterAdapterRequest,
-    decode_client_message,
-    encode,
 )
 
 if TYPE_CHECKING:
@@ -53,12 +50,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-IDLE_POLL_MS = 200
+IDLE_POLL = 0.2  # seconds an idle loop waits for a message before it turns
 HEARTBEAT_INTERVAL = 0.5
 
 
 class EngineWorker:
-    """Owns the socket and the routing of events back to the worker that asked."""
+    """The step loop, fed by the courier's thread (`courier`), and the routing of events back to the worker that
+    asked."""
 
     def __init__(self, engine: LLMEngine, address: str, heartbeat_path: str | None = None,
                  tokenizer: TokenizerProcess | None = None) -> None:
@@ -69,10 +67,7 @@ class EngineWorker:
         self._last_state: tuple[int, int] = (0, 0)
         self.address = address
         self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.socket.bind(address)
+        self.courier = Courier(self.context, address, tokenizer)
         self.owners: dict[str, bytes] = {}
         self.adapter_calls: dict[str, bytes] = {}  # register calls waiting for their adapter's load
         self.outbox: dict[bytes, list[EngineEvent]] = defaultdict(list)
@@ -85,15 +80,9 @@ class EngineWorker:
 
     def serve(self) -> None:
         """Run until stopped."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        if self.tokenizer is not None:
-            poller.register(self.tokenizer.wakeup_fd, zmq.POLLIN)
+        self.courier.start()
         while self.running:
-            timeout = 0 if self.engine.has_work() else IDLE_POLL_MS
-            if poller.poll(timeout):
-                self._drain()
-            self._take_tokenized()
+            self._take(wait=not self.engine.has_work())
             if self.engine.has_work():
                 self._route(self.engine.step())
             for result in self.engine.adapter_results():
@@ -101,15 +90,16 @@ class EngineWorker:
             self._log_state()
             self._flush()
             self._beat()
-        self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, "The server is shutting down"))
-        self._route([Failed(request_id, ErrorKind.UNAVAILABLE, "The server is shutting down")
-                     for request_id in list(self.owners)])  # still with the tokenizer
+        self.courier.seal()
+        for delivery in self._deliveries():  # read before the seal: refused like the running ones
+            if isinstance(delivery.message, GenerateRequest):
+                self.outbox[delivery.owner].append(unavailable(delivery.message.request_id))
+        self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE))
         self._flush()
+        self.courier.close()
         self.engine.close()
         if self.tokenizer is not None:
             self.tokenizer.close()
-        self.socket.setsockopt(zmq.LINGER, 1000)  # let those last events go out
-        self.socket.close()
         self.context.term()
         if self.address.startswith("ipc://"):
             path = self.address[len("ipc://"):]
@@ -136,41 +126,36 @@ class EngineWorker:
         except OSError:
             logger.exception("cannot touch the heartbeat file %s", self.heartbeat_path)
 
-    def _drain(self) -> None:
-        """Handle every message that is already waiting, without blocking."""
+    def _take(self, wait: bool) -> None:
+        """Handle what the courier has delivered; `wait`: when nothing has, wait up to IDLE_POLL for something."""
+        if wait:
+            try:
+                self._handle(self.courier.inbox.get(timeout=IDLE_POLL))
+            except queue.Empty:
+                return
+        for delivery in self._deliveries():
+            self._handle(delivery)
+
+    def _deliveries(self) -> list[Delivery]:
+        """Everything in the courier's inbox now."""
+        deliveries = []
         while True:
             try:
-                identity, payload = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                message = decode_client_message(payload)
-            except msgspec.DecodeError:
-                logger.error("dropping an undecodable message from %r", identity)
-                continue
-            self._handle(identity, message)
+                deliveries.append(self.courier.inbox.get_nowait())
+            except queue.Empty:
+                return deliveries
 
-    def _handle(self, identity: bytes, message: ClientMessage) -> None:
-        """Dispatch one client message to the engine."""
+    def _handle(self, delivery: Delivery) -> None:
+        """Dispatch one delivered message to the engine."""
+        identity, message = delivery.owner, delivery.message
         if isinstance(message, GenerateRequest):
-            logger.debug("request %s received", message.request_id)
             self.owners[message.request_id] = identity
-            if self.tokenizer is None:
-                self._route(self.engine.add_request(message))
-            elif len(self.tokenizer) >= self.engine.limits.max_concurrent_requests:
-                self._route([Failed(message.request_id, ErrorKind.OVERLOADED, "Model is overloaded")])
-            else:
-                self.tokenizer.submit(message.request_id, message, identity)
+            self._route(self.engine.add_request(message, prompt=delivery.prompt))
         elif isinstance(message, AbortRequest):
             self.owners.pop(message.request_id, None)
-            if self.tokenizer is not None:
-                self.tokenizer.cancel(message.request_id)
             self.engine.abort(message.request_id)
         elif isinstance(message, TokenizeRequest):
-            if self.tokenizer is None:
-                self.outbox[identity].append(self.engine.tokenize(message))
-            else:
-                self.tokenizer.submit(message.call_id, message, identity)
+            self.outbox[identity].append(self.engine.tokenize(message))
         elif isinstance(message, InfoRequest):
             self.outbox[identity].append(InfoResult(call_id=message.call_id, info=self.engine.info()))
         elif isinstance(message, RegisterAdapterRequest):
@@ -183,23 +168,8 @@ class EngineWorker:
             self.outbox[identity].append(self.engine.unregister_adapter(message.call_id, message.name))
         elif isinstance(message, HealthRequest):
             health = self.engine.health(message.call_id)
-            if self.tokenizer is not None:
-                health = msgspec.structs.replace(health, waiting=health.waiting + len(self.tokenizer))
-            self.outbox[identity].append(health)
-
-    def _take_tokenized(self) -> None:
-        """Queue the requests the tokenizer process has validated, and send the tokenize answers."""
-        if self.tokenizer is None:
-            return
-        for job, result in self.tokenizer.finished():
-            if isinstance(result, TokenizeResult):
-                self.outbox[job.owner].append(result)
-            elif job.message.request_id not in self.owners:
-                continue  # aborted meanwhile
-            elif isinstance(result, Failed):
-                self._route([result])
-            else:
-                self._route(self.engine.add_request(job.message, prompt=result))
+            waiting = health.waiting + self.courier.pending()
+            self.outbox[identity].append(msgspec.structs.replace(health, waiting=waiting))
 
     def _route(self, events: list[EngineEvent]) -> None:
         """Queue each request event for the worker that owns the request; forget finished requests."""
@@ -215,7 +185,7 @@ class EngineWorker:
     def _flush(self) -> None:
         """Send each worker one batch with everything queued for it."""
         for identity, events in self.outbox.items():
-            self.socket.send_multipart([identity, encode(EventBatch(events=tuple(events)))])
+            self.courier.post(identity, events)
         self.outbox.clear()
 
 

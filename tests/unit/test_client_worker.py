@@ -59,7 +59,7 @@ class ScriptedEngine:
     registered: list[AdapterResult] = field(default_factory=list)
     closed: bool = False
 
-    def add_request(self, request: GenerateRequest):
+    def add_request(self, request: GenerateRequest, prompt: Any = None):
         if request.prompt == "fail":
             return [Failed(request.request_id, ErrorKind.VALIDATION, "Input validation error: no")]
         state = [request.stopping.max_new_tokens, 0]
@@ -290,7 +290,7 @@ class CountingEngine(ScriptedEngine):
         super().__init__()
         self.seen: list[str] = []
 
-    def add_request(self, request: GenerateRequest):
+    def add_request(self, request: GenerateRequest, prompt: Any = None):
         self.seen.append(request.request_id)
         return super().add_request(request)
 

@@ -75,6 +75,7 @@ class Courier:
         self._pull = context.socket(zmq.PULL)  # the courier's end
         self._pull.bind(outlet)
         self._push = context.socket(zmq.PUSH)  # the loop's end
+        self._push.setsockopt(zmq.LINGER, 0)  # what the courier never took is dropped at close, not waited for
         self._push.connect(outlet)
         self._sealed = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="courier", daemon=True)
@@ -82,6 +83,11 @@ class Courier:
     def start(self) -> None:
         """Serve the socket on the courier's thread."""
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether its thread is serving (it ends only after `close`, or when it failed)."""
+        return self._thread.is_alive()
 
     def pending(self) -> int:
         """Requests and calls with the tokenizer process."""
@@ -102,10 +108,10 @@ class Courier:
         if self._thread.is_alive():
             self._push.send(_CLOSE)
             self._thread.join(5.0)
-        else:  # never started: nothing was posted
+        else:  # never started, or failed (its sockets are then closed already: closing again does nothing)
             self.socket.close()
             self._pull.close(linger=0)
-        self._push.close(linger=0)
+        self._push.close()
 
     def _serve(self) -> None:
         """The courier's thread: until `close`, relay what arrives on the socket, the outlet and the tokenizer."""

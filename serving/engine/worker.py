@@ -79,23 +79,29 @@ class EngineWorker:
         self.running = False
 
     def serve(self) -> None:
-        """Run until stopped."""
+        """Run until stopped; whatever ends it, the sockets, the tokenizer process and the engine are closed."""
         self.courier.start()
-        while self.running:
-            self._take(wait=not self.engine.has_work())
-            if self.engine.has_work():
-                self._route(self.engine.step())
-            for result in self.engine.adapter_results():
-                self.outbox[self.adapter_calls.pop(result.call_id)].append(result)
-            self._log_state()
+        try:
+            while self.running:
+                self._take(wait=not self.engine.has_work())
+                if self.engine.has_work():
+                    self._route(self.engine.step())
+                for result in self.engine.adapter_results():
+                    self.outbox[self.adapter_calls.pop(result.call_id)].append(result)
+                self._log_state()
+                self._flush()
+                self._beat()
+            self.courier.seal()
+            for delivery in self._deliveries():  # read before the seal: refused like the running ones
+                if isinstance(delivery.message, GenerateRequest):
+                    self.outbox[delivery.owner].append(unavailable(delivery.message.request_id))
+            self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE))
             self._flush()
-            self._beat()
-        self.courier.seal()
-        for delivery in self._deliveries():  # read before the seal: refused like the running ones
-            if isinstance(delivery.message, GenerateRequest):
-                self.outbox[delivery.owner].append(unavailable(delivery.message.request_id))
-        self._route(self.engine.fail_all(ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE))
-        self._flush()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Close the courier (sending what was posted), the engine, the tokenizer process and the socket."""
         self.courier.close()
         self.engine.close()
         if self.tokenizer is not None:
@@ -127,7 +133,11 @@ class EngineWorker:
             logger.exception("cannot touch the heartbeat file %s", self.heartbeat_path)
 
     def _take(self, wait: bool) -> None:
-        """Handle what the courier has delivered; `wait`: when nothing has, wait up to IDLE_POLL for something."""
+        """Handle what the courier has delivered; `wait`: when nothing has, wait up to IDLE_POLL for something.
+        Raises when the courier's thread died: with nothing reading the socket the engine would serve no one, so
+        the process ends and the launcher sees it."""
+        if not self.courier.alive:
+            raise RuntimeError("the engine's courier thread died")
         if wait:
             try:
                 self._handle(self.courier.inbox.get(timeout=IDLE_POLL))

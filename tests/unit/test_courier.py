@@ -209,3 +209,44 @@ def _until(condition, timeout: float = WAIT) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_engine_loop_ends_when_the_courier_thread_dies(address, http_worker):
+    import threading
+
+    from serving.engine.worker import EngineWorker
+
+    class IdleEngine:
+        def has_work(self) -> bool:
+            return False
+
+        def adapter_results(self) -> list:
+            return []
+
+        def stats(self) -> tuple[int, int]:
+            return 0, 0
+
+        def close(self) -> None:
+            pass
+
+    worker = EngineWorker(IdleEngine(), address)  # type: ignore[arg-type]
+
+    def broken(owner: bytes, message: Any) -> None:
+        raise RuntimeError("a courier bug")
+
+    worker.courier._handle = broken  # type: ignore[method-assign]
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            worker.serve()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    http_worker.send(encode(request("a")))
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert [str(f) for f in failures] == ["the engine's courier thread died"]

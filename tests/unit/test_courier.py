@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -104,10 +105,15 @@ def http_worker(context, address) -> Iterator[zmq.Socket]:
     socket.close()
 
 
-def started(context: zmq.Context, address: str, tokenizer: Any = None) -> Courier:
+@contextmanager
+def running(context: zmq.Context, address: str, tokenizer: Any = None) -> Iterator[Courier]:
+    """A started courier, closed on exit (closing twice is harmless)."""
     courier = Courier(context, address, tokenizer)
     courier.start()
-    return courier
+    try:
+        yield courier
+    finally:
+        courier.close()
 
 
 def events(socket: zmq.Socket) -> tuple:
@@ -116,32 +122,28 @@ def events(socket: zmq.Socket) -> tuple:
 
 
 def test_a_message_reaches_the_inbox_with_no_loop_turning(context, address, http_worker):
-    courier = started(context, address)
-    try:
+    with running(context, address) as courier:
         http_worker.send(encode(request("a")))
         delivery = courier.inbox.get(timeout=WAIT)
         assert delivery.message.request_id == "a" and delivery.prompt is None
         assert delivery.owner == http_worker.getsockopt(zmq.IDENTITY)
-    finally:
-        courier.close()
 
 
 def test_posted_batches_reach_their_worker_and_close_sends_them_first(context, address, http_worker):
-    courier = started(context, address)
-    http_worker.send(encode(InfoRequest(call_id="c")))  # so that the ROUTER knows the worker's identity
-    owner = courier.inbox.get(timeout=WAIT).owner
-    token = TokenInfo(id=1, text="x", logprob=-1.0)
-    courier.post(owner, [TokenDelta("a", token)])
-    courier.post(owner, [TokenDelta("a", token), TokenDelta("b", token)])
-    courier.close()
+    with running(context, address) as courier:
+        http_worker.send(encode(InfoRequest(call_id="c")))  # so that the ROUTER knows the worker's identity
+        owner = courier.inbox.get(timeout=WAIT).owner
+        token = TokenInfo(id=1, text="x", logprob=-1.0)
+        courier.post(owner, [TokenDelta("a", token)])
+        courier.post(owner, [TokenDelta("a", token), TokenDelta("b", token)])
+        courier.close()
     assert [e.request_id for e in events(http_worker)] == ["a"]
     assert [e.request_id for e in events(http_worker)] == ["a", "b"]
 
 
 def test_requests_are_tokenized_beside_the_loop_and_delivered_with_their_prompt(context, address, http_worker):
     tokenizer = ScriptedTokenizer()
-    courier = started(context, address, tokenizer)
-    try:
+    with running(context, address, tokenizer) as courier:
         http_worker.send(encode(request("a")))
         http_worker.send(encode(request("bad")))
         http_worker.send(encode(TokenizeRequest(call_id="t", text="hi", add_special_tokens=True)))
@@ -155,40 +157,31 @@ def test_requests_are_tokenized_beside_the_loop_and_delivered_with_their_prompt(
         (result,) = events(http_worker)
         assert isinstance(result, TokenizeResult) and result.call_id == "t"
         assert courier.inbox.empty()
-    finally:
-        courier.close()
 
 
 def test_a_full_tokenizer_refuses_new_requests_as_overloaded(context, address, http_worker):
     tokenizer = ScriptedTokenizer(max_jobs=1)
-    courier = started(context, address, tokenizer)
-    try:
+    with running(context, address, tokenizer) as courier:
         http_worker.send(encode(request("a")))
         http_worker.send(encode(request("b")))
         (failed,) = events(http_worker)
         assert (failed.request_id, failed.kind) == ("b", ErrorKind.OVERLOADED)
         assert courier.pending() == 1
-    finally:
-        courier.close()
 
 
 def test_an_abort_cancels_the_tokenizer_job_and_reaches_the_engine(context, address, http_worker):
     tokenizer = ScriptedTokenizer()
-    courier = started(context, address, tokenizer)
-    try:
+    with running(context, address, tokenizer) as courier:
         http_worker.send(encode(request("a")))
         _until(lambda: len(tokenizer) == 1)
         http_worker.send(encode(AbortRequest(request_id="a")))
         assert isinstance(courier.inbox.get(timeout=WAIT).message, AbortRequest)
         assert len(tokenizer) == 0
-    finally:
-        courier.close()
 
 
 def test_sealing_refuses_the_requests_being_tokenized_and_every_new_one(context, address, http_worker):
     tokenizer = ScriptedTokenizer()
-    courier = started(context, address, tokenizer)
-    try:
+    with running(context, address, tokenizer) as courier:
         http_worker.send(encode(request("a")))
         _until(lambda: len(tokenizer) == 1)
         courier.seal()
@@ -197,8 +190,6 @@ def test_sealing_refuses_the_requests_being_tokenized_and_every_new_one(context,
         assert [(f.request_id, f.kind, f.message) for f in refused] == [
             ("a", ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE), ("b", ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE)]
         assert courier.inbox.empty()
-    finally:
-        courier.close()
 
 
 def _until(condition, timeout: float = WAIT) -> None:

@@ -125,7 +125,7 @@ class Courier:
                 ready = dict(poller.poll())
                 if self.socket in ready:
                     self._read()
-                if self.tokenizer is not None:
+                if self.tokenizer is not None and self.tokenizer.wakeup_fd in ready:  # a job is done
                     self._take_tokenized()
                 if self._pull in ready and not self._relay():
                     return

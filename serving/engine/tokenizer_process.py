@@ -115,7 +115,7 @@ class TokenizerProcess:
         try:
             os.write(self._wake_write, b"\0")
         except OSError:
-            pass  # the pipe is full (the loop will look anyway) or closed (stopping)
+            pass  # the pipe is full (so readable already) or closed (stopping)
 
     def _replace(self) -> None:
         """A new process for one that died."""

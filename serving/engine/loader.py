@@ -29,6 +29,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from serving.config import EngineConfig
+from serving.engine.host_memory import keep_freed_memory
 from serving.engine.packed_linear import pack_linears
 
 logger = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ def placement(num_gpus: int | None, model_config: Any = None, dtype: torch.dtype
 def load_model(config: EngineConfig) -> LoadedModel:
     """Load, place and type the model and its tokenizer; the model is returned in eval mode."""
     torch.set_num_threads(config.torch_threads or max(1, usable_cores() // config.replicas))  # cores shared out
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # a CPU step's activations stay mapped for the next one
     path = download_model(config)
     remote = {"trust_remote_code": True} if config.trust_remote_code else {}
     tokenizer = AutoTokenizer.from_pretrained(path, **remote)

@@ -2,9 +2,11 @@
 //
 // The torch-only path (`GatheredSdpa`) copies each decoding row's blocks into one padded tensor before SDPA reads
 // them again: on long contexts the copy and SDPA's per-block overhead for a single query are most of a decode
-// step. This kernel walks each row's block table instead: for each (row, kv head) it scores the row's query heads
-// of that kv head against every key of the row, takes the softmax and sums the values, reading each key and value
-// once from its slot. Work is split over the intra-op threads by context length, so long and short rows balance.
+// step. This kernel walks each row's block table instead: for each row it scores every query head against every key
+// of the row, takes the softmax and sums the values, reading each slot (the keys or values of all kv heads, one
+// contiguous run) once. Per (row, kv head) tasks read each slot's cache lines twice, once per kv head: 1.5-1.8x
+// slower on the tiny benchmark model's shapes (`python -m serving.bench.decode_attention`). Work is split over the
+// intra-op threads by context length, so long and short rows balance.
 //
 // serving::paged_decode(q, key_cache, value_cache, block_tables, lengths, block_size, scale) -> out
 //   q            [rows, heads, head_dim]   (any row and head strides; the last dimension contiguous)
@@ -36,39 +38,46 @@ struct Shape {
   float scale;
 };
 
-// One (row, kv head): its `group` query heads against the row's keys; `scores` holds group x length floats.
+// One row: every query head against the row's keys, in one pass over its blocks (each slot's keys of all kv heads
+// are one contiguous run, read once); `scores` holds heads x length floats.
 template <typename T>
-SERVING_CLONES void attend_one(const T* q, const T* key_cache, const T* value_cache, const int32_t* table,
-                               int64_t length, int64_t kv_head, const Shape& s, T* out, std::vector<float>& scores,
+SERVING_CLONES void attend_row(const T* q, const T* key_cache, const T* value_cache, const int32_t* table,
+                               int64_t length, const Shape& s, T* out, std::vector<float>& scores,
                                std::vector<float>& query, std::vector<float>& acc) {
-  const int64_t group = s.heads / s.kv_heads;
+  const int64_t heads = s.heads, group = s.heads / s.kv_heads;
   const int64_t d = s.head_dim;
-  scores.resize(static_cast<size_t>(group * length));
-  query.resize(static_cast<size_t>(group * d));
-  acc.assign(static_cast<size_t>(group * d), 0.0f);
+  scores.resize(static_cast<size_t>(heads * length));
+  query.resize(static_cast<size_t>(heads * d));
+  acc.assign(static_cast<size_t>(heads * d), 0.0f);
   float* qf = query.data();
-  for (int64_t g = 0; g < group; ++g) {
-    const T* src = q + (kv_head * group + g) * s.q_head_stride;
-    for (int64_t i = 0; i < d; ++i) qf[g * d + i] = static_cast<float>(src[i]) * s.scale;
+  for (int64_t h = 0; h < heads; ++h) {
+    const T* src = q + h * s.q_head_stride;
+    for (int64_t i = 0; i < d; ++i) qf[h * d + i] = static_cast<float>(src[i]) * s.scale;
   }
-  // where position t of this row's keys (or values) of this kv head starts in a cache
-  const auto at = [&](const T* cache, int64_t t) {
-    return cache + (static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size) *
-                       s.cache_row_stride + kv_head * d;
+  std::vector<int64_t> offset(static_cast<size_t>(heads));  // where head h's kv head lies in a slot
+  for (int64_t h = 0; h < heads; ++h) offset[h] = (h / group) * d;
+  const int64_t blocks = (length + s.block_size - 1) / s.block_size;
+  // the first slot of block `b` of this row's table in a cache; its slots follow cache_row_stride apart
+  const auto block_at = [&](const T* cache, int64_t b) {
+    return cache + static_cast<int64_t>(table[b]) * s.block_size * s.cache_row_stride;
   };
   float* sc = scores.data();
-  for (int64_t t = 0; t < length; ++t) {
-    const T* k = at(key_cache, t);
-    for (int64_t g = 0; g < group; ++g) {
-      const float* qg = qf + g * d;
-      float dot = 0.0f;
-      for (int64_t i = 0; i < d; ++i) dot += qg[i] * static_cast<float>(k[i]);
-      sc[g * length + t] = dot;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const T* slot = block_at(key_cache, b);
+    const int64_t first = b * s.block_size, count = std::min(s.block_size, length - first);
+    for (int64_t j = 0; j < count; ++j, slot += s.cache_row_stride) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* qh = qf + h * d;
+        const T* k = slot + offset[h];
+        float dot = 0.0f;
+        for (int64_t i = 0; i < d; ++i) dot += qh[i] * static_cast<float>(k[i]);
+        sc[h * length + first + j] = dot;
+      }
     }
   }
-  std::vector<float> sums(static_cast<size_t>(group));
-  for (int64_t g = 0; g < group; ++g) {
-    float* row = sc + g * length;
+  std::vector<float> sums(static_cast<size_t>(heads));
+  for (int64_t h = 0; h < heads; ++h) {
+    float* row = sc + h * length;
     float high = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < length; ++t) high = std::max(high, row[t]);
     float sum = 0.0f;
@@ -76,21 +85,25 @@ SERVING_CLONES void attend_one(const T* q, const T* key_cache, const T* value_ca
       row[t] = std::exp(row[t] - high);
       sum += row[t];
     }
-    sums[g] = sum;
+    sums[h] = sum;
   }
   float* a = acc.data();
-  for (int64_t t = 0; t < length; ++t) {
-    const T* v = at(value_cache, t);
-    for (int64_t g = 0; g < group; ++g) {
-      const float w = sc[g * length + t];
-      float* ag = a + g * d;
-      for (int64_t i = 0; i < d; ++i) ag[i] += w * static_cast<float>(v[i]);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const T* slot = block_at(value_cache, b);
+    const int64_t first = b * s.block_size, count = std::min(s.block_size, length - first);
+    for (int64_t j = 0; j < count; ++j, slot += s.cache_row_stride) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const float w = sc[h * length + first + j];
+        const T* v = slot + offset[h];
+        float* ah = a + h * d;
+        for (int64_t i = 0; i < d; ++i) ah[i] += w * static_cast<float>(v[i]);
+      }
     }
   }
-  for (int64_t g = 0; g < group; ++g) {
-    const float inverse = 1.0f / sums[g];
-    T* dst = out + (kv_head * group + g) * d;
-    for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(a[g * d + i] * inverse);
+  for (int64_t h = 0; h < heads; ++h) {
+    const float inverse = 1.0f / sums[h];
+    T* dst = out + h * d;
+    for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(a[h * d + i] * inverse);
   }
 }
 
@@ -101,10 +114,10 @@ void run(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& val
   const T* kp = key_cache.data_ptr<T>();
   const T* vp = value_cache.data_ptr<T>();
   T* op = out.data_ptr<T>();
-  const int64_t tasks = s.rows * s.kv_heads;
-  // Split the tasks into one contiguous range per thread of about equal keys read (rows differ in length).
+  const int64_t tasks = s.rows;
+  // Split the rows into one contiguous range per thread of about equal keys read (rows differ in length).
   std::vector<int64_t> cost(static_cast<size_t>(tasks + 1), 0);
-  for (int64_t task = 0; task < tasks; ++task) cost[task + 1] = cost[task] + lengths[task / s.kv_heads] + 1;
+  for (int64_t task = 0; task < tasks; ++task) cost[task + 1] = cost[task] + lengths[task] + 1;
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores, query, acc;
@@ -112,9 +125,8 @@ void run(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& val
       const int64_t first = std::lower_bound(cost.begin(), cost.end(), cost[tasks] * part / parts) - cost.begin();
       const int64_t last = std::lower_bound(cost.begin(), cost.end(), cost[tasks] * (part + 1) / parts) - cost.begin();
       for (int64_t task = std::min(first, tasks); task < std::min(last, tasks); ++task) {
-        const int64_t row = task / s.kv_heads, kv_head = task % s.kv_heads;
-        attend_one<T>(qp + row * s.q_row_stride, kp, vp, tables + row * s.max_blocks, lengths[row], kv_head, s,
-                      op + row * s.heads * s.head_dim, scores, query, acc);
+        attend_row<T>(qp + task * s.q_row_stride, kp, vp, tables + task * s.max_blocks, lengths[task], s,
+                      op + task * s.heads * s.head_dim, scores, query, acc);
       }
     }
   });

@@ -41,6 +41,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admitted, oldest first: prefilling or decoding
         self.preemptions = 0
+        self.paced = False  # whether the pacer lowered the last planned step's prompt tokens
 
     def add(self, sequence: Sequence) -> None:
         """Queue a validated sequence."""
@@ -75,8 +76,10 @@ class Scheduler:
         # queries need no gather and its outputs no reordering; see `batch`)
         chunks = sorted(self._decodes(), key=lambda chunk: -chunk.start)
         room = budget - len(chunks)
+        self.paced = False
         if chunks and paced is not None:  # a decode step's worth of prompt tokens, times the prompts in line squared
             prompts = len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1)
+            self.paced = paced * max(1, prompts) ** 2 < room
             room = min(room, paced * max(1, prompts) ** 2)
             room -= room % self.blocks.block_size  # whole blocks: chunks end on block edges, and the forward sees
             # fewer distinct token counts (each new one costs oneDNN a primitive of its GEMMs, ~0.5 ms, here)

@@ -138,7 +138,12 @@ def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_by_the_prompts_in
     queue = scheduler(limits(prefill=1000), seq("a", 2))
     run(queue, queue.schedule())
     queue.add(seq("long", 300))
-    assert plan(queue.schedule(paced=40)) == [("a", 2, 1), ("long", 0, 40)]
+    chunks = queue.schedule(paced=40)
+    assert plan(chunks) == [("a", 2, 1), ("long", 0, 40)]
+    assert queue.paced
+    run(queue, chunks)
+    assert plan(queue.schedule(paced=1000)) == [("a", 3, 1), ("long", 40, 260)]
+    assert not queue.paced  # the budget bound it, not the pacer
     queue = scheduler(limits(prefill=1000), seq("a", 2))
     run(queue, queue.schedule())
     queue.add(seq("long", 300))

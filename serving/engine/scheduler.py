@@ -79,8 +79,9 @@ class Scheduler:
         self.paced = False
         if chunks and paced is not None:  # a decode step's worth of prompt tokens, times the prompts in line squared
             prompts = len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1)
-            self.paced = paced * max(1, prompts) ** 2 < room
-            room = min(room, paced * max(1, prompts) ** 2)
+            allowed = paced * max(1, prompts) ** 2
+            self.paced = allowed < room
+            room = min(room, allowed)
             room -= room % self.blocks.block_size  # whole blocks: chunks end on block edges, and the forward sees
             # fewer distinct token counts (each new one costs oneDNN a primitive of its GEMMs, ~0.5 ms, here)
         room = max(room, min(budget, self.blocks.block_size))

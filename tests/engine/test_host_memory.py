@@ -39,6 +39,8 @@ def test_freed_activations_stay_mapped_for_the_next_step() -> None:
 
 
 def test_the_loader_keeps_freed_memory_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
     from serving.config import from_env
     from serving.engine import loader
 
@@ -47,6 +49,7 @@ def test_the_loader_keeps_freed_memory_on_the_cpu(monkeypatch: pytest.MonkeyPatc
     def stop(config: object) -> str:
         raise RuntimeError("stop here")
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU path, on any machine
     monkeypatch.setattr(loader, "keep_freed_memory", lambda: calls.append(True) or True)
     monkeypatch.setattr(loader, "download_model", stop)
 

@@ -90,3 +90,33 @@ def test_bytes_that_never_form_a_character_go_out_after_a_bounded_hold(tokenizer
     assert emitted and emitted[0] == MAX_HELD_TOKENS - 1
     assert all(b - a == MAX_HELD_TOKENS for a, b in zip(emitted, emitted[1:]))
     assert "".join(deltas) == tokenizer.decode([lead] * (3 * MAX_HELD_TOKENS))
+
+
+def test_the_step_decodes_on_the_calling_thread(tokenizer, tmp_path):
+    """No rayon pool: its threads would compete with the forward's for the cores (counted in a fresh process,
+    where encoding and decoding with parallelism left on start the pool)."""
+    import os
+    import subprocess
+    import sys
+
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import os, sys\n"
+        "from transformers import AutoTokenizer\n"
+        "from serving.engine.detokenizer import DecodeState, Detokenizer\n"
+        "tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "detokenizer = Detokenizer(tokenizer) if sys.argv[2] == 'detokenizer' else None\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "ids = tokenizer.encode('a few words of text ' * 20)\n"
+        "if detokenizer is not None:\n"
+        "    detokenizer.step([(list(ids), DecodeState.start(len(ids) - 3)) for _ in range(64)])\n"
+        "else:\n"
+        "    tokenizer.backend_tokenizer.decode_batch([ids] * 64)\n"
+        "print(len(os.listdir('/proc/self/task')) - before)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    started = {mode: int(subprocess.run([sys.executable, str(script), str(tmp_path / "tokenizer"), mode], env=env,
+                                        capture_output=True, text=True, check=True).stdout.split()[-1])
+               for mode in ("plain", "detokenizer")}
+    assert started["plain"] > 0  # the check can see the pool
+    assert started["detokenizer"] == 0

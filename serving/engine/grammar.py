@@ -4,10 +4,10 @@ A request's `Grammar` is compiled once per distinct grammar into a template matc
 futures, compiled in one worker thread so that a large grammar never stalls the running batch: the sequence waits
 outside the queue meanwhile); each sequence gets its own copy. Every step `GrammarMasks` fills a bitmask for the
 constrained rows only (one int32 word per 32 tokens, bit set = allowed, llguidance's layout) and turns it into an
-additive -inf penalty on those rows' logits; after sampling each constrained row's matcher consumes its token, and the next
-step's mask is filled while the engine goes on (see `GrammarMasks`). The tokenizer is
-built with every EOS id of the engine, so the mask allows EOS exactly when the grammar is complete and nothing but
-EOS once it cannot go on.
+additive -inf penalty on those rows' logits; after sampling each constrained row's matcher consumes its token, and
+the next step's mask is filled while the engine goes on (see `GrammarMasks`). The tokenizer is built with every EOS
+id of the engine, so the mask allows EOS exactly when the grammar is complete and nothing but EOS once it cannot go
+on.
 """
 
 from __future__ import annotations

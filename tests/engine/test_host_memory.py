@@ -33,8 +33,12 @@ def _faults(mode: str) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
 def test_freed_activations_stay_mapped_for_the_next_step() -> None:
-    plain, kept = _faults("plain"), _faults("keep")
-    assert plain > 100_000  # glibc as it comes maps every step's memory again
+    # glibc as it comes maps every step's memory again in most runs (360,000-810,000 faults), but in some the heap's
+    # layout spares it (34,000-90,000); with the thresholds set no run takes more than about 20,000. The most of
+    # four runs each, so that the comparison does not hang on one layout.
+    plain = max(_faults("plain") for _ in range(4))
+    kept = max(_faults("keep") for _ in range(4))
+    assert plain > 100_000
     assert kept < plain // 10
 
 

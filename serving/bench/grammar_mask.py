@@ -53,7 +53,7 @@ def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]
     vocab = AutoConfig.from_pretrained(model_dir).vocab_size
     backend = LLGuidanceBackend(tokenizer, vocab, [tokenizer.eos_token_id])
     template = backend.compile(json_schema_grammar(MEDIUM_SCHEMA))
-    masks = GrammarMasks(torch.arange(rows), [backend.matcher(template) for _ in range(rows)], backend, vocab)
+    masks = GrammarMasks(torch.arange(rows), [backend.matcher(template) for _ in range(rows)], backend)
     generator = torch.Generator().manual_seed(seed)
     times = []
     for _ in range(steps):
@@ -65,7 +65,7 @@ def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]
         times.append(time.perf_counter() - started)
         if any(matcher.is_stopped() for matcher in masks.matchers):  # new rows: a new batch, its mask filled anew
             masks = GrammarMasks(masks.rows, [backend.matcher(template) if matcher.is_stopped() else matcher
-                                              for matcher in masks.matchers], backend, vocab)
+                                              for matcher in masks.matchers], backend)
     return times
 
 

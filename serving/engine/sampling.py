@@ -108,7 +108,7 @@ class SamplingState:
             state.min_new_tokens = column(minimums, torch.long)
             state.generated = column([s.generated for s in sequences], torch.long)
             state.eos_ids = column(sorted(eos_ids), torch.long)
-        state.grammar = GrammarMasks.build([s.constraint for s in sequences], vocab_size)
+        state.grammar = GrammarMasks.build([s.constraint for s in sequences])
         return state
 
     def record(self, ids: Tensor) -> None:

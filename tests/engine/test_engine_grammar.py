@@ -102,8 +102,8 @@ def test_mask_touches_only_constrained_rows(make_engine):
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
+    masks = GrammarMasks(torch.tensor([1]), [cache.backend.matcher(template)], cache.backend)
     vocab = cache.backend.vocab_size
-    masks = GrammarMasks(torch.tensor([1]), [cache.backend.matcher(template)], cache.backend, vocab)
     scores = torch.zeros(3, vocab)
     masked = masks.apply(scores)
     assert torch.equal(masked[0], scores[0]) and torch.equal(masked[2], scores[2])
@@ -115,9 +115,8 @@ def test_mask_refuses_logits_beyond_the_grammar_vocabulary_and_leaves_its_input_
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
+    masks = GrammarMasks(torch.tensor([0, 2]), [cache.backend.matcher(template) for _ in range(2)], cache.backend)
     vocab = cache.backend.vocab_size
-    masks = GrammarMasks(torch.tensor([0, 2]), [cache.backend.matcher(template) for _ in range(2)], cache.backend,
-                         vocab + 40)
     scores = torch.randn(3, vocab + 40)
     original = scores.clone()
     masked = masks.apply(scores)

@@ -407,7 +407,7 @@ class LLMEngine:
         self._retried &= self._requests.keys()
         if not self._retried:
             self._retry_cap = None
-        chunks = self.scheduler.schedule(self._retry_cap, self._pacer.prompt_tokens())
+        chunks = self.scheduler.schedule(self._retry_cap, self._pacer.prompt_tokens)
         if not chunks:
             return
         started = time.perf_counter()

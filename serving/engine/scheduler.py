@@ -8,9 +8,8 @@ budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
    when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself. The
    decode chunks then go longest context first.
 2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left and,
-   while sequences decode, what the `StepPacer` allows times the square of the prompts in line, in whole blocks
-   (one long prompt arriving costs the streams at most about one more decode step per step; a queue drains faster
-   the longer it is, since every prompt in it waits: with k in line, k^2 decode steps' worth, up to the budget),
+   while sequences decode, what the `StepPacer` allows for the prompts in line, in whole blocks (one long prompt
+   arriving costs the streams at most about one more decode step per step; a longer queue may fill the budget),
    and at least `min(budget, block_size)` tokens a step, so that a prompt progresses.
 3. Waiting sequences are admitted, first come first served (no overtaking), while the budget lasts, the batch
    stays within MAX_BATCH_SIZE (and the retry cap), and the pool has blocks for the prompt beyond the cached
@@ -25,11 +24,14 @@ another waits a step and then skips it, so identical prefixes arriving together 
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 from serving.engine.batch import Chunk
 from serving.engine.block_manager import BlockManager
 from serving.engine.limits import Limits
 from serving.engine.sequence import Sequence, SequenceStatus
+
+Pacing = Callable[[int, int], int | None]  # (decoding rows, prompts in line) -> the step's prompt tokens, if bound
 
 
 class Scheduler:
@@ -66,9 +68,9 @@ class Scheduler:
         self.waiting.extendleft(reversed(sequences))
         return sequences
 
-    def schedule(self, cap: int | None = None, paced: int | None = None) -> list[Chunk]:
-        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE; `paced` bounds the prompt tokens of a step
-        that decodes, see `pacer`); their blocks are allocated."""
+    def schedule(self, cap: int | None = None, paced: Pacing | None = None) -> list[Chunk]:
+        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE; `paced(decodes, prompts in line)` bounds the
+        prompt tokens of a step that decodes, see `pacer`); their blocks are allocated."""
         for sequence in [s for s in self.running if s.status is not SequenceStatus.RUNNING]:
             self.finish(sequence)  # aborted since the last step
         budget = self.limits.max_batch_prefill_tokens
@@ -77,13 +79,13 @@ class Scheduler:
         chunks = sorted(self._decodes(), key=lambda chunk: -chunk.start)
         room = budget - len(chunks)
         self.paced = False
-        if chunks and paced is not None:  # a decode step's worth of prompt tokens, times the prompts in line squared
-            prompts = len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1)
-            allowed = paced * max(1, prompts) ** 2
-            self.paced = allowed < room
-            room = min(room, allowed)
-            room -= room % self.blocks.block_size  # whole blocks: chunks end on block edges, and the forward sees
-            # fewer distinct token counts (each new one costs oneDNN a primitive of its GEMMs, ~0.5 ms, here)
+        if chunks and paced is not None:
+            allowed = paced(len(chunks), len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1))
+            if allowed is not None:
+                self.paced = allowed < room
+                room = min(room, allowed)
+                room -= room % self.blocks.block_size  # whole blocks: chunks end on block edges, and the forward
+                # sees fewer distinct token counts (each new one costs oneDNN a primitive of its GEMMs, ~0.5 ms, here)
         room = max(room, min(budget, self.blocks.block_size))
         filling: set[int] = set()  # blocks that this step's prefill chunks compute
         for sequence in self.running:

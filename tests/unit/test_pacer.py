@@ -2,44 +2,73 @@
 
 from __future__ import annotations
 
-from serving.engine.pacer import RECENT_STEPS, StepPacer
+from serving.engine.pacer import CEILING, RECENT_STEPS, StepPacer
+
+
+def decoding(pacer: StepPacer, steps: int = 1, rows: int = 8, seconds: float = 0.004) -> StepPacer:
+    """`pacer` after `steps` decode-only steps of `rows` rows taking `seconds` each."""
+    for _ in range(steps):
+        pacer.record(decodes=rows, prompt_tokens=0, seconds=seconds)
+    return pacer
 
 
 def test_no_bound_until_both_costs_are_measured():
     pacer = StepPacer()
-    assert pacer.prompt_tokens() is None
-    pacer.record(decodes=8, prompt_tokens=0, seconds=0.004)
-    assert pacer.prompt_tokens() is None
+    assert pacer.prompt_tokens(8, 1) is None
+    decoding(pacer)
+    assert pacer.prompt_tokens(8, 1) is None
     pacer.record(decodes=0, prompt_tokens=10, seconds=0.5)  # too few tokens to measure a per-token cost
-    assert pacer.prompt_tokens() is None
+    assert pacer.prompt_tokens(8, 1) is None
 
 
 def test_a_step_may_carry_about_a_decode_step_of_prompt_tokens():
-    pacer = StepPacer()
-    pacer.record(decodes=8, prompt_tokens=0, seconds=0.004)
+    pacer = decoding(StepPacer())
     pacer.record(decodes=0, prompt_tokens=1000, seconds=0.2)  # 0.2 ms a token
-    assert pacer.prompt_tokens() == 20
+    assert pacer.prompt_tokens(8, 1) == 20
     pacer.record(decodes=8, prompt_tokens=100, seconds=0.004 + 0.01)  # 0.1 ms a token beyond the decode
-    assert 20 < pacer.prompt_tokens() < 40
+    assert 20 < pacer.prompt_tokens(8, 1) < 40
 
 
-def test_after_recent_long_steps_a_step_may_take_as_long_as_they_did():
-    pacer = StepPacer()
-    for _ in range(8):
-        pacer.record(decodes=8, prompt_tokens=0, seconds=0.004)
-    for _ in range(3):  # full-budget steps, 0.2 ms a prompt token
+def test_a_queue_may_carry_the_square_of_its_length_up_to_the_ceiling():
+    pacer = decoding(StepPacer())
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.2)
+    assert pacer.prompt_tokens(8, 2) == 80  # four decode steps' worth
+    assert pacer.prompt_tokens(8, 3) == 180
+    assert pacer.prompt_tokens(8, 20) == int(CEILING * 20)  # ten decode steps' worth at most
+
+
+def test_the_decode_part_grows_with_the_step_s_rows():
+    pacer = decoding(StepPacer(), rows=8, seconds=0.004)  # 0.5 ms a row
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.2)
+    assert pacer.prompt_tokens(32, 20) == int(CEILING * 80)  # 32 rows: a 16 ms decode part
+    assert pacer.prompt_tokens(2, 20) == int(CEILING * 20)  # fewer rows than measured: a decode step at least
+
+
+def test_a_long_queue_with_no_decode_only_steps_keeps_its_bound():
+    """A queue that never empties leaves the last decode-only step (few rows) stale; the bound follows the rows."""
+    pacer = decoding(StepPacer(), rows=2, seconds=0.002)  # 1 ms a row, 2 ms a decode-only step
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.2)
+    for _ in range(50):  # 40 rows decode beside 400 prompt tokens: 40 ms of rows, 80 ms of prompt
+        pacer.record(decodes=40, prompt_tokens=400, seconds=0.04 + 0.08, bounded=True)
+    assert abs(pacer.token_seconds - 0.0002) < 1e-9  # the rows' part is not taken for prompt cost
+    assert pacer.prompt_tokens(40, 20) == int(CEILING * 200)
+
+
+def test_after_recent_long_steps_a_step_may_take_as_long_as_they_did_within_the_ceiling():
+    pacer = decoding(StepPacer(), steps=8)
+    for _ in range(3):  # 0.02 s steps, 0.2 ms a prompt token
+        pacer.record(decodes=8, prompt_tokens=80, seconds=0.004 + 0.016)
+    assert pacer.prompt_tokens(8, 1) == 80  # the streams just went through 0.02 s steps: 0.016 s of prompt tokens
+    for _ in range(3):  # full-budget steps
         pacer.record(decodes=8, prompt_tokens=1000, seconds=0.004 + 0.2)
-    assert pacer.prompt_tokens() == 1000  # the streams just went through 0.204 s steps: 0.2 s of prompt tokens
-    for _ in range(RECENT_STEPS):
-        pacer.record(decodes=8, prompt_tokens=0, seconds=0.004)
-    assert pacer.prompt_tokens() == 20  # out of the window: a decode step's worth again
+    assert pacer.prompt_tokens(8, 1) == int(CEILING * 20)  # not 1,000: ten decode steps' worth at most
+    decoding(pacer, steps=RECENT_STEPS)
+    assert pacer.prompt_tokens(8, 1) == 20  # out of the window: a decode step's worth again
 
 
 def test_steps_the_pacer_bounded_do_not_raise_its_bound():
-    pacer = StepPacer()
-    for _ in range(10):
-        pacer.record(decodes=8, prompt_tokens=0, seconds=0.004)
+    pacer = decoding(StepPacer(), steps=10)
     pacer.record(decodes=8, prompt_tokens=1000, seconds=0.004 + 0.2, bounded=True)
-    assert pacer.prompt_tokens() == 20
+    assert pacer.prompt_tokens(8, 1) == 20
     pacer.record(decodes=0, prompt_tokens=2000, seconds=0.4)  # no stream waited on it
-    assert pacer.prompt_tokens() == 20
+    assert pacer.prompt_tokens(8, 1) == 20

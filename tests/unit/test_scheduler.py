@@ -135,23 +135,31 @@ def test_64_sequences_of_1000_tokens_hold_at_most_their_tokens_plus_a_block_each
 
 
 def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_by_the_prompts_in_line():
+    asked: list[tuple[int, int]] = []
+
+    def pacing(tokens: int):
+        def paced(decodes: int, prompts: int) -> int:
+            asked.append((decodes, prompts))
+            return tokens
+        return paced
+
     queue = scheduler(limits(prefill=1000), seq("a", 2))
-    run(queue, queue.schedule())
+    run(queue, queue.schedule(paced=pacing(40)))
+    assert asked == []  # nothing decoded yet: only the budget bounds the step
     queue.add(seq("long", 300))
-    chunks = queue.schedule(paced=40)
+    chunks = queue.schedule(paced=pacing(40))
+    assert asked == [(1, 1)]  # one decoding row, one prompt in line
     assert plan(chunks) == [("a", 2, 1), ("long", 0, 40)]
     assert queue.paced
     run(queue, chunks)
-    assert plan(queue.schedule(paced=1000)) == [("a", 3, 1), ("long", 40, 260)]
+    assert plan(queue.schedule(paced=pacing(1000))) == [("a", 3, 1), ("long", 40, 260)]
+    assert asked[-1] == (1, 1)  # the long prompt, still prefilling
     assert not queue.paced  # the budget bound it, not the pacer
-    queue = scheduler(limits(prefill=1000), seq("a", 2))
-    run(queue, queue.schedule())
-    queue.add(seq("long", 300))
-    queue.add(seq("other", 300))
-    assert plan(queue.schedule(paced=40)) == [("a", 2, 1), ("long", 0, 160)]  # two in line: four times the tokens
     queue = scheduler(limits(prefill=1000), seq("a", 2), blocks=400)
     run(queue, queue.schedule())
     for name in ("long", "b", "c"):
         queue.add(seq(name, 300))
-    # three in line: 9 x 39 = 351 tokens, cut to whole blocks of 4: 348
-    assert plan(queue.schedule(paced=39)) == [("a", 2, 1), ("long", 0, 300), ("b", 0, 48)]
+    # 351 tokens, cut to whole blocks of 4: 348
+    assert plan(queue.schedule(paced=pacing(351))) == [("a", 2, 1), ("long", 0, 300), ("b", 0, 48)]
+    assert asked[-1] == (1, 3)
+    assert queue.paced

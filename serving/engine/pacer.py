@@ -3,13 +3,15 @@
 A long prompt prefilled in one step delays every running stream's next token by the whole prefill (a 2,000-token
 prompt took 320 ms on the tiny benchmark model, against 4-8 ms for a decode step). The pacer keeps moving
 averages of a decode-only step's time, of a decoding row's share of it and of the time one prompt token adds to a
-step; a step's decode part is then its decoding rows times that share, or a decode-only step's time if more (a
-step's fixed costs do not shrink with its rows). While sequences are decoding it lets a step carry the
-prompt tokens that cost about `SHARE` of the step's decode part per prompt in line times
-the prompts in line (k^2 decode steps' worth for k: one arriving prompt costs the streams about one more decode step
-per step, and a queue drains faster the longer it is, since every prompt in it waits), at least a block's worth, so
-that a prompt always progresses. Before it has measured both, and when nothing decodes, only
-MAX_BATCH_PREFILL_TOKENS bounds a step.
+step. A step's decode part (what its decoding rows cost) then lies between two estimates: a decode-only step's time
+and the step's rows times a row's share; the smaller one serves where too much would stall the streams, the
+larger one where too little would starve the prompts (a step's fixed costs make a row's share of a step of few rows
+large, so neither estimate is right for every row count). While sequences are decoding the pacer lets a step carry
+the prompt tokens that cost about `SHARE` of the (smaller) decode part per prompt in line times the prompts in line
+(k^2 decode steps' worth for k: one arriving prompt costs the streams about one more decode step per step, and a
+queue drains faster the longer it is, since every prompt in it waits), at least a block's worth, so that a prompt
+always progresses. Before it has measured both, and when nothing decodes, only MAX_BATCH_PREFILL_TOKENS bounds a
+step.
 
 Under a steady load of prompts the streams already go through steps that carry many prompt tokens: a step as long
 as those makes their inter-token latency no worse, and pacing it only delays the prompts' first tokens. So a step
@@ -18,14 +20,14 @@ may also take as long as the slowest steps the streams went through recently (th
 feed on itself). With nothing but decodes before a prompt arrives, that percentile is about a decode step, and the
 pacing is as above.
 
-Either way a step with decodes carries at most `CEILING` times its decode part in prompt tokens. A prompt's first
-token comes at the end of the step that computes its last chunk, and every request that arrives meanwhile waits for
-that step to end: in one step of a full budget (2,048 tokens took 220-300 ms on the tiny model in the server), each
-prompt of a queue waits for all of them. Steps of about ten times their decode part end sooner, while the running
-rows, which every step computes again, stay about a tenth of each step: at 16 streams of the benchmark's 8/700-word
-mix that is about 1,000 tokens a step (one long prompt), at 64 about the full budget. The decode part counts the
-step's own rows: a long queue leaves no decode-only steps to measure, and a bound from the last one, made with few
-rows, shrank as the queue grew.
+Either way a step with decodes carries at most `CEILING` times its (larger) decode part in prompt tokens. A prompt's
+first token comes at the end of the step that computes its last chunk, and every request that arrives meanwhile
+waits for that step to end: in one step of a full budget (2,048 tokens took 220-300 ms on the tiny model in the
+server), each prompt of a queue waits for all of them. Steps of about ten times their decode part end sooner, while
+the running rows, which every step computes again, stay about a tenth of each step: at 16 streams of the
+benchmark's 8/700-word mix that is about 1,000 tokens a step (one long prompt), at 64 about the full budget. This
+estimate counts the step's own rows: a long queue leaves no decode-only steps to measure, and a bound from the last
+one, made with few rows, shrank as the queue grew.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class StepPacer:
             self.decode_seconds = _average(self.decode_seconds, seconds)
             self.row_seconds = _average(self.row_seconds, seconds / decodes)
         elif prompt_tokens >= MIN_MEASURED_TOKENS:
-            base = self._decode_part(decodes) if decodes else 0.0
+            base = self._decode_part(decodes)[0] if decodes else 0.0
             self.token_seconds = _average(self.token_seconds, max(seconds - base, 0.0) / prompt_tokens)
 
     def prompt_tokens(self, decodes: int, prompts: int) -> int | None:
@@ -67,16 +69,18 @@ class StepPacer:
         prefilling; None: no bound from the pacer yet)."""
         if self.row_seconds is None or not self.token_seconds:
             return None
-        decode = self._decode_part(decodes)
+        low, high = self._decode_part(decodes)
         slowest = sorted(self.recent)[int(RECENT_QUANTILE * (len(self.recent) - 1))] if self.recent else 0.0
-        allowed = max(SHARE * decode * max(1, prompts) ** 2, slowest - decode)
-        return int(min(allowed, CEILING * decode) / self.token_seconds)
+        allowed = max(SHARE * low * max(1, prompts) ** 2, slowest - low)
+        return int(min(allowed, CEILING * high) / self.token_seconds)
 
-    def _decode_part(self, decodes: int) -> float:
-        """What `decodes` decoding rows add to a step (0 before a decode-only step was measured)."""
+    def _decode_part(self, decodes: int) -> tuple[float, float]:
+        """The low and high estimates of what `decodes` decoding rows add to a step (0 before a decode-only step
+        was measured)."""
         if self.decode_seconds is None or self.row_seconds is None:
-            return 0.0
-        return max(decodes * self.row_seconds, self.decode_seconds)
+            return 0.0, 0.0
+        estimates = decodes * self.row_seconds, self.decode_seconds
+        return min(estimates), max(estimates)
 
 
 def _average(current: float | None, value: float) -> float:

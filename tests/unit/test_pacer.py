@@ -45,13 +45,24 @@ def test_the_decode_part_grows_with_the_step_s_rows():
 
 
 def test_a_long_queue_with_no_decode_only_steps_keeps_its_bound():
-    """A queue that never empties leaves the last decode-only step (few rows) stale; the bound follows the rows."""
+    """A queue that never empties leaves the last decode-only step (few rows) stale; the ceiling follows the rows."""
     pacer = decoding(StepPacer(), rows=2, seconds=0.002)  # 1 ms a row, 2 ms a decode-only step
     pacer.record(decodes=0, prompt_tokens=1000, seconds=0.2)
     for _ in range(50):  # 40 rows decode beside 400 prompt tokens: 40 ms of rows, 80 ms of prompt
         pacer.record(decodes=40, prompt_tokens=400, seconds=0.04 + 0.08, bounded=True)
-    assert abs(pacer.token_seconds - 0.0002) < 1e-9  # the rows' part is not taken for prompt cost
-    assert pacer.prompt_tokens(40, 20) == int(CEILING * 200)
+    # the prompt cost is measured against the low estimate of the rows' part (2 ms): 0.295 ms a token
+    assert abs(pacer.token_seconds - 0.118 / 400) < 1e-7
+    # the ceiling takes the high one (40 rows of 1 ms): 0.4 s of prompt, not the 20 ms of the stale step
+    assert pacer.prompt_tokens(40, 20) == int(CEILING * 0.04 / pacer.token_seconds) > 1000
+
+
+def test_a_row_s_share_from_few_rows_does_not_loosen_the_pace_of_many():
+    """A decode-only step of one row is mostly fixed costs: sixteen rows do not cost sixteen of it."""
+    pacer = decoding(StepPacer(), rows=1, seconds=0.007)
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.1)  # 0.1 ms a token
+    assert pacer.prompt_tokens(16, 1) == 70  # one decode step's worth (7 ms), not sixteen
+    pacer.record(decodes=16, prompt_tokens=100, seconds=0.012 + 0.01)
+    assert pacer.token_seconds > 0.0001  # the step's 12 ms of rows are not all taken off: no cheaper prompt tokens
 
 
 def test_after_recent_long_steps_a_step_may_take_as_long_as_they_did_within_the_ceiling():

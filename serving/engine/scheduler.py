@@ -8,9 +8,10 @@ budget (MAX_BATCH_PREFILL_TOKENS, vLLM's rule: a decoding row counts one token):
    when it is admitted again; its stream only pauses); a sequence that is itself the newest preempts itself. The
    decode chunks then go longest context first.
 2. Running sequences still prefilling get the next chunk of their prompt, within what the budget has left and,
-   while sequences decode, what the `StepPacer` allows for the prompts in line, in whole blocks (one long prompt
-   arriving costs the streams at most about one more decode step per step; a longer queue may fill the budget),
-   and at least `min(budget, block_size)` tokens a step, so that a prompt progresses.
+   while sequences decode, what the `StepPacer` allows for the step's decoding rows and the prompts in line, in
+   whole blocks (one long prompt arriving costs the streams at most about one more decode step per step; a longer
+   queue carries more, up to the pacer's ceiling of about ten decode steps), and at least `min(budget, block_size)`
+   tokens a step, so that a prompt progresses.
 3. Waiting sequences are admitted, first come first served (no overtaking), while the budget lasts, the batch
    stays within MAX_BATCH_SIZE (and the retry cap), and the pool has blocks for the prompt beyond the cached
    prefix plus one free block per running sequence (headroom to decode before anyone is preempted). An idle

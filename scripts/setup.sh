@@ -14,4 +14,4 @@ quiet pip install -q -e ".[test,sagemaker]"
 quiet pip install -q --no-deps "text-generation==0.7.0"
 # The CPU decode kernel, built once per machine with g++ (the server builds it at its first start otherwise; without
 # a compiler it runs with torch's gathered SDPA, so this step never fails the setup).
-python -m serving.engine.decode_kernel || true
+python -m serving.engine.cpu_kernels || true

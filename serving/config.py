@@ -64,7 +64,7 @@ class EngineConfig:
     fault_marker: str | None = None  # tests only: a step with a prompt containing it raises
     packed_linear: bool = True  # CPU linear layers on oneDNN with prepacked weights (`engine/packed_linear.py`)
     lean_forward: bool = True  # Llama-family models run `engine/lean_forward.py` instead of transformers' forward
-    decode_kernel: bool = True  # CPU decode attention reads the paged blocks in place (`engine/decode_kernel.py`)
+    decode_kernel: bool = True  # CPU decode attention reads the paged blocks in place (`engine/cpu_kernels.py`)
     prefix_caching: bool = True  # KV cache blocks of prompts are kept and shared by later prompts (PREFIX_CACHING)
     replicas: int = 1  # engine processes, each with its own copy of the model (ENGINE_REPLICAS)
     replica: int = 0  # which of them this process is (set by the launcher for each)

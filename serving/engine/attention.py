@@ -64,7 +64,7 @@ class PagedAttention(Protocol):
 class GatheredSdpa:
     """`PagedAttention` in torch alone: gather each group's keys block by block, one SDPA call per group; rows
     that share leading blocks attend to them once together (`_cascade`). With `decode_kernel` (CPU only, once
-    `decode_kernel.load` succeeded), the other decoding rows are read in place by `torch.ops.serving.paged_decode`
+    `cpu_kernels.load` succeeded), the other decoding rows are read in place by `torch.ops.serving.paged_decode`
     instead: no gather, no padding (0.13-0.5x the time of the gathered SDPA call on 8-64 rows of 5-1,200 keys)."""
 
     def __init__(self, decode_kernel: bool = False) -> None:

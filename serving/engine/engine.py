@@ -439,8 +439,8 @@ class LLMEngine:
             self._sampling = rows, SamplingState.build(sequences, logits.shape[-1], self.eos_ids, logits.device)
         state = self._sampling[1]
         output = sample(logits, state)
-        state.record(output.ids)
         self._emit(sequences, output, events)
+        state.record(output.ids)  # after the emit: the grammar thread's token consumption would contend for the GIL
 
     def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> None:
         """Append each row's token, emit its `TokenDelta` (or `Finished`, with the last token)."""

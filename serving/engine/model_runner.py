@@ -25,7 +25,7 @@ from serving.engine.attention import GatheredSdpa
 from serving.engine.batch import Chunk, ForwardBatch
 from serving.engine.adapter_registry import AdapterError
 from serving.engine.block_manager import BlockManager
-from serving.engine.decode_kernel import load as load_decode_kernel
+from serving.engine.cpu_kernels import load as load_decode_kernel
 from serving.engine.device_memory import DeviceMemory, activation_peak
 from serving.engine.kv_cache import PagedKVCache, layer_devices
 from serving.engine.lean_forward import LeanForward

@@ -132,7 +132,7 @@ def test_the_cpu_image_carries_its_decode_kernel_prebuilt(image):
     if labels.get("serving.variant") != "cpu":
         pytest.skip("a GPU image attends on the GPU")
     out = docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python", image, "-c",
-                 "from serving.engine.decode_kernel import library_path, load; print(library_path().exists(), load())")
+                 "from serving.engine.cpu_kernels import library_path, load; print(library_path().exists(), load())")
     assert out.stdout.split() == ["True", "None"], out.stdout + out.stderr
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from serving.engine import decode_kernel, model_runner
+from serving.engine import cpu_kernels, model_runner
 from serving.engine.attention import MAX_GROUPS, GatheredSdpa, _attend_with_lse, row_windows
 from serving.engine import batch as batch_module
 from serving.engine.batch import Chunk
@@ -38,7 +38,7 @@ def test_row_windows_cover_every_row_with_its_group_longest():
 @pytest.fixture(scope="module")
 def kernel() -> None:
     """The CPU decode kernel, built (or found in the cache) and loaded."""
-    reason = decode_kernel.load()
+    reason = cpu_kernels.load()
     assert reason is None, reason
 
 
@@ -233,7 +233,7 @@ def test_decode_kernel_refuses_a_length_past_its_table(kernel: None):
 def test_without_a_compiler_the_kernel_is_unavailable_with_the_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    reason = decode_kernel.load()
+    reason = cpu_kernels.load()
     assert reason is not None and "no-such-compiler" in reason
     assert not list(tmp_path.rglob("*.so"))
 

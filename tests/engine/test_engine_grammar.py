@@ -7,10 +7,12 @@ import re
 
 import jsonschema
 import msgspec.structs
+import pytest
 import torch
 
 from engine_helpers import PROMPTS, drain, finished, generate_alone, request, token_ids
 from serving.constraints import json_schema_grammar, thinking_grammar
+from serving.engine import cpu_kernels, grammar
 from serving.engine.grammar import GrammarMasks
 from serving.engine.validation import Prompt
 from serving.messages import Admitted, ErrorKind, Failed, FinishReason, Grammar, GrammarKind, Thinking
@@ -98,7 +100,39 @@ def test_compiled_grammar_is_shared_and_abort_while_compiling_is_clean(make_engi
     assert "a" not in events and finished(events["b"])
 
 
-def test_mask_touches_only_constrained_rows(make_engine):
+@pytest.fixture(params=["kernel", "numpy"])
+def mask_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The CPU's two ways of applying a mask: the `refuse_tokens` kernel, or numpy where it did not build."""
+    if request.param == "kernel":
+        assert cpu_kernels.load() is None
+    else:
+        monkeypatch.setattr(grammar.cpu_kernels, "loaded", lambda: False)
+    return request.param
+
+
+@pytest.mark.parametrize("vocab, words", [(8192, 256), (8232, 256), (8000, 256), (70, 3)])
+def test_refuse_tokens_kernel_sets_exactly_the_unset_bits_to_minus_infinity(vocab: int, words: int):
+    """Against the bits unpacked by torch: masks of every density (a few allowed, all but a few, random), rows in
+    any order, logits wider and narrower than the mask."""
+    assert cpu_kernels.load() is None
+    generator = torch.Generator().manual_seed(vocab)
+    allowed = torch.stack([torch.rand(words * 32, generator=generator) < density
+                           for density in (0.0005, 0.5, 0.9995, 0.0, 1.0)])
+    bits = (allowed.view(len(allowed), words, 32).long() << torch.arange(32)).sum(-1)
+    bitmask = torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32)
+    rows = torch.tensor([6, 0, 3, 1, 4])
+    scores = torch.randn(7, vocab, generator=generator)
+    expected = scores.clone()
+    for mask_row, row in enumerate(rows.tolist()):
+        refused = ~allowed[mask_row, :vocab]
+        expected[row, :len(refused)] = expected[row, :len(refused)].masked_fill(refused, float("-inf"))
+        expected[row, words * 32:] = float("-inf")
+    masked = scores.clone()
+    torch.ops.serving.refuse_tokens(masked, bitmask, rows)
+    assert torch.equal(masked, expected)
+
+
+def test_mask_touches_only_constrained_rows(make_engine, mask_path: str):
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
@@ -111,7 +145,7 @@ def test_mask_touches_only_constrained_rows(make_engine):
     assert allowed and all(engine.detokenizer.token_texts([t])[0].isdigit() for t in allowed)
 
 
-def test_mask_refuses_logits_beyond_the_grammar_vocabulary_and_leaves_its_input_alone(make_engine):
+def test_mask_refuses_logits_beyond_the_grammar_vocabulary_and_leaves_its_input_alone(make_engine, mask_path: str):
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()

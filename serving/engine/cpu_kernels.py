@@ -1,11 +1,12 @@
-"""The CPU decode-attention kernel (`decode_kernel.cpp`): built once per machine with the system's C++ compiler,
-cached, and loaded as the torch op `torch.ops.serving.paged_decode`.
+"""The engine's CPU kernels (`cpu_kernels.cpp`): built once per machine with the system's C++ compiler, cached, and
+loaded as the torch ops `torch.ops.serving.paged_decode` (decode attention over the paged cache) and
+`torch.ops.serving.refuse_tokens` (a grammar's bitmask applied to the logits).
 
 Building needs g++ (or $CXX) and torch's C++ headers; it takes about half a minute and is done at most once per
 source, torch version and CPU architecture (the library is cached under `cache_dir()`, keyed by all three). Where
 it cannot be built (no compiler, headers stripped from a slim image) `load` returns None with the reason, and the
-engine attends with the torch-only `GatheredSdpa` instead; the server runs either way. The container builds it
-when the image is built (`python -m serving.engine.decode_kernel`).
+engine attends with the torch-only `GatheredSdpa` and applies grammar masks with numpy instead; the server runs
+either way. The container builds it when the image is built (`python -m serving.engine.cpu_kernels`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("decode_kernel.cpp")
+SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 # Vectorized float reductions without giving up IEEE infinities and NaNs (no -ffast-math).
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno", "-fassociative-math",
          "-fno-signed-zeros", "-fno-trapping-math")
 _lock = threading.Lock()
 _loaded: dict[str, str | None] = {}  # library path -> None when loaded, else why it failed
+_ready = False  # whether the ops are loaded in this process
 
 
 def cache_dir() -> Path:
@@ -40,7 +42,7 @@ def library_path() -> Path:
     """The cached library for this source, torch build and machine architecture."""
     key = hashlib.sha256(SOURCE.read_bytes())
     key.update(f"{torch.__version__}|{platform.machine()}|{' '.join(FLAGS)}".encode())
-    return cache_dir() / f"paged_decode-{key.hexdigest()[:16]}.so"
+    return cache_dir() / f"serving-kernels-{key.hexdigest()[:16]}.so"
 
 
 def _compile(target: Path) -> None:
@@ -65,8 +67,9 @@ def _compile(target: Path) -> None:
 
 
 def load() -> str | None:
-    """Load the kernel (building it first when it is not cached); None when `torch.ops.serving.paged_decode` is
-    ready, else why it is not."""
+    """Load the kernels (building them first when they are not cached); None when the `torch.ops.serving` ops are
+    ready, else why they are not."""
+    global _ready
     with _lock:
         target = library_path()
         key = str(target)
@@ -76,15 +79,22 @@ def load() -> str | None:
                     _compile(target)
                 torch.ops.load_library(key)
                 _loaded[key] = None
+                _ready = True
             except (OSError, RuntimeError) as error:
                 _loaded[key] = str(error).splitlines()[0] if str(error) else type(error).__name__
         return _loaded[key]
 
 
+def loaded() -> bool:
+    """Whether the ops are loaded in this process (by an earlier `load`); never builds, so it is cheap enough to ask
+    every step."""
+    return _ready
+
+
 def main() -> int:
-    """Build and load the kernel; print where it is or why it could not be built."""
+    """Build and load the kernels; print where they are or why they could not be built."""
     reason = load()
-    print(f"decode kernel: {library_path()}" if reason is None else f"decode kernel unavailable: {reason}")
+    print(f"CPU kernels: {library_path()}" if reason is None else f"CPU kernels unavailable: {reason}")
     return 0 if reason is None else 1
 
 

@@ -415,7 +415,8 @@ class LLMEngine:
         logits = self.runner.run(batch)
         self.scheduler.computed(chunks)
         decodes = sum(1 for chunk in chunks if chunk.count == 1)
-        self._pacer.record(decodes, batch.tokens - decodes, time.perf_counter() - started, self.scheduler.paced)
+        self._pacer.record(decodes, batch.tokens - decodes, time.perf_counter() - started, self.scheduler.paced,
+                           sum(chunk.start for chunk in chunks if chunk.count > 1))
         if any(rows for _, rows in batch.prompt_rows):
             self.runner.record_prompt_logprobs(batch, logits)
         if batch.sample_rows:

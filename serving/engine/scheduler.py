@@ -32,7 +32,8 @@ from serving.engine.block_manager import BlockManager
 from serving.engine.limits import Limits
 from serving.engine.sequence import Sequence, SequenceStatus
 
-Pacing = Callable[[int, int], int | None]  # (decoding rows, prompts in line) -> the step's prompt tokens, if bound
+# (decoding rows, prompts in line, keys before the next chunk's start) -> the step's prompt tokens, if bound
+Pacing = Callable[[int, int, int], int | None]
 
 
 class Scheduler:
@@ -81,7 +82,8 @@ class Scheduler:
         room = budget - len(chunks)
         self.paced = False
         if chunks and paced is not None:
-            allowed = paced(len(chunks), len(self.waiting) + sum(1 for s in self.running if s.uncomputed > 1))
+            prefilling = [s for s in self.running if s.uncomputed > 1]
+            allowed = paced(len(chunks), len(self.waiting) + len(prefilling), self._next_context(prefilling))
             if allowed is not None:
                 self.paced = allowed < room
                 room = min(room, allowed)
@@ -114,6 +116,16 @@ class Scheduler:
                 chunks.append(Chunk(head, head.computed, count))
                 room -= count
         return chunks
+
+    def _next_context(self, prefilling: list[Sequence]) -> int:
+        """The keys before the start of the next prompt chunk: where the first prefilling sequence stands, else
+        the cached prefix of the queue's head."""
+        if prefilling:
+            return prefilling[0].computed
+        if self.waiting and self.waiting[0].uses_prefix_cache:
+            head = self.waiting[0]
+            return self.blocks.cached_blocks(head.token_ids, head.cache_root) * self.blocks.block_size
+        return 0
 
     def computed(self, chunks: list[Chunk]) -> None:
         """The step's forward ran: each chunk's tokens are in the cache."""

@@ -83,3 +83,26 @@ def test_steps_the_pacer_bounded_do_not_raise_its_bound():
     assert pacer.prompt_tokens(8, 1) == 20
     pacer.record(decodes=0, prompt_tokens=2000, seconds=0.4)  # no stream waited on it
     assert pacer.prompt_tokens(8, 1) == 20
+
+
+def test_keys_before_a_chunk_are_charged_apart_from_its_tokens():
+    """A continuing chunk's cost beyond its tokens is learnt per key of context, and planned for."""
+    pacer = decoding(StepPacer(), steps=4, rows=8, seconds=0.008)
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.1)  # 0.1 ms a token, from the start of a prompt
+    assert pacer.prompt_tokens(8, 1, context=1000) == 80  # no per-key cost learnt yet: 8 ms of tokens
+    for _ in range(30):  # 16 tokens 1,000 keys in: 1.6 ms of tokens and 5 ms of context beside the 8 ms rows
+        pacer.record(decodes=8, prompt_tokens=16, seconds=0.008 + 0.0016 + 0.005, bounded=True, context=1000)
+    assert abs(pacer.context_seconds - 5e-6) < 1e-8
+    assert abs(pacer.token_seconds - 1e-4) < 1e-12  # the slow chunks did not make tokens look dearer
+    assert pacer.prompt_tokens(8, 1, context=1000) in (29, 30)  # 8 ms less 5 ms of context: 3 ms of tokens
+    assert pacer.prompt_tokens(8, 1, context=2000) == 0  # the scheduler still gives it a block
+    assert pacer.prompt_tokens(8, 1) == 80  # a prompt from its start reads no context
+
+
+def test_a_short_context_teaches_the_per_token_cost_net_of_the_context():
+    pacer = decoding(StepPacer(), steps=4, rows=8, seconds=0.008)
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.1)
+    pacer.context_seconds = 5e-6
+    pacer.record(decodes=8, prompt_tokens=100, seconds=0.008 + 0.01 + 0.001, context=200)  # 200 keys: 1 ms
+    assert abs(pacer.token_seconds - 1e-4) < 1e-12
+    assert pacer.context_seconds == 5e-6  # too few keys to measure them

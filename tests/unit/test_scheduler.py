@@ -135,11 +135,11 @@ def test_64_sequences_of_1000_tokens_hold_at_most_their_tokens_plus_a_block_each
 
 
 def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_by_the_prompts_in_line():
-    asked: list[tuple[int, int]] = []
+    asked: list[tuple[int, int, int]] = []
 
     def pacing(tokens: int):
-        def paced(decodes: int, prompts: int) -> int:
-            asked.append((decodes, prompts))
+        def paced(decodes: int, prompts: int, context: int) -> int:
+            asked.append((decodes, prompts, context))
             return tokens
         return paced
 
@@ -148,12 +148,12 @@ def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_by_the_prompts_in
     assert asked == []  # nothing decoded yet: only the budget bounds the step
     queue.add(seq("long", 300))
     chunks = queue.schedule(paced=pacing(40))
-    assert asked == [(1, 1)]  # one decoding row, one prompt in line
+    assert asked == [(1, 1, 0)]  # one decoding row, one prompt in line, from its start
     assert plan(chunks) == [("a", 2, 1), ("long", 0, 40)]
     assert queue.paced
     run(queue, chunks)
     assert plan(queue.schedule(paced=pacing(1000))) == [("a", 3, 1), ("long", 40, 260)]
-    assert asked[-1] == (1, 1)  # the long prompt, still prefilling
+    assert asked[-1] == (1, 1, 40)  # the long prompt, still prefilling, 40 tokens in
     assert not queue.paced  # the budget bound it, not the pacer
     queue = scheduler(limits(prefill=1000), seq("a", 2), blocks=400)
     run(queue, queue.schedule())
@@ -161,5 +161,10 @@ def test_while_sequences_decode_the_pacer_bounds_prompt_tokens_by_the_prompts_in
         queue.add(seq(name, 300))
     # 351 tokens, cut to whole blocks of 4: 348
     assert plan(queue.schedule(paced=pacing(351))) == [("a", 2, 1), ("long", 0, 300), ("b", 0, 48)]
-    assert asked[-1] == (1, 3)
+    assert asked[-1] == (1, 3, 0)
     assert queue.paced
+    run(queue, queue.schedule())  # every prompt computed: "a", "long", "b" and "c" decode
+    queue.finish(queue.running[1])  # "long" done: its full blocks stay cached
+    queue.add(seq("again", 300, first=1000 * sum(map(ord, "long"))))
+    queue.schedule(paced=pacing(40))
+    assert asked[-1] == (3, 1, 296)  # the queue's head reads its cached prefix: all its blocks but the last token's

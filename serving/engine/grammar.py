@@ -149,8 +149,8 @@ class GrammarMasks:
     Matchers are only ever touched by one thread (`MASK_THREAD`), in submission order: once the step's tokens are
     emitted, `consume` hands it the chosen tokens and the next step's fill, which then run while the engine runs
     the next forward (not during the emit: `consume_token` holds the GIL, which the detokenizing Python then
-    waited for, +0.1 ms a step at 16 rows); `apply` waits for that fill. A batch rebuilt in between submits its own fill, which runs
-    after the pending work, so no matcher is ever used by two threads or out of order.
+    waited for, +0.1 ms a step at 16 rows); `apply` waits for that fill. A batch rebuilt in between submits its
+    own fill, which runs after the pending work, so no matcher is ever used by two threads or out of order.
     """
 
     rows: Tensor

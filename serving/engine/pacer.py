@@ -34,9 +34,9 @@ them and the torch path gathers them from their blocks. On the tiny benchmark mo
 into a prompt added 5-7 ms to a 7-9 ms decode step, against 3.5 ms for 48 tokens 500 tokens in: a per-token cost
 alone, learnt on the early chunks, let the later ones overrun, and one slow step, charged to its few tokens, pinned
 the chunks at a block for the rest of the prompt. So a step's prompt cost is its tokens times `token_seconds`
-(learnt from steps whose chunks start their prompts) plus the keys its chunks read before their starts times
-`context_seconds` (learnt from the other steps, given the first), and the scheduler passes the context of the
-chunk it is about to plan.
+plus the keys its chunks read before their starts times
+`context_seconds`, each learnt from what the other leaves of a measured step, and the scheduler passes the
+context of the chunk it is about to plan.
 """
 
 from __future__ import annotations
@@ -74,11 +74,12 @@ class StepPacer:
             self.row_seconds = _average(self.row_seconds, seconds / decodes)
             return
         prompt_seconds = max(seconds - (self._decode_part(decodes)[0] if decodes else 0.0), 0.0)
-        if context < MIN_MEASURED_CONTEXT:
-            if prompt_tokens >= MIN_MEASURED_TOKENS:
-                spent = max(prompt_seconds - context * (self.context_seconds or 0.0), 0.0)
-                self.token_seconds = _average(self.token_seconds, spent / prompt_tokens)
-        elif self.token_seconds:
+        # each cost learns what the other leaves of the step (where steps' keys grow with their tokens, as when
+        # every chunk follows the same cached prefix, the split between them drifts, but their sum fits the steps)
+        if prompt_tokens >= MIN_MEASURED_TOKENS:
+            spent = max(prompt_seconds - context * (self.context_seconds or 0.0), 0.0)
+            self.token_seconds = _average(self.token_seconds, spent / prompt_tokens)
+        if context >= MIN_MEASURED_CONTEXT and self.token_seconds:
             per_key = max(prompt_seconds - prompt_tokens * self.token_seconds, 0.0) / context
             self.context_seconds = _average(self.context_seconds, per_key)
 

@@ -106,3 +106,15 @@ def test_a_short_context_teaches_the_per_token_cost_net_of_the_context():
     pacer.record(decodes=8, prompt_tokens=100, seconds=0.008 + 0.01 + 0.001, context=200)  # 200 keys: 1 ms
     assert abs(pacer.token_seconds - 1e-4) < 1e-12
     assert pacer.context_seconds == 5e-6  # too few keys to measure them
+
+
+def test_steps_whose_keys_grow_with_their_tokens_are_still_fitted():
+    """Every chunk after the same cached prefix: tokens and keys grow together, and their costs sum to the steps'."""
+    pacer = decoding(StepPacer(), steps=4, rows=8, seconds=0.008)
+    pacer.record(decodes=0, prompt_tokens=1000, seconds=0.2)  # 0.2 ms a token, from a prompt's start
+    for chunks in (10, 4, 7, 10, 4, 7) * 10:  # 30 tokens after 1,100 cached keys each: 0.1 ms a token, 1 us a key
+        pacer.record(decodes=8, prompt_tokens=30 * chunks, seconds=0.008 + chunks * (0.003 + 0.0011),
+                     context=1100 * chunks)
+    for chunks in (4, 10):
+        predicted = 30 * chunks * pacer.token_seconds + 1100 * chunks * pacer.context_seconds
+        assert abs(predicted - chunks * 0.0041) < 0.05 * chunks * 0.0041

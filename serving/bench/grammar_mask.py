@@ -6,7 +6,8 @@ gives each of B rows its own matcher of the medium JSON schema (`MEDIUM_SCHEMA`,
 mask the [B, V] scores) and `consume` over random logits; a row whose value is complete starts again (in a new
 batch, as in the engine, whose first mask is filled then). It prints the mean and p99 per step for each B. In the
 engine the advance and the next fill run in the mask thread while the next forward runs; here nothing overlaps
-them, so this is the whole cost.
+them, so this is the whole cost. The mask is applied as the engine applies it: by the `refuse_tokens` kernel of
+`serving/engine/cpu_kernels.cpp` when it builds (`--numpy`: with numpy, as where it does not).
 """
 
 from __future__ import annotations
@@ -74,10 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--rows", default="16,64")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--numpy", action="store_true", help="apply the mask with numpy, not the C++ kernel")
     args = parser.parse_args(argv)
     import torch
 
+    from serving.engine import cpu_kernels
+
     torch.set_num_threads(1)
+    reason = None if args.numpy else cpu_kernels.load()
+    print("mask applied by " + ("numpy" if args.numpy or reason else "the refuse_tokens kernel")
+          + (f" (the kernel is unavailable: {reason})" if reason else ""), flush=True)
     for rows in (int(r) for r in args.rows.split(",")):
         times = sorted(measure(args.model_dir, rows, args.steps))
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]

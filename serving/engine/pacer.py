@@ -33,10 +33,9 @@ A chunk that continues a prompt (or follows a cached prefix) also reads the keys
 them and the torch path gathers them from their blocks. On the tiny benchmark model a 16-token chunk 1,300 tokens
 into a prompt added 5-7 ms to a 7-9 ms decode step, against 3.5 ms for 48 tokens 500 tokens in: a per-token cost
 alone, learnt on the early chunks, let the later ones overrun, and one slow step, charged to its few tokens, pinned
-the chunks at a block for the rest of the prompt. So a step's prompt cost is its tokens times `token_seconds`
-plus the keys its chunks read before their starts times
-`context_seconds`, each learnt from what the other leaves of a measured step, and the scheduler passes the
-context of the chunk it is about to plan.
+the chunks at a block for the rest of the prompt. So a step's prompt cost is its tokens times `token_seconds` plus
+the keys its chunks read before their starts times `context_seconds`, each learnt from what the other leaves of a
+measured step, and the scheduler passes the context of the chunk it is about to plan.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `python -m serving.bench.grammar_mask --model-dir DIR [--rows 16,64] [--steps 200]` loads only the tokenizer,
 gives each of B rows its own matcher of the medium JSON schema (`MEDIUM_SCHEMA`, also what `engine_loop
---grammar medium` constrains every request with), and times `GrammarMasks.apply` (fill the bitmask, unpack it,
+--grammar medium` constrains every request with), and times `GrammarMasks.apply_` (fill the bitmask, unpack it,
 mask the [B, V] scores) and `consume` over random logits; a row whose value is complete starts again (in a new
 batch, as in the engine, whose first mask is filled then). It prints the mean and p99 per step for each B. In the
 engine the advance and the next fill run in the mask thread while the next forward runs; here nothing overlaps
@@ -60,7 +60,8 @@ def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]
     for _ in range(steps):
         logits = torch.randn(rows, vocab, generator=generator)
         started = time.perf_counter()
-        ids = masks.apply(logits).argmax(dim=-1)
+        masks.apply_(logits)
+        ids = logits.argmax(dim=-1)
         masks.consume(ids)
         masks.settle()  # the whole cost, none of it hidden behind a forward
         times.append(time.perf_counter() - started)

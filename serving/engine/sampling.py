@@ -189,7 +189,7 @@ def draw(probs: Tensor, generators: list[torch.Generator]) -> Tensor:
 
 def process(logits: Tensor, state: SamplingState) -> Tensor:
     """The scores that logprobs are reported from: penalties, bias, EOS suppression, the grammar mask and
-    temperature applied."""
+    temperature applied. The grammar mask may be written into `logits` itself (the engine's are its own)."""
     scores = logits.float()
     if state.seen is not None and state.repetition_penalty is not None:
         scores = apply_repetition_penalty(scores, state.repetition_penalty, state.seen)
@@ -201,7 +201,7 @@ def process(logits: Tensor, state: SamplingState) -> Tensor:
         suppress = (state.generated < state.min_new_tokens)[:, None]
         scores = _suppress(scores, state.eos_ids, suppress)
     if state.grammar is not None:
-        scores = state.grammar.apply(scores)
+        state.grammar.apply_(scores)
     if state.temperature is not None:
         scores = scores / state.temperature
     return scores
@@ -215,7 +215,7 @@ def _suppress(scores: Tensor, columns: Tensor, rows: Tensor) -> Tensor:
 
 
 def sample(logits: Tensor, state: SamplingState) -> SampleOutput:
-    """Choose the next token of every row of `logits` [B, V]."""
+    """Choose the next token of every row of `logits` [B, V] (which a grammar's mask may overwrite)."""
     scores = process(logits, state)
     ids = scores.argmax(dim=-1)
     if state.sample_rows is not None:

@@ -32,10 +32,13 @@ def test_sharing_pairs_a_half_constrained_run_with_a_free_one_of_the_same_length
 
     config = from_env({"HF_MODEL_ID": str(tiny_model_dir), "TORCH_NUM_THREADS": "1"}).engine
     engine = LLMEngine.from_config(dataclasses.replace(config, max_concurrent_requests=64))
-    mixed, free = sharing(engine, concurrency=4, total=6, output_tokens=30, words=(5,), seed=0, rounds=1)
-    assert mixed.lengths == free.lengths and free.lengths[1::2] == (30, 30, 30)
-    assert [len(gaps) for gaps in free.gaps] == [length - 1 for length in free.lengths]
-    assert "unconstrained half beside constrained rows" in capsys.readouterr().out
+    results = sharing(engine, concurrency=4, total=6, output_tokens=30, words=(5,), seed=0, rounds=2)
+    for mixed, free in (results[:2], results[2:]):
+        assert mixed.lengths == free.lengths and free.lengths[1::2] == (30, 30, 30)
+        assert [len(gaps) for gaps in free.gaps] == [length - 1 for length in free.lengths]
+    out = capsys.readouterr().out
+    assert "unconstrained half beside constrained rows" in out
+    assert "round 1 (constrained first)" in out and "round 2 (unconstrained first)" in out  # the order alternates
 
 
 def test_the_medium_schema_is_a_valid_schema():

@@ -100,13 +100,16 @@ def test_compiled_grammar_is_shared_and_abort_while_compiling_is_clean(make_engi
     assert "a" not in events and finished(events["b"])
 
 
-@pytest.fixture(params=["kernel", "numpy"])
+@pytest.fixture(params=["kernel", "numpy", "torch"])
 def mask_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The CPU's two ways of applying a mask: the `refuse_tokens` kernel, or numpy where it did not build."""
+    """The ways of applying a mask: the `refuse_tokens` kernel, numpy where it did not build, and the torch fill
+    that other devices take (run here on the CPU)."""
     if request.param == "kernel":
         assert cpu_kernels.load() is None
     else:
         monkeypatch.setattr(grammar.cpu_kernels, "loaded", lambda: False)
+    if request.param == "torch":
+        monkeypatch.setattr(GrammarMasks, "_apply_rows", GrammarMasks._apply_torch)
     return request.param
 
 
@@ -139,26 +142,42 @@ def test_mask_touches_only_constrained_rows(make_engine, mask_path: str):
     masks = GrammarMasks(torch.tensor([1]), [cache.backend.matcher(template)], cache.backend)
     vocab = cache.backend.vocab_size
     scores = torch.zeros(3, vocab)
-    masked = masks.apply(scores)
+    masked = scores.clone()
+    masks.apply_(masked)
     assert torch.equal(masked[0], scores[0]) and torch.equal(masked[2], scores[2])
     allowed = masked[1].isfinite().nonzero().flatten().tolist()
     assert allowed and all(engine.detokenizer.token_texts([t])[0].isdigit() for t in allowed)
 
 
-def test_mask_refuses_logits_beyond_the_grammar_vocabulary_and_leaves_its_input_alone(make_engine, mask_path: str):
+def test_mask_refuses_logits_beyond_the_grammar_vocabulary_in_place(make_engine, mask_path: str):
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
     masks = GrammarMasks(torch.tensor([0, 2]), [cache.backend.matcher(template) for _ in range(2)], cache.backend)
     vocab = cache.backend.vocab_size
     scores = torch.randn(3, vocab + 40)
-    original = scores.clone()
-    masked = masks.apply(scores)
-    assert torch.equal(scores, original) and torch.equal(masked[1], scores[1])
+    masked = scores.clone()
+    masks.apply_(masked)
+    assert torch.equal(masked[1], scores[1])
     for row in (0, 2):
         assert masked[row, vocab:].eq(float("-inf")).all()
         allowed = masked[row].isfinite().nonzero().flatten()
         assert len(allowed) and torch.equal(masked[row, allowed], scores[row, allowed])
+        assert masked[row].isfinite().sum() < vocab  # the grammar refused most of them
+
+
+def test_mask_of_a_batch_constrained_in_every_row_equals_the_rows_masked_alone(make_engine, mask_path: str):
+    engine = make_engine()
+    cache = engine._grammar_cache()
+    template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
+    vocab = cache.backend.vocab_size
+    scores = torch.randn(2, vocab + 8)
+    every = scores.clone()
+    GrammarMasks(torch.tensor([0, 1]), [cache.backend.matcher(template) for _ in range(2)], cache.backend).apply_(every)
+    for row in (0, 1):
+        alone = scores.clone()
+        GrammarMasks(torch.tensor([row]), [cache.backend.matcher(template)], cache.backend).apply_(alone)
+        assert torch.equal(every[row], alone[row])
 
 
 def _accepts(engine, grammar: Grammar, text: str) -> bool:

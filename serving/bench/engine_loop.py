@@ -133,11 +133,11 @@ def compare(engine: object, concurrency: int, total: int, output_tokens: int, wo
     results = []
     lengths = _warm_up(engine, concurrency, total, output_tokens, words, seed, "medium")
     for round_index in range(rounds):
-        constrained, free = _pair(engine, concurrency, total, output_tokens, words, seed, "medium", lengths,
-                                  round_index)
+        constrained, free, first = _pair(engine, concurrency, total, output_tokens, words, seed, "medium", lengths,
+                                         round_index)
         results += [constrained, free]
-        print(f"c={concurrency} round {round_index + 1}{_first(round_index)}: constrained {constrained.tokens_per_cpu_second:,.0f} "
-              f"tok/CPU-s ({constrained.wall_seconds / constrained.steps * 1e3:.1f} ms/step), unconstrained "
+        print(f"c={concurrency} round {round_index + 1} ({first} first): constrained "
+              f"{constrained.tokens_per_cpu_second:,.0f} tok/CPU-s ({constrained.wall_seconds / constrained.steps * 1e3:.1f} ms/step), unconstrained "
               f"{free.tokens_per_cpu_second:,.0f} tok/CPU-s ({free.wall_seconds / free.steps * 1e3:.1f} ms/step), "
               f"ratio {constrained.tokens_per_cpu_second / free.tokens_per_cpu_second:.2f} "
               f"(wall {constrained.tokens_per_second / free.tokens_per_second:.2f})", flush=True)
@@ -232,19 +232,14 @@ def _warm_up(engine: object, concurrency: int, total: int, output_tokens: int, w
 
 
 def _pair(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...], seed: int,
-          grammar: str, lengths: tuple[int, ...], round_index: int) -> tuple[LoopResult, LoopResult]:
-    """The constrained run (`grammar`) and the unconstrained run of `lengths`, the constrained one first in even
-    rounds. The first run of a pair was the slower one: with the constrained run always first, `--grammar
-    sharing` gave 0.91 against 1.00 with it second (four rounds of each, 2026-12-07)."""
+          grammar: str, lengths: tuple[int, ...], round_index: int) -> tuple[LoopResult, LoopResult, str]:
+    """The constrained run (`grammar`), the unconstrained run of `lengths`, and which went first: the constrained
+    one in even rounds. The first run of a pair was the slower one: with the constrained run always first,
+    `--grammar sharing` gave 0.91 against 1.00 with it second (four rounds of each, 2026-12-07)."""
     order = (grammar, "none") if round_index % 2 == 0 else ("none", grammar)
     runs = {kind: run_level(engine, concurrency, total, output_tokens, words, seed, kind,
                             lengths if kind == "none" else ()) for kind in order}
-    return runs[grammar], runs["none"]
-
-
-def _first(round_index: int) -> str:
-    """Which run of the round's pair went first, for its line."""
-    return " (constrained first)" if round_index % 2 == 0 else " (unconstrained first)"
+    return runs[grammar], runs["none"], "constrained" if order[0] == grammar else "unconstrained"
 
 
 def _unconstrained_half(result: LoopResult) -> tuple[float, float, float]:
@@ -263,10 +258,11 @@ def sharing(engine: object, concurrency: int, total: int, output_tokens: int, wo
     results = []
     lengths = _warm_up(engine, concurrency, total, output_tokens, words, seed, "mixed")
     for round_index in range(rounds):
-        mixed, free = _pair(engine, concurrency, total, output_tokens, words, seed, "mixed", lengths, round_index)
+        mixed, free, first = _pair(engine, concurrency, total, output_tokens, words, seed, "mixed", lengths,
+                                   round_index)
         results += [mixed, free]
         (mixed_rate, mixed_itl, mixed_p90), (free_rate, free_itl, free_p90) = map(_unconstrained_half, (mixed, free))
-        print(f"c={concurrency} round {round_index + 1}{_first(round_index)}: unconstrained half beside constrained rows "
+        print(f"c={concurrency} round {round_index + 1} ({first} first): unconstrained half beside constrained rows "
               f"{mixed_rate:,.0f} tok/s, ITL {mixed_itl:.1f} ms (p90 {mixed_p90:.1f}); in an all-unconstrained "
               f"batch {free_rate:,.0f} tok/s, ITL {free_itl:.1f} ms (p90 {free_p90:.1f}); ratio tok/s "
               f"{mixed_rate / free_rate:.2f}, ITL {mixed_itl / free_itl:.2f}", flush=True)

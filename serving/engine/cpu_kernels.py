@@ -29,7 +29,6 @@ FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno",
          "-fno-signed-zeros", "-fno-trapping-math")
 _lock = threading.Lock()
 _loaded: dict[str, str | None] = {}  # library path -> None when loaded, else why it failed
-_ready = False  # whether the ops are loaded in this process
 
 
 def cache_dir() -> Path:
@@ -69,7 +68,6 @@ def _compile(target: Path) -> None:
 def load() -> str | None:
     """Load the kernels (building them first when they are not cached); None when the `torch.ops.serving` ops are
     ready, else why they are not."""
-    global _ready
     with _lock:
         target = library_path()
         key = str(target)
@@ -79,7 +77,6 @@ def load() -> str | None:
                     _compile(target)
                 torch.ops.load_library(key)
                 _loaded[key] = None
-                _ready = True
             except (OSError, RuntimeError) as error:
                 _loaded[key] = str(error).splitlines()[0] if str(error) else type(error).__name__
         return _loaded[key]
@@ -88,7 +85,7 @@ def load() -> str | None:
 def loaded() -> bool:
     """Whether the ops are loaded in this process (by an earlier `load`); never builds, so it is cheap enough to ask
     every step."""
-    return _ready
+    return None in _loaded.values()
 
 
 def main() -> int:

@@ -196,16 +196,16 @@ class GrammarMasks:
     def _apply_torch(self, scores: Tensor, refused: np.ndarray) -> None:
         """On other devices: one `masked_fill_` over the batch, from the unpacked bits moved to the device."""
         vocab = scores.shape[-1]
-        rows = torch.from_numpy(refused[:, :vocab]).to(scores.device)
-        if rows.shape[1] < vocab:  # logits wider than the grammar's vocabulary: those tokens are never allowed
-            rows = torch.nn.functional.pad(rows, (0, vocab - rows.shape[1]), value=True)
+        refusing = torch.from_numpy(refused[:, :vocab]).to(scores.device)
+        if refusing.shape[1] < vocab:  # logits wider than the grammar's vocabulary: those tokens are never allowed
+            refusing = torch.nn.functional.pad(refusing, (0, vocab - refusing.shape[1]), value=True)
         if len(self.matchers) == scores.shape[0]:  # every row constrained (rows are then 0..B-1, in order)
-            scores.masked_fill_(rows, NEG_INF)
+            scores.masked_fill_(refusing, NEG_INF)
             return
         # Some rows constrained: one fill over the whole batch, the others' rows of the mask left false
         if self._batch_refused is None or self._batch_refused.shape != scores.shape:
             self._batch_refused = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-        self._batch_refused[self.rows.to(scores.device)] = rows
+        self._batch_refused[self.rows.to(scores.device)] = refusing
         scores.masked_fill_(self._batch_refused, NEG_INF)
 
     def _apply_rows(self, scores: Tensor, refused: np.ndarray) -> None:

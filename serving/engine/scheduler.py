@@ -71,8 +71,8 @@ class Scheduler:
         return sequences
 
     def schedule(self, cap: int | None = None, paced: Pacing | None = None) -> list[Chunk]:
-        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE; `paced(decodes, prompts in line)` bounds the
-        prompt tokens of a step that decodes, see `pacer`); their blocks are allocated."""
+        """The chunks of the next step (`cap` lowers MAX_BATCH_SIZE; `paced(decodes, prompts in line, context)`
+        bounds the prompt tokens of a step that decodes, see `pacer`); their blocks are allocated."""
         for sequence in [s for s in self.running if s.status is not SequenceStatus.RUNNING]:
             self.finish(sequence)  # aborted since the last step
         budget = self.limits.max_batch_prefill_tokens

@@ -137,7 +137,8 @@ def compare(engine: object, concurrency: int, total: int, output_tokens: int, wo
                                          round_index)
         results += [constrained, free]
         print(f"c={concurrency} round {round_index + 1} ({first} first): constrained "
-              f"{constrained.tokens_per_cpu_second:,.0f} tok/CPU-s ({constrained.wall_seconds / constrained.steps * 1e3:.1f} ms/step), unconstrained "
+              f"{constrained.tokens_per_cpu_second:,.0f} tok/CPU-s "
+              f"({constrained.wall_seconds / constrained.steps * 1e3:.1f} ms/step), unconstrained "
               f"{free.tokens_per_cpu_second:,.0f} tok/CPU-s ({free.wall_seconds / free.steps * 1e3:.1f} ms/step), "
               f"ratio {constrained.tokens_per_cpu_second / free.tokens_per_cpu_second:.2f} "
               f"(wall {constrained.tokens_per_second / free.tokens_per_second:.2f})", flush=True)

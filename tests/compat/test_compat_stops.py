@@ -24,9 +24,14 @@ def cut_stop(tokens: list[dict]) -> tuple[str, int]:
 
 @pytest.fixture(scope="module")
 def greedy(server) -> tuple[str, list[dict], str, int]:
-    """The greedy continuation's text and tokens, and a stop string ending inside token `k`."""
-    body = post(server.url + "/generate", {"inputs": PROMPT, "parameters": {
-        "max_new_tokens": 16, "details": True}}).json()
+    """The greedy continuation's text and tokens, and a stop string ending inside token `k`.
+
+    Asked twice, the second reply kept: the first may compute the whole prompt, every later one finds its blocks in
+    the prefix cache, and a prompt computed in fewer tokens may differ in a logprob's last digits (float sums taken
+    in another order). The tests compare requests served alike."""
+    request = {"inputs": PROMPT, "parameters": {"max_new_tokens": 16, "details": True}}
+    post(server.url + "/generate", request)
+    body = post(server.url + "/generate", request).json()
     tokens = body["details"]["tokens"]
     stop, k = cut_stop(tokens)
     return body["generated_text"], tokens, stop, k

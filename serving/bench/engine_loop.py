@@ -3,8 +3,9 @@
 Run in its own process (it imports torch): `python -m serving.bench.engine_loop --model-dir DIR [--concurrency
 16,64]`. For each level, `c` requests (prompts of the benchmark's word mix, `output_tokens` tokens with EOS
 ignored) are kept in flight: a new one is added as soon as one finishes, until `requests` have finished. It prints
-a line per level with output tokens per wall-second and per CPU-second of this process (the engine runs on one
-thread, so CPU time is its cost and is steadier than wall time on a shared machine), the mean step and the median
+a line per level with output tokens per wall-second and per CPU-second of this process and its children (the
+engine runs on one thread, and the grammar process holds the matchers' work, so CPU time is their cost and is
+steadier than wall time on a shared machine), the mean step and the median
 time to first token (`--prompt-words 8,700`: prompts alternating 8 and 700 words, the mixed-length workload), and
 writes JSON with `--json`. `--grammar medium` constrains every request with the medium JSON schema of
 `serving.bench.grammar_mask` (EOS then ends it, so `output_tokens` is only its limit), `--grammar mixed` every
@@ -32,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from serving.bench.load import DEFAULT_PROMPT_WORDS, make_prompts
 
@@ -62,8 +64,31 @@ class LoopResult:
 
     @property
     def tokens_per_cpu_second(self) -> float:
-        """Output tokens per CPU-second of this process."""
+        """Output tokens per CPU-second of this process and its children."""
         return self.output_tokens / self.cpu_seconds
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its running children (the grammar process holds the matchers' work;
+    Linux's /proc, else this process alone)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return total
+    for task in tasks:
+        try:
+            children = Path(f"/proc/self/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (the 14th and 15th of the line)
+    return total
 
 
 def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
@@ -100,7 +125,7 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
         submitted_at[submitted] = time.perf_counter()
         submitted += 1
 
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     while submitted < min(concurrency, total):
         submit()
     while finished < total:
@@ -122,7 +147,7 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
                 made[index] = event.generated_tokens
                 if submitted < total:
                     submit()
-    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, time.process_time() - cpu, steps,
+    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, cpu_seconds() - cpu, steps,
                       tuple(made), tuple(tuple(g) for g in gaps), tuple(first_token))
 
 

@@ -5,7 +5,7 @@ gives each of B rows its own matcher of the medium JSON schema (`MEDIUM_SCHEMA`,
 --grammar medium` constrains every request with), and times `GrammarMasks.apply_` (fill the bitmask, unpack it,
 mask the [B, V] scores) and `consume` over random logits; a row whose value is complete starts again (in a new
 batch, as in the engine, whose first mask is filled then). It prints the mean and p99 per step for each B. In the
-engine the advance and the next fill run in the mask thread while the next forward runs; here nothing overlaps
+engine the advance and the next fill run in the grammar process while the next forward runs; here nothing overlaps
 them, so this is the whole cost. The mask is applied as the engine applies it: by the `refuse_tokens` kernel of
 `serving/engine/cpu_kernels.cpp` when it builds (`--numpy`: with numpy, as where it does not).
 """
@@ -48,13 +48,13 @@ def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]
     from transformers import AutoConfig, AutoTokenizer
 
     from serving.constraints import json_schema_grammar
-    from serving.engine.grammar import GrammarMasks, LLGuidanceBackend
+    from serving.engine.grammar import GrammarMasks, GrammarProcess
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     vocab = AutoConfig.from_pretrained(model_dir).vocab_size
-    backend = LLGuidanceBackend(tokenizer, vocab, [tokenizer.eos_token_id])
-    template = backend.compile(json_schema_grammar(MEDIUM_SCHEMA))
-    masks = GrammarMasks(torch.arange(rows), [backend.matcher(template) for _ in range(rows)], backend)
+    process = GrammarProcess(tokenizer, vocab, [tokenizer.eos_token_id])
+    template = process.compile(json_schema_grammar(MEDIUM_SCHEMA)).result()
+    masks = GrammarMasks(torch.arange(rows), [process.matcher(template) for _ in range(rows)], process)
     generator = torch.Generator().manual_seed(seed)
     times = []
     for _ in range(steps):
@@ -65,9 +65,10 @@ def measure(model_dir: str, rows: int, steps: int, seed: int = 0) -> list[float]
         masks.consume(ids)
         masks.settle()  # the whole cost, none of it hidden behind a forward
         times.append(time.perf_counter() - started)
-        if any(matcher.is_stopped() for matcher in masks.matchers):  # new rows: a new batch, its mask filled anew
-            masks = GrammarMasks(masks.rows, [backend.matcher(template) if matcher.is_stopped() else matcher
-                                              for matcher in masks.matchers], backend)
+        if any(masks.stopped):  # new rows: a new batch, its mask filled anew
+            masks = GrammarMasks(masks.rows, [process.matcher(template) if stopped else matcher
+                                              for matcher, stopped in zip(masks.matchers, masks.stopped)], process)
+    process.close()
     return times
 
 

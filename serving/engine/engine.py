@@ -37,7 +37,7 @@ from serving.engine.adapters import AdapterManager
 from serving.engine.batch import ForwardBatch
 from serving.engine.block_manager import BlockManager
 from serving.engine.detokenizer import Detokenizer
-from serving.engine.grammar import Constraint, GrammarCache, GrammarError, LLGuidanceBackend
+from serving.engine.grammar import Constraint, GrammarCache, GrammarError, GrammarProcess, GrammarProcessError
 from serving.engine.limits import Limits, resolve_limits
 from serving.engine.loader import LoadedModel, ModelLoadError, load_model
 from serving.engine.lora import LoraStacks
@@ -233,7 +233,7 @@ class LLMEngine:
             if grammar.after_thinking:
                 grammar = thinking_grammar(grammar, self._info.added_tokens, prompt.thinking)
             cache = self._grammar_cache()
-            sequence.constraint = Constraint(cache.submit(grammar), cache.backend)
+            sequence.constraint = Constraint(cache.submit(grammar), cache.process)
             self._compiling.append(sequence)
         prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
         return [Admitted(request.request_id, sequence.input_length, sequence.seed, prompt_text, prompt.thinking)]
@@ -301,16 +301,19 @@ class LLMEngine:
         return self.adapters.take_results()
 
     def close(self) -> None:
-        """Stop the adapters' load thread (the engine is stopping)."""
+        """Stop the adapters' load thread and the grammar process (the engine is stopping)."""
         self.adapters.close()
+        if self._grammars is not None:
+            self._grammars.process.close()
 
     # --- grammars: a constrained sequence waits outside the queue until its grammar is compiled ---
 
     def _grammar_cache(self) -> GrammarCache:
-        """The compile cache, built on first use (the tokenizer's byte table takes up to a second at 128k tokens)."""
-        if self._grammars is None:
+        """The compile cache and its grammar process, started on first use and again if the process stopped (the
+        sequences of the old one then fail: see `_queue_compiled` and `GrammarMasks`)."""
+        if self._grammars is None or not self._grammars.process.alive:
             vocab = self.loaded.model.get_output_embeddings().out_features
-            self._grammars = GrammarCache(LLGuidanceBackend(self.loaded.tokenizer, vocab, self.eos_ids))
+            self._grammars = GrammarCache(GrammarProcess(self.loaded.tokenizer, vocab, self.eos_ids))
         return self._grammars
 
     def _queue_compiled(self, events: list[EngineEvent]) -> None:
@@ -328,6 +331,9 @@ class LLMEngine:
                 sequence.status = SequenceStatus.FINISHED
                 failure = invalid(f"{GRAMMAR_INVALID}{error}")
                 events.append(Failed(sequence.request_id, failure.kind, failure.message))
+                continue
+            except GrammarProcessError as error:
+                self._fail_sequence(sequence, f"Request failed during generation: {error}", events)
                 continue
             self._enqueue(sequence)
         self._compiling = waiting

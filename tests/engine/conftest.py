@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -34,10 +34,15 @@ def loaded(model_dir: Path) -> LoadedModel:
 
 
 @pytest.fixture
-def make_engine(loaded: LoadedModel, model_dir: Path) -> Callable[..., LLMEngine]:
-    """Build an engine over the shared model with configuration overrides."""
+def make_engine(loaded: LoadedModel, model_dir: Path) -> Iterator[Callable[..., LLMEngine]]:
+    """Build an engine over the shared model with configuration overrides; each is closed after the test (which
+    ends its grammar process, if it started one)."""
+    engines: list[LLMEngine] = []
 
     def make(**overrides: object) -> LLMEngine:
-        return LLMEngine(loaded, engine_config(model_dir, **overrides))
+        engines.append(LLMEngine(loaded, engine_config(model_dir, **overrides)))
+        return engines[-1]
 
-    return make
+    yield make
+    for engine in engines:
+        engine.close()

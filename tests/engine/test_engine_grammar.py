@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 
 import jsonschema
+import llguidance.hf
 import msgspec.structs
 import pytest
 import torch
@@ -14,8 +17,9 @@ from engine_helpers import PROMPTS, drain, finished, generate_alone, request, to
 from serving.constraints import json_schema_grammar, thinking_grammar
 from serving.engine import cpu_kernels, grammar
 from serving.engine.grammar import GrammarMasks
+from serving.engine.grammar_process import compile_template
 from serving.engine.validation import Prompt
-from serving.messages import Admitted, ErrorKind, Failed, FinishReason, Grammar, GrammarKind, Thinking
+from serving.messages import Admitted, ErrorKind, Failed, FinishReason, Grammar, GrammarKind, Thinking, TokenDelta
 
 SCHEMA = {
     "type": "object",
@@ -100,6 +104,50 @@ def test_compiled_grammar_is_shared_and_abort_while_compiling_is_clean(make_engi
     assert "a" not in events and finished(events["b"])
 
 
+def test_a_dead_grammar_process_fails_only_its_sequences_and_is_replaced(make_engine):
+    engine = make_engine()
+    regex = Grammar(kind=GrammarKind.REGEX, value="[0-9]{30}")
+    alone = token_ids(generate_alone(make_engine(), request("free", PROMPTS[2], 12)))
+    engine.add_request(request("free", PROMPTS[2], 12))
+    engine.add_request(request("digits", PROMPTS[1], 30, grammar=regex))
+    before: list = []
+    while not any(isinstance(event, TokenDelta) and event.request_id == "digits" for event in before):
+        before += engine.step()
+    process = engine._grammars.process
+    os.kill(process._process.pid, signal.SIGKILL)
+    process._process.wait()
+    events = drain(engine)
+    [failed] = events["digits"]
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.GENERATION
+    assert "the grammar process stopped" in failed.message
+    free = [event for event in before if getattr(event, "request_id", None) == "free"] + events["free"]
+    assert token_ids(free) == alone  # its neighbour goes on, unchanged
+    done = finished(generate_alone(engine, request("again", PROMPTS[1], 40, grammar=regex)))
+    assert re.fullmatch("[0-9]{30}", done.generated_text) and engine._grammars.process is not process
+
+
+def test_close_ends_the_grammar_process(make_engine):
+    engine = make_engine()
+    generate_alone(engine, request("r", PROMPTS[1], 5, grammar=json_schema_grammar(SCHEMA)))
+    process = engine._grammars.process._process
+    assert process.poll() is None
+    engine.close()
+    assert process.poll() == 0
+
+
+def test_masks_of_more_rows_than_first_mapped_grow_the_shared_rows(make_engine):
+    engine = make_engine()
+    cache = engine._grammar_cache()
+    template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
+    rows = grammar.FIRST_ROWS + 3
+    masks = GrammarMasks(torch.arange(rows), [cache.process.matcher(template) for _ in range(rows)], cache.process)
+    scores = torch.zeros(rows, cache.process.vocab_size)
+    masks.apply_(scores)
+    digits = scores[0].isfinite()
+    assert digits.any() and not digits.all()
+    assert all(torch.equal(scores[row].isfinite(), digits) for row in range(rows))
+
+
 @pytest.fixture(params=["kernel", "numpy", "torch"])
 def mask_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The ways of applying a mask: the `refuse_tokens` kernel, numpy where it did not build, and the torch fill
@@ -139,8 +187,8 @@ def test_mask_touches_only_constrained_rows(make_engine, mask_path: str):
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
-    masks = GrammarMasks(torch.tensor([1]), [cache.backend.matcher(template)], cache.backend)
-    vocab = cache.backend.vocab_size
+    masks = GrammarMasks(torch.tensor([1]), [cache.process.matcher(template)], cache.process)
+    vocab = cache.process.vocab_size
     scores = torch.zeros(3, vocab)
     masked = scores.clone()
     masks.apply_(masked)
@@ -153,8 +201,8 @@ def test_mask_refuses_logits_beyond_the_grammar_vocabulary_in_place(make_engine,
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
-    masks = GrammarMasks(torch.tensor([0, 2]), [cache.backend.matcher(template) for _ in range(2)], cache.backend)
-    vocab = cache.backend.vocab_size
+    masks = GrammarMasks(torch.tensor([0, 2]), [cache.process.matcher(template) for _ in range(2)], cache.process)
+    vocab = cache.process.vocab_size
     scores = torch.randn(3, vocab + 40)
     masked = scores.clone()
     masks.apply_(masked)
@@ -170,20 +218,20 @@ def test_mask_of_a_batch_constrained_in_every_row_equals_the_rows_masked_alone(m
     engine = make_engine()
     cache = engine._grammar_cache()
     template = cache.submit(Grammar(kind=GrammarKind.REGEX, value="[0-9]+")).result()
-    vocab = cache.backend.vocab_size
+    vocab = cache.process.vocab_size
     scores = torch.randn(2, vocab + 8)
     every = scores.clone()
-    GrammarMasks(torch.tensor([0, 1]), [cache.backend.matcher(template) for _ in range(2)], cache.backend).apply_(every)
+    GrammarMasks(torch.tensor([0, 1]), [cache.process.matcher(template) for _ in range(2)], cache.process).apply_(every)
     for row in (0, 1):
         alone = scores.clone()
-        GrammarMasks(torch.tensor([row]), [cache.backend.matcher(template)], cache.backend).apply_(alone)
+        GrammarMasks(torch.tensor([row]), [cache.process.matcher(template)], cache.process).apply_(alone)
         assert torch.equal(every[row], alone[row])
 
 
 def _accepts(engine, grammar: Grammar, text: str) -> bool:
     """Whether `grammar`, compiled for the engine's tokenizer, takes the tokens of `text` and is then complete."""
-    backend = engine._grammar_cache().backend
-    matcher = backend.matcher(backend.compile(grammar))
+    tokenizer = llguidance.hf.from_tokenizer(engine.loaded.tokenizer, eos_token=sorted(engine.eos_ids))
+    matcher = compile_template(tokenizer, grammar)
     ids = engine.loaded.tokenizer.encode(text, add_special_tokens=False)
     return all(matcher.consume_token(token) for token in ids) and matcher.is_accepting()
 

@@ -206,6 +206,7 @@ def run(config: EngineConfig) -> None:
 
     engine = LLMEngine.from_config(config)
     tokenizer = TokenizerProcess(engine.loaded.tokenizer, engine.limits)
+    engine.start_grammars()
     worker = EngineWorker(engine, config.engine_address, config.heartbeat_path, tokenizer)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

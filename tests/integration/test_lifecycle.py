@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -67,6 +68,21 @@ def test_overload_is_429_and_a_disconnect_frees_the_slot(small_server):
     second.close()
 
 
+def grammar_pids(engine_pid: int) -> list[int]:
+    """The engine's grammar process (its child running `serving.engine.grammar_process`)."""
+    found = subprocess.run(["pgrep", "-f", "-P", str(engine_pid), "serving.engine.grammar_process"],
+                           capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_sigterm_lets_streams_in_flight_finish_then_exits_0(tiny_model_dir, tmp_path):
     proc = start_server(tiny_model_dir, tmp_path, MAX_TOTAL_TOKENS="512")
     proc.wait_ready()
@@ -81,11 +97,13 @@ def test_sigterm_lets_streams_in_flight_finish_then_exits_0(tiny_model_dir, tmp_
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
+    [grammar_pid] = grammar_pids(proc.engine_pid())  # started with the engine, before any grammar
     while not events:
         time.sleep(0.01)
     proc.process.send_signal(signal.SIGTERM)
     reader.join(60)
     assert proc.process.wait(60) == 0, proc.log()
+    assert not pid_alive(grammar_pid)
     assert "error" not in events[-1]
     assert events[-1]["generated_text"] is not None
 
@@ -93,8 +111,13 @@ def test_sigterm_lets_streams_in_flight_finish_then_exits_0(tiny_model_dir, tmp_
 def test_engine_death_stops_the_server_with_nonzero_exit(tiny_model_dir, tmp_path):
     proc = start_server(tiny_model_dir, tmp_path)
     proc.wait_ready()
+    [grammar_pid] = grammar_pids(proc.engine_pid())
     os.kill(proc.engine_pid(), signal.SIGKILL)
     assert proc.process.wait(30) != 0
+    deadline = time.monotonic() + 10
+    while pid_alive(grammar_pid):  # it dies with the engine
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     with pytest.raises(requests.ConnectionError):
         requests.get(proc.url + "/ping", timeout=5)
 

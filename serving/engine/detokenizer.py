@@ -12,9 +12,9 @@ so the concatenated deltas equal the final decode when no special token is gener
 
 The step's decode runs on the engine thread: with `TOKENIZERS_PARALLELISM` unset, the Rust backend hands a batch's
 windows (two of a few tokens per row) to its rayon thread pool, whose threads then compete for the cores with the
-forward's OpenMP threads and the grammar-mask thread. Measured on the 2-core development machine (16 rows of the
+forward's OpenMP threads and the grammar process. Measured on the 2-core development machine (16 rows of the
 tiny benchmark model): 0.38-0.43 ms a step with the pool, 0.16-0.18 ms without, and 0.68-0.76 against 0.25-0.27 ms
-beside the grammar-mask thread (docs/performance.md).
+beside the grammar-mask thread that the grammar process replaced (docs/performance.md).
 """
 
 from __future__ import annotations

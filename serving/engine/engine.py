@@ -453,7 +453,7 @@ class LLMEngine:
         state = self._sampling[1]
         output = sample(logits, state)
         self._emit(sequences, output, events)
-        state.record(output.ids)  # after the emit: the grammar thread's token consumption would contend for the GIL
+        state.record(output.ids)  # after the emit, so the tokens go out first; the grammar process then advances
 
     def _emit(self, sequences: list[Sequence], output: SampleOutput, events: list[EngineEvent]) -> None:
         """Append each row's token, emit its `TokenDelta` (or `Finished`, with the last token)."""

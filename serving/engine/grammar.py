@@ -98,6 +98,7 @@ class GrammarProcess:
         self._dropped: list[int] = []  # appended to by finalizers
         self._forgotten: list[int] = []  # appended to by finalizers
         self._compiles: dict[int, Future] = {}
+        self._compiles_lock = threading.Lock()
         self._dead = False
         self._rows = 0
         self._bitmask = torch.zeros(0, self.words, dtype=torch.int32)
@@ -112,12 +113,16 @@ class GrammarProcess:
         """The future `Template` of `grammar` (its exception a `GrammarError` with the compiler's message)."""
         future: Future = Future()
         template_id = self._next_id()
-        self._compiles[template_id] = future
+        with self._compiles_lock:  # against the reader's last sweep: no future is left that nothing will resolve
+            if self._dead:
+                future.set_exception(GrammarProcessError("the grammar process stopped"))
+                return future
+            self._compiles[template_id] = future
         try:
             self._send(encode(("compile", template_id, grammar)))
         except GrammarProcessError as exc:
-            self._compiles.pop(template_id)
-            future.set_exception(exc)
+            if self._compiles.pop(template_id, None) is not None:
+                future.set_exception(exc)
         return future
 
     def matcher(self, template: Template) -> Matcher:
@@ -205,8 +210,10 @@ class GrammarProcess:
                 future.set_result(template)
             else:
                 future.set_exception(GrammarError(error))
-        self._dead = True
-        for future in list(self._compiles.values()):
+        with self._compiles_lock:
+            self._dead = True
+            futures, self._compiles = list(self._compiles.values()), {}
+        for future in futures:
             future.set_exception(GrammarProcessError("the grammar process stopped"))
 
 

@@ -122,6 +122,7 @@ def test_a_dead_grammar_process_fails_only_its_sequences_and_is_replaced(make_en
     assert "the grammar process stopped" in failed.message
     free = [event for event in before if getattr(event, "request_id", None) == "free"] + events["free"]
     assert token_ids(free) == alone  # its neighbour goes on, unchanged
+    assert isinstance(process.compile(regex).exception(timeout=10), grammar.GrammarProcessError)
     done = finished(generate_alone(engine, request("again", PROMPTS[1], 40, grammar=regex)))
     assert re.fullmatch("[0-9]{30}", done.generated_text) and engine._grammars.process is not process
 

@@ -28,7 +28,6 @@ from concurrent.futures import Future
 from copy import copy
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
-from multiprocessing.connection import Connection
 from multiprocessing.reduction import sendfds
 from pathlib import Path
 from typing import Any, Collection

@@ -344,7 +344,11 @@ class GrammarMasks:
         """Send each constrained row's chosen token to its matcher, and ask for the next step's mask (which
         `apply_` waits for)."""
         chosen = ids.tolist()
-        self._pending = self.process.step((self._handles, [chosen[row] for row in self._row_list]), self._handles)
+        try:
+            self._pending = self.process.step((self._handles, [chosen[row] for row in self._row_list]),
+                                              self._handles)
+        except GrammarProcessError:  # the step's tokens are out: the next `apply_` fails, before any is emitted
+            self._pending = None
 
     def settle(self) -> None:
         """Wait for the mask asked for (asking for one first if none is under way), and take `stopped`."""

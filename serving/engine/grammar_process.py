@@ -115,6 +115,19 @@ def compile_template(tokenizer: LLTokenizer, grammar: Grammar) -> LLMatcher:
     return template
 
 
+def compile_outcome(tokenizer: LLTokenizer, grammar: Grammar) -> tuple[LLMatcher | None, str | None]:
+    """The template of `grammar`, or the message of why it cannot be compiled. Whatever the compiler raises is
+    such a message: an exception that escaped would end the compile thread, and every later grammar would wait for
+    it forever."""
+    try:
+        return compile_template(tokenizer, grammar), None
+    except GrammarError as exc:
+        return None, str(exc)
+    except Exception as exc:  # the compiler's own failure on this grammar
+        logger.exception("the grammar compiler failed")
+        return None, clean(f"the compiler failed: {exc}")
+
+
 class Matchers:
     """This process's state: the tokenizer, the compiled templates, each sequence's matcher and the mask rows."""
 
@@ -194,11 +207,9 @@ class Matchers:
                 self.wanted.wait_for(lambda: self.compiles and self.tokenizer is not None)
                 template_id, grammar = self.compiles.pop(0)
             assert self.tokenizer is not None
-            try:
-                self.templates[template_id] = compile_template(self.tokenizer, grammar)
-                error = None
-            except GrammarError as exc:
-                error = str(exc)
+            template, error = compile_outcome(self.tokenizer, grammar)
+            if template is not None:
+                self.templates[template_id] = template
             self.compiled.send_bytes(encode((template_id, error)))
 
 

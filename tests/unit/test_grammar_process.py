@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.engine.grammar_process import decode, decode_step, encode, encode_answer, encode_step
+from serving.engine.grammar_process import compile_outcome, decode, decode_step, encode, encode_answer, encode_step
 from serving.messages import Grammar, GrammarKind
 
 
@@ -21,3 +21,10 @@ def test_answers_with_and_without_refused_tokens_come_back_as_they_were_sent():
 def test_other_messages_are_pickled():
     grammar = Grammar(kind=GrammarKind.REGEX, value="[0-9]+")
     assert decode(encode(("compile", 4, grammar))) == ("compile", 4, grammar)
+
+
+def test_a_compiler_failure_is_a_message_not_an_exception():
+    """Whatever the compiler raises comes back as the grammar's error (here it is given no tokenizer at all), so the
+    compile thread goes on."""
+    template, error = compile_outcome(None, Grammar(kind=GrammarKind.REGEX, value="[0-9]+"))  # type: ignore[arg-type]
+    assert template is None and error and error.startswith("the compiler failed: ")

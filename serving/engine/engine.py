@@ -77,6 +77,7 @@ from serving.messages import (
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 16  # tokens per KV cache block
+GRAMMARS_UNAVAILABLE = "grammars are not available with this model: "
 IDLE_WAIT = 0.05  # seconds an otherwise idle step waits for a grammar's compile or an adapter's load
 
 
@@ -212,6 +213,7 @@ class LLMEngine:
             check_grammar(request)
             if prompt is None:
                 prompt = self.validator.prompt(request)
+            cache = self._grammar_cache() if request.sampling.grammar is not None else None
         except RequestError as error:
             return [Failed(request.request_id, error.kind, error.message, error.code)]
         refusal = self.adapters.request_load(adapter) if adapter is not None else None
@@ -232,7 +234,7 @@ class LLMEngine:
             grammar = request.sampling.grammar
             if grammar.after_thinking:
                 grammar = thinking_grammar(grammar, self._info.added_tokens, prompt.thinking)
-            cache = self._grammar_cache()
+            assert cache is not None
             sequence.constraint = Constraint(cache.submit(grammar), cache.process)
             self._compiling.append(sequence)
         prompt_text = self.detokenizer.final_text(prompt_ids) if request.echo else None
@@ -311,15 +313,25 @@ class LLMEngine:
     def start_grammars(self) -> None:
         """Start the grammar process now rather than on the first grammar, which would otherwise wait for it: its
         tokenizer takes this thread 13 ms to serialize at 8k tokens and 0.34 s at 128k, and the process about 0.3 s
-        to start and read it. The server does this at start-up."""
-        self._grammar_cache()
+        to start and read it. The server does this at start-up; where grammars cannot work (a tokenizer llguidance
+        cannot read), it says so in one line and serves the rest."""
+        try:
+            self._grammar_cache()
+        except RequestError as error:
+            logger.warning("%s", error.message)
 
     def _grammar_cache(self) -> GrammarCache:
         """The compile cache and its grammar process, started on first use and again if the process stopped (the
-        sequences of the old one then fail: see `_queue_compiled` and `GrammarMasks`)."""
+        sequences of the old one then fail: see `_queue_compiled` and `GrammarMasks`); raises `RequestError` when
+        it cannot start."""
         if self._grammars is None or not self._grammars.process.alive:
             vocab = self.loaded.model.get_output_embeddings().out_features
-            self._grammars = GrammarCache(GrammarProcess(self.loaded.tokenizer, vocab, self.eos_ids))
+            try:
+                process = GrammarProcess(self.loaded.tokenizer, vocab, self.eos_ids)
+            except Exception as exc:  # a slow tokenizer (no JSON for llguidance), or no process to start
+                logger.exception("the grammar process cannot start")
+                raise invalid(f"{GRAMMARS_UNAVAILABLE}{exc}") from None
+            self._grammars = GrammarCache(process)
         return self._grammars
 
     def _queue_compiled(self, events: list[EngineEvent]) -> None:

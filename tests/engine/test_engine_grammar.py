@@ -130,6 +130,23 @@ def test_a_dead_grammar_process_fails_only_its_sequences_and_is_replaced(make_en
     assert re.fullmatch("[0-9]{30}", done.generated_text) and engine._grammars.process is not process
 
 
+def test_a_tokenizer_the_grammar_process_cannot_take_refuses_grammars_and_serves_the_rest(make_engine, monkeypatch,
+                                                                                          caplog):
+    def slow(tokenizer):
+        raise ValueError("Only fast tokenizers are supported")
+
+    monkeypatch.setattr(grammar, "_tokenizer_json", slow)
+    engine = make_engine()
+    engine.start_grammars()  # at start-up: one line, no exception
+    assert "grammars are not available with this model: Only fast tokenizers are supported" in caplog.text
+    [failed] = engine.add_request(request("r", PROMPTS[1], 10, grammar=json_schema_grammar(SCHEMA)))
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.VALIDATION
+    assert failed.message == ("Input validation error: grammars are not available with this model: "
+                              "Only fast tokenizers are supported")
+    assert not engine.has_work() and engine.stats() == (0, 0)
+    assert finished(generate_alone(engine, request("free", PROMPTS[2], 5))).generated_tokens == 5
+
+
 def test_close_ends_the_grammar_process(make_engine):
     engine = make_engine()
     generate_alone(engine, request("r", PROMPTS[1], 5, grammar=json_schema_grammar(SCHEMA)))

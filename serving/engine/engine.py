@@ -329,7 +329,6 @@ class LLMEngine:
             try:
                 process = GrammarProcess(self.loaded.tokenizer, vocab, self.eos_ids)
             except Exception as exc:  # a slow tokenizer (no JSON for llguidance), or no process to start
-                logger.exception("the grammar process cannot start")
                 raise invalid(f"{GRAMMARS_UNAVAILABLE}{exc}") from None
             self._grammars = GrammarCache(process)
         return self._grammars

@@ -73,13 +73,17 @@ def test_late_request_gets_its_first_token_while_earlier_streams_decode(server):
         assert time.monotonic() < deadline, "the earlier streams never got going"
         time.sleep(0.02)
     late = Stream(server.url, PROMPTS[7], 5)
+    late_started = time.monotonic()
     late.start()
     for stream in [*earlier, late]:
         stream.join(120)
     long_ones = [stream for stream in earlier if len(stream.tokens) >= 60]
     assert len(long_ones) >= 4, [len(stream.tokens) for stream in earlier]
     assert late.first_token_at is not None
-    assert all(late.first_token_at < stream.finished_at for stream in long_ones)
+    timeline = (f"late request's first token {late.first_token_at - late_started:.3f} s after it was sent; long "
+                f"streams (tokens, finish reason, end after it was sent): "
+                f"{[(len(s.tokens), s.finish_reason, round(s.finished_at - late_started, 3)) for s in long_ones]}")
+    assert all(late.first_token_at < stream.finished_at for stream in long_ones), timeline
     assert late.finished_at < min(stream.finished_at for stream in long_ones)
 
 

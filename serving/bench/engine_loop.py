@@ -33,9 +33,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from serving.bench.load import DEFAULT_PROMPT_WORDS, make_prompts
+from serving.bench.load import DEFAULT_PROMPT_WORDS, make_prompts, tree_cpu_seconds
 
 
 @dataclasses.dataclass
@@ -66,29 +65,6 @@ class LoopResult:
     def tokens_per_cpu_second(self) -> float:
         """Output tokens per CPU-second of this process and its children."""
         return self.output_tokens / self.cpu_seconds
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its running children (the grammar process holds the matchers' work;
-    Linux's /proc, else this process alone)."""
-    total = time.process_time()
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return total
-    for task in tasks:
-        try:
-            children = Path(f"/proc/self/task/{task}/children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            try:
-                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (the 14th and 15th of the line)
-    return total
 
 
 def run_level(engine: object, concurrency: int, total: int, output_tokens: int, words: tuple[int, ...],
@@ -125,7 +101,7 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
         submitted_at[submitted] = time.perf_counter()
         submitted += 1
 
-    wall, cpu = time.perf_counter(), cpu_seconds()
+    wall, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid())
     while submitted < min(concurrency, total):
         submit()
     while finished < total:
@@ -147,7 +123,8 @@ def run_level(engine: object, concurrency: int, total: int, output_tokens: int, 
                 made[index] = event.generated_tokens
                 if submitted < total:
                     submit()
-    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, cpu_seconds() - cpu, steps,
+    cpu = tree_cpu_seconds(os.getpid()) - cpu  # the grammar process's CPU counted with the engine's
+    return LoopResult(concurrency, total, tokens, time.perf_counter() - wall, cpu, steps,
                       tuple(made), tuple(tuple(g) for g in gaps), tuple(first_token))
 
 

@@ -49,6 +49,7 @@ CACHE_SIZE = 256
 NEG_INF = float("-inf")
 FIRST_ROWS = 64  # mask rows mapped at first; doubled whenever a batch has more constrained rows
 STOP_TIMEOUT = 5.0
+STOPPED = "the grammar process stopped"
 
 
 class GrammarProcessError(RuntimeError):
@@ -114,7 +115,7 @@ class GrammarProcess:
         template_id = self._next_id()
         with self._compiles_lock:  # against the reader's last sweep: no future is left that nothing will resolve
             if self._dead:
-                future.set_exception(GrammarProcessError("the grammar process stopped"))
+                future.set_exception(GrammarProcessError(STOPPED))
                 return future
             self._compiles[template_id] = future
         try:
@@ -152,7 +153,7 @@ class GrammarProcess:
                 answered, refused, stopped = decode(self._steps.recv_bytes())
             except (EOFError, OSError) as exc:
                 self._dead = True
-                raise GrammarProcessError("the grammar process stopped") from exc
+                raise GrammarProcessError(STOPPED) from exc
             for token, error in refused:
                 logger.error("grammar refused sampled token %d: %s", token, error)
             if answered == number:
@@ -189,7 +190,7 @@ class GrammarProcess:
             self._requests.send_bytes(message)
         except OSError as exc:
             self._dead = True
-            raise GrammarProcessError("the grammar process stopped") from exc
+            raise GrammarProcessError(STOPPED) from exc
 
     def _next_id(self) -> int:
         self._ids += 1
@@ -213,7 +214,7 @@ class GrammarProcess:
             self._dead = True
             futures, self._compiles = list(self._compiles.values()), {}
         for future in futures:
-            future.set_exception(GrammarProcessError("the grammar process stopped"))
+            future.set_exception(GrammarProcessError(STOPPED))
 
 
 def _tokenizer_json(tokenizer: Any) -> str:

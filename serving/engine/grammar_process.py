@@ -8,21 +8,21 @@ and one back a step; the fill runs on the other core while the engine runs its f
 
 `python -m serving.engine.grammar_process ENGINE_PID REQUESTS STEPS COMPILED` is started by
 `grammar.GrammarProcess` (without a `preexec_fn`, so by vfork: a fork of the engine, which maps the model and the
-KV pool, can fail for memory) with the engine's pid and three descriptors: REQUESTS (a socket: messages and the bitmask's file descriptor in), STEPS (the answer of every
-step out) and COMPILED (the outcome of every compile out). A step and its answer travel as int64s (`encode_step`,
-`encode_answer`), the rest pickled: a step's message cost 74 us with `Connection.send` after a forward had
-cooled the caches (its pickler alone 68 us), against 22 us to pickle plainly and 26 us to write. Messages in, in
-order:
+KV pool, can fail for memory) with the engine's pid and three descriptors: REQUESTS (a socket: messages and the
+bitmask's file descriptor in), STEPS (the answer of every step out) and COMPILED (the outcome of every compile out).
+A step and its answer travel as int64s (`encode_step`, `encode_answer`), the rest pickled: a step's message cost
+74 us with `Connection.send` after a forward had cooled the caches (its pickler alone 68 us), against 22 us to
+pickle plainly and 26 us to write. Messages in, in order:
 
 - `("tokenizer", json, vocab_size, eos_ids)`: first, the Hugging Face tokenizer as JSON;
 - `("bitmask", rows)`, followed by the descriptor of a file of `rows` mask rows to map (replacing any before);
 - `("compile", template_id, grammar)`: compiled in a thread of this process, answered on COMPILED with
   `(template_id, error)`, the compiler's message or None;
 - `("step", number, new, dropped, forgotten, consumed, filled)`: first `new` matchers `(handle, template_id)`
-  are made, `dropped` handles and `forgotten` templates (no longer referenced by the engine) let go, then each `(handle, token)` of `consumed` advances, then each handle of `filled`
-  writes its allowed tokens into the mask row of its place in the list; answered on STEPS with `(number,
-  refused, stopped)`: the `(token, error)` of every consumed token its matcher refused, and for each filled row
-  whether nothing but EOS can follow.
+  are made, `dropped` handles and `forgotten` templates (no longer referenced by the engine) let go, then each
+  `(handle, token)` of `consumed` advances, then each handle of `filled` writes its allowed tokens into the mask
+  row of its place in the list; answered on STEPS with `(number, refused, stopped)`: the `(token, error)` of
+  every consumed token its matcher refused, and for each filled row whether nothing but EOS can follow.
 """
 
 from __future__ import annotations

@@ -68,6 +68,10 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt lengths in words, cycled")
     parser.add_argument("--shared-prefix-words", type=int, default=0,
                         help="words of text that every prompt starts with (the prefix-cache workload)")
+    parser.add_argument("--turns", type=int, default=1,
+                        help="requests per conversation: each later turn resends the conversation so far and a new "
+                             "message (the multi-turn chat workload)")
+    parser.add_argument("--turn-words", type=int, default=24, help="words of each later turn's new message")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
@@ -77,8 +81,9 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_config(args: argparse.Namespace, url: str = "") -> load.LoadConfig:
     return load.LoadConfig(url=url, concurrency=args.concurrency, requests=args.requests,
                            output_tokens=args.output_tokens, prompt_words=args.prompt_words,
-                           shared_prefix_words=args.shared_prefix_words, deadline=args.deadline,
-                           seed=args.seed, progress=not args.quiet)
+                           shared_prefix_words=args.shared_prefix_words, turns=args.turns,
+                           turn_words=args.turn_words, deadline=args.deadline, seed=args.seed,
+                           progress=not args.quiet)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -100,6 +105,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
     unknown = set(servers) - set(ALL_SERVERS)
     if unknown:
         raise SystemExit(f"unknown servers: {', '.join(sorted(unknown))} (known: {', '.join(ALL_SERVERS)})")
+    if args.turns > 1 and "raw" in servers:
+        raise SystemExit("raw runs no conversations: leave it out with --turns")
     venvs = Path(args.venvs)
     if args.setup_only:
         for name in ("transformers", "vllm"):
@@ -111,7 +118,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
     info = {"command": shlex.join(["python", "-m", "serving.bench", *sys.argv[1:]]), "machine": machine(),
             "model_dir": str(model_dir), "parameters": parameter_count(model_dir),
             "output_tokens": args.output_tokens, "prompt_words": args.prompt_words,
-            "shared_prefix_words": args.shared_prefix_words, "threads": args.threads}
+            "shared_prefix_words": args.shared_prefix_words, "turns": args.turns, "turn_words": args.turn_words,
+            "threads": args.threads}
     _log(f"model {model_dir} ({info['parameters']:,} parameters), servers: {', '.join(servers)}")
     results: dict[str, list[LevelSummary]] = {}
     failures: dict[str, str] = {}
@@ -137,7 +145,9 @@ def cmd_peers(args: argparse.Namespace) -> int:
     ours = args.reference if args.reference in results else next(iter(results), args.reference)
     print(f"\n{model_dir.name}: {info['parameters']:,} parameters, {args.output_tokens} output tokens per request, "
           f"prompts of {'/'.join(map(str, args.prompt_words))} words"
-          f"{f' after a shared prefix of {args.shared_prefix_words} words' if args.shared_prefix_words else ''}\n")
+          f"{f' after a shared prefix of {args.shared_prefix_words} words' if args.shared_prefix_words else ''}"
+          f"{f', conversations of {args.turns} turns ({args.turn_words} new words each)' if args.turns > 1 else ''}"
+          "\n")
     print(report.comparison_table(results, ours))
     for name, error in failures.items():
         print(f"\n{name}: failed: {error}")

@@ -6,7 +6,11 @@ are cancelled (their streamed tokens still count towards throughput, see `stats`
 reject unknown fields get `extra_body={}`, and the generated counts are reported), `max_new_tokens` on TGI routes.
 Prompts are made-up sentences of mixed lengths, different for every request of every level, so that no server
 gains from a prefix cache between requests; with `shared_prefix_words` every prompt starts with the same text of
-that many words (a system prompt, a shared document) before its own sentence: the prefix-cache workload.
+that many words (a system prompt, a shared document) before its own sentence: the prefix-cache workload. With
+`turns` above 1 each client holds conversations instead, as chat clients do: a conversation's first request is
+one of those prompts, and each later turn resends the conversation so far (every earlier prompt and the reply
+streamed to it) followed by a new message of `turn_words` words, so a prefix cache can serve all but the new
+message and reply; every turn counts as one request.
 """
 
 from __future__ import annotations
@@ -59,6 +63,13 @@ def make_prompts(count: int, prompt_words: tuple[int, ...], seed: int, shared_pr
     return prompts
 
 
+def next_turn(prompt: str, reply: str, words: int, rng: random.Random) -> str:
+    """The next turn's prompt of a conversation: the last prompt, the reply streamed to it, and a new message of
+    `words` made-up words."""
+    message = " ".join(rng.choice(WORDS) for _ in range(max(words, 1)))
+    return f"{prompt}{reply}\n{message}\n"
+
+
 @dataclass
 class LoadConfig:
     """One benchmark sweep against one server."""
@@ -71,6 +82,8 @@ class LoadConfig:
     output_tokens: int = 64
     prompt_words: tuple[int, ...] = DEFAULT_PROMPT_WORDS
     shared_prefix_words: int = 0  # every prompt starts with the same text of this many words
+    turns: int = 1  # requests per conversation (each later one resends the conversation so far)
+    turn_words: int = 24  # words of each later turn's new message
     deadline: float = 120.0  # seconds per level
     request_timeout: float = 600.0
     seed: int = 0
@@ -112,6 +125,14 @@ def parse_event(api: str, data: dict[str, Any]) -> tuple[int, int | None, int | 
     return tokens, usage.get("completion_tokens"), usage.get("prompt_tokens"), None
 
 
+def event_text(api: str, data: dict[str, Any]) -> str:
+    """The generated text one SSE JSON event carries (a conversation's next turn resends it)."""
+    if api == "tgi":
+        token = data.get("token") or {}
+        return "" if token.get("special") else token.get("text") or ""
+    return "".join(c.get("text") or "" for c in data.get("choices") or ())
+
+
 async def send(session: Any, config: LoadConfig, prompt: str, record: RequestRecord,
                on_token: Callable[[], None] = lambda: None) -> None:
     """Send one streaming request and fill `record` as its events arrive."""
@@ -132,7 +153,8 @@ async def send(session: Any, config: LoadConfig, prompt: str, record: RequestRec
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
                     break
-                tokens, completion, prompt_tokens, error = parse_event(config.api, json.loads(payload))
+                event = json.loads(payload)
+                tokens, completion, prompt_tokens, error = parse_event(config.api, event)
                 if error is not None:
                     record.error = error
                     return
@@ -141,6 +163,7 @@ async def send(session: Any, config: LoadConfig, prompt: str, record: RequestRec
                 if prompt_tokens is not None:
                     record.prompt_tokens = prompt_tokens
                 if tokens:
+                    record.text += event_text(config.api, event)
                     now = time.perf_counter()
                     if last is None:
                         record.ttft = now - started
@@ -275,20 +298,31 @@ class Progress:
 async def run_level(session: Any, config: LoadConfig, concurrency: int, label: str = "") -> LevelSummary:
     """Run one concurrency level and summarise it."""
     total = config.level_requests(concurrency)
-    prompts = make_prompts(total, config.prompt_words, seed=config.seed * 1000 + concurrency,
-                           shared_prefix_words=config.shared_prefix_words)
-    records = [RequestRecord() for _ in prompts]
+    turns = max(1, config.turns)
+    openings = make_prompts(-(-total // turns), config.prompt_words, seed=config.seed * 1000 + concurrency,
+                            shared_prefix_words=config.shared_prefix_words)
+    records: list[RequestRecord] = []  # in the order sent
     progress = Progress(f"{label}c={concurrency}", total, config.progress)
-    next_index = 0
+    next_conversation = 0
 
     async def client() -> None:
-        nonlocal next_index
-        while next_index < total:
-            index = next_index
-            next_index += 1
-            await send(session, config, prompts[index], records[index], progress.token)
-            progress.done += 1
-            progress.errors += records[index].error is not None
+        nonlocal next_conversation
+        while next_conversation < len(openings) and len(records) < total:
+            index = next_conversation
+            next_conversation += 1
+            prompt = openings[index]
+            rng = random.Random(f"{config.seed}/{concurrency}/{index}")  # the same messages for every server
+            for _ in range(turns):
+                if len(records) >= total:
+                    return
+                record = RequestRecord()
+                records.append(record)
+                await send(session, config, prompt, record, progress.token)
+                progress.done += 1
+                progress.errors += record.error is not None
+                if not record.ok:  # a failed turn ends its conversation
+                    break
+                prompt = next_turn(prompt, record.text, config.turn_words, rng)
 
     async def ticker() -> None:
         while True:
@@ -306,8 +340,7 @@ async def run_level(session: Any, config: LoadConfig, concurrency: int, label: s
         duration = time.perf_counter() - started
         ticking.cancel()
         progress.show(final=True)
-    sent = records[:next_index]
-    return summarise(concurrency, sent, duration, rss.peak_mib)
+    return summarise(concurrency, records, duration, rss.peak_mib)
 
 
 async def warm_up(session: Any, config: LoadConfig) -> RequestRecord:

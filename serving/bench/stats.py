@@ -26,6 +26,7 @@ class RequestRecord:
     itls: list[float] = field(default_factory=list)
     latency: float | None = None
     error: str | None = None
+    text: str = ""  # what it streamed
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

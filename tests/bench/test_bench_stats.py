@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import subprocess
 import sys
 
 import pytest
 
-from serving.bench import report
-from serving.bench.load import LoadConfig, _request, make_prompts, parse_event
+from serving.bench import load, report
+from serving.bench.load import LoadConfig, _request, event_text, make_prompts, next_turn, parse_event
 from serving.bench.stats import RequestRecord, percentile, summarise
 
 
@@ -69,6 +71,67 @@ def test_tgi_events():
     last = {**token, "generated_text": "a", "details": {"finish_reason": "length", "generated_tokens": 3}}
     assert parse_event("tgi", last) == (1, 3, None, None)
     assert parse_event("tgi", {"error": "Request failed", "error_type": "generation"})[3] == "Request failed"
+
+
+def test_event_text_is_the_generated_text_of_either_api():
+    assert event_text("openai", {"choices": [{"index": 0, "text": " hi", "finish_reason": None}]}) == " hi"
+    assert event_text("openai", {"choices": [], "usage": {"completion_tokens": 3}}) == ""
+    assert event_text("tgi", {"token": {"id": 5, "text": "a", "special": False}}) == "a"
+    assert event_text("tgi", {"token": {"id": 2, "text": "</s>", "special": True}}) == ""
+
+
+def test_a_next_turn_resends_the_conversation_and_adds_a_message():
+    turn = next_turn("opening\n", " the reply", 5, random.Random(1))
+    assert turn.startswith("opening\n the reply\n") and turn.endswith("\n")
+    assert len(turn[len("opening\n the reply\n"):].split()) == 5
+    assert next_turn("opening\n", " the reply", 5, random.Random(1)) == turn  # deterministic per seed
+
+
+def test_conversations_resend_each_prompt_and_reply_in_their_next_turn():
+    """A level of `turns` 3 against a stand-in server that replies "xy" to everything: 2 clients hold 3
+    conversations of 3 turns, the 9 requests each resend the last prompt and its reply."""
+    from aiohttp import web
+
+    prompts: list[str] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        prompts.append((await request.json())["prompt"])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for text in ("x", "y"):
+            await response.write(f"data: {json.dumps({'choices': [{'index': 0, 'text': text}]})}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": len(prompts[-1].split()), "completion_tokens": 2}}
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        return response
+
+    async def scenario() -> load.LevelSummary:
+        import aiohttp
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", completions)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        config = LoadConfig(url=f"http://127.0.0.1:{port}", requests=9, output_tokens=2, prompt_words=(6,),
+                            turns=3, turn_words=4, progress=False)
+        try:
+            async with aiohttp.ClientSession() as session:
+                return await load.run_level(session, config, 2)
+        finally:
+            await runner.cleanup()
+
+    summary = asyncio.run(scenario())
+    assert summary.requests == summary.completed == 9 and summary.output_tokens == 18
+    openings = make_prompts(3, (6,), seed=2)
+    assert sorted(p for p in prompts if p in openings) == sorted(openings)
+    followers = [p for p in prompts if p not in openings]
+    assert len(followers) == 6
+    for prompt in followers:  # each later turn: an earlier prompt, its reply "xy", then a new message of 4 words
+        last = max((p for p in prompts if prompt.startswith(p + "xy\n")), key=len)
+        assert len(prompt[len(last) + 3:].split()) == 4
+    assert summary.mean_prompt_tokens > len(openings[0].split())  # the conversations grew
 
 
 def test_request_bodies_fix_the_output_length():

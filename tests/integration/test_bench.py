@@ -38,3 +38,16 @@ def test_bench_run_on_tgi_route(server, tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| server | 2" in result.stdout.replace("  ", " ").replace("  ", " ")
+
+
+def test_bench_conversations_against_our_server(server, tmp_path):
+    out = tmp_path / "chat.json"
+    command = [sys.executable, "-m", "serving.bench", "run", "--url", server.url, "--concurrency", "2",
+               "--requests", "6", "--turns", "3", "--turn-words", "5", "--output-tokens", "6", "--prompt-words", "8",
+               "--deadline", "60", "--quiet", "--json", str(out)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    level = json.loads(out.read_text())["levels"][0]
+    assert level["completed"] == 6 and level["errors"] == 0 and level["output_tokens"] == 6 * 6
+    # a third turn resends two prompts and replies: the mean prompt is well over the 8-word opening's tokens
+    assert level["mean_prompt_tokens"] > 16

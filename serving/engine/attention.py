@@ -65,7 +65,9 @@ class GatheredSdpa:
     """`PagedAttention` in torch alone: gather each group's keys block by block, one SDPA call per group; rows
     that share leading blocks attend to them once together (`_cascade`). With `decode_kernel` (CPU only, once
     `cpu_kernels.load` succeeded), the other decoding rows are read in place by `torch.ops.serving.paged_decode`
-    instead: no gather, no padding (0.13-0.5x the time of the gathered SDPA call on 8-64 rows of 5-1,200 keys)."""
+    instead: no gather, no padding (0.13-0.5x the time of the gathered SDPA call on 8-64 rows of 5-1,200 keys),
+    and so are a cascade's own blocks (`paged_decode_lse`, which also returns the log-sum-exps the merge needs):
+    gathered and padded to the longest row, a multi-turn chat's own parts cost more than the shared part saved."""
 
     def __init__(self, decode_kernel: bool = False) -> None:
         self.in_place = decode_kernel
@@ -80,6 +82,10 @@ class GatheredSdpa:
         for group in batch.groups:
             queries = (q[group.query_start:group.query_start + group.rows * group.width] if group.query_index is None
                        else q.index_select(0, group.query_index)).view(group.rows, group.width, heads, head_dim)
+            if group.shared_blocks is not None:
+                parts.append(_cascade(queries[:, 0], key_cache, value_cache, group, key_blocks, value_blocks,
+                                      scale or head_dim ** -0.5))
+                continue
             if group.lengths is not None:  # [rows, heads, head_dim], read over the block tables
                 parts.append(torch.ops.serving.paged_decode(
                     queries[:, 0], key_cache, value_cache, group.blocks, group.lengths, key_cache.shape[0] // blocks,
@@ -87,14 +93,10 @@ class GatheredSdpa:
                 continue
             keys = key_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
             values = value_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
-            if group.shared_blocks is not None:
-                out = _cascade(queries[:, 0], keys, values, group, key_blocks, value_blocks,
-                               scale or head_dim ** -0.5)
-            else:
-                out = F.scaled_dot_product_attention(  # [rows, heads, width, head_dim]
-                    queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=group.mask,
-                    is_causal=group.mask is None and group.width > 1, scale=scale, enable_gqa=True)
-                out = out.transpose(1, 2).reshape(group.rows * group.width, heads, head_dim)
+            out = F.scaled_dot_product_attention(  # [rows, heads, width, head_dim]
+                queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=group.mask,
+                is_causal=group.mask is None and group.width > 1, scale=scale, enable_gqa=True)
+            out = out.transpose(1, 2).reshape(group.rows * group.width, heads, head_dim)
             parts.append(out if group.real is None else out.index_select(0, group.real))
         joined = parts[0] if len(parts) == 1 else torch.cat(parts)
         if batch.query_order is None:
@@ -119,13 +121,14 @@ def _attend_with_lse(queries: Tensor, keys: Tensor, values: Tensor, mask: Tensor
     return torch.matmul(weights.to(values.dtype), values), lse
 
 
-def _cascade(queries: Tensor, keys: Tensor, values: Tensor, group: AttentionGroup, key_blocks: Tensor,
+def _cascade(queries: Tensor, key_cache: Tensor, value_cache: Tensor, group: AttentionGroup, key_blocks: Tensor,
              value_blocks: Tensor, scale: float) -> Tensor:
     """One-token rows over the blocks they share (read once: all their queries against them in one call) and then
-    each over its own blocks, the two softmax parts merged by their log-sum-exps. Queries [rows, heads, head_dim],
-    own keys and values [rows, columns, kv_heads, head_dim]; the output [rows, heads, head_dim]."""
+    each over its own blocks (read in place by the decode kernel when the group has `lengths`, else gathered and
+    padded), the two softmax parts merged by their log-sum-exps. Queries [rows, heads, head_dim], one layer's
+    cache [slots, kv_heads * head_dim] and the same viewed by block; the output [rows, heads, head_dim]."""
     rows, heads, head_dim = queries.shape
-    kv_heads = keys.shape[2]
+    kv_heads = key_cache.shape[1] // head_dim
     per_kv = heads // kv_heads
     assert group.shared_blocks is not None
     if group.shared_span is not None:  # consecutive blocks: a view, no copy
@@ -141,7 +144,15 @@ def _cascade(queries: Tensor, keys: Tensor, values: Tensor, group: AttentionGrou
     shared_out, shared_lse = _attend_with_lse(stacked, shared_keys[None], shared_values[None], None, scale)
     shared_out = shared_out.view(kv_heads, rows, per_kv, head_dim).transpose(0, 1)  # [rows, kv, g, head_dim]
     shared_lse = shared_lse.view(kv_heads, rows, per_kv).transpose(0, 1)
-    own_out, own_lse = _attend_with_lse(own, keys.transpose(1, 2), values.transpose(1, 2), group.mask, scale)
+    if group.lengths is not None:  # [rows, heads, head_dim] and [rows, heads]
+        own_out, own_lse = torch.ops.serving.paged_decode_lse(
+            queries, key_cache, value_cache, group.blocks, group.lengths, key_cache.shape[0] // key_blocks.shape[0],
+            scale)
+        own_out, own_lse = own_out.view(rows, kv_heads, per_kv, head_dim), own_lse.view(rows, kv_heads, per_kv)
+    else:
+        keys = key_blocks.index_select(0, group.blocks).view(rows, group.columns, kv_heads, head_dim)
+        values = value_blocks.index_select(0, group.blocks).view(rows, group.columns, kv_heads, head_dim)
+        own_out, own_lse = _attend_with_lse(own, keys.transpose(1, 2), values.transpose(1, 2), group.mask, scale)
     lse = torch.logaddexp(shared_lse, own_lse)
     out = shared_out * (shared_lse - lse).exp()[..., None] + own_out * (own_lse - lse).exp()[..., None]
     return out.to(queries.dtype).reshape(rows, heads, head_dim)

@@ -3,14 +3,15 @@
 A step feeds a chunk of each scheduled sequence (one token for a decoding sequence, up to the budget for a prompt
 being prefilled), all in one forward: every projection runs on the `[tokens, hidden]` matrix of all chunks, with no
 padding. Each token's keys and values are written to its slot (`slots`), then attention runs per `AttentionGroup`:
-rows whose queries attend together over keys gathered from the cache block by block (a gather of whole blocks
-copies 12x faster than one by slot on these CPUs). Decoding rows that share a long prefix of blocks (a system
-prompt) attend to it once together; the other decoding rows are grouped by context length (longest first, cut by
-`attention.row_windows`, so a short row does not read a long row's padding), or, where the CPU decode kernel
-runs, all in one group that it reads over their block tables in place; prefilling rows by chunk length
-(`length_groups`), chunks from a prompt's start apart from later ones (they need no mask). Every group's block
-index and additive mask are built once here and shared by every layer. Padding reads the null block, and the
-columns past a row's length are masked (a block is zeroed when it is handed out, so that they hold finite numbers).
+rows whose queries attend together over keys gathered from the cache block by block (a gather of whole blocks copies
+12x faster than one by slot on these CPUs). Decoding rows that share a long prefix of blocks (a system prompt)
+attend to it once together (and to their own blocks after it in place, where the CPU decode kernel runs); the other
+decoding rows are grouped by context length (longest first, cut by `attention.row_windows`, so a short row does not
+read a long row's padding), or, where the CPU decode kernel runs, all in one group that it reads over their block
+tables in place; prefilling rows by chunk length (`length_groups`), chunks from a prompt's start apart from later
+ones (they need no mask). Every group's block index and additive mask are built once here and shared by every layer.
+Padding reads the null block, and the columns past a row's length are masked (a block is zeroed when it is handed
+out, so that they hold finite numbers).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class AttentionGroup:
     shared_span: tuple[int, int] | None = None  # (first, count) when the shared blocks are consecutive (no gather)
     query_start: int | None = None  # the first step token when the queries are consecutive ones (no gather)
     lengths: Tensor | None = None  # [rows] int32: keys per row when the rows are read in place by the decode
-    # kernel (one-token rows); `blocks` is then each row's block table, int32 [rows, columns / block_size]
+    # kernel (one-token rows; in a cascade, the keys after the shared blocks); `blocks` is then each row's block
+    # table (after the shared blocks), int32 [rows, columns / block_size]
 
 
 @dataclass(frozen=True)
@@ -124,26 +126,28 @@ def _one_token_queries(tokens: list[int]) -> tuple[Tensor | None, int | None]:
 
 
 def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int,
-                  dtype: torch.dtype, shared: int = 0) -> AttentionGroup:
+                  dtype: torch.dtype, shared: int = 0, in_place: bool = False) -> AttentionGroup:
     """One-token rows attending together: each reads its blocks after the `shared` leading ones they all share
-    (read once for all of them), padded to the longest row. Built from Python lists (a decode step builds these
-    every step: a few tensors each, not a dozen ops)."""
+    (read once for all of them), padded to the longest row, or with `in_place` (a cascade's own blocks) read by
+    the decode kernel over their block tables. Built from Python lists (a decode step builds these every step: a
+    few tensors each, not a dozen ops)."""
     tables = [chunks[row].sequence.block_table for row in members]
     lengths = [chunks[row].start + 1 - shared * block_size for row in members]
     blocks = -(-max(lengths) // block_size)
     columns = blocks * block_size
     mask = None
-    if min(lengths) < columns:
+    if min(lengths) < columns and not in_place:
         visible = torch.arange(columns)[None, :] < torch.tensor(lengths)[:, None]
         mask = _additive(visible[:, None, None, :], dtype)
     query_index, query_start = _one_token_queries([offsets[row] for row in members])
     lead = tables[0][:shared]
+    own = block_rows(tables, shared, blocks)
     return AttentionGroup(
         rows=len(members), width=1, columns=columns, query_index=query_index,
-        blocks=block_rows(tables, shared, blocks), mask=mask, real=None,
+        blocks=own.to(torch.int32).view(len(members), blocks) if in_place else own, mask=mask, real=None,
         shared_blocks=torch.tensor(lead, dtype=torch.long) if shared else None,
         shared_span=(lead[0], shared) if shared and lead == list(range(lead[0], lead[0] + shared)) else None,
-        query_start=query_start)
+        query_start=query_start, lengths=torch.tensor(lengths, dtype=torch.int32) if in_place else None)
 
 
 def _in_place_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int) -> AttentionGroup:
@@ -173,7 +177,7 @@ def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], blo
         shared = _common_blocks([chunks[row].sequence.block_table for row in members], limit) \
             if len(members) > 1 else 0
         if shared >= CASCADE_BLOCKS:
-            groups.append(_decode_group(chunks, members, offsets, block_size, dtype, shared))
+            groups.append(_decode_group(chunks, members, offsets, block_size, dtype, shared, in_place))
         else:
             alone.extend(members)
     if in_place and alone:

@@ -16,6 +16,8 @@
 //   block_tables [rows, max_blocks] int32: the blocks of each row, in order
 //   lengths      [rows] int32: the keys each row attends to (positions 0 .. length - 1)
 //   out          [rows, heads, head_dim] contiguous, q's dtype
+// serving::paged_decode_lse(the same) -> (out, lse): also each row's and head's log-sum-exp of its scaled scores,
+//   float32 [rows, heads], so that a cascade can merge this part with attention over keys read elsewhere.
 //
 // serving::refuse_tokens(scores, bitmask, rows) -> (), in place
 //   scores   [batch, vocab] float32, contiguous: every token a constrained row's grammar refuses becomes -inf
@@ -33,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -53,7 +56,7 @@ struct Shape {
 // are one contiguous run, read once); `scores` holds heads x length floats.
 template <typename T>
 SERVING_CLONES void attend_row(const T* q, const T* key_cache, const T* value_cache, const int32_t* table,
-                               int64_t length, const Shape& s, T* out, std::vector<float>& scores,
+                               int64_t length, const Shape& s, T* out, float* lse, std::vector<float>& scores,
                                std::vector<float>& query, std::vector<float>& acc) {
   const int64_t heads = s.heads, group = s.heads / s.kv_heads;
   const int64_t d = s.head_dim;
@@ -97,6 +100,7 @@ SERVING_CLONES void attend_row(const T* q, const T* key_cache, const T* value_ca
       sum += row[t];
     }
     sums[h] = sum;
+    if (lse != nullptr) lse[h] = high + std::log(sum);
   }
   float* a = acc.data();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -120,7 +124,7 @@ SERVING_CLONES void attend_row(const T* q, const T* key_cache, const T* value_ca
 
 template <typename T>
 void run(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache, const int32_t* tables,
-         const int32_t* lengths, const Shape& s, at::Tensor& out) {
+         const int32_t* lengths, const Shape& s, at::Tensor& out, float* lse) {
   const T* qp = q.data_ptr<T>();
   const T* kp = key_cache.data_ptr<T>();
   const T* vp = value_cache.data_ptr<T>();
@@ -137,14 +141,17 @@ void run(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& val
       const int64_t last = std::lower_bound(cost.begin(), cost.end(), cost[tasks] * (part + 1) / parts) - cost.begin();
       for (int64_t task = std::min(first, tasks); task < std::min(last, tasks); ++task) {
         attend_row<T>(qp + task * s.q_row_stride, kp, vp, tables + task * s.max_blocks, lengths[task], s,
-                      op + task * s.heads * s.head_dim, scores, query, acc);
+                      op + task * s.heads * s.head_dim, lse == nullptr ? nullptr : lse + task * s.heads, scores,
+                      query, acc);
       }
     }
   });
 }
 
-at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
-                        const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size, double scale) {
+// Checks the arguments, then fills `out` (and `lse` when defined).
+void paged_attend(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+                  const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size, double scale,
+                  at::Tensor& out, float* lse) {
   TORCH_CHECK(q.device().is_cpu() && key_cache.device().is_cpu(), "paged_decode runs on the CPU");
   TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [rows, heads, head_dim] with a contiguous last dim");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the caches must be contiguous");
@@ -166,7 +173,6 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const 
   s.scale = static_cast<float>(scale);
   TORCH_CHECK(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "heads must be a multiple of the kv heads");
   TORCH_CHECK(block_tables.size(0) == s.rows && lengths.size(0) == s.rows, "one table and length per row");
-  at::Tensor out = at::empty({s.rows, s.heads, s.head_dim}, q.options());
   const int32_t* tables = block_tables.data_ptr<int32_t>();
   const int32_t* lens = lengths.data_ptr<int32_t>();
   const int64_t cache_blocks = key_cache.size(0) / block_size;
@@ -178,12 +184,27 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const 
     }
   }
   switch (q.scalar_type()) {
-    case at::kFloat: run<float>(q, key_cache, value_cache, tables, lens, s, out); break;
-    case at::kBFloat16: run<at::BFloat16>(q, key_cache, value_cache, tables, lens, s, out); break;
-    case at::kHalf: run<at::Half>(q, key_cache, value_cache, tables, lens, s, out); break;
+    case at::kFloat: run<float>(q, key_cache, value_cache, tables, lens, s, out, lse); break;
+    case at::kBFloat16: run<at::BFloat16>(q, key_cache, value_cache, tables, lens, s, out, lse); break;
+    case at::kHalf: run<at::Half>(q, key_cache, value_cache, tables, lens, s, out, lse); break;
     default: TORCH_CHECK(false, "paged_decode takes float32, bfloat16 or float16");
   }
+}
+
+at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+                        const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size, double scale) {
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+  paged_attend(q, key_cache, value_cache, block_tables, lengths, block_size, scale, out, nullptr);
   return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> paged_decode_lse(const at::Tensor& q, const at::Tensor& key_cache,
+                                                    const at::Tensor& value_cache, const at::Tensor& block_tables,
+                                                    const at::Tensor& lengths, int64_t block_size, double scale) {
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat));
+  paged_attend(q, key_cache, value_cache, block_tables, lengths, block_size, scale, out, lse.data_ptr<float>());
+  return {out, lse};
 }
 
 void refuse_tokens(at::Tensor scores, const at::Tensor& bitmask, const at::Tensor& rows) {
@@ -226,10 +247,13 @@ void refuse_tokens(at::Tensor scores, const at::Tensor& bitmask, const at::Tenso
 TORCH_LIBRARY(serving, m) {
   m.def("paged_decode(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor lengths, "
         "int block_size, float scale) -> Tensor");
+  m.def("paged_decode_lse(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor lengths, "
+        "int block_size, float scale) -> (Tensor, Tensor)");
   m.def("refuse_tokens(Tensor(a!) scores, Tensor bitmask, Tensor rows) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(serving, CPU, m) {
   m.impl("paged_decode", paged_decode);
+  m.impl("paged_decode_lse", paged_decode_lse);
   m.impl("refuse_tokens", refuse_tokens);
 }

@@ -1,6 +1,7 @@
 """The engine's CPU kernels (`cpu_kernels.cpp`): built once per machine with the system's C++ compiler, cached, and
-loaded as the torch ops `torch.ops.serving.paged_decode` (decode attention over the paged cache) and
-`torch.ops.serving.refuse_tokens` (a grammar's bitmask applied to the logits).
+loaded as the torch ops `torch.ops.serving.paged_decode` (decode attention over the paged cache; `paged_decode_lse`
+also returns each row's log-sum-exps, for a cascade's merge) and `torch.ops.serving.refuse_tokens` (a grammar's
+bitmask applied to the logits).
 
 Building needs g++ (or $CXX) and torch's C++ headers; it takes about half a minute and is done at most once per
 source, torch version and CPU architecture (the library is cached under `cache_dir()`, keyed by all three). Where

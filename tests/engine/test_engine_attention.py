@@ -123,12 +123,17 @@ def test_prompts_from_their_start_attend_together_under_the_causal_mask():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():
+@pytest.mark.parametrize("in_place", [False, True], ids=["gathered", "decode-kernel"])
+def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output(in_place: bool,
+                                                                              request: pytest.FixtureRequest):
     """Decode rows after a shared prefix of blocks (cascade: one product for all rows over the shared keys, merged
-    with each row's own part) give what SDPA gives each row over its whole context."""
+    with each row's own part, gathered or read in place by the decode kernel) give what SDPA gives each row over
+    its whole context."""
+    if in_place:
+        request.getfixturevalue("kernel")
     torch.manual_seed(1)
     blocks = BlockManager(num_blocks=60, block_size=4)
-    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place))
     stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
     shared = blocks.allocate(list(range(24)))[0][:5]  # five full blocks every row starts with
     lengths = [27, 23, 33, 21]
@@ -141,6 +146,7 @@ def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():
     chunks = [Chunk(sequence, length - 1, 1) for sequence, length in zip(sequences, lengths)]
     batch = cache.prepare(chunks)
     assert [g.shared_blocks.tolist() for g in batch.groups if g.shared_blocks is not None] == [shared]
+    assert all((g.lengths is not None) == in_place and (g.mask is None or not in_place) for g in batch.groups)
     prefix_keys, prefix_values = torch.randn(20, KV_HEADS, DIM), torch.randn(20, KV_HEADS, DIM)
     keys = [torch.cat([prefix_keys, torch.randn(n - 20, KV_HEADS, DIM)]) for n in lengths]
     values = [torch.cat([prefix_values, torch.randn(n - 20, KV_HEADS, DIM)]) for n in lengths]
@@ -150,7 +156,7 @@ def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output():
         cache.value_cache[0][slots] = value[:-1].reshape(len(key) - 1, -1)
     cache.write(0, batch, torch.stack([k[-1] for k in keys]), torch.stack([v[-1] for v in values]))
     queries = torch.randn(len(lengths), HEADS, DIM)
-    out = GatheredSdpa()(queries, cache.key_cache[0], cache.value_cache[0], batch)
+    out = cache.attention(queries, cache.key_cache[0], cache.value_cache[0], batch)
     expected = torch.cat([F.scaled_dot_product_attention(
         query[:, None], key.transpose(0, 1), value.transpose(0, 1), enable_gqa=True).transpose(0, 1)
         for query, key, value in zip(queries, keys, values)])
@@ -198,7 +204,8 @@ def test_a_window_of_long_decode_rows_is_gathered_a_few_rows_at_a_time(monkeypat
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_decode_kernel_reads_scattered_blocks_like_sdpa_over_contiguous_keys(kernel: None, dtype: torch.dtype):
     """Rows of 1 to 300 keys over shuffled blocks, queries as a strided view (as the fused projection makes
-    them), in each dtype the kernel takes: SDPA's output over each row's keys laid out in order."""
+    them), in each dtype the kernel takes: SDPA's output over each row's keys laid out in order, and from
+    `paged_decode_lse` the same output and each head's log-sum-exp of its scaled scores."""
     torch.manual_seed(3)
     block_size, blocks, rows = 16, 200, 7
     key_cache = torch.randn(blocks * block_size, KV_HEADS * DIM).to(dtype)
@@ -207,16 +214,21 @@ def test_decode_kernel_reads_scattered_blocks_like_sdpa_over_contiguous_keys(ker
     tables = torch.randperm(blocks - 1)[:rows * 19].add(1).view(rows, 19)
     fused = torch.randn(rows, HEADS + 2 * KV_HEADS, DIM).to(dtype)
     queries = fused[:, :HEADS]  # row stride (heads + 2 kv heads) x dim
-    out = torch.ops.serving.paged_decode(queries, key_cache, value_cache, tables.to(torch.int32),
-                                         torch.tensor(lengths, dtype=torch.int32), block_size, 0.3)
+    arguments = (queries, key_cache, value_cache, tables.to(torch.int32), torch.tensor(lengths, dtype=torch.int32),
+                 block_size, 0.3)
+    out = torch.ops.serving.paged_decode(*arguments)
+    with_lse, lse = torch.ops.serving.paged_decode_lse(*arguments)
+    assert torch.equal(with_lse, out) and lse.dtype == torch.float32 and lse.shape == (rows, HEADS)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     for row, length in enumerate(lengths):
         slots = (tables[row, :, None] * block_size + torch.arange(block_size)).reshape(-1)[:length]
         keys = key_cache[slots].float().view(length, KV_HEADS, DIM).transpose(0, 1)
         values = value_cache[slots].float().view(length, KV_HEADS, DIM).transpose(0, 1)
         expected = F.scaled_dot_product_attention(queries[row, :, None].float(), keys, values, scale=0.3,
                                                   enable_gqa=True)[:, 0]
-        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
         torch.testing.assert_close(out[row].float(), expected, rtol=tolerance, atol=tolerance)
+        scores = queries[row].float().view(KV_HEADS, HEADS // KV_HEADS, DIM) @ keys.transpose(1, 2) * 0.3
+        torch.testing.assert_close(lse[row], scores.logsumexp(-1).reshape(HEADS), rtol=tolerance, atol=tolerance)
 
 
 def test_decode_kernel_refuses_a_length_past_its_table(kernel: None):

@@ -26,8 +26,13 @@ def test_every_request_has_a_time_to_first_token(engine):
 
 
 def test_the_arriving_prompt_check_reports_both_cases(engine, capsys):
-    arrival(engine, streams=2, words=60, seed=0, rounds=1, steps=6)
+    arrival(engine, streams=2, words=60, seed=0, rounds=2, steps=6)
     lines = capsys.readouterr().out.splitlines()
-    assert [re.search(r"(with|without) a 60-word", line).group(1) for line in lines] == ["without", "with"]
+    assert [re.search(r"(with|without) a 60-word", line).group(1) for line in lines[:4]] == ["without", "with"] * 2
     assert "the prompt's first token after" in lines[1] and "first token" not in lines[0]
+    pooled = re.fullmatch(r"2 streams, 2 rounds pooled: p99 inter-token ([\d.]+) ms without, ([\d.]+) ms with the "
+                          r"prompt arriving \(ratio ([\d.]+)\)", lines[4])
+    assert pooled is not None and len(lines) == 5
+    without, with_prompt, ratio = map(float, pooled.groups())
+    assert without > 0 and ratio == pytest.approx(with_prompt / without, rel=0.15)  # of numbers rounded to 0.1 ms
     assert not engine.has_work()

@@ -206,6 +206,9 @@ def _prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int], 
     real = query[None, :] < counts[:, None]  # [rows, width]
     first = torch.tensor([offsets[row] for row in members])
     query_index = first[:, None] + torch.minimum(query[None, :], counts[:, None] - 1)
+    # rows of one width one after another in the step (`in_group_order`): their queries are a run, no gather
+    run = all(offsets[row] == offsets[members[0]] + i * width and chunks[row].count == width
+              for i, row in enumerate(members))
     # Rows that all start at position 0 need no mask: SDPA's causal one (top left) is right for every real query,
     # and lets the kernel skip the blocks above the diagonal (half the work); padding queries are dropped anyway.
     mask = None
@@ -216,11 +219,11 @@ def _prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int], 
         mask = _additive(visible[:, None], dtype)
     return AttentionGroup(
         rows=len(members), width=width, columns=columns,
-        query_index=None if len(members) == 1 else query_index.reshape(-1),
+        query_index=None if run else query_index.reshape(-1),
         blocks=block_rows([chunks[row].sequence.block_table for row in members], 0, blocks),
         mask=mask,
         real=None if bool(real.all()) else real.reshape(-1).nonzero().squeeze(1),
-        query_start=offsets[members[0]] if len(members) == 1 else None)
+        query_start=offsets[members[0]] if run else None)
 
 
 def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
@@ -236,6 +239,18 @@ def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[
             groups.append([row])
             real = lengths[row]
     return groups
+
+
+def in_group_order(chunks: list[Chunk]) -> list[Chunk]:
+    """The chunks in the order `build` groups their rows: the decoding ones as given, then the prefill chunks from a
+    prompt's start, then the later ones, each by `length_groups`; a group of prefill chunks of one length is then
+    one run of the step's tokens, so its queries need no gather and its outputs no reordering."""
+    ordered = [chunk for chunk in chunks if chunk.count == 1]
+    for from_start in (True, False):
+        prefilling = [chunk for chunk in chunks if chunk.count > 1 and (chunk.start == 0) == from_start]
+        for members in length_groups([chunk.count for chunk in prefilling]):
+            ordered.extend(prefilling[index] for index in members)
+    return ordered
 
 
 def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.dtype,

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from serving.engine import attention, lora
 from serving.engine.attention import GatheredSdpa
-from serving.engine.batch import Chunk, ForwardBatch
+from serving.engine.batch import Chunk, ForwardBatch, in_group_order
 from serving.engine.adapter_registry import AdapterError
 from serving.engine.block_manager import BlockManager
 from serving.engine.cpu_kernels import load as load_decode_kernel
@@ -152,9 +152,10 @@ class ModelRunner:
             install_hooks(self.model)
 
     def prepare(self, chunks: list[Chunk]) -> ForwardBatch:
-        """The forward inputs of a step's chunks; with LoRA adapters, the chunks ordered by adapter (decoding ones
-        first, as the scheduler plans them) and their rows' segments (`lora.LoraStep`). `batch.chunks` is the
-        order of the logits rows."""
+        """The forward inputs of a step's chunks, in the order of their attention groups (`batch.in_group_order`);
+        with LoRA adapters, then ordered by adapter (decoding ones first, as the scheduler plans them) and their
+        rows' segments (`lora.LoraStep`). `batch.chunks` is the order of the logits rows."""
+        chunks = in_group_order(chunks)
         if self.lora is None or all(chunk.sequence.adapter is None for chunk in chunks):
             return self.cache.prepare(chunks)
         chunks = sorted(chunks, key=lambda c: (c.count > 1, -1 if c.sequence.adapter is None

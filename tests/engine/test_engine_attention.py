@@ -123,6 +123,28 @@ def test_prompts_from_their_start_attend_together_under_the_causal_mask():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_prompts_of_one_length_in_group_order_are_one_run_of_queries():
+    """Two 12-token prompts from their start with a 3-token one between them: `in_group_order` puts the two
+    together, so their group reads its queries as a run of the step's tokens and its outputs need no reordering,
+    with the same output as each alone."""
+    torch.manual_seed(2)
+    blocks = BlockManager(num_blocks=40, block_size=4)
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks)
+    stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
+    sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate([12, 3, 12])]
+    for sequence in sequences:
+        sequence.block_table, _ = blocks.allocate(sequence.token_ids, use_cache=False)
+    chunks = batch_module.in_group_order([Chunk(sequence, 0, len(sequence.token_ids)) for sequence in sequences])
+    assert [chunk.sequence.request_id for chunk in chunks] == ["1", "0", "2"]
+    batch = cache.prepare(chunks)
+    assert [(g.rows, g.query_start, g.query_index) for g in batch.groups] == [(1, 0, None), (2, 3, None)]
+    assert batch.query_order is None
+    keys = [torch.randn(len(c.sequence.token_ids), KV_HEADS, DIM) for c in chunks]
+    values = [torch.randn(len(c.sequence.token_ids), KV_HEADS, DIM) for c in chunks]
+    cache.write(0, batch, torch.cat(keys), torch.cat(values))
+    out, expected = _outputs(cache, batch, chunks, keys, values)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
 @pytest.mark.parametrize("in_place", [False, True], ids=["gathered", "decode-kernel"])
 def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output(in_place: bool,
                                                                               request: pytest.FixtureRequest):

@@ -1,5 +1,5 @@
 // The engine's CPU kernels, built into one library (`cpu_kernels.py`): decode attention over the paged KV cache,
-// and the grammar mask's application to the logits.
+// RMSNorm in one op, and the grammar mask's application to the logits.
 //
 // Decode attention reads every row's blocks where they lie.
 // The torch-only path (`GatheredSdpa`) copies each decoding row's blocks into one padded tensor before SDPA reads
@@ -18,6 +18,11 @@
 //   out          [rows, heads, head_dim] contiguous, q's dtype
 // serving::paged_decode_lse(the same) -> (out, lse): also each row's and head's log-sum-exp of its scaled scores,
 //   float32 [rows, heads], so that a cascade can merge this part with attention over keys read elsewhere.
+//
+// serving::rms_norm(x, weight, eps) -> y: RMSNorm of float32 rows in one op, y = x * (1 / sqrt(mean(x^2) + eps)) *
+//   weight, for x [..., hidden] contiguous and weight [hidden]. Torch runs it as five ops (a norm, an addcmul, an
+//   rsqrt, two products), each one dispatched and one pass over the rows: 28 us a call in a 16-row decode step of the
+//   tiny benchmark model, nine calls a step, 4.7% of the step.
 //
 // serving::refuse_tokens(scores, bitmask, rows) -> (), in place
 //   scores   [batch, vocab] float32, contiguous: every token a constrained row's grammar refuses becomes -inf
@@ -207,6 +212,37 @@ std::tuple<at::Tensor, at::Tensor> paged_decode_lse(const at::Tensor& q, const a
   return {out, lse};
 }
 
+// Rows [first, last) of x into y; the sum of squares accumulates in float, as torch's does for float32.
+SERVING_CLONES void norm_rows(const float* x, const float* weight, float* y, int64_t rows, int64_t hidden,
+                              float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * hidden;
+    float* yr = y + r * hidden;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < hidden; ++i) sum += xr[i] * xr[i];
+    const float scale = 1.0f / std::sqrt(sum / static_cast<float>(hidden) + eps);
+    for (int64_t i = 0; i < hidden; ++i) yr[i] = (xr[i] * scale) * weight[i];
+  }
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() >= 1,
+              "x must be a contiguous float32 tensor on the CPU");
+  const int64_t hidden = x.size(-1);
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.numel() == hidden,
+              "weight must be a contiguous float32 [hidden]");
+  at::Tensor y = at::empty_like(x);
+  const int64_t rows = hidden == 0 ? 0 : x.numel() / hidden;
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // a decode step's few rows run on the calling thread (no parallel region); a prompt's many are split
+  at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(hidden, 1)), [&](int64_t begin, int64_t end) {
+    norm_rows(xp + begin * hidden, wp, yp + begin * hidden, end - begin, hidden, static_cast<float>(eps));
+  });
+  return y;
+}
+
 void refuse_tokens(at::Tensor scores, const at::Tensor& bitmask, const at::Tensor& rows) {
   TORCH_CHECK(scores.device().is_cpu() && scores.scalar_type() == at::kFloat && scores.is_contiguous() &&
                   scores.dim() == 2,
@@ -249,11 +285,13 @@ TORCH_LIBRARY(serving, m) {
         "int block_size, float scale) -> Tensor");
   m.def("paged_decode_lse(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor lengths, "
         "int block_size, float scale) -> (Tensor, Tensor)");
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("refuse_tokens(Tensor(a!) scores, Tensor bitmask, Tensor rows) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(serving, CPU, m) {
   m.impl("paged_decode", paged_decode);
   m.impl("paged_decode_lse", paged_decode_lse);
+  m.impl("rms_norm", rms_norm);
   m.impl("refuse_tokens", refuse_tokens);
 }

@@ -91,7 +91,10 @@ class ModelRunner:
         tensor = next(itertools.chain(head.parameters(), head.buffers()), None) if head is not None else None
         self._head_device = tensor.device if tensor is not None else self.device
         self._devices = devices
-        self._attention = GatheredSdpa(decode_kernel=decode_kernel and self._decode_kernel_loads())
+        kernels = decode_kernel and self._decode_kernel_loads()
+        self._attention = GatheredSdpa(decode_kernel=kernels)
+        if kernels and self.lean is not None:
+            self.lean.use_kernel_norm()
         self.cache = self._allocate(blocks)
         self.lora: LoraStacks | None = None  # LoRA adapters' slots, from the first adapter on (`enable_lora`)
         self._split = len(set(devices)) > 1

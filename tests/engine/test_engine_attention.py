@@ -253,6 +253,21 @@ def test_decode_kernel_reads_scattered_blocks_like_sdpa_over_contiguous_keys(ker
         torch.testing.assert_close(lse[row], scores.logsumexp(-1).reshape(HEADS), rtol=tolerance, atol=tolerance)
 
 
+def test_kernel_rms_norm_equals_torch_and_refuses_other_dtypes(kernel: None):
+    """The CPU kernels' RMSNorm: `F.rms_norm`'s output for one row, a decode step's rows and a prompt's (split over
+    the threads), in any leading shape."""
+    torch.manual_seed(4)
+    weight = torch.randn(256)
+    for shape in [(1, 256), (16, 256), (3, 700, 256)]:
+        x = torch.randn(shape) * 3
+        torch.testing.assert_close(torch.ops.serving.rms_norm(x, weight, 1e-6), F.rms_norm(x, (256,), weight, 1e-6),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.serving.rms_norm(torch.zeros(2, 256, dtype=torch.bfloat16), weight, 1e-6)
+    with pytest.raises(RuntimeError, match=r"\[hidden\]"):
+        torch.ops.serving.rms_norm(torch.zeros(2, 128), weight, 1e-6)
+
+
 def test_decode_kernel_refuses_a_length_past_its_table(kernel: None):
     cache = torch.zeros(64, KV_HEADS * DIM)
     with pytest.raises(RuntimeError, match="fit its table"):

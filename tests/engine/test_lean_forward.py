@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
+from serving.engine import cpu_kernels
 from serving.engine.batch import Chunk
 from serving.engine.block_manager import BlockManager
 from serving.engine.lean_forward import LeanForward
@@ -28,8 +29,9 @@ def _model(config) -> nn.Module:
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
 
 
-def _runner(model: nn.Module, lean: bool) -> ModelRunner:
-    return ModelRunner(model, pad_id=0, blocks=BlockManager(num_blocks=64, block_size=16), lean=lean)
+def _runner(model: nn.Module, lean: bool, kernels: bool = False) -> ModelRunner:
+    return ModelRunner(model, pad_id=0, blocks=BlockManager(num_blocks=64, block_size=16), lean=lean,
+                       decode_kernel=kernels)
 
 
 def _forward(runner: ModelRunner, chunks: list[Chunk]) -> torch.Tensor:
@@ -72,12 +74,16 @@ def _run(runner: ModelRunner, steps: int = 6) -> list[torch.Tensor]:
     Qwen2Config(**SIZES, use_sliding_window=False),  # q/k/v with biases
 ], ids=["llama", "llama-linear-rope", "mistral", "qwen2"])
 @pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
-def test_lean_logits_equal_transformers(config, packed):
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch", "cpu-kernels"])
+def test_lean_logits_equal_transformers(config, packed, kernels):
+    """With the CPU kernels, RMSNorm is their one op and decode attention reads the blocks in place."""
+    if kernels:
+        assert cpu_kernels.load() is None
     model = _model(config)
     if packed:
         pack_linears(model)
-    lean, reference = _runner(model, lean=True), _runner(model, lean=False)
-    assert lean.lean is not None and reference.lean is None
+    lean, reference = _runner(model, lean=True, kernels=kernels), _runner(model, lean=False)
+    assert lean.lean is not None and reference.lean is None and lean.lean.kernel_norm is kernels
     assert all(layer.qkv is not None and layer.gate_up is not None for layer in lean.lean.layers) is packed
     with torch.inference_mode():
         got, expected = _run(lean), _run(reference)

@@ -2,19 +2,19 @@
 
 On this project's CPUs each torch op costs 5-15 us of Python and dispatch before it computes anything, and
 transformers' Llama forward spends well over a hundred of them per layer on generality (mask factories, attention
-interfaces, kwargs plumbing, output dataclasses, `rotate_half` by slicing and concatenation). For a small model
-that overhead is most of a decode step: the tiny benchmark model took 16 ms per single-row step, of which its
-arithmetic is about 2 ms. `LeanForward` walks the same modules with the same weights (packed or not) over the
-step's tokens flattened to `[tokens, hidden]` (decode rows and prefill chunks together, no padding) and the paged
-`PagedKVCache`, in about 30 ops a layer: RMSNorm in few ops, one call for q/k/v and one for gate/up where
-`packed_linear` packed the siblings together, rotary embedding of queries and keys at once as
-`x*cos + roll(x)*sin'` with rotate_half's sign folded into `sin'`, and the cache's `PagedAttention` over the
-groups and masks that `batch.build` made once for every layer (SDPA with grouped-query heads). On the CPU in
-float32, where an op costs tens of microseconds inside a decode step (its code and data evicted by the GEMMs'
-weight streams), RMSNorm runs as one op of the CPU kernels (`use_kernel_norm`: 16 against 28 us a call inside a
-16-row decode step of the tiny benchmark model, 2% of the step), or in five ops instead of `F.rms_norm`'s ten
-where they are not built, and the residual adds after `o_proj` and `down_proj` ride on their oneDNN GEMMs as
-post-ops (`PackedLinear.add_to`): 4-6% of a decode step of 8-32 rows on the tiny benchmark model.
+interfaces, kwargs plumbing, output dataclasses, `rotate_half` by slicing and concatenation). For a small model that
+overhead is most of a decode step: the tiny benchmark model took 16 ms per single-row step, of which its arithmetic
+is about 2 ms. `LeanForward` walks the same modules with the same weights (packed or not) over the step's tokens
+flattened to `[tokens, hidden]` (decode rows and prefill chunks together, no padding) and the paged `PagedKVCache`,
+in about 30 ops a layer: RMSNorm in few ops, one call for q/k/v and one for gate/up where `packed_linear` packed the
+siblings together, rotary embedding of queries and keys at once as `x*cos + roll(x)*sin'` with rotate_half's sign
+folded into `sin'`, and the cache's `PagedAttention` over the groups and masks that `batch.build` made once for
+every layer (SDPA with grouped-query heads). On the CPU in float32, where an op costs tens of microseconds inside a
+decode step (its code and data evicted by the GEMMs' weight streams), RMSNorm and the rotary embedding run as one op
+each of the CPU kernels (`use_kernels`: RMSNorm 16 against 28 us a call inside a 16-row decode step of the tiny
+benchmark model), or where they are not built in five ops instead of `F.rms_norm`'s ten and in three, and the
+residual adds after `o_proj` and `down_proj` ride on their oneDNN GEMMs as post-ops (`PackedLinear.add_to`): 4-6% of
+a decode step of 8-32 rows on the tiny benchmark model.
 
 `LeanForward.build` accepts only models it reproduces exactly: transformers' own Llama, Mistral (without a
 sliding window) and Qwen2 (without sliding-window layers) classes on a single device with no accelerate hooks,
@@ -125,15 +125,18 @@ class LeanForward:
             and self.final_norm.dtype == torch.float32 else lambda x, w: F.rms_norm(x, (self.hidden,), w, self.eps))
         self.lm_head = model.lm_head.forward
         self.layers = [LeanLayer.of(layer) for layer in decoder.layers]
-        self.kernel_norm = False  # whether `norm` is the CPU kernels' op (`use_kernel_norm`)
+        self.rotate: Callable[[Tensor, Tensor, Tensor], Tensor] = _rotate
+        self.kernels = False  # whether `norm` and `rotate` are the CPU kernels' ops (`use_kernels`)
 
-    def use_kernel_norm(self) -> None:
-        """RMSNorm as the CPU kernels' one op (`torch.ops.serving.rms_norm`, which `cpu_kernels.load` loaded) where
-        the model is float32 on the CPU: 2.9 against 8.5 us for 16 rows of the tiny benchmark model, alone."""
+    def use_kernels(self) -> None:
+        """RMSNorm and the rotary embedding as the CPU kernels' ops (`torch.ops.serving.rms_norm` and `rotary_`,
+        which `cpu_kernels.load` loaded) where the model is float32 on the CPU: one op each instead of five and
+        three (RMSNorm alone, 16 rows of the tiny benchmark model: 2.9 against 8.5 us)."""
         if self.final_norm.device.type == "cpu" and self.final_norm.dtype == torch.float32:
             eps = self.eps
             self.norm = lambda x, weight: torch.ops.serving.rms_norm(x.contiguous(), weight, eps)
-            self.kernel_norm = True
+            self.rotate = _rotate_in_place
+            self.kernels = True
 
     @classmethod
     def build(cls, model: Any) -> LeanForward | None:
@@ -147,11 +150,11 @@ class LeanForward:
         x = self.embed(batch.input_ids)  # [tokens, hidden]
         cos, sin = self.rotary(x[None], batch.positions[None])  # [1, tokens, head_dim] each, scaling included
         half = self.head_dim // 2
-        cos = cos[0, :, None, :]  # [tokens, 1, head_dim]
-        sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)[:, None, :]  # rotate_half's sign
+        cos = cos[0]  # [tokens, head_dim]
+        sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # rotate_half's sign folded in
         lora = batch.lora
         for index, layer in enumerate(self.layers):
-            q, k, v = self._qkv(index, layer, self.norm(x, layer.input_norm), cos, sin, half, lora)
+            q, k, v = self._qkv(index, layer, self.norm(x, layer.input_norm), cos, sin, lora)
             cache.write(index, batch, k, v)
             attended = cache.attention(q, cache.key_cache[index], cache.value_cache[index], batch)
             attended = attended.reshape(tokens, self.heads * self.head_dim)
@@ -177,7 +180,7 @@ class LeanForward:
             x = x.index_select(0, batch.logits_index)
         return self.lm_head(self.norm(x, self.final_norm))
 
-    def _qkv(self, index: int, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor, half: int,
+    def _qkv(self, index: int, layer: LeanLayer, h: Tensor, cos: Tensor, sin: Tensor,
              lora: LoraStep | None) -> tuple[Tensor, Tensor, Tensor]:
         """Queries [tokens, heads, head_dim] and keys, values [tokens, kv_heads, head_dim], rotated; with the
         step's LoRA deltas added before the rotation."""
@@ -187,21 +190,27 @@ class LeanForward:
             if lora is not None:
                 lora.add(index, "qkv_proj", h, fused)
             qkv = fused.view(tokens, self.heads + 2 * self.kv_heads, self.head_dim)
-            qk = _rotate(qkv[:, :self.heads + self.kv_heads], cos, sin, half)
+            qk = self.rotate(qkv[:, :self.heads + self.kv_heads], cos, sin)
             return qk[:, :self.heads], qk[:, self.heads:], qkv[:, self.heads + self.kv_heads:]
         q, k, v = layer.q(h), layer.k(h), layer.v(h)
         if lora is not None:
             for name, y in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
                 lora.add(index, name, h, y)
-        q = _rotate(q.view(tokens, self.heads, self.head_dim), cos, sin, half)
-        k = _rotate(k.view(tokens, self.kv_heads, self.head_dim), cos, sin, half)
+        q = self.rotate(q.view(tokens, self.heads, self.head_dim), cos, sin)
+        k = self.rotate(k.view(tokens, self.kv_heads, self.head_dim), cos, sin)
         return q, k, v.view(tokens, self.kv_heads, self.head_dim)
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor, half: int) -> Tensor:
-    """Rotary embedding of x [tokens, heads, head_dim]: `x*cos + rotate_half(x)*sin`, where rotate_half is
-    a roll by half the head (its sign is in `sin`)."""
-    return torch.addcmul(x * cos, torch.roll(x, half, dims=-1), sin)
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of x [tokens, heads, head_dim] by cos and sin [tokens, head_dim]: `x*cos +
+    rotate_half(x)*sin`, where rotate_half is a roll by half the head (its sign is in `sin`)."""
+    return torch.addcmul(x * cos[:, None], torch.roll(x, x.shape[-1] // 2, dims=-1), sin[:, None])
+
+
+def _rotate_in_place(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """`_rotate` in one op of the CPU kernels, in place (x's heads one after another, each contiguous); x."""
+    torch.ops.serving.rotary_(x, cos, sin)
+    return x
 
 
 def _few_op_rms_norm(eps: float) -> Callable[[Tensor, Tensor], Tensor]:

@@ -94,7 +94,7 @@ class ModelRunner:
         kernels = decode_kernel and self._decode_kernel_loads()
         self._attention = GatheredSdpa(decode_kernel=kernels)
         if kernels and self.lean is not None:
-            self.lean.use_kernel_norm()
+            self.lean.use_kernels()
         self.cache = self._allocate(blocks)
         self.lora: LoraStacks | None = None  # LoRA adapters' slots, from the first adapter on (`enable_lora`)
         self._split = len(set(devices)) > 1

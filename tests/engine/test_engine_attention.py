@@ -268,6 +268,23 @@ def test_kernel_rms_norm_equals_torch_and_refuses_other_dtypes(kernel: None):
         torch.ops.serving.rms_norm(torch.zeros(2, 128), weight, 1e-6)
 
 
+def test_kernel_rotary_equals_the_torch_ops_in_place(kernel: None):
+    """The CPU kernels' rotary embedding, in place on the queries and keys of a fused q/k/v output (a strided view),
+    gives `x*cos + roll(x)*sin'` as torch computes it."""
+    torch.manual_seed(5)
+    tokens, dim = 9, DIM * 2
+    qkv = torch.randn(tokens, HEADS + 2 * KV_HEADS, dim)
+    cos, sin = torch.randn(tokens, dim), torch.randn(tokens, dim)
+    view = qkv[:, :HEADS + KV_HEADS]
+    expected = torch.addcmul(view * cos[:, None], torch.roll(view, dim // 2, dims=-1), sin[:, None])
+    values = qkv[:, HEADS + KV_HEADS:].clone()
+    torch.ops.serving.rotary_(view, cos, sin)
+    torch.testing.assert_close(qkv[:, :HEADS + KV_HEADS], expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(qkv[:, HEADS + KV_HEADS:], values)  # the values untouched
+    with pytest.raises(RuntimeError, match="head_dim"):
+        torch.ops.serving.rotary_(torch.zeros(2, 1, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+
+
 def test_decode_kernel_refuses_a_length_past_its_table(kernel: None):
     cache = torch.zeros(64, KV_HEADS * DIM)
     with pytest.raises(RuntimeError, match="fit its table"):

@@ -76,14 +76,15 @@ def _run(runner: ModelRunner, steps: int = 6) -> list[torch.Tensor]:
 @pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
 @pytest.mark.parametrize("kernels", [False, True], ids=["torch", "cpu-kernels"])
 def test_lean_logits_equal_transformers(config, packed, kernels):
-    """With the CPU kernels, RMSNorm is their one op and decode attention reads the blocks in place."""
+    """With the CPU kernels, RMSNorm and the rotary embedding are their ops and decode attention reads the blocks
+    in place."""
     if kernels:
         assert cpu_kernels.load() is None
     model = _model(config)
     if packed:
         pack_linears(model)
     lean, reference = _runner(model, lean=True, kernels=kernels), _runner(model, lean=False)
-    assert lean.lean is not None and reference.lean is None and lean.lean.kernel_norm is kernels
+    assert lean.lean is not None and reference.lean is None and lean.lean.kernels is kernels
     assert all(layer.qkv is not None and layer.gate_up is not None for layer in lean.lean.layers) is packed
     with torch.inference_mode():
         got, expected = _run(lean), _run(reference)

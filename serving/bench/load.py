@@ -231,10 +231,11 @@ def _tree(pid: int) -> tuple[dict[int, list[int]], dict[int, list[str]]]:
     return children, stats
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds used so far by `pid` and its descendants."""
+def tree_cpu_seconds(pid: int, descendants_only: bool = False) -> float:
+    """User plus system CPU seconds used so far by `pid` and its descendants (only the descendants: without `pid`
+    itself), in /proc's clock ticks (10 ms)."""
     children, stats = _tree(pid)
-    total, todo = 0, [pid]
+    total, todo = 0, list(children.get(pid, ())) if descendants_only else [pid]
     while todo:
         current = todo.pop()
         fields = stats.get(current)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -185,3 +187,19 @@ def test_bench_modules_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_tree_cpu_seconds_counts_descendants_alone_on_request():
+    """A child that burned CPU shows in its parent's tree, and alone with `descendants_only`."""
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass\n"
+                              "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while load.tree_cpu_seconds(os.getpid(), descendants_only=True) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        descendants = load.tree_cpu_seconds(os.getpid(), descendants_only=True)
+        assert descendants >= 0.3
+        assert load.tree_cpu_seconds(os.getpid()) >= descendants + time.process_time() - 0.05
+    finally:
+        child.kill()
+        child.wait()

@@ -150,18 +150,6 @@ def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], b
         query_start=query_start, lengths=torch.tensor(lengths, dtype=torch.int32) if in_place else None)
 
 
-def _in_place_group(chunks: list[Chunk], members: list[int], offsets: list[int], block_size: int) -> AttentionGroup:
-    """One-token rows that the decode kernel reads over their block tables: no gather, no padding, no mask."""
-    lengths = [chunks[row].start + 1 for row in members]
-    blocks = -(-max(lengths) // block_size)
-    tables = [chunks[row].sequence.block_table for row in members]
-    query_index, query_start = _one_token_queries([offsets[row] for row in members])
-    return AttentionGroup(
-        rows=len(members), width=1, columns=blocks * block_size, query_index=query_index,
-        blocks=block_rows(tables, 0, blocks).to(torch.int32).view(len(members), blocks), mask=None, real=None,
-        query_start=query_start, lengths=torch.tensor(lengths, dtype=torch.int32))
-
-
 def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], block_size: int,
                    dtype: torch.dtype, in_place: bool) -> list[AttentionGroup]:
     """Groups of one-token rows. Rows that share at least `CASCADE_BLOCKS` leading blocks attend to them once
@@ -181,7 +169,7 @@ def _decode_groups(chunks: list[Chunk], rows: list[int], offsets: list[int], blo
         else:
             alone.extend(members)
     if in_place and alone:
-        return [*groups, _in_place_group(chunks, sorted(alone), offsets, block_size)]
+        return [*groups, _decode_group(chunks, sorted(alone), offsets, block_size, dtype, in_place=True)]
     order = sorted(alone, key=lambda row: -(chunks[row].start + 1))
     windows = row_windows([chunks[row].start + 1 for row in order])
     if len(windows) == 1:  # one group: the step's order, so that its queries need no gather
@@ -241,16 +229,23 @@ def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[
     return groups
 
 
-def in_group_order(chunks: list[Chunk]) -> list[Chunk]:
-    """The chunks in the order `build` groups their rows: the decoding ones as given, then the prefill chunks from a
-    prompt's start, then the later ones, each by `length_groups`; a group of prefill chunks of one length is then
-    one run of the step's tokens, so its queries need no gather and its outputs no reordering."""
-    ordered = [chunk for chunk in chunks if chunk.count == 1]
+def _prefill_rows(chunks: list[Chunk]) -> list[list[int]]:
+    """The rows of each prefill group: chunks from a prompt's start apart from later ones (they need no mask, see
+    `_prefill_group`), each cut by `length_groups`."""
+    groups = []
     for from_start in (True, False):
-        prefilling = [chunk for chunk in chunks if chunk.count > 1 and (chunk.start == 0) == from_start]
-        for members in length_groups([chunk.count for chunk in prefilling]):
-            ordered.extend(prefilling[index] for index in members)
-    return ordered
+        prefilling = [row for row, chunk in enumerate(chunks) if chunk.count > 1 and (chunk.start == 0) == from_start]
+        groups += [[prefilling[index] for index in members]
+                   for members in length_groups([chunks[row].count for row in prefilling])]
+    return groups
+
+
+def in_group_order(chunks: list[Chunk]) -> list[Chunk]:
+    """The chunks in the order `build` groups their rows: the decoding ones as given, then the prefill groups of
+    `_prefill_rows`; a group of prefill chunks of one length is then one run of the step's tokens, so its queries
+    need no gather and its outputs no reordering."""
+    return [chunk for chunk in chunks if chunk.count == 1] + [chunks[row] for rows in _prefill_rows(chunks)
+                                                              for row in rows]
 
 
 def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.dtype,
@@ -283,10 +278,7 @@ def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.d
             sample_rows.append(len(logits_index) - 1)
     decoding = [row for row, chunk in enumerate(chunks) if chunk.count == 1]
     groups = _decode_groups(chunks, decoding, offsets, block_size, dtype, in_place) if decoding else []
-    for from_start in (True, False):  # prompts from their start apart: they need no mask (`_prefill_group`)
-        prefilling = [row for row, chunk in enumerate(chunks) if chunk.count > 1 and (chunk.start == 0) == from_start]
-        for members in length_groups([chunks[row].count for row in prefilling]):
-            groups.append(_prefill_group(chunks, [prefilling[i] for i in members], offsets, block_size, dtype))
+    groups += [_prefill_group(chunks, rows, offsets, block_size, dtype) for rows in _prefill_rows(chunks)]
     in_order, first = True, 0  # the groups' queries are the step's tokens in order, each group a run of them
     for group in groups:
         in_order = in_order and group.query_start == first and group.real is None

@@ -120,9 +120,10 @@ class LeanForward:
         self.embed = decoder.embed_tokens.forward
         self.rotary = decoder.rotary_emb
         self.final_norm = decoder.norm.weight
+        self._cpu_float32 = self.final_norm.device.type == "cpu" and self.final_norm.dtype == torch.float32
         self.norm: Callable[[Tensor, Tensor], Tensor] = (
-            _few_op_rms_norm(self.eps) if self.final_norm.device.type == "cpu"
-            and self.final_norm.dtype == torch.float32 else lambda x, w: F.rms_norm(x, (self.hidden,), w, self.eps))
+            _few_op_rms_norm(self.eps) if self._cpu_float32
+            else lambda x, w: F.rms_norm(x, (self.hidden,), w, self.eps))
         self.lm_head = model.lm_head.forward
         self.layers = [LeanLayer.of(layer) for layer in decoder.layers]
         self.rotate: Callable[[Tensor, Tensor, Tensor], Tensor] = _rotate
@@ -132,7 +133,7 @@ class LeanForward:
         """RMSNorm and the rotary embedding as the CPU kernels' ops (`torch.ops.serving.rms_norm` and `rotary_`,
         which `cpu_kernels.load` loaded) where the model is float32 on the CPU: one op each instead of five and
         three (RMSNorm alone, 16 rows of the tiny benchmark model: 2.9 against 8.5 us)."""
-        if self.final_norm.device.type == "cpu" and self.final_norm.dtype == torch.float32:
+        if self._cpu_float32:
             eps = self.eps
             self.norm = lambda x, weight: torch.ops.serving.rms_norm(x.contiguous(), weight, eps)
             self.rotate = _rotate_in_place

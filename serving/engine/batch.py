@@ -9,7 +9,8 @@ attend to it once together (and to their own blocks after it in place, where the
 decoding rows are grouped by context length (longest first, cut by `attention.row_windows`, so a short row does not
 read a long row's padding), or, where the CPU decode kernel runs, all in one group that it reads over their block
 tables in place; prefilling rows by chunk length (`length_groups`), chunks from a prompt's start apart from later
-ones (they need no mask). Every group's block index and additive mask are built once here and shared by every layer.
+ones (they need no mask), or, where the CPU kernels run, all in one group that the prefill kernel reads over their
+block tables in place. Every group's block index and additive mask are built once here and shared by every layer.
 Padding reads the null block, and the columns past a row's length are masked (a block is zeroed when it is handed
 out, so that they hold finite numbers).
 """
@@ -75,6 +76,10 @@ class AttentionGroup:
     lengths: Tensor | None = None  # [rows] int32: keys per row when the rows are read in place by the decode
     # kernel (one-token rows; in a cascade, the keys after the shared blocks); `blocks` is then each row's block
     # table (after the shared blocks), int32 [rows, columns / block_size]
+    starts: Tensor | None = None  # [chunks] int32: each prompt chunk's first position when the group's queries
+    # (`rows` of them, one per token) are prompt chunks read in place by the prefill kernel; `blocks` is then each
+    # chunk's block table, int32 [chunks, columns / block_size]
+    counts: Tensor | None = None  # [chunks] int32: each of those chunks' tokens
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,8 @@ def _common_blocks(tables: list[list[int]], limit: int) -> int:
     return count
 
 
-def _one_token_queries(tokens: list[int]) -> tuple[Tensor | None, int | None]:
-    """`(query_index, query_start)` of one-token rows at these step tokens: no index when they are consecutive."""
+def _token_queries(tokens: list[int]) -> tuple[Tensor | None, int | None]:
+    """`(query_index, query_start)` of queries at these step tokens: no index when they are consecutive."""
     if tokens == list(range(tokens[0], tokens[0] + len(tokens))):
         return None, tokens[0]
     return torch.tensor(tokens, dtype=torch.long), None
@@ -139,7 +144,7 @@ def _decode_group(chunks: list[Chunk], members: list[int], offsets: list[int], b
     if min(lengths) < columns and not in_place:
         visible = torch.arange(columns)[None, :] < torch.tensor(lengths)[:, None]
         mask = _additive(visible[:, None, None, :], dtype)
-    query_index, query_start = _one_token_queries([offsets[row] for row in members])
+    query_index, query_start = _token_queries([offsets[row] for row in members])
     lead = tables[0][:shared]
     own = block_rows(tables, shared, blocks)
     return AttentionGroup(
@@ -214,6 +219,22 @@ def _prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int], 
         query_start=offsets[members[0]] if run else None)
 
 
+def _kernel_prefill_group(chunks: list[Chunk], members: list[int], offsets: list[int],
+                          block_size: int) -> AttentionGroup:
+    """Prompt chunks read in place by the CPU prefill kernel, all in one group of one-token query rows: no gather,
+    no padding and no mask (each query sees the keys up to its own position)."""
+    blocks = max(-(-(chunks[row].start + chunks[row].count) // block_size) for row in members)
+    query_index, query_start = _token_queries([offsets[row] + i for row in members for i in range(chunks[row].count)])
+    return AttentionGroup(
+        rows=sum(chunks[row].count for row in members), width=1, columns=blocks * block_size,
+        query_index=query_index,
+        blocks=block_rows([chunks[row].sequence.block_table for row in members], 0, blocks).to(torch.int32).view(
+            len(members), blocks),
+        mask=None, real=None, query_start=query_start,
+        starts=torch.tensor([chunks[row].start for row in members], dtype=torch.int32),
+        counts=torch.tensor([chunks[row].count for row in members], dtype=torch.int32))
+
+
 def length_groups(lengths: list[int], tolerance: float = PAD_TOLERANCE) -> list[list[int]]:
     """Row indices by increasing length, cut into groups whose padded tokens (rows x longest) stay within
     `tolerance` times their real tokens."""
@@ -251,7 +272,8 @@ def in_group_order(chunks: list[Chunk]) -> list[Chunk]:
 def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.dtype,
           device: torch.device, in_place: bool = False) -> ForwardBatch:
     """The forward inputs of a step's chunks (each sequence's `block_table` already covers its chunk); `in_place`:
-    decoding rows outside a cascade go to the decode kernel (`AttentionGroup.lengths`)."""
+    decoding rows outside a cascade go to the decode kernel (`AttentionGroup.lengths`), and prompt chunks to the
+    prefill kernel (`AttentionGroup.starts`)."""
     ids: list[int] = []
     positions: list[int] = []
     offsets: list[int] = []
@@ -278,7 +300,12 @@ def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.d
             sample_rows.append(len(logits_index) - 1)
     decoding = [row for row, chunk in enumerate(chunks) if chunk.count == 1]
     groups = _decode_groups(chunks, decoding, offsets, block_size, dtype, in_place) if decoding else []
-    groups += [_prefill_group(chunks, rows, offsets, block_size, dtype) for rows in _prefill_rows(chunks)]
+    prefill_rows = _prefill_rows(chunks)
+    if in_place and prefill_rows:
+        groups.append(_kernel_prefill_group(chunks, [row for rows in prefill_rows for row in rows], offsets,
+                                            block_size))
+    else:
+        groups += [_prefill_group(chunks, rows, offsets, block_size, dtype) for rows in prefill_rows]
     in_order, first = True, 0  # the groups' queries are the step's tokens in order, each group a run of them
     for group in groups:
         in_order = in_order and group.query_start == first and group.real is None

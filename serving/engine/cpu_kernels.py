@@ -1,14 +1,15 @@
 """The engine's CPU kernels (`cpu_kernels.cpp`): built once per machine with the system's C++ compiler, cached, and
 loaded as the torch ops `torch.ops.serving.paged_decode` (decode attention over the paged cache; `paged_decode_lse`
-also returns each row's log-sum-exps, for a cascade's merge), `torch.ops.serving.rms_norm` and `rotary_` (the lean
-forward's RMSNorm and rotary embedding in one op each) and `torch.ops.serving.refuse_tokens` (a grammar's bitmask
-applied to the logits).
+also returns each row's log-sum-exps, for a cascade's merge), `torch.ops.serving.paged_prefill` (prompt chunks'
+attention over the paged cache), `torch.ops.serving.rms_norm`, `rotary_` and `silu_mul` (the lean forward's
+RMSNorm, rotary embedding and SiLU product in one op each) and `torch.ops.serving.refuse_tokens` (a grammar's
+bitmask applied to the logits).
 
 Building needs g++ (or $CXX) and torch's C++ headers; it takes about half a minute and is done at most once per
 source, torch version and CPU architecture (the library is cached under `cache_dir()`, keyed by all three). Where
 it cannot be built (no compiler, headers stripped from a slim image) `load` returns None with the reason, and the
-engine attends with the torch-only `GatheredSdpa`, normalizes and rotates in torch ops and applies grammar masks
-with numpy instead; the server runs either way. The container builds it when the image is built (`python -m
+engine attends with the torch-only `GatheredSdpa`, normalizes, rotates and activates in torch ops and applies
+grammar masks with numpy instead; the server runs either way. The container builds it when the image is built (`python -m
 serving.engine.cpu_kernels`).
 """
 

@@ -127,7 +127,8 @@ class LeanForward:
         self.lm_head = model.lm_head.forward
         self.layers = [LeanLayer.of(layer) for layer in decoder.layers]
         self.rotate: Callable[[Tensor, Tensor, Tensor], Tensor] = _rotate
-        self.kernels = False  # whether `norm` and `rotate` are the CPU kernels' ops (`use_kernels`)
+        self.activate: Callable[[Tensor, Tensor], Tensor] = _silu_mul
+        self.kernels = False  # whether `norm`, `rotate` and `activate` are the CPU kernels' ops (`use_kernels`)
 
     def use_kernels(self) -> None:
         """RMSNorm and the rotary embedding as the CPU kernels' ops (`torch.ops.serving.rms_norm` and `rotary_`,
@@ -137,6 +138,7 @@ class LeanForward:
             eps = self.eps
             self.norm = lambda x, weight: torch.ops.serving.rms_norm(x.contiguous(), weight, eps)
             self.rotate = _rotate_in_place
+            self.activate = torch.ops.serving.silu_mul
             self.kernels = True
 
     @classmethod
@@ -173,7 +175,7 @@ class LeanForward:
                 if lora is not None:
                     lora.add(index, "gate_proj", h, gate)
                     lora.add(index, "up_proj", h, up)
-            act = F.silu(gate).mul_(up)  # in place: 394 against 683 us for 1,700 tokens of the tiny model
+            act = self.activate(gate, up)
             x = layer.down(x, act)
             if lora is not None:
                 lora.add(index, "down_proj", act, x)
@@ -212,6 +214,12 @@ def _rotate_in_place(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """`_rotate` in one op of the CPU kernels, in place (x's heads one after another, each contiguous); x."""
     torch.ops.serving.rotary_(x, cos, sin)
     return x
+
+
+def _silu_mul(gate: Tensor, up: Tensor) -> Tensor:
+    """The MLP's silu(gate) * up in torch ops, the product in place: 394 against 683 us for 1,700 tokens of the tiny
+    model."""
+    return F.silu(gate).mul_(up)
 
 
 def _few_op_rms_norm(eps: float) -> Callable[[Tensor, Tensor], Tensor]:

@@ -30,8 +30,9 @@ estimate counts the step's own rows: a long queue leaves no decode-only steps to
 one, made with few rows, shrank as the queue grew.
 
 A chunk that continues a prompt (or follows a cached prefix) also reads the keys before it: its attention spans
-them and the torch path gathers them from their blocks. On the tiny benchmark model a 16-token chunk 1,300 tokens
-into a prompt added 5-7 ms to a 7-9 ms decode step, against 3.5 ms for 48 tokens 500 tokens in: a per-token cost
+them (and the torch path gathers them from their blocks). On the tiny benchmark model a 16-token chunk 1,300 tokens
+into a prompt added 5-7 ms to a 7-9 ms decode step with the gather, against 3.5 ms for 48 tokens 500 tokens in (the
+CPU prefill kernel, which reads them in place, made the first about 2.5 ms): a per-token cost
 alone, learnt on the early chunks, let the later ones overrun, and one slow step, charged to its few tokens, pinned
 the chunks at a block for the rest of the prompt. So a step's prompt cost is its tokens times `token_seconds` plus
 the keys its chunks read before their starts times `context_seconds`, each learnt from what the other leaves of a

@@ -46,12 +46,15 @@ def kernel() -> None:
 def test_paged_attention_equals_sdpa_over_each_sequence_alone(in_place: bool, request: pytest.FixtureRequest):
     """Decode rows of very different lengths and prefill chunks (one from the start, one after cached tokens)
     in one step, over block tables that interleave in the pool: decode rows gathered in windows, or read in place
-    by the decode kernel."""
+    by the decode kernel. Every block held NaN before (a freed block keeps what its last sequence wrote): the
+    slots the step leaves unwritten, which attention reads under the mask, are zeroed."""
     if in_place:
         request.getfixturevalue("kernel")
     torch.manual_seed(0)
     blocks = BlockManager(num_blocks=40, block_size=4)
     cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place))
+    for store in (*cache.key_cache, *cache.value_cache):
+        store[blocks.block_size:] = float("nan")
     stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
     lengths = [30, 3, 17, 12, 9]  # tokens in each sequence
     sequences = [Sequence.create(str(i), list(range(n)), SamplingParams(), stop) for i, n in enumerate(lengths)]
@@ -74,11 +77,14 @@ def test_paged_attention_equals_sdpa_over_each_sequence_alone(in_place: bool, re
     step_values = torch.cat([v[c.start:c.start + c.count] for c, v in zip(chunks, values)])
     cache.write(0, batch, step_keys, step_values)
     out, expected = _outputs(cache, batch, chunks, keys, values)
-    decoding = [group for group in batch.groups if group.width == 1]
-    if in_place:  # the three decode rows in one group, in step order, over their tables
+    decoding = [group for group in batch.groups if group.width == 1 and group.starts is None]
+    if in_place:  # the three decode rows in one group, in step order, the two prompt chunks in one: both kernels
         assert [(group.rows, group.lengths.tolist()) for group in decoding] == [(3, [30, 3, 12])]
+        prefill = [(group.rows, group.starts.tolist(), group.counts.tolist()) for group in batch.groups
+                   if group.starts is not None]
+        assert prefill == [(22, [0, 4], [17, 5])]
     else:
-        assert len(decoding) > 1 and all(group.lengths is None for group in batch.groups)
+        assert len(decoding) > 1 and all(group.lengths is None and group.starts is None for group in batch.groups)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -251,6 +257,58 @@ def test_decode_kernel_reads_scattered_blocks_like_sdpa_over_contiguous_keys(ker
         torch.testing.assert_close(out[row].float(), expected, rtol=tolerance, atol=tolerance)
         scores = queries[row].float().view(KV_HEADS, HEADS // KV_HEADS, DIM) @ keys.transpose(1, 2) * 0.3
         torch.testing.assert_close(lse[row], scores.logsumexp(-1).reshape(HEADS), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("heads", "kv_heads", "dim", "block_size"), [(4, 2, 64, 16), (6, 1, 72, 4), (3, 3, 8, 16)],
+                         ids=["gqa", "mqa-tail", "mha-small"])
+def test_prefill_kernel_equals_causal_sdpa_over_each_chunks_keys(kernel: None, dtype: torch.dtype, heads: int,
+                                                                  kv_heads: int, dim: int, block_size: int):
+    """Prompt chunks from their start and after earlier keys (one token to several key and query tiles), over
+    shuffled blocks, queries as a strided view: each query sees its chunk's keys up to its own position, as SDPA's
+    causal attention over the sequence's keys laid out in order gives. One chunk of one kv head is cut into a part
+    per thread (`mqa-tail`, whose head_dim of 72 also leaves a tail after its runs of 16)."""
+    torch.manual_seed(6)
+    blocks = 400
+    key_cache = torch.randn(blocks * block_size, kv_heads * dim).to(dtype)
+    value_cache = torch.randn(blocks * block_size, kv_heads * dim).to(dtype)
+    cases = [[(0, 37), (5, 1), (100, 19), (16, 200)], [(300, 45)]]  # (start, count) of each chunk in a call
+    for chunks in cases:
+        counts = [count for _, count in chunks]
+        width = max(-(-(start + count) // block_size) for start, count in chunks)
+        tables = torch.randperm(blocks - 1)[:len(chunks) * width].add(1).view(len(chunks), width)
+        fused = torch.randn(sum(counts), heads + 2 * kv_heads, dim).to(dtype)
+        queries = fused[:, :heads]
+        out = torch.ops.serving.paged_prefill(
+            queries, key_cache, value_cache, tables.to(torch.int32),
+            torch.tensor([start for start, _ in chunks], dtype=torch.int32), torch.tensor(counts, dtype=torch.int32),
+            block_size, 0.2)
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        first = 0
+        for row, (start, count) in enumerate(chunks):
+            length = start + count
+            slots = (tables[row, :, None] * block_size + torch.arange(block_size)).reshape(-1)[:length]
+            keys = key_cache[slots].float().view(length, kv_heads, dim).transpose(0, 1)
+            values = value_cache[slots].float().view(length, kv_heads, dim).transpose(0, 1)
+            mask = torch.arange(length)[None, :] <= torch.arange(start, length)[:, None]
+            expected = F.scaled_dot_product_attention(
+                queries[first:first + count].float().transpose(0, 1), keys, values, attn_mask=mask, scale=0.2,
+                enable_gqa=True).transpose(0, 1)
+            torch.testing.assert_close(out[first:first + count].float(), expected, rtol=tolerance, atol=tolerance)
+            first += count
+
+
+def test_prefill_kernel_refuses_chunks_past_their_tables_or_queries(kernel: None):
+    cache = torch.zeros(64, KV_HEADS * DIM)
+    one = torch.ones(1, 2, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="fit its table"):
+        torch.ops.serving.paged_prefill(torch.zeros(3, HEADS, DIM), cache, cache, one,
+                                        torch.tensor([6], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+                                        4, 1.0)
+    with pytest.raises(RuntimeError, match="every chunk's queries"):
+        torch.ops.serving.paged_prefill(torch.zeros(2, HEADS, DIM), cache, cache, one,
+                                        torch.tensor([0], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+                                        4, 1.0)
 
 
 def test_kernel_rms_norm_equals_torch_and_refuses_other_dtypes(kernel: None):

@@ -69,8 +69,8 @@ class GatheredSdpa:
     and so are a cascade's own blocks (`paged_decode_lse`, which also returns the log-sum-exps the merge needs):
     gathered and padded to the longest row, a multi-turn chat's own parts cost more than the shared part saved.
     Prompt chunks then go to `torch.ops.serving.paged_prefill` in one group (`AttentionGroup.starts`): their keys
-    read in place too, 1.4-3x faster than the flash kernel under SDPA on fresh prompts and up to 7x on a short
-    chunk after a long context, which needed its keys gathered and a mask."""
+    read in place too: 1.5-2.5x faster than the flash kernel under SDPA on whole prompts, and 1.3-2.1x on chunks after
+    earlier keys, which it needed gathered under a mask (`python -m serving.bench.prompt_attention`)."""
 
     def __init__(self, decode_kernel: bool = False) -> None:
         self.in_place = decode_kernel

@@ -31,8 +31,8 @@
 //   shapes it reached 40-110 GFLOP/s on two cores, and a 16-token chunk 1,900 keys into a prompt cost 0.5-1.1 ms a
 //   layer. This kernel takes sixteen query rows as the lanes of one vector: each key's scores for all of them are
 //   16 fused multiply-adds per 16 dims, the softmax is lane-wise over keys (no horizontal sums), and eight rows'
-//   weighted values accumulate 32 dims at a time in registers: 95-145 GFLOP/s on the same shapes, 1.4-7x the
-//   gathered SDPA (`python -m serving.bench.decode_attention` does not cover it; docs/performance.md has the figures).
+//   weighted values accumulate 32 dims at a time in registers: 80-155 GFLOP/s on the same shapes, 1.3-2.5x the
+//   SDPA paths it replaces (`python -m serving.bench.prompt_attention`).
 //
 // serving::rms_norm(x, weight, eps) -> y: RMSNorm of float32 rows in one op, y = x * (1 / sqrt(mean(x^2) + eps)) *
 //   weight, for x [..., hidden] contiguous and weight [hidden]. Torch runs it as five ops (a norm, an addcmul, an

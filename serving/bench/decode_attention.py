@@ -73,20 +73,32 @@ def measure(lengths: list[int], repeats: int = 20, seed: int = 0) -> tuple[float
     return _median_ms(gathered, repeats), _median_ms(kernel, repeats), difference
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print one line per shape."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shapes", default="8x5,16x200,16x100+250,32x736,64x736+40,64x1200")
-    parser.add_argument("--threads", type=int, default=1)
+def run_shapes(argv: list[str] | None, description: str, shapes: str, threads: int,
+               line: Callable[[str, int], str]) -> int:
+    """Parse `--shapes` (comma-separated), `--threads` and `--repeats`, then print a header and `line(shape,
+    repeats)` for each shape (the attention benchmarks' command line)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--shapes", default=shapes)
+    parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"one layer, {HEADS} heads, {KV_HEADS} kv heads, head dim {HEAD_DIM}, {args.threads} thread(s)")
     for shape in args.shapes.split(","):
-        sdpa, kernel, difference = measure(lengths_of(shape), args.repeats)
-        print(f"{shape}: gathered SDPA {sdpa:.3f} ms, kernel {kernel:.3f} ms, {kernel / sdpa:.2f}x, "
-              f"max difference {difference:.1e}")
+        print(line(shape, args.repeats))
     return 0
+
+
+def _line(shape: str, repeats: int) -> str:
+    """One shape's timings."""
+    sdpa, kernel, difference = measure(lengths_of(shape), repeats)
+    return (f"{shape}: gathered SDPA {sdpa:.3f} ms, kernel {kernel:.3f} ms, {kernel / sdpa:.2f}x, "
+            f"max difference {difference:.1e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one line per shape."""
+    return run_shapes(argv, __doc__ or "", "8x5,16x200,16x100+250,32x736,64x736+40,64x1200", 1, _line)
 
 
 if __name__ == "__main__":

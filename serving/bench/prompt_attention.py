@@ -11,12 +11,10 @@ the largest difference of their outputs.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
-from serving.bench.decode_attention import BLOCK_SIZE, HEAD_DIM, HEADS, KV_HEADS, _median_ms
+from serving.bench.decode_attention import BLOCK_SIZE, HEAD_DIM, HEADS, KV_HEADS, _median_ms, run_shapes
 from serving.engine.cpu_kernels import load
 
 
@@ -68,22 +66,18 @@ def measure(start: int, count: int, repeats: int = 20, seed: int = 0) -> tuple[f
     return _median_ms(sdpa, repeats), _median_ms(kernel, repeats), difference
 
 
+def _line(shape: str, repeats: int) -> str:
+    """One shape's timings."""
+    start, count = chunk_of(shape)
+    sdpa, kernel, difference = measure(start, count, repeats)
+    flops = 4 * HEADS * HEAD_DIM * (count * start + count * (count + 1) / 2)  # two products, causal
+    return (f"{shape}: SDPA {sdpa:.3f} ms, kernel {kernel:.3f} ms ({flops / kernel / 1e6:.0f} GFLOP/s), "
+            f"{sdpa / kernel:.2f}x faster, max difference {difference:.1e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print one line per shape."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shapes", default="0+300,0+700,0+1500,300+16,1000+32,1900+16,1900+64,700+300")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print(f"one layer, {HEADS} heads, {KV_HEADS} kv heads, head dim {HEAD_DIM}, {args.threads} thread(s)")
-    for shape in args.shapes.split(","):
-        start, count = chunk_of(shape)
-        sdpa, kernel, difference = measure(start, count, args.repeats)
-        flops = 4 * HEADS * HEAD_DIM * (count * start + count * (count + 1) / 2)  # two products, causal
-        print(f"{shape}: SDPA {sdpa:.3f} ms, kernel {kernel:.3f} ms ({flops / kernel / 1e6:.0f} GFLOP/s), "
-              f"{sdpa / kernel:.2f}x faster, max difference {difference:.1e}")
-    return 0
+    return run_shapes(argv, __doc__ or "", "0+300,0+700,0+1500,300+16,1000+32,1900+16,1900+64,700+300", 2, _line)
 
 
 if __name__ == "__main__":

@@ -180,18 +180,16 @@ void run(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& val
   });
 }
 
-// Checks the arguments, then fills `out` (and `lse` when defined).
-void paged_attend(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
-                  const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size, double scale,
-                  at::Tensor& out, float* lse) {
-  TORCH_CHECK(q.device().is_cpu() && key_cache.device().is_cpu(), "paged_decode runs on the CPU");
+// The shapes of attention over the paged cache, after the checks both kernels share (`what` names the table's rows).
+Shape paged_shape(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+                  const at::Tensor& block_tables, int64_t block_size, double scale, const char* what) {
+  TORCH_CHECK(q.device().is_cpu() && key_cache.device().is_cpu(), "paged attention runs on the CPU");
   TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [rows, heads, head_dim] with a contiguous last dim");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the caches must be contiguous");
   TORCH_CHECK(key_cache.scalar_type() == q.scalar_type() && value_cache.scalar_type() == q.scalar_type(),
               "q and the caches must share a dtype");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.is_contiguous() && block_tables.dim() == 2,
-              "block_tables must be a contiguous int32 [rows, max_blocks]");
-  TORCH_CHECK(lengths.scalar_type() == at::kInt && lengths.is_contiguous(), "lengths must be contiguous int32");
+              "block_tables must be a contiguous int32 [", what, ", max_blocks]");
   Shape s;
   s.rows = q.size(0);
   s.heads = q.size(1);
@@ -204,16 +202,30 @@ void paged_attend(const at::Tensor& q, const at::Tensor& key_cache, const at::Te
   s.cache_row_stride = key_cache.size(1);
   s.scale = static_cast<float>(scale);
   TORCH_CHECK(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "heads must be a multiple of the kv heads");
+  return s;
+}
+
+// Checks that the first `keys` keys of a table's row fit it and name blocks inside the cache.
+void check_table(const int32_t* table, int64_t keys, const Shape& s, int64_t cache_blocks, const char* what) {
+  TORCH_CHECK(keys <= s.max_blocks * s.block_size, what, " must fit its table");
+  for (int64_t b = 0; b < (keys + s.block_size - 1) / s.block_size; ++b) {
+    TORCH_CHECK(table[b] >= 0 && table[b] < cache_blocks, "a block table names a block outside the cache");
+  }
+}
+
+// Checks the arguments, then fills `out` (and `lse` when defined).
+void paged_attend(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+                  const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size, double scale,
+                  at::Tensor& out, float* lse) {
+  const Shape s = paged_shape(q, key_cache, value_cache, block_tables, block_size, scale, "rows");
+  TORCH_CHECK(lengths.scalar_type() == at::kInt && lengths.is_contiguous(), "lengths must be contiguous int32");
   TORCH_CHECK(block_tables.size(0) == s.rows && lengths.size(0) == s.rows, "one table and length per row");
   const int32_t* tables = block_tables.data_ptr<int32_t>();
   const int32_t* lens = lengths.data_ptr<int32_t>();
   const int64_t cache_blocks = key_cache.size(0) / block_size;
   for (int64_t row = 0; row < s.rows; ++row) {
-    TORCH_CHECK(lens[row] > 0 && lens[row] <= s.max_blocks * block_size, "a row's length must fit its table");
-    for (int64_t b = 0; b < (lens[row] + block_size - 1) / block_size; ++b) {
-      const int32_t block = tables[row * s.max_blocks + b];
-      TORCH_CHECK(block >= 0 && block < cache_blocks, "a block table names a block outside the cache");
-    }
+    TORCH_CHECK(lens[row] > 0, "a row's length must be positive");
+    check_table(tables + row * s.max_blocks, lens[row], s, cache_blocks, "a row's length");
   }
   switch (q.scalar_type()) {
     case at::kFloat: run<float>(q, key_cache, value_cache, tables, lens, s, out, lse); break;
@@ -315,16 +327,21 @@ void rotary_(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin) {
 // e^t for t in [-87, 87] (what `silu_rows` passes): 2^n times a degree-7 polynomial of the remainder r in
 // [-ln 2 / 2, ln 2 / 2], ln 2 split in two so that t - n ln 2 is exact; within 2 ulp of expf, and plain arithmetic
 // that the compiler vectorizes, where a call to expf stays one element at a time.
-inline float exp_in_range(float t) {
-  const float n = std::floor(t * 1.44269504088896341f + 0.5f);
-  const float r = (t - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
+// e^(t - n ln 2) by the polynomial, for a float or for `Floats` lane-wise (its remainder within ln 2 / 2 of zero).
+template <typename V>
+inline V exp_remainder(V t, V n) {
+  const V r = (t - n * 0.693359375f) + n * 2.12194440e-4f;
+  V p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  return p * r * r + r + 1.0f;
+}
+
+inline float exp_in_range(float t) {
+  const float n = std::floor(t * 1.44269504088896341f + 0.5f);
+  const float p = exp_remainder(t, n);
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 127]: a normal float
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
@@ -415,15 +432,7 @@ inline Floats exp_floats(Floats t) {
   const Ints above = n > x;  // -1 in the lanes where truncation went up (negative non-integers)
   n += __builtin_convertvector(above, Floats);
   whole += above;
-  const Floats r = (t - n * 0.693359375f) + n * 2.12194440e-4f;
-  Floats p = 1.9875691500e-4f + r * 0.0f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * reinterpret_cast<Floats>((whole + 127) << 23);
+  return exp_remainder(t, n) * reinterpret_cast<Floats>((whole + 127) << 23);
 }
 
 // Values [PV_ROWS rows][width dims from `dim`] of a tile: the weighted sums over `keys` keys, into `out_rows`.
@@ -553,29 +562,11 @@ SERVING_CLONES void prefill_task(const T* q, const T* key_cache, const T* value_
 at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
                          const at::Tensor& block_tables, const at::Tensor& starts, const at::Tensor& counts,
                          int64_t block_size, double scale) {
-  TORCH_CHECK(q.device().is_cpu() && key_cache.device().is_cpu(), "paged_prefill runs on the CPU");
-  TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [tokens, heads, head_dim] with a contiguous last dim");
-  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the caches must be contiguous");
-  TORCH_CHECK(key_cache.scalar_type() == q.scalar_type() && value_cache.scalar_type() == q.scalar_type(),
-              "q and the caches must share a dtype");
-  TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.is_contiguous() && block_tables.dim() == 2,
-              "block_tables must be a contiguous int32 [chunks, max_blocks]");
+  const Shape s = paged_shape(q, key_cache, value_cache, block_tables, block_size, scale, "chunks");
   TORCH_CHECK(starts.scalar_type() == at::kInt && starts.is_contiguous() && counts.scalar_type() == at::kInt &&
                   counts.is_contiguous() && starts.numel() == block_tables.size(0) &&
                   counts.numel() == block_tables.size(0),
               "starts and counts must be contiguous int32, one per chunk");
-  Shape s;
-  s.rows = q.size(0);
-  s.heads = q.size(1);
-  s.head_dim = q.size(2);
-  s.kv_heads = key_cache.size(1) / s.head_dim;
-  s.block_size = block_size;
-  s.max_blocks = block_tables.size(1);
-  s.q_row_stride = q.stride(0);
-  s.q_head_stride = q.stride(1);
-  s.cache_row_stride = key_cache.size(1);
-  s.scale = static_cast<float>(scale);
-  TORCH_CHECK(s.kv_heads > 0 && s.heads % s.kv_heads == 0, "heads must be a multiple of the kv heads");
   const int64_t chunks = block_tables.size(0);
   const int32_t* start = starts.data_ptr<int32_t>();
   const int32_t* count = counts.data_ptr<int32_t>();
@@ -583,12 +574,8 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
   const int64_t cache_blocks = key_cache.size(0) / block_size;
   std::vector<int64_t> firsts(static_cast<size_t>(chunks) + 1, 0);
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    TORCH_CHECK(start[chunk] >= 0 && count[chunk] > 0 && start[chunk] + count[chunk] <= s.max_blocks * block_size,
-                "a chunk's keys must fit its table");
-    for (int64_t b = 0; b < (start[chunk] + count[chunk] + block_size - 1) / block_size; ++b) {
-      const int32_t block = tables[chunk * s.max_blocks + b];
-      TORCH_CHECK(block >= 0 && block < cache_blocks, "a block table names a block outside the cache");
-    }
+    TORCH_CHECK(start[chunk] >= 0 && count[chunk] > 0, "a chunk needs a start and at least one token");
+    check_table(tables + chunk * s.max_blocks, start[chunk] + count[chunk], s, cache_blocks, "a chunk's keys");
     firsts[chunk + 1] = firsts[chunk] + count[chunk];
   }
   TORCH_CHECK(firsts[chunks] == s.rows, "q must hold every chunk's queries, one chunk after another");
@@ -596,7 +583,7 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
   const Chunks c{tables, start, count, firsts.data(), s.max_blocks};
   const int64_t group = s.heads / s.kv_heads;
   // Tasks: each (chunk, kv head)'s rows cut at token boundaries into parts of about `target` key reads (a row
-  // reads the keys up to its position, so a prompt's later rows cost more), at least a query tile each. Each
+  // reads the keys up to its position, so a prompt's later rows cost more), at least two query tiles each. Each
   // thread then takes a run of tasks of about equal cost: chunks of different lengths balance.
   struct Task {
     int64_t chunk, kv_head, row_begin, row_end;

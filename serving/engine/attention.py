@@ -53,6 +53,7 @@ class PagedAttention(Protocol):
     """Attention of a step's queries over the paged cache (after the step's own keys were written)."""
 
     in_place: bool  # whether it takes decode groups read over their block tables (`AttentionGroup.lengths`)
+    prefill_in_place: bool  # whether it takes prompt chunks read over their block tables (`AttentionGroup.starts`)
 
     def __call__(self, q: Tensor, key_cache: Tensor, value_cache: Tensor, batch: ForwardBatch,
                  scale: float | None = None) -> Tensor:
@@ -68,12 +69,14 @@ class GatheredSdpa:
     instead: no gather, no padding (0.13-0.5x the time of the gathered SDPA call on 8-64 rows of 5-1,200 keys),
     and so are a cascade's own blocks (`paged_decode_lse`, which also returns the log-sum-exps the merge needs):
     gathered and padded to the longest row, a multi-turn chat's own parts cost more than the shared part saved.
-    Prompt chunks then go to `torch.ops.serving.paged_prefill` in one group (`AttentionGroup.starts`): their keys
-    read in place too: 1.5-2.5x faster than the flash kernel under SDPA on whole prompts, and 1.3-2.1x on chunks after
-    earlier keys, which it needed gathered under a mask (`python -m serving.bench.prompt_attention`)."""
+    With `prefill_kernel` (where it is also wide enough: `cpu_kernels.fast_prefill`), prompt chunks go to
+    `torch.ops.serving.paged_prefill` in one group (`AttentionGroup.starts`): their keys read in place too, 1.5-2.5x
+    faster than the flash kernel under SDPA on whole prompts and 1.3-2.1x on chunks after earlier keys, which it
+    needed gathered under a mask (`python -m serving.bench.prompt_attention`)."""
 
-    def __init__(self, decode_kernel: bool = False) -> None:
+    def __init__(self, decode_kernel: bool = False, prefill_kernel: bool = False) -> None:
         self.in_place = decode_kernel
+        self.prefill_in_place = prefill_kernel
 
     def __call__(self, q: Tensor, key_cache: Tensor, value_cache: Tensor, batch: ForwardBatch,
                  scale: float | None = None) -> Tensor:

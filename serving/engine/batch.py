@@ -270,10 +270,10 @@ def in_group_order(chunks: list[Chunk]) -> list[Chunk]:
 
 
 def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.dtype,
-          device: torch.device, in_place: bool = False) -> ForwardBatch:
+          device: torch.device, in_place: bool = False, prefill_in_place: bool = False) -> ForwardBatch:
     """The forward inputs of a step's chunks (each sequence's `block_table` already covers its chunk); `in_place`:
-    decoding rows outside a cascade go to the decode kernel (`AttentionGroup.lengths`), and prompt chunks to the
-    prefill kernel (`AttentionGroup.starts`)."""
+    decoding rows outside a cascade go to the decode kernel (`AttentionGroup.lengths`); `prefill_in_place`: prompt
+    chunks go to the prefill kernel (`AttentionGroup.starts`)."""
     ids: list[int] = []
     positions: list[int] = []
     offsets: list[int] = []
@@ -301,7 +301,7 @@ def build(chunks: list[Chunk], block_size: int, block_count: int, dtype: torch.d
     decoding = [row for row, chunk in enumerate(chunks) if chunk.count == 1]
     groups = _decode_groups(chunks, decoding, offsets, block_size, dtype, in_place) if decoding else []
     prefill_rows = _prefill_rows(chunks)
-    if in_place and prefill_rows:
+    if prefill_in_place and prefill_rows:
         groups.append(_kernel_prefill_group(chunks, [row for rows in prefill_rows for row in rows], offsets,
                                             block_size))
     else:

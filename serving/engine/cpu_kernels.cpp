@@ -19,20 +19,24 @@
 // serving::paged_decode_lse(the same) -> (out, lse): also each row's and head's log-sum-exp of its scaled scores,
 //   float32 [rows, heads], so that a cascade can merge this part with attention over keys read elsewhere.
 //
-// serving::paged_prefill(q, key_cache, value_cache, block_tables, starts, counts, block_size, scale) -> out
+// serving::paged_prefill(q, key_cache, value_cache, block_tables, starts, counts, block_size, scale, lanes=0) -> out
 //   Prompt chunks' causal attention over the paged cache, their keys and values read in place: chunk c's queries
 //   are rows counts[0] + ... + counts[c - 1] onwards of q, at positions starts[c] onwards, and query i of it sees
 //   the keys at positions 0 .. starts[c] + i of its table (the chunk's own keys already written).
 //   q            [tokens, heads, head_dim]  (any row and head strides; the last dimension contiguous)
 //   block_tables [chunks, max_blocks] int32; starts, counts [chunks] int32
+//   lanes        the vector width to run at: 0 for the machine's widest (16 floats with AVX-512, 8 with AVX2 and
+//                FMA, else 4); a narrower one for tests
 //   out          [tokens, heads, head_dim] contiguous, q's dtype
 //   Torch's CPU flash kernel (under SDPA) runs its two products per tile as small GEMM library calls with
 //   packing, and a chunk after earlier keys needed them gathered and a mask built: on the tiny benchmark model's
 //   shapes it reached 40-110 GFLOP/s on two cores, and a 16-token chunk 1,900 keys into a prompt cost 0.5-1.1 ms a
-//   layer. This kernel takes sixteen query rows as the lanes of one vector: each key's scores for all of them are
-//   16 fused multiply-adds per 16 dims, the softmax is lane-wise over keys (no horizontal sums), and eight rows'
-//   weighted values accumulate 32 dims at a time in registers: 80-155 GFLOP/s on the same shapes, 1.3-2.5x the
-//   SDPA paths it replaces (`python -m serving.bench.prompt_attention`).
+//   layer. This kernel takes a vector's lanes of query rows at a time: each key's scores for all of them are one
+//   fused multiply-add per dim, the softmax is lane-wise over keys (no horizontal sums), and half as many rows'
+//   weighted values accumulate two vectors of dims at a time in registers: 80-155 GFLOP/s on the same shapes with
+//   AVX-512, 1.3-2.5x the SDPA paths it replaces (`python -m serving.bench.prompt_attention`).
+// serving::prefill_lanes() -> int: the widest lanes here (16, 8 or 4). At 4 (SSE, or any CPU that is not x86) the
+//   kernel was 0.2-0.8x SDPA's speed, so the engine takes it only at 8 or more (`cpu_kernels.fast_prefill`).
 //
 // serving::rms_norm(x, weight, eps) -> y: RMSNorm of float32 rows in one op, y = x * (1 / sqrt(mean(x^2) + eps)) *
 //   weight, for x [..., hidden] contiguous and weight [hidden]. Torch runs it as five ops (a norm, an addcmul, an
@@ -397,16 +401,14 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 }
 
 // Prompt chunks over the paged cache (`paged_prefill`). A task is one chunk's query rows of one kv head (each row
-// a token and one of the query heads that share the kv head), or a run of them. It takes its rows QUERY_TILE at a
-// time, as the lanes of one vector: for every key the tile sees, the tile's 16 scores are a sum of the query
-// tile's columns (transposed once, 16 columns held in registers) times the key's elements broadcast, with the keys
-// read in place. The scores [key][row] are then masked (each row sees the keys up to its own position), their
-// maxima, exponentials and sums taken lane-wise (no horizontal reduction, no online rescaling), and the values,
-// read in place, are summed into eight rows by 32 dims of accumulators at a time.
-constexpr int64_t QUERY_TILE = 16;  // rows in a tile: the lanes of one Floats
-constexpr int64_t PV_ROWS = 8;      // rows whose weighted value sums accumulate together
-constexpr int64_t PV_DIMS = 32;     // dims of those sums at a time (two Floats)
-
+// a token and one of the query heads that share the kv head), or a run of them. It takes its rows L at a time (L =
+// 16 floats on AVX-512, 8 on AVX2, 4 elsewhere: one vector register), as the lanes of one vector: for every key the
+// tile sees, the tile's L scores are a sum of the query tile's columns (transposed once, L columns held in
+// registers) times the key's elements broadcast, with the keys read in place. The scores [key][row] are then masked
+// (each row sees the keys up to its own position), their maxima, exponentials and sums taken lane-wise (no
+// horizontal reduction, no online rescaling), and the values, read in place, are summed into L / 2 rows by 2L dims
+// of accumulators at a time. The width is chosen when the kernel runs (`__builtin_cpu_supports`): a 16-lane vector
+// compiled for AVX2 spilled its registers and ran 10-30x slower than SDPA.
 struct Chunks {
   const int32_t* tables;  // [chunks, max_blocks]
   const int32_t* starts;  // position of each chunk's first query
@@ -415,17 +417,24 @@ struct Chunks {
   int64_t max_blocks;
 };
 
-// 16 floats in the vector registers the target has (one on AVX-512, two on AVX2), loaded from any float address;
-// `Ints` the same lanes as int32. Arrays of them are `Lanes` (a vector of an under-aligned vector type would
-// lose the attribute, and its elements be stored as if aligned to 64 bytes).
-typedef float Floats __attribute__((vector_size(64), aligned(4)));
-typedef int32_t Ints __attribute__((vector_size(64), aligned(4)));
-struct alignas(64) Lanes {
-  Floats v;
+// L floats (and int32s) in one vector register, loaded from any float address. Arrays of them are of `Row` (a
+// std::vector of an under-aligned vector type would lose the attribute, and its elements be stored as if aligned).
+template <int64_t L>
+struct Lanes {
+  typedef float Floats __attribute__((vector_size(4 * L), aligned(4)));
+  typedef int32_t Ints __attribute__((vector_size(4 * L), aligned(4)));
+  struct alignas(4 * L) Row {
+    Floats v;
+  };
 };
 
+#define SERVING_INLINE __attribute__((always_inline)) inline
+
 // e^t lane-wise for t in [-87, 0], as `exp_in_range` (floor by truncation, corrected where it rounded up).
-inline Floats exp_floats(Floats t) {
+template <int64_t L>
+SERVING_INLINE typename Lanes<L>::Floats exp_lanes(typename Lanes<L>::Floats t) {
+  using Floats = typename Lanes<L>::Floats;
+  using Ints = typename Lanes<L>::Ints;
   const Floats x = t * 1.44269504088896341f + 0.5f;
   Ints whole = __builtin_convertvector(x, Ints);
   Floats n = __builtin_convertvector(whole, Floats);
@@ -435,31 +444,34 @@ inline Floats exp_floats(Floats t) {
   return exp_remainder(t, n) * reinterpret_cast<Floats>((whole + 127) << 23);
 }
 
-// Values [PV_ROWS rows][width dims from `dim`] of a tile: the weighted sums over `keys` keys, into `out_rows`.
-template <int64_t Width>
-inline void weighted_values(const Lanes* weights, int64_t lane0, const float* const* value,
-                            int64_t keys, int64_t dim, float* const* out_rows, const float* inverse) {
-  Floats acc[PV_ROWS][Width / 16] = {};
+// Values [L / 2 rows][Width dims from `dim`] of a tile: the weighted sums over `keys` keys, into `out_rows`.
+template <int64_t L, int64_t Width>
+SERVING_INLINE void weighted_values(const typename Lanes<L>::Row* weights, int64_t lane0, const float* const* value,
+                                    int64_t keys, int64_t dim, float* const* out_rows, const float* inverse) {
+  using Floats = typename Lanes<L>::Floats;
+  constexpr int64_t rows = L / 2, parts = Width / L;
+  Floats acc[rows][parts] = {};
   for (int64_t j = 0; j < keys; ++j) {
-    Floats v[Width / 16];
-    for (int64_t w = 0; w < Width / 16; ++w) v[w] = *reinterpret_cast<const Floats*>(value[j] + dim + 16 * w);
+    Floats v[parts];
+    for (int64_t w = 0; w < parts; ++w) v[w] = *reinterpret_cast<const Floats*>(value[j] + dim + L * w);
     const Floats p = weights[j].v;
-    for (int64_t r = 0; r < PV_ROWS; ++r) {
-      for (int64_t w = 0; w < Width / 16; ++w) acc[r][w] += p[lane0 + r] * v[w];
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t w = 0; w < parts; ++w) acc[r][w] += p[lane0 + r] * v[w];
     }
   }
-  for (int64_t r = 0; r < PV_ROWS; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
     if (out_rows[r] == nullptr) continue;
-    for (int64_t w = 0; w < Width / 16; ++w) {
-      *reinterpret_cast<Floats*>(out_rows[r] + dim + 16 * w) = acc[r][w] * inverse[r];
-    }
+    for (int64_t w = 0; w < parts; ++w) *reinterpret_cast<Floats*>(out_rows[r] + dim + L * w) = acc[r][w] * inverse[r];
   }
 }
 
-template <typename T>
-SERVING_CLONES void prefill_task(const T* q, const T* key_cache, const T* value_cache, const Chunks& c,
-                                 int64_t chunk, int64_t kv_head, int64_t row_begin, int64_t row_end,
-                                 const Shape& s, T* out, std::vector<float>& scratch) {
+template <typename T, int64_t L>
+SERVING_INLINE void prefill_rows(const T* q, const T* key_cache, const T* value_cache, const Chunks& c, int64_t chunk,
+                                 int64_t kv_head, int64_t row_begin, int64_t row_end, const Shape& s, T* out,
+                                 std::vector<float>& scratch) {
+  using Floats = typename Lanes<L>::Floats;
+  using Row = typename Lanes<L>::Row;
+  constexpr int64_t pv_rows = L / 2;
   const int64_t d = s.head_dim, group = s.heads / s.kv_heads, bs = s.block_size;
   const int32_t* table = c.tables + chunk * c.max_blocks;
   const int64_t start = c.starts[chunk], first = c.firsts[chunk];
@@ -482,15 +494,16 @@ SERVING_CLONES void prefill_task(const T* q, const T* key_cache, const T* value_
       value[p] = reinterpret_cast<const float*>(value_cache + offset);
     }
   }
-  std::vector<Lanes> query(static_cast<size_t>(d));  // [dim][row lane]
-  std::vector<Lanes> scores;                           // [key][row lane]
+  std::vector<Row> query(static_cast<size_t>(d));  // [dim][row lane]
+  std::vector<Row> scores;                         // [key][row lane]
+  std::vector<float> staged(widen ? static_cast<size_t>(L * d) : 0);
   const float minus_inf = -std::numeric_limits<float>::infinity();
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += QUERY_TILE) {
-    const int64_t rows = std::min(QUERY_TILE, row_end - r0);
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += L) {
+    const int64_t rows = std::min(L, row_end - r0);
     Floats limit = {};  // keys each row sees (0: a padding lane)
     int64_t seen = 0;
     for (auto& column : query) column.v = Floats{};
-    T* out_row[QUERY_TILE] = {};
+    T* out_row[L] = {};
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t token = (r0 + r) / group, head = kv_head * group + (r0 + r) % group;
       limit[r] = static_cast<float>(start + token + 1);
@@ -499,15 +512,15 @@ SERVING_CLONES void prefill_task(const T* q, const T* key_cache, const T* value_
       for (int64_t i = 0; i < d; ++i) query[i].v[r] = static_cast<float>(src[i]) * s.scale;
       out_row[r] = out + ((first + token) * s.heads + head) * d;
     }
-    scores.assign(static_cast<size_t>(seen), Lanes{});
-    const int64_t whole = d - d % 16;
-    for (int64_t dim = 0; dim < whole; dim += 16) {  // 16 query columns in registers, every key against them
-      Floats column[16];
-      for (int64_t i = 0; i < 16; ++i) column[i] = query[dim + i].v;
+    scores.assign(static_cast<size_t>(seen), Row{});
+    const int64_t whole = d - d % L;
+    for (int64_t dim = 0; dim < whole; dim += L) {  // L query columns in registers, every key against them
+      Floats column[L];
+      for (int64_t i = 0; i < L; ++i) column[i] = query[dim + i].v;
       for (int64_t j = 0; j < seen; ++j) {
         const float* k = key[j] + dim;
         Floats sum = scores[j].v;
-        for (int64_t i = 0; i < 16; ++i) sum += column[i] * k[i];
+        for (int64_t i = 0; i < L; ++i) sum += column[i] * k[i];
         scores[j].v = sum;
       }
     }
@@ -519,32 +532,31 @@ SERVING_CLONES void prefill_task(const T* q, const T* key_cache, const T* value_
       scores[j].v = static_cast<float>(j) < limit ? scores[j].v : minus_inf;
       high = scores[j].v > high ? scores[j].v : high;
     }
-    high = rows == QUERY_TILE ? high : (limit > 0.0f ? high : 0.0f);  // padding lanes: finite
+    high = limit > 0.0f ? high : 0.0f;  // padding lanes: finite
     Floats total = {};
     for (int64_t j = 0; j < seen; ++j) {
       const Floats shifted = scores[j].v - high;
-      const Floats e = exp_floats(shifted < -87.0f ? -87.0f : shifted);  // NaN stays NaN
+      const Floats e = exp_lanes<L>(shifted < -87.0f ? -87.0f : shifted);  // NaN stays NaN
       scores[j].v = static_cast<float>(j) < limit ? e : 0.0f;
       total += scores[j].v;
     }
-    float inverse[QUERY_TILE];
-    for (int64_t r = 0; r < QUERY_TILE; ++r) inverse[r] = r < rows ? 1.0f / total[r] : 0.0f;
-    float* widened[QUERY_TILE] = {};  // float rows to write (out itself for float32)
-    std::vector<float> staged(widen ? static_cast<size_t>(QUERY_TILE * d) : 0);
+    float inverse[L];
+    for (int64_t r = 0; r < L; ++r) inverse[r] = r < rows ? 1.0f / total[r] : 0.0f;
+    float* widened[L] = {};  // float rows to write (out itself for float32)
     for (int64_t r = 0; r < rows; ++r) {
       widened[r] = widen ? staged.data() + r * d : reinterpret_cast<float*>(out_row[r]);
     }
-    for (int64_t lane0 = 0; lane0 < rows; lane0 += PV_ROWS) {
-      const int64_t reach = std::min(seen, static_cast<int64_t>(limit[std::min(lane0 + PV_ROWS, rows) - 1]));
+    for (int64_t lane0 = 0; lane0 < rows; lane0 += pv_rows) {
+      const int64_t reach = std::min(seen, static_cast<int64_t>(limit[std::min(lane0 + pv_rows, rows) - 1]));
       int64_t dim = 0;
-      for (; dim + PV_DIMS <= d; dim += PV_DIMS) {
-        weighted_values<PV_DIMS>(scores.data(), lane0, value.data(), reach, dim, widened + lane0, inverse + lane0);
+      for (; dim + 2 * L <= d; dim += 2 * L) {
+        weighted_values<L, 2 * L>(scores.data(), lane0, value.data(), reach, dim, widened + lane0, inverse + lane0);
       }
-      for (; dim + 16 <= d; dim += 16) {
-        weighted_values<16>(scores.data(), lane0, value.data(), reach, dim, widened + lane0, inverse + lane0);
+      for (; dim + L <= d; dim += L) {
+        weighted_values<L, L>(scores.data(), lane0, value.data(), reach, dim, widened + lane0, inverse + lane0);
       }
       for (; dim < d; ++dim) {
-        for (int64_t r = lane0; r < std::min(lane0 + PV_ROWS, rows); ++r) {
+        for (int64_t r = lane0; r < std::min(lane0 + pv_rows, rows); ++r) {
           float sum = 0.0f;
           for (int64_t j = 0; j < reach; ++j) sum += scores[j].v[r] * value[j][dim];
           widened[r][dim] = sum * inverse[r];
@@ -559,9 +571,52 @@ SERVING_CLONES void prefill_task(const T* q, const T* key_cache, const T* value_
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+template <typename T>
+__attribute__((target("avx512f"))) void prefill_rows_avx512(const T* q, const T* key_cache, const T* value_cache,
+                                                            const Chunks& c, int64_t chunk, int64_t kv_head,
+                                                            int64_t row_begin, int64_t row_end, const Shape& s, T* out,
+                                                            std::vector<float>& scratch) {
+  prefill_rows<T, 16>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+}
+
+template <typename T>
+__attribute__((target("avx2,fma"))) void prefill_rows_avx2(const T* q, const T* key_cache, const T* value_cache,
+                                                           const Chunks& c, int64_t chunk, int64_t kv_head,
+                                                           int64_t row_begin, int64_t row_end, const Shape& s, T* out,
+                                                           std::vector<float>& scratch) {
+  prefill_rows<T, 8>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+}
+#endif
+
+// The lanes of this machine's widest vector registers that the kernel uses: 16, 8 or 4 (`serving::prefill_lanes`).
+int64_t widest_lanes() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  if (__builtin_cpu_supports("avx512f")) return 16;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 8;
+#endif
+  return 4;
+}
+
+// A task's rows at the width of `lanes`.
+template <typename T>
+void prefill_task(int64_t lanes, const T* q, const T* key_cache, const T* value_cache, const Chunks& c, int64_t chunk,
+                  int64_t kv_head, int64_t row_begin, int64_t row_end, const Shape& s, T* out,
+                  std::vector<float>& scratch) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  if (lanes == 16) {
+    return prefill_rows_avx512<T>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+  }
+  if (lanes == 8) {
+    return prefill_rows_avx2<T>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+  }
+#endif
+  prefill_rows<T, 4>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+}
+
 at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
                          const at::Tensor& block_tables, const at::Tensor& starts, const at::Tensor& counts,
-                         int64_t block_size, double scale) {
+                         int64_t block_size, double scale, int64_t lanes) {
   const Shape s = paged_shape(q, key_cache, value_cache, block_tables, block_size, scale, "chunks");
   TORCH_CHECK(starts.scalar_type() == at::kInt && starts.is_contiguous() && counts.scalar_type() == at::kInt &&
                   counts.is_contiguous() && starts.numel() == block_tables.size(0) &&
@@ -590,6 +645,10 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
   };
   std::vector<Task> tasks;
   std::vector<double> cost{0.0};  // cumulative key reads, before each task and after the last
+  const int64_t widest = widest_lanes();
+  lanes = lanes == 0 ? widest : lanes;
+  TORCH_CHECK((lanes == 4 || lanes == 8 || lanes == 16) && lanes <= widest,
+              "lanes must be 0 (the widest), 4, or 8 and 16 where the CPU has AVX2 and AVX-512 (it has ", widest, ")");
   const int64_t threads = at::get_num_threads();
   double total = 0.0;
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -604,7 +663,7 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
       for (int64_t token = 0; token < count[chunk]; ++token) {
         spent += static_cast<double>(start[chunk] + token + 1) * group;
         const int64_t end = (token + 1) * group;
-        if (token + 1 == count[chunk] || (spent >= target && end - begin >= 2 * QUERY_TILE)) {
+        if (token + 1 == count[chunk] || (spent >= target && end - begin >= 2 * lanes)) {
           tasks.push_back({chunk, kv_head, begin, end});
           cost.push_back(cost.back() + spent);
           begin = end;
@@ -626,7 +685,7 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
         };
         for (int64_t index = at_cost(part); index < std::min(at_cost(part + 1), task_count); ++index) {
           const Task& task = tasks[index];
-          prefill_task<T>(q.data_ptr<T>(), key_cache.data_ptr<T>(), value_cache.data_ptr<T>(), c, task.chunk,
+          prefill_task<T>(lanes, q.data_ptr<T>(), key_cache.data_ptr<T>(), value_cache.data_ptr<T>(), c, task.chunk,
                           task.kv_head, task.row_begin, task.row_end, s, out.data_ptr<T>(), scratch);
         }
       }
@@ -687,7 +746,8 @@ TORCH_LIBRARY(serving, m) {
   m.def("rotary_(Tensor(a!) x, Tensor cos, Tensor sin) -> ()");
   m.def("silu_mul(Tensor gate, Tensor up) -> Tensor");
   m.def("paged_prefill(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor starts, "
-        "Tensor counts, int block_size, float scale) -> Tensor");
+        "Tensor counts, int block_size, float scale, int lanes=0) -> Tensor");
+  m.def("prefill_lanes() -> int", widest_lanes);  // no tensor to dispatch on: one kernel for every key
   m.def("refuse_tokens(Tensor(a!) scores, Tensor bitmask, Tensor rows) -> ()");
 }
 

@@ -31,6 +31,7 @@ SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 # Vectorized float reductions without giving up IEEE infinities and NaNs (no -ffast-math).
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno", "-fassociative-math",
          "-fno-signed-zeros", "-fno-trapping-math")
+PREFILL_MIN_LANES = 8  # the vector width from which `paged_prefill` beats SDPA's flash kernel
 _lock = threading.Lock()
 _loaded: dict[str, str | None] = {}  # library path -> None when loaded, else why it failed
 
@@ -90,6 +91,12 @@ def loaded() -> bool:
     """Whether the ops are loaded in this process (by an earlier `load`); never builds, so it is cheap enough to ask
     every step."""
     return None in _loaded.values()
+
+
+def fast_prefill() -> bool:
+    """Whether the prompt-attention kernel runs faster than SDPA here: with AVX2 and FMA, or AVX-512 (8 or 16 float
+    lanes; at 4 it is slower). False where the kernels are not loaded."""
+    return loaded() and int(torch.ops.serving.prefill_lanes()) >= PREFILL_MIN_LANES
 
 
 def main() -> int:

@@ -62,7 +62,7 @@ class PagedKVCache:
         included). Only those: zeroing whole blocks before the step writes most of them cost 2% of a step of the
         benchmark's long prompts."""
         batch = forward_batch.build(chunks, self.block_size, self.blocks.num_blocks, self.dtype, self.device,
-                                    self.attention.in_place)
+                                    self.attention.in_place, self.attention.prefill_in_place)
         fresh = self.blocks.take_fresh()
         if fresh:
             offsets = torch.arange(self.block_size, device=self.device)

@@ -25,7 +25,7 @@ from serving.engine.attention import GatheredSdpa
 from serving.engine.batch import Chunk, ForwardBatch, in_group_order
 from serving.engine.adapter_registry import AdapterError
 from serving.engine.block_manager import BlockManager
-from serving.engine.cpu_kernels import load as load_decode_kernel
+from serving.engine.cpu_kernels import fast_prefill, load as load_decode_kernel
 from serving.engine.device_memory import DeviceMemory, activation_peak
 from serving.engine.kv_cache import PagedKVCache, layer_devices
 from serving.engine.lean_forward import LeanForward
@@ -92,7 +92,7 @@ class ModelRunner:
         self._head_device = tensor.device if tensor is not None else self.device
         self._devices = devices
         kernels = decode_kernel and self._decode_kernel_loads()
-        self._attention = GatheredSdpa(decode_kernel=kernels)
+        self._attention = GatheredSdpa(decode_kernel=kernels, prefill_kernel=kernels and fast_prefill())
         if kernels and self.lean is not None:
             self.lean.use_kernels()
         self.cache = self._allocate(blocks)

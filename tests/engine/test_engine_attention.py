@@ -52,7 +52,7 @@ def test_paged_attention_equals_sdpa_over_each_sequence_alone(in_place: bool, re
         request.getfixturevalue("kernel")
     torch.manual_seed(0)
     blocks = BlockManager(num_blocks=40, block_size=4)
-    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place))
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place, in_place))
     for store in (*cache.key_cache, *cache.value_cache):
         store[blocks.block_size:] = float("nan")
     stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
@@ -161,7 +161,7 @@ def test_rows_sharing_leading_blocks_attend_to_them_once_with_the_same_output(in
         request.getfixturevalue("kernel")
     torch.manual_seed(1)
     blocks = BlockManager(num_blocks=60, block_size=4)
-    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place))
+    cache = PagedKVCache([torch.device("cpu")], KV_HEADS, DIM, torch.float32, blocks, GatheredSdpa(in_place, in_place))
     stop = StopCriteria(max_new_tokens=10, eos_ids=frozenset())
     shared = blocks.allocate(list(range(24)))[0][:5]  # five full blocks every row starts with
     lengths = [27, 23, 33, 21]
@@ -259,15 +259,38 @@ def test_decode_kernel_reads_scattered_blocks_like_sdpa_over_contiguous_keys(ker
         torch.testing.assert_close(lse[row], scores.logsumexp(-1).reshape(HEADS), rtol=tolerance, atol=tolerance)
 
 
+def _lanes() -> list[int]:
+    """The vector widths the prefill kernel can run at here: 4 everywhere, 8 and 16 where the CPU has them."""
+    widths = [4]
+    for lanes in (8, 16):
+        try:
+            cache, one = torch.zeros(4, 16), torch.ones(1, 1, dtype=torch.int32)
+            torch.ops.serving.paged_prefill(torch.zeros(1, 1, 16), cache, cache, one, torch.zeros(1, dtype=torch.int32),
+                                            one[0], 2, 1.0, lanes)
+            widths.append(lanes)
+        except RuntimeError:
+            break
+    return widths
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("heads", "kv_heads", "dim", "block_size"), [(4, 2, 64, 16), (6, 1, 72, 4), (3, 3, 8, 16)],
                          ids=["gqa", "mqa-tail", "mha-small"])
 def test_prefill_kernel_equals_causal_sdpa_over_each_chunks_keys(kernel: None, dtype: torch.dtype, heads: int,
                                                                   kv_heads: int, dim: int, block_size: int):
     """Prompt chunks from their start and after earlier keys (one token to several key and query tiles), over
-    shuffled blocks, queries as a strided view: each query sees its chunk's keys up to its own position, as SDPA's
-    causal attention over the sequence's keys laid out in order gives. One chunk of one kv head is cut into a part
-    per thread (`mqa-tail`, whose head_dim of 72 also leaves a tail after its runs of 16)."""
+    shuffled blocks, queries as a strided view, at every vector width this CPU has: each query sees its chunk's
+    keys up to its own position, as SDPA's causal attention over the sequence's keys laid out in order gives. One
+    chunk of one kv head is cut into a part per thread (`mqa-tail`, whose head_dim of 72 also leaves a tail after
+    its runs of 16)."""
+    widths = _lanes()
+    for lanes in widths:
+        _check_prefill_kernel(dtype, heads, kv_heads, dim, block_size, lanes)
+
+
+def _check_prefill_kernel(dtype: torch.dtype, heads: int, kv_heads: int, dim: int, block_size: int,
+                          lanes: int) -> None:
+    """The prefill kernel at `lanes` against causal SDPA, for two calls of chunks."""
     torch.manual_seed(6)
     blocks = 400
     key_cache = torch.randn(blocks * block_size, kv_heads * dim).to(dtype)
@@ -282,7 +305,7 @@ def test_prefill_kernel_equals_causal_sdpa_over_each_chunks_keys(kernel: None, d
         out = torch.ops.serving.paged_prefill(
             queries, key_cache, value_cache, tables.to(torch.int32),
             torch.tensor([start for start, _ in chunks], dtype=torch.int32), torch.tensor(counts, dtype=torch.int32),
-            block_size, 0.2)
+            block_size, 0.2, lanes)
         tolerance = 1e-5 if dtype == torch.float32 else 2e-2
         first = 0
         for row, (start, count) in enumerate(chunks):
@@ -298,9 +321,13 @@ def test_prefill_kernel_equals_causal_sdpa_over_each_chunks_keys(kernel: None, d
             first += count
 
 
-def test_prefill_kernel_refuses_chunks_past_their_tables_or_queries(kernel: None):
+def test_prefill_kernel_refuses_chunks_past_their_tables_or_queries_and_odd_widths(kernel: None):
     cache = torch.zeros(64, KV_HEADS * DIM)
     one = torch.ones(1, 2, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="lanes must be"):
+        torch.ops.serving.paged_prefill(torch.zeros(3, HEADS, DIM), cache, cache, one,
+                                        torch.tensor([0], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+                                        4, 1.0, 5)
     with pytest.raises(RuntimeError, match="fit its table"):
         torch.ops.serving.paged_prefill(torch.zeros(3, HEADS, DIM), cache, cache, one,
                                         torch.tensor([6], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
@@ -366,7 +393,22 @@ def test_an_engine_without_the_kernel_gathers_blocks_and_says_why(make_engine, m
     monkeypatch.setattr(model_runner, "load_decode_kernel", lambda: "no C++ compiler (g++) on this machine")
     with caplog.at_level(logging.WARNING, logger="serving.engine.model_runner"):
         engine = make_engine()
-    assert engine.runner.cache.attention.in_place is False
+    assert engine.runner.cache.attention.in_place is False and engine.runner.cache.attention.prefill_in_place is False
     assert "no C++ compiler (g++) on this machine" in caplog.text
     done = finished(generate_alone(engine, request("r", "Hello there", 4)))
+    assert done.generated_tokens == 4
+
+
+def test_an_engine_takes_the_prefill_kernel_only_where_it_runs_wide(make_engine, monkeypatch):
+    """At four float lanes (no AVX2: SSE, or a CPU that is not x86) the prefill kernel is slower than SDPA, so the
+    engine keeps the decode kernel and gathers prompt chunks for SDPA; at eight or more it takes both."""
+    assert cpu_kernels.load() is None
+    assert cpu_kernels.fast_prefill() is (int(torch.ops.serving.prefill_lanes()) >= 8)
+    monkeypatch.setattr(model_runner, "fast_prefill", lambda: False)
+    attention = make_engine().runner.cache.attention
+    assert attention.in_place is True and attention.prefill_in_place is False
+    monkeypatch.setattr(model_runner, "fast_prefill", lambda: True)
+    attention = make_engine().runner.cache.attention
+    assert attention.in_place is True and attention.prefill_in_place is True
+    done = finished(generate_alone(make_engine(), request("r", "Hello there", 4)))
     assert done.generated_tokens == 4

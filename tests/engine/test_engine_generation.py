@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from serving.engine import cpu_kernels
 from serving.messages import Admitted, Finished, FinishReason, TokenDelta
 from engine_helpers import PROMPTS, drain, finished, generate_alone, request, token_ids
 
@@ -38,7 +39,8 @@ def test_greedy_alone_matches_generate(make_engine, references):
 def test_batch_of_different_lengths_matches_each_alone(make_engine, references, kernel):
     """With the CPU decode kernel (the default) and with CPU_DECODE_KERNEL=false (blocks gathered for SDPA)."""
     engine = make_engine(decode_kernel=kernel)
-    assert engine.runner.cache.attention.in_place is kernel
+    attention = engine.runner.cache.attention
+    assert attention.in_place is kernel and attention.prefill_in_place is (kernel and cpu_kernels.fast_prefill())
     for i, prompt in enumerate(PROMPTS):
         assert engine.add_request(request(f"r{i}", prompt, MAX_NEW))[0].request_id == f"r{i}"
     events = drain(engine)

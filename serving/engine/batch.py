@@ -9,10 +9,10 @@ attend to it once together (and to their own blocks after it in place, where the
 decoding rows are grouped by context length (longest first, cut by `attention.row_windows`, so a short row does not
 read a long row's padding), or, where the CPU decode kernel runs, all in one group that it reads over their block
 tables in place; prefilling rows by chunk length (`length_groups`), chunks from a prompt's start apart from later
-ones (they need no mask), or, where the CPU kernels run, all in one group that the prefill kernel reads over their
-block tables in place. Every group's block index and additive mask are built once here and shared by every layer.
-Padding reads the null block, and the columns past a row's length are masked (a block is zeroed when it is handed
-out, so that they hold finite numbers).
+ones (they need no mask), or, where the CPU prefill kernel runs (AVX2 or AVX-512), all in one group that it reads
+over their block tables in place. Every group's block index and additive mask are built once here and shared by
+every layer. Padding reads the null block, and the columns past a row's length are masked (a block's slots that
+its first step does not write are zeroed when it is handed out, so that they hold finite numbers).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Building needs g++ (or $CXX) and torch's C++ headers; it takes about half a minu
 source, torch version and CPU architecture (the library is cached under `cache_dir()`, keyed by all three). Where
 it cannot be built (no compiler, headers stripped from a slim image) `load` returns None with the reason, and the
 engine attends with the torch-only `GatheredSdpa`, normalizes, rotates and activates in torch ops and applies
-grammar masks with numpy instead; the server runs either way. The container builds it when the image is built (`python -m
-serving.engine.cpu_kernels`).
+grammar masks with numpy instead; the server runs either way. The container builds it when the image is built
+(`python -m serving.engine.cpu_kernels`).
 """
 
 from __future__ import annotations

@@ -417,6 +417,18 @@ struct Chunks {
   int64_t max_blocks;
 };
 
+// The tensors of a call, and one task of it: rows [row_begin, row_end) of a chunk's rows of one kv head.
+template <typename T>
+struct Prefill {
+  const T* q;
+  const T* key_cache;
+  const T* value_cache;
+  T* out;
+};
+struct PrefillTask {
+  int64_t chunk, kv_head, row_begin, row_end;
+};
+
 // L floats (and int32s) in one vector register, loaded from any float address. Arrays of them are of `Row` (a
 // std::vector of an under-aligned vector type would lose the attribute, and its elements be stored as if aligned).
 template <int64_t L>
@@ -466,9 +478,11 @@ SERVING_INLINE void weighted_values(const typename Lanes<L>::Row* weights, int64
 }
 
 template <typename T, int64_t L>
-SERVING_INLINE void prefill_rows(const T* q, const T* key_cache, const T* value_cache, const Chunks& c, int64_t chunk,
-                                 int64_t kv_head, int64_t row_begin, int64_t row_end, const Shape& s, T* out,
+SERVING_INLINE void prefill_rows(const Prefill<T>& call, const Chunks& c, const Shape& s, const PrefillTask& task,
                                  std::vector<float>& scratch) {
+  const T *q = call.q, *key_cache = call.key_cache, *value_cache = call.value_cache;
+  T* out = call.out;
+  const int64_t chunk = task.chunk, kv_head = task.kv_head, row_begin = task.row_begin, row_end = task.row_end;
   using Floats = typename Lanes<L>::Floats;
   using Row = typename Lanes<L>::Row;
   constexpr int64_t pv_rows = L / 2;
@@ -573,19 +587,15 @@ SERVING_INLINE void prefill_rows(const T* q, const T* key_cache, const T* value_
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 template <typename T>
-__attribute__((target("avx512f"))) void prefill_rows_avx512(const T* q, const T* key_cache, const T* value_cache,
-                                                            const Chunks& c, int64_t chunk, int64_t kv_head,
-                                                            int64_t row_begin, int64_t row_end, const Shape& s, T* out,
-                                                            std::vector<float>& scratch) {
-  prefill_rows<T, 16>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+__attribute__((target("avx512f"))) void prefill_rows_avx512(const Prefill<T>& call, const Chunks& c, const Shape& s,
+                                                            const PrefillTask& task, std::vector<float>& scratch) {
+  prefill_rows<T, 16>(call, c, s, task, scratch);
 }
 
 template <typename T>
-__attribute__((target("avx2,fma"))) void prefill_rows_avx2(const T* q, const T* key_cache, const T* value_cache,
-                                                           const Chunks& c, int64_t chunk, int64_t kv_head,
-                                                           int64_t row_begin, int64_t row_end, const Shape& s, T* out,
-                                                           std::vector<float>& scratch) {
-  prefill_rows<T, 8>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+__attribute__((target("avx2,fma"))) void prefill_rows_avx2(const Prefill<T>& call, const Chunks& c, const Shape& s,
+                                                           const PrefillTask& task, std::vector<float>& scratch) {
+  prefill_rows<T, 8>(call, c, s, task, scratch);
 }
 #endif
 
@@ -600,18 +610,13 @@ int64_t widest_lanes() {
 
 // A task's rows at the width of `lanes`.
 template <typename T>
-void prefill_task(int64_t lanes, const T* q, const T* key_cache, const T* value_cache, const Chunks& c, int64_t chunk,
-                  int64_t kv_head, int64_t row_begin, int64_t row_end, const Shape& s, T* out,
+void prefill_task(int64_t lanes, const Prefill<T>& call, const Chunks& c, const Shape& s, const PrefillTask& task,
                   std::vector<float>& scratch) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  if (lanes == 16) {
-    return prefill_rows_avx512<T>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
-  }
-  if (lanes == 8) {
-    return prefill_rows_avx2<T>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
-  }
+  if (lanes == 16) return prefill_rows_avx512<T>(call, c, s, task, scratch);
+  if (lanes == 8) return prefill_rows_avx2<T>(call, c, s, task, scratch);
 #endif
-  prefill_rows<T, 4>(q, key_cache, value_cache, c, chunk, kv_head, row_begin, row_end, s, out, scratch);
+  prefill_rows<T, 4>(call, c, s, task, scratch);
 }
 
 at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
@@ -640,10 +645,7 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
   // Tasks: each (chunk, kv head)'s rows cut at token boundaries into parts of about `target` key reads (a row
   // reads the keys up to its position, so a prompt's later rows cost more), at least two query tiles each. Each
   // thread then takes a run of tasks of about equal cost: chunks of different lengths balance.
-  struct Task {
-    int64_t chunk, kv_head, row_begin, row_end;
-  };
-  std::vector<Task> tasks;
+  std::vector<PrefillTask> tasks;
   std::vector<double> cost{0.0};  // cumulative key reads, before each task and after the last
   const int64_t widest = widest_lanes();
   lanes = lanes == 0 ? widest : lanes;
@@ -678,15 +680,14 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
     using T = decltype(tag);
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch;
+      const Prefill<T> call{q.data_ptr<T>(), key_cache.data_ptr<T>(), value_cache.data_ptr<T>(), out.data_ptr<T>()};
       for (int64_t part = begin; part < end; ++part) {
         const auto at_cost = [&](int64_t k) {
           const double share = cost[task_count] * static_cast<double>(k) / static_cast<double>(parts);
           return std::lower_bound(cost.begin(), cost.end(), share) - cost.begin();
         };
         for (int64_t index = at_cost(part); index < std::min(at_cost(part + 1), task_count); ++index) {
-          const Task& task = tasks[index];
-          prefill_task<T>(lanes, q.data_ptr<T>(), key_cache.data_ptr<T>(), value_cache.data_ptr<T>(), c, task.chunk,
-                          task.kv_head, task.row_begin, task.row_end, s, out.data_ptr<T>(), scratch);
+          prefill_task<T>(lanes, call, c, s, tasks[index], scratch);
         }
       }
     });

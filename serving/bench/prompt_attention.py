@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from serving.bench.decode_attention import BLOCK_SIZE, HEAD_DIM, HEADS, KV_HEADS, _median_ms, run_shapes
-from serving.engine.cpu_kernels import load
+from serving.bench.decode_attention import (BLOCK_SIZE, HEAD_DIM, HEADS, KV_HEADS, _median_ms, require_kernels,
+                                            run_shapes)
 
 
 def chunk_of(shape: str) -> tuple[int, int]:
@@ -27,9 +27,7 @@ def chunk_of(shape: str) -> tuple[int, int]:
 def measure(start: int, count: int, repeats: int = 20, seed: int = 0) -> tuple[float, float, float]:
     """(SDPA ms, kernel ms, max |difference|) for one layer's attention of a `count`-token chunk after `start` keys
     (raises when the kernel cannot be loaded)."""
-    reason = load()
-    if reason is not None:
-        raise RuntimeError(f"the CPU kernels are unavailable: {reason}")
+    require_kernels()
     generator = torch.Generator().manual_seed(seed)
     length = start + count
     blocks = -(-length // BLOCK_SIZE)
@@ -45,6 +43,8 @@ def measure(start: int, count: int, repeats: int = 20, seed: int = 0) -> tuple[f
     columns = blocks * BLOCK_SIZE
     visible = torch.arange(columns)[None, :] <= torch.arange(start, length)[:, None]
     mask = torch.zeros(1, 1, count, columns).masked_fill_(~visible[None, None], float("-inf"))
+    tables = table.to(torch.int32)[None]  # the kernel's arguments, made once outside the timed calls
+    starts, counts = torch.tensor([start], dtype=torch.int32), torch.tensor([count], dtype=torch.int32)
 
     def sdpa() -> torch.Tensor:
         if start == 0:
@@ -58,9 +58,8 @@ def measure(start: int, count: int, repeats: int = 20, seed: int = 0) -> tuple[f
                                               enable_gqa=True)[0].transpose(0, 1)
 
     def kernel() -> torch.Tensor:
-        return torch.ops.serving.paged_prefill(
-            queries, key_cache, value_cache, table.to(torch.int32)[None], torch.tensor([start], dtype=torch.int32),
-            torch.tensor([count], dtype=torch.int32), BLOCK_SIZE, HEAD_DIM ** -0.5)
+        return torch.ops.serving.paged_prefill(queries, key_cache, value_cache, tables, starts, counts, BLOCK_SIZE,
+                                               HEAD_DIM ** -0.5)
 
     difference = (sdpa() - kernel()).abs().max().item()
     return _median_ms(sdpa, repeats), _median_ms(kernel, repeats), difference

@@ -82,25 +82,26 @@ class GatheredSdpa:
                  scale: float | None = None) -> Tensor:
         tokens, heads, head_dim = q.shape
         blocks = batch.block_count
+        block_size = key_cache.shape[0] // blocks
         key_blocks = key_cache.view(blocks, -1)  # [blocks, block_size * kv_heads * head_dim]
         value_blocks = value_cache.view(blocks, -1)
+        kernel_scale = scale or head_dim ** -0.5  # the kernels and the cascade take it explicitly
         parts = []
         for group in batch.groups:
             queries = (q[group.query_start:group.query_start + group.rows * group.width] if group.query_index is None
                        else q.index_select(0, group.query_index)).view(group.rows, group.width, heads, head_dim)
             if group.shared_blocks is not None:
                 parts.append(_cascade(queries[:, 0], key_cache, value_cache, group, key_blocks, value_blocks,
-                                      scale or head_dim ** -0.5))
+                                      kernel_scale))
                 continue
             if group.starts is not None:  # prompt chunks, [rows, heads, head_dim], read over the block tables
                 parts.append(torch.ops.serving.paged_prefill(
-                    queries[:, 0], key_cache, value_cache, group.blocks, group.starts, group.counts,
-                    key_cache.shape[0] // blocks, scale or head_dim ** -0.5))
+                    queries[:, 0], key_cache, value_cache, group.blocks, group.starts, group.counts, block_size,
+                    kernel_scale))
                 continue
             if group.lengths is not None:  # [rows, heads, head_dim], read over the block tables
                 parts.append(torch.ops.serving.paged_decode(
-                    queries[:, 0], key_cache, value_cache, group.blocks, group.lengths, key_cache.shape[0] // blocks,
-                    scale or head_dim ** -0.5))
+                    queries[:, 0], key_cache, value_cache, group.blocks, group.lengths, block_size, kernel_scale))
                 continue
             keys = key_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)
             values = value_blocks.index_select(0, group.blocks).view(group.rows, group.columns, -1, head_dim)

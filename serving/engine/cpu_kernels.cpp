@@ -1,5 +1,6 @@
-// The engine's CPU kernels, built into one library (`cpu_kernels.py`): decode attention over the paged KV cache,
-// RMSNorm, the rotary embedding and the MLP's activation in one op each, and the grammar mask's application to the logits.
+// The engine's CPU kernels, built into one library (`cpu_kernels.py`): decode and prompt attention over the paged KV
+// cache, RMSNorm, the rotary embedding and the MLP's activation in one op each, and the grammar mask's application
+// to the logits.
 //
 // Decode attention reads every row's blocks where they lie.
 // The torch-only path (`GatheredSdpa`) copies each decoding row's blocks into one padded tensor before SDPA reads
@@ -328,10 +329,8 @@ void rotary_(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin) {
                    });
 }
 
-// e^t for t in [-87, 87] (what `silu_rows` passes): 2^n times a degree-7 polynomial of the remainder r in
-// [-ln 2 / 2, ln 2 / 2], ln 2 split in two so that t - n ln 2 is exact; within 2 ulp of expf, and plain arithmetic
-// that the compiler vectorizes, where a call to expf stays one element at a time.
-// e^(t - n ln 2) by the polynomial, for a float or for `Floats` lane-wise (its remainder within ln 2 / 2 of zero).
+// e^(t - n ln 2) by a degree-7 polynomial of the remainder r = t - n ln 2 in [-ln 2 / 2, ln 2 / 2] (ln 2 split in
+// two so that r is exact), for a float or for a vector of them lane-wise.
 template <typename V>
 inline V exp_remainder(V t, V n) {
   const V r = (t - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -343,6 +342,8 @@ inline V exp_remainder(V t, V n) {
   return p * r * r + r + 1.0f;
 }
 
+// e^t for t in [-87, 87] (what `silu_rows` passes): 2^n times `exp_remainder`; within 2 ulp of expf, and plain
+// arithmetic that the compiler vectorizes, where a call to expf stays one element at a time.
 inline float exp_in_range(float t) {
   const float n = std::floor(t * 1.44269504088896341f + 0.5f);
   const float p = exp_remainder(t, n);

@@ -10,11 +10,11 @@ in about 30 ops a layer: RMSNorm in few ops, one call for q/k/v and one for gate
 siblings together, rotary embedding of queries and keys at once as `x*cos + roll(x)*sin'` with rotate_half's sign
 folded into `sin'`, and the cache's `PagedAttention` over the groups and masks that `batch.build` made once for
 every layer (SDPA with grouped-query heads). On the CPU in float32, where an op costs tens of microseconds inside a
-decode step (its code and data evicted by the GEMMs' weight streams), RMSNorm and the rotary embedding run as one op
-each of the CPU kernels (`use_kernels`: RMSNorm 16 against 28 us a call inside a 16-row decode step of the tiny
-benchmark model), or where they are not built in five ops instead of `F.rms_norm`'s ten and in three, and the
-residual adds after `o_proj` and `down_proj` ride on their oneDNN GEMMs as post-ops (`PackedLinear.add_to`): 4-6% of
-a decode step of 8-32 rows on the tiny benchmark model.
+decode step (its code and data evicted by the GEMMs' weight streams), RMSNorm, the rotary embedding and the SiLU
+product run as one op each of the CPU kernels (`use_kernels`: RMSNorm 16 against 28 us a call inside a 16-row
+decode step of the tiny benchmark model), or where they are not built in five, three and two ops (`F.rms_norm` takes
+ten), and the residual adds after `o_proj` and `down_proj` ride on their oneDNN GEMMs as post-ops
+(`PackedLinear.add_to`): 4-6% of a decode step of 8-32 rows on the tiny benchmark model.
 
 `LeanForward.build` accepts only models it reproduces exactly: transformers' own Llama, Mistral (without a
 sliding window) and Qwen2 (without sliding-window layers) classes on a single device with no accelerate hooks,
@@ -131,9 +131,10 @@ class LeanForward:
         self.kernels = False  # whether `norm`, `rotate` and `activate` are the CPU kernels' ops (`use_kernels`)
 
     def use_kernels(self) -> None:
-        """RMSNorm and the rotary embedding as the CPU kernels' ops (`torch.ops.serving.rms_norm` and `rotary_`,
-        which `cpu_kernels.load` loaded) where the model is float32 on the CPU: one op each instead of five and
-        three (RMSNorm alone, 16 rows of the tiny benchmark model: 2.9 against 8.5 us)."""
+        """RMSNorm, the rotary embedding and the MLP's SiLU product as the CPU kernels' ops
+        (`torch.ops.serving.rms_norm`, `rotary_` and `silu_mul`, which `cpu_kernels.load` loaded) where the model
+        is float32 on the CPU: one op each instead of five, three and two (RMSNorm alone, 16 rows of the tiny
+        benchmark model: 2.9 against 8.5 us)."""
         if self._cpu_float32:
             eps = self.eps
             self.norm = lambda x, weight: torch.ops.serving.rms_norm(x.contiguous(), weight, eps)
